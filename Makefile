@@ -1,0 +1,33 @@
+# Fresh machine: `make bank SOURCE=<folder or generated.photos export>` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FACEBANK := $(VENV)/bin/facebank
+CONFIG ?= data/default.toml
+BANK ?= data/bank.h5
+SOURCE ?=
+
+.PHONY: install bank test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || python3 -m venv $(VENV)
+	# The CPU wheel of torch that lies on this machine; a bare `torch` pulls CUDA builds.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[cpu,dev]'
+	touch $@
+
+# Build the bank from the config's sources (or SOURCE), its index, and sample picks.
+bank: install
+	$(FACEBANK) build --config $(CONFIG) --bank $(BANK) $(if $(SOURCE),--source $(SOURCE),)
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: install
+	$(PY) tools/bench_bank.py
+	$(PY) tools/bench_pick.py
+	$(PY) tools/bench_generate.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

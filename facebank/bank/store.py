@@ -1,0 +1,192 @@
+"""Reading a bank: open once, read faces by id or row, read whole columns for index builds."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from facebank.bank import schema
+from facebank.errors import BankError, InputError, SchemaVersionError, UnknownFace, UnknownSpace
+
+__all__ = ["Bank", "Face", "check_header", "open_bank"]
+
+
+def check_header(f: h5py.File, path: os.PathLike | str) -> None:
+    """Refuse files that are not banks, or banks of a schema or feature we do not know."""
+    fmt = f.attrs.get("format")
+    if fmt != schema.FORMAT:
+        raise BankError(f"{path} is not a facebank bank (format {fmt!r})")
+    version = int(f.attrs.get("schema_version", -1))
+    if version != schema.SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{path} has bank schema version {version}; this facebank reads version {schema.SCHEMA_VERSION}"
+        )
+    required = set(json.loads(f.attrs.get("required_features", "[]")))
+    unknown = required - schema.KNOWN_FEATURES
+    if unknown:
+        raise SchemaVersionError(f"{path} requires features this facebank lacks: {', '.join(sorted(unknown))}")
+
+
+@dataclass
+class Face:
+    """One face of the bank, as a face swapper needs it."""
+
+    id: str
+    row: int
+    source: str
+    source_id: str
+    provenance: dict
+    box: np.ndarray
+    landmarks: np.ndarray
+    crop: np.ndarray
+    age: float
+    gender: str
+    age_confidence: float
+    gender_confidence: float
+    age_source: str
+    gender_source: str
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    _bank: Bank | None = field(default=None, repr=False)
+
+    def image_bytes(self) -> bytes:
+        """The original encoded image (JPEG, PNG, ...), as it entered the bank."""
+        return self._bank.image_bytes(self.row)
+
+    def image(self) -> np.ndarray:
+        """The original image decoded to RGB uint8 (H, W, 3)."""
+        from facebank.vision.image_io import decode_image
+
+        return decode_image(self.image_bytes(), name=self.id)
+
+
+class Bank:
+    """A bank opened for reading. Cheap to keep open; reuse it across calls."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise InputError(f"bank {self.path} does not exist")
+        try:
+            self._f = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise BankError(f"{self.path} is not a readable HDF5 bank ({exc})") from exc
+        try:
+            check_header(self._f, self.path)
+        except Exception:
+            self._f.close()
+            raise
+        faces = self._f["faces"]
+        self.ids = np.array([h.decode() for h in faces["id"][:]], dtype=object)
+        self._row_of = {fid: i for i, fid in enumerate(self.ids)}
+        self.content_hash: str = str(self._f.attrs["content_hash"])
+        self.writer: str = str(self._f.attrs.get("writer", ""))
+
+    # -- shape of the bank --
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def spaces(self) -> list[str]:
+        return sorted(self._f["embeddings"])
+
+    def space_info(self, space: str) -> dict:
+        """model, sha256, dim (and anything else the embedder recorded) of one space."""
+        return json.loads(self._space(space).attrs["info"])
+
+    def _space(self, space: str) -> h5py.Group:
+        if space not in self._f["embeddings"]:
+            raise UnknownSpace(f"space {space!r} is not in {self.path}; it has: {', '.join(self.spaces) or 'none'}")
+        return self._f["embeddings"][space]
+
+    # -- columns --
+    def column(self, name: str) -> np.ndarray:
+        """A whole per-face column (see schema.FACE_COLUMNS); strings come back as str."""
+        if name not in schema.FACE_COLUMNS or name in ("image", "crop"):
+            raise InputError(f"unknown or bulk column {name!r}")
+        ds = self._f["faces"][name]
+        if ds.dtype.kind == "O":
+            return ds.asstr()[:]
+        values = ds[:]
+        return values.astype(str) if values.dtype.kind == "S" else values
+
+    def vectors(self, space: str) -> np.ndarray:
+        """(n, d) float32 unit vectors of `space`, rows of faces without one are zero."""
+        return self._space(space)["vectors"][:]
+
+    def present(self, space: str) -> np.ndarray:
+        """(n,) bool: which faces have a vector in `space`."""
+        return self._space(space)["present"][:]
+
+    def vector(self, space: str, row: int) -> np.ndarray:
+        return self._space(space)["vectors"][row]
+
+    # -- one face --
+    def row(self, face_id: str) -> int:
+        try:
+            return self._row_of[face_id]
+        except KeyError:
+            raise UnknownFace(f"face {face_id!r} is not in {self.path}") from None
+
+    def crop(self, row: int) -> np.ndarray:
+        return self._f["faces/crop"][row]
+
+    def image_bytes(self, row: int) -> bytes:
+        return self._f["faces/image"][row].tobytes()
+
+    def face(self, face_id_or_row: str | int, *, spaces: list[str] | None = None) -> Face:
+        """One face by id (or row): crop, landmarks, attributes and its embeddings."""
+        row = face_id_or_row if isinstance(face_id_or_row, (int, np.integer)) else self.row(face_id_or_row)
+        if not 0 <= row < len(self):
+            raise UnknownFace(f"row {row} is outside the bank (0..{len(self) - 1})")
+        f = self._f["faces"]
+        embeddings = {}
+        for space in self.spaces if spaces is None else spaces:
+            g = self._space(space)
+            if g["present"][row]:
+                embeddings[space] = g["vectors"][row]
+        return Face(
+            id=self.ids[row], row=int(row),
+            source=f["source"].asstr()[row], source_id=f["source_id"].asstr()[row],
+            provenance=json.loads(f["provenance"].asstr()[row]),
+            box=f["box"][row], landmarks=f["landmarks"][row], crop=f["crop"][row],
+            age=float(f["age"][row]), gender=schema.gender_name(int(f["gender"][row])),
+            age_confidence=float(f["age_confidence"][row]), gender_confidence=float(f["gender_confidence"][row]),
+            age_source=f["age_source"].asstr()[row], gender_source=f["gender_source"].asstr()[row],
+            embeddings=embeddings, _bank=self,
+        )
+
+    # -- logs --
+    def rejections(self) -> list[dict]:
+        r = self._f["rejections"]
+        cols = {name: (r[name].asstr()[:] if r[name].dtype.kind == "O" else r[name][:]) for name in r}
+        n = len(cols["reason"])
+        return [
+            {k: (v[i].decode() if isinstance(v[i], bytes) else v[i].item() if hasattr(v[i], "item") else v[i])
+             for k, v in cols.items()}
+            for i in range(n)
+        ]
+
+    def log(self) -> list[dict]:
+        return [json.loads(s) for s in self._f["log"].asstr()[:]]
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> Bank:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Bank({str(self.path)!r}, faces={len(self)}, spaces={self.spaces})"
+
+
+def open_bank(path: str | os.PathLike) -> Bank:
+    """Open a bank for reading."""
+    return Bank(path)

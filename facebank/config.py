@@ -1,0 +1,96 @@
+"""Build configuration (`data/<name>.toml`): sources, vision models, spaces, index and sample picks.
+
+Parsed into frozen dataclasses once, validated with ConfigError; nothing reads globals.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from facebank.errors import ConfigError
+from facebank.pipeline import SpaceConfig, VisionConfig
+
+SOURCE_KINDS = ("stylegan", "generated_photos", "folder")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    kind: str  # one of SOURCE_KINDS
+    path: str = ""  # folder, export (folder or zip), or for stylegan a network path or URL
+    seeds: str = "0-9999"  # stylegan only
+    psi: float = 0.7  # stylegan truncation
+    class_idx: int | None = None  # stylegan conditional networks
+    device: str = "cpu"
+    sha256: str | None = None  # expected network checksum, when known
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    spaces: tuple[str, ...] = ()  # empty: every space of the bank
+    out: str = "index_builds"
+    kind: str = "flat"  # flat | ivf | hnsw
+    thresholds: dict = field(default_factory=dict)  # space -> cosine threshold; empty: defaults
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    bank: str = "data/bank.h5"
+    cache_dir: str = "data/cache"
+    sources: tuple[SourceConfig, ...] = ()
+    vision: VisionConfig = VisionConfig()
+    spaces: tuple[SpaceConfig, ...] = (SpaceConfig("dlib"),)
+    index: IndexConfig = IndexConfig()
+    sample_picks: int = 5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _make(cls, data: dict, where: str):
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def source_from_path(path: str) -> SourceConfig:
+    """Guess a source's kind from a path given on the command line."""
+    p = Path(path)
+    if not p.exists() and not path.startswith(("http://", "https://")):
+        raise ConfigError(f"source {path} does not exist")
+    if path.startswith(("http://", "https://")) or p.suffix in (".pkl", ".pt"):
+        return SourceConfig("stylegan", path)
+    if p.suffix.lower() == ".zip" or (p.is_dir() and (any(p.rglob("dataset.csv")) or any(p.rglob("*.json")))):
+        return SourceConfig("generated_photos", path)
+    if p.is_dir():
+        return SourceConfig("folder", path)
+    raise ConfigError(f"cannot tell what kind of face source {path} is (a folder, a generated.photos export or a .pkl)")
+
+
+def load_config(path: str | Path) -> BuildConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    top = {k: v for k, v in raw.items() if k not in ("sources", "vision", "spaces", "index")}
+    cfg = _make(BuildConfig, top, str(path))
+    sources = tuple(_make(SourceConfig, s, f"{path} [[sources]]") for s in raw.get("sources", []))
+    for s in sources:
+        if s.kind not in SOURCE_KINDS:
+            raise ConfigError(f"{path}: source kind {s.kind!r} is not one of {', '.join(SOURCE_KINDS)}")
+    vision = _make(VisionConfig, raw.get("vision", {}), f"{path} [vision]")
+    spaces = tuple(_make(SpaceConfig, s, f"{path} [[spaces]]") for s in raw.get("spaces", [])) or cfg.spaces
+    index_raw = dict(raw.get("index", {}))
+    index_raw["spaces"] = tuple(index_raw.get("spaces", ()))
+    index = _make(IndexConfig, index_raw, f"{path} [index]")
+    return BuildConfig(bank=cfg.bank, cache_dir=cfg.cache_dir, sources=sources, vision=vision, spaces=spaces,
+                       index=index, sample_picks=cfg.sample_picks)

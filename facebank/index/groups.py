@@ -1,0 +1,146 @@
+"""Age and gender groups: the documented ranges a target is picked from, and their integer codes.
+
+Age groups, in years, each the half-open range [lower, next lower):
+
+    index  label   ages
+    0      0-12    0 <= age < 13
+    1      13-19   13 <= age < 20
+    2      20-29   20 <= age < 30
+    3      30-39   30 <= age < 40
+    4      40-49   40 <= age < 50
+    5      50-59   50 <= age < 60
+    6      60+     60 <= age
+
+Genders: index 0 "female", index 1 "male" ("f", "woman", "m", "man" are accepted, any case).
+
+A group code is `age_index * 2 + gender_index` (0..13), stored as int16 next to the vectors.
+`widen_age` gives the order in which neighbouring age groups are tried when a group has no
+eligible target (the "widen_age" fallback policy): nearest first, the younger one first on a tie.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from facebank.errors import InputError
+
+__all__ = [
+    "AGE_GROUPS",
+    "GENDERS",
+    "N_GROUPS",
+    "age_group",
+    "decode_group",
+    "gender_name",
+    "group_code",
+    "group_codes",
+    "group_label",
+    "widen_age",
+    "widen_age_codes",
+]
+
+AGE_GROUPS: tuple[str, ...] = ("0-12", "13-19", "20-29", "30-39", "40-49", "50-59", "60+")
+GENDERS: tuple[str, ...] = ("female", "male")
+N_GROUPS = len(AGE_GROUPS) * len(GENDERS)
+
+# Lower bounds of age groups 1..6; searchsorted(side="right") maps an age to its group index.
+_AGE_EDGES = np.array([13.0, 20.0, 30.0, 40.0, 50.0, 60.0])
+_GENDER_ALIASES = {"f": 0, "female": 0, "woman": 0, "m": 1, "male": 1, "man": 1}
+_AGE_INDEX = {label: i for i, label in enumerate(AGE_GROUPS)}
+
+
+def _age_index(age: float) -> int:
+    try:
+        a = float(age)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"age must be a number of years, got {age!r}") from exc
+    if not math.isfinite(a) or a < 0:
+        raise InputError(f"age must be finite and >= 0, got {age!r}")
+    return int(np.searchsorted(_AGE_EDGES, a, side="right"))
+
+
+def _gender_index(gender: str) -> int:
+    key = gender.strip().lower() if isinstance(gender, str) else None
+    if key not in _GENDER_ALIASES:
+        raise InputError(f"gender must be one of {sorted(_GENDER_ALIASES)}, got {gender!r}")
+    return _GENDER_ALIASES[key]
+
+
+def _age_group_index(label: str) -> int:
+    if label not in _AGE_INDEX:
+        raise InputError(f"age group must be one of {list(AGE_GROUPS)}, got {label!r}")
+    return _AGE_INDEX[label]
+
+
+def age_group(age: float) -> str:
+    """The label of the age group an age in years falls in ("0-12" ... "60+")."""
+    return AGE_GROUPS[_age_index(age)]
+
+
+def gender_name(gender: str) -> str:
+    """The canonical gender ("female" or "male") for any accepted spelling."""
+    return GENDERS[_gender_index(gender)]
+
+
+def group_code(age_group: str, gender: str) -> int:
+    """The integer code (0..13) of an age-group label and a gender."""
+    return _age_group_index(age_group) * len(GENDERS) + _gender_index(gender)
+
+
+def decode_group(code: int) -> tuple[str, str]:
+    """(age-group label, gender) of a group code."""
+    if isinstance(code, bool) or not isinstance(code, (int, np.integer)) or not 0 <= code < N_GROUPS:
+        raise InputError(f"group code must be an int in [0, {N_GROUPS}), got {code!r}")
+    return AGE_GROUPS[int(code) // len(GENDERS)], GENDERS[int(code) % len(GENDERS)]
+
+
+def group_label(code: int) -> str:
+    """A readable name of a group code, e.g. "30-39/female"."""
+    age, gender = decode_group(code)
+    return f"{age}/{gender}"
+
+
+def group_codes(ages: Sequence[float] | np.ndarray, genders: Sequence[str] | np.ndarray) -> np.ndarray:
+    """Group codes of many faces at once.
+
+    Args:
+        ages: (n,) ages in years, finite and >= 0.
+        genders: (n,) gender strings, any accepted spelling.
+    Returns:
+        int16 (n,) group codes.
+    """
+    a = np.asarray(ages)
+    g = np.asarray(genders)
+    if a.ndim != 1 or g.ndim != 1 or a.shape != g.shape:
+        raise InputError(f"ages and genders must be 1-D of the same length, got {a.shape} and {g.shape}")
+    try:
+        a = a.astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError("ages must be numbers of years") from exc
+    bad = np.flatnonzero(~np.isfinite(a) | (a < 0))
+    if bad.size:
+        raise InputError(f"age must be finite and >= 0, got {a[bad[0]]!r} at index {bad[0]}")
+    age_idx = np.searchsorted(_AGE_EDGES, a, side="right")
+    # Map the few distinct spellings once instead of every element.
+    uniq, inverse = np.unique(g.astype(object), return_inverse=True)
+    gender_idx = np.array([_gender_index(u) for u in uniq], dtype=np.int64)[inverse.reshape(-1)]
+    return (age_idx * len(GENDERS) + gender_idx).astype(np.int16)
+
+
+def widen_age(age_group: str) -> tuple[str, ...]:
+    """The other age groups in the order the "widen_age" fallback tries them.
+
+    Nearest first; on a tie the younger group comes first. The group itself is not included.
+    For "30-39": ("20-29", "40-49", "13-19", "50-59", "0-12", "60+").
+    """
+    i = _age_group_index(age_group)
+    order = sorted((j for j in range(len(AGE_GROUPS)) if j != i), key=lambda j: (abs(j - i), j))
+    return tuple(AGE_GROUPS[j] for j in order)
+
+
+def widen_age_codes(code: int) -> tuple[int, ...]:
+    """Group codes of the same gender in `widen_age` order (the group itself not included)."""
+    age, gender = decode_group(code)
+    return tuple(group_code(a, gender) for a in widen_age(age))

@@ -1,0 +1,581 @@
+"""The picking core: a random (or the least similar) bank row that is provably dissimilar to a query.
+
+Plain numpy over in-memory or memory-mapped arrays; storage and FAISS stay outside. One `Picker`
+holds, per identity space, the bank's unit rows (same row order in every space) and one int group
+code per row.
+
+Similarity and eligibility. A query is normalised to unit norm (in float64, then stored as float32
+`q`). The similarity of row t in space s is the dot product of `q` with the float32 row the bank
+holds, `sim_s(t) = q . v_s[t]`. Row t is eligible iff sim_s(t) <= thresholds[s] for every space in
+the query (and, in `pick_distinct`, for every face of the photo), t is in the requested groups and
+t is not excluded. The decision is exact: the float32 dot product (against float16 rows when the
+storage is float16) is compared with the threshold widened by a proven error bound (`_margin`);
+rows inside that band are re-checked in float64 against the float32 row (products of two float32
+are exact in float64, so that sum is exact to ~d * 2^-53). A float32-only check would be as
+ambiguous as the summation order of the BLAS kernel that ran it; this check is not.
+
+Furthest mode returns the eligible row with the smallest score, where the score of a row is the
+maximum of its similarities over the query's spaces (and faces): the worst case one observer
+could see. Ties go to the lowest row number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from facebank.errors import InputError, InvalidEmbedding, NoEligibleTarget, UnknownSpace
+from facebank.index.groups import N_GROUPS, group_label
+
+__all__ = ["BatchPick", "PickResult", "Picker", "rng_for_key", "unit_queries"]
+
+_U32 = 2.0**-24  # unit roundoff of float32
+_U16 = 2.0**-11  # unit roundoff of float16 (normal range)
+_SUB16 = 2.0**-25  # half the float16 subnormal spacing: absolute rounding error below 2^-14
+_SCAN_CHUNK = 16384  # rows per scan step: bounds the scan's temporary memory (~32 MB at 512-d)
+_FIRST_BLOCK = 16  # draws verified per rejection step at first; doubles up to _MAX_BLOCK
+_MAX_BLOCK = 512
+
+
+def rng_for_key(key: bytes | str, secret: bytes) -> np.random.Generator:
+    """A generator seeded by HMAC-SHA256(secret, key).
+
+    The same (photo, face) key always gives the same pick; without the secret, picks made for
+    different keys cannot be linked to each other or to the key.
+    """
+    if isinstance(key, str):
+        key = key.encode("utf-8")
+    if not isinstance(key, (bytes, bytearray)) or not isinstance(secret, (bytes, bytearray)) or not secret:
+        raise InputError("key must be bytes or str and secret non-empty bytes")
+    digest = hmac.new(bytes(secret), bytes(key), hashlib.sha256).digest()
+    return np.random.Generator(np.random.PCG64(int.from_bytes(digest, "big")))
+
+
+def unit_queries(q: np.ndarray, *, space: str, dim: int, ndim: int = 1) -> np.ndarray:
+    """Validate query embeddings and return them as float32 unit rows (a new array).
+
+    Args:
+        q: (dim,) when ndim == 1, or (B, dim) when ndim == 2; any real dtype.
+    Returns:
+        float32 (k, dim): k = 1 or B, each row normalised in float64 then rounded to float32.
+    """
+    a = np.asarray(q)
+    if a.dtype.kind not in "fiu" or a.ndim != ndim or a.shape[-1] != dim or a.size == 0:
+        want = f"({dim},)" if ndim == 1 else f"(B, {dim})"
+        raise InvalidEmbedding(f"space {space!r}: expected a real {want} embedding, got {a.dtype} {a.shape}")
+    a = a.reshape(-1, dim).astype(np.float64)  # a copy: the caller's array is never touched
+    if a.shape[0] == 1:  # the common single query: scalar checks, a few microseconds
+        ss = float(a[0] @ a[0])
+        if not 1e-280 < ss < math.inf:  # NaN, infinity, zero, or a sum that under/overflowed
+            a = _rescaled(a, space)
+            ss = float(a[0] @ a[0])
+        return (a * (1.0 / math.sqrt(ss))).astype(np.float32)
+    a = _rescaled(a, space)
+    norms = np.sqrt(np.einsum("ij,ij->i", a, a))
+    return (a / norms[:, None]).astype(np.float32)
+
+
+def _rescaled(a: np.ndarray, space: str) -> np.ndarray:
+    """Rows divided by their largest magnitude (so squares neither overflow nor underflow)."""
+    if not np.isfinite(a).all():
+        raise InvalidEmbedding(f"space {space!r}: embedding has NaN or infinity")
+    top = np.abs(a).max(axis=1, keepdims=True)
+    if (top == 0).any():
+        raise InvalidEmbedding(f"space {space!r}: embedding has zero norm")
+    return a / top
+
+
+@dataclass(frozen=True)
+class PickResult:
+    """One picked row.
+
+    row: bank row number. similarities: space -> similarity of the row to the query (the maximum
+    over the photo's faces in `pick_distinct`), exact in float64. tries: rows verified (draws,
+    plus the group size when it scanned). method: "rejection", "scan" or "furthest".
+    """
+
+    row: int
+    similarities: dict[str, float]
+    tries: int
+    method: str
+
+
+@dataclass(frozen=True)
+class BatchPick:
+    """Batch picks as arrays: rows int64 (B,), similarities space -> float64 (B,), tries int64 (B,),
+    methods (B,) str."""
+
+    rows: np.ndarray
+    similarities: dict[str, np.ndarray]
+    tries: np.ndarray
+    methods: np.ndarray
+
+
+class _Space:
+    """One identity space: storage rows, the float32 rows for exact re-checks, and the error bound."""
+
+    def __init__(self, name: str, data: np.ndarray, exact: np.ndarray | None, max_norm: float):
+        self.name = name
+        self.data = data  # (n, d) float32 or float16, what the fast path reads
+        self.exact = exact  # (n, d) float32 rows for re-checks, or None (fp16 without a source)
+        self.dim = data.shape[1]
+        d = self.dim
+        gamma = d * _U32 / (1 - d * _U32)  # float32 dot product of length d, any summation order
+        if data.dtype == np.float32:
+            # |fl32(q.v) - q.v| <= gamma_d * sum|q_i v_i| <= gamma_d * ||q|| * ||v||.
+            coef = gamma * max_norm
+        else:
+            # h = fp16(v): |h_i - v_i| <= 2^-11 |v_i| + 2^-25, so |q.h - q.v| <= 2^-11 ||q|| ||v||
+            # + 2^-25 sqrt(d) ||q||; plus the float32 accumulation gamma_d * ||q|| * ||h|| with
+            # ||h|| <= (1 + 2^-11) ||v|| + 2^-25 sqrt(d).
+            coef = (gamma * (1 + _U16) + _U16) * max_norm + (gamma + 1) * _SUB16 * math.sqrt(d)
+        self.coef = coef * 1.01 + 1e-12  # slack for the float64 norms that enter the bound
+
+    def block(self, rows: np.ndarray | slice) -> np.ndarray:
+        """float32 (k, d) rows of the fast path (a view for a slice of float32 storage)."""
+        blk = self.data[rows] if isinstance(rows, slice) else self.data.take(rows, axis=0)
+        return blk if blk.dtype == np.float32 else blk.astype(np.float32)
+
+    def exact_rows(self, rows: np.ndarray) -> np.ndarray | None:
+        """float64 (k, d) float32 rows for exact similarities, or None without a float32 source."""
+        src = self.exact if self.exact is not None else (self.data if self.data.dtype == np.float32 else None)
+        if src is None:
+            return None
+        if isinstance(src, np.ndarray):
+            return src.take(rows, axis=0).astype(np.float64)
+        order = np.unique(rows)  # h5py-like sources read increasing, unique indices
+        got = np.asarray(src[order], dtype=np.float64)
+        return got[np.searchsorted(order, rows)]
+
+
+class _Query:
+    """Validated queries: per space (space, float32 (F, d) unit rows, their float64 copy, threshold,
+    error margin of an approximate similarity)."""
+
+    def __init__(self, parts: list[tuple[_Space, np.ndarray, float]]):
+        self.parts = []
+        for sp, q, thr in parts:
+            q64 = q.astype(np.float64)
+            qnorm = math.sqrt(float(np.einsum("ij,ij->i", q64, q64).max()))
+            self.parts.append((sp, q, q64, thr, sp.coef * qnorm))
+        self.margin = max(p[4] for p in self.parts)  # bounds |approx score - exact score|
+
+
+class Picker:
+    """Picks bank rows that are dissimilar to a query in every given space.
+
+    Args:
+        vectors: space -> (n, d) unit rows, the same n and row order in every space. float32
+            C-contiguous arrays (np.memmap included) are used as they are, never copied.
+        groups: (n,) int group codes (see facebank.index.groups), one per row.
+        dtype: "float32" keeps the rows as given; "float16" stores a half-size copy for the fast
+            path (arrays already float16 are used as they are).
+        exact: space -> (n, d) float32 rows used to re-check the rare rows within the float16
+            error bound of a threshold (np.memmap or an h5py dataset keeps them on disk); they must be
+            the rows the float16 ones were rounded from. Defaults
+            to `vectors` when those are float32. Without it such rows count as too similar, and
+            reported similarities are the float16 approximations.
+        secret: bytes for `key=` picks (see rng_for_key); None means keys are refused.
+        max_draws: random draws before the exact scan; None: min(8192, group size // 8).
+    """
+
+    def __init__(self, vectors: Mapping[str, np.ndarray], groups: np.ndarray, *, dtype: str = "float32",
+                 exact: Mapping[str, np.ndarray] | None = None, secret: bytes | None = None,
+                 max_draws: int | None = None):
+        if dtype not in ("float32", "float16"):
+            raise InputError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
+        if not vectors:
+            raise InputError("vectors must hold at least one space")
+        g = np.asarray(groups)
+        if g.ndim != 1 or g.dtype.kind not in "iu":
+            raise InputError(f"groups must be a 1-D integer array, got {g.dtype} {g.shape}")
+        self.n = g.shape[0]
+        self._spaces: dict[str, _Space] = {}
+        for name, v in vectors.items():
+            if not hasattr(v, "shape") or len(v.shape) != 2 or v.shape[0] != self.n or v.shape[1] == 0:
+                raise InputError(f"vectors[{name!r}] must be ({self.n}, d), got {getattr(v, 'shape', None)}")
+            data, ex = self._storage(name, v, dtype, None if exact is None else exact.get(name))
+            self._spaces[name] = _Space(name, data, ex, self._max_norm(name, data, ex))
+        order = np.argsort(g, kind="stable")  # one pass: rows of each code, increasing
+        codes, starts = np.unique(g[order], return_index=True)
+        ends = np.append(starts[1:], self.n)
+        self._members = {int(c): order[s:e] for c, s, e in zip(codes, starts, ends)}
+        self._union_cache: dict[tuple[int, ...], np.ndarray] = {}
+        self._secret = secret
+        self._max_draws = max_draws
+
+    # -- construction helpers -------------------------------------------------------------
+
+    @staticmethod
+    def _storage(name, v, dtype, exact):
+        """(fast-path array, float32 source or None) of one space, copying only when needed."""
+        src = v if v.dtype == np.float32 and v.flags.c_contiguous else None
+        if dtype == "float32":
+            data = src if src is not None else np.ascontiguousarray(v, dtype=np.float32)
+            return data, None
+        if v.dtype == np.float16 and v.flags.c_contiguous:
+            data = v
+        else:
+            data = np.empty(v.shape, dtype=np.float16)
+            for i in range(0, v.shape[0], _SCAN_CHUNK):  # chunked: no full-size float32 temporary
+                chunk = np.asarray(v[i:i + _SCAN_CHUNK], dtype=np.float32)
+                if np.abs(chunk).max(initial=0) >= 65504:
+                    raise InputError(f"vectors[{name!r}] has values beyond the float16 range")
+                data[i:i + _SCAN_CHUNK] = chunk  # round to nearest, what the error bound assumes
+        if exact is None:
+            exact = src if src is not None else (v if v.dtype == np.float32 else None)
+        elif getattr(exact, "shape", None) != v.shape:
+            raise InputError(f"exact[{name!r}] must have shape {v.shape}")
+        return data, exact
+
+    @staticmethod
+    def _max_norm(name, data, exact) -> float:
+        """Largest row norm of the float32 rows (bounded from the float16 rows when only those exist)."""
+        top = 0.0
+        for i in range(0, data.shape[0], 2048):  # small chunks: little temporary memory
+            c = np.asarray(data[i:i + 2048], dtype=np.float64)
+            sq = np.einsum("ij,ij->i", c, c)
+            if not np.isfinite(sq).all():
+                raise InputError(f"vectors[{name!r}] has rows with NaN or infinity")
+            top = max(top, float(np.sqrt(sq.max(initial=0))))
+        if data.dtype == np.float16:  # ||v|| <= (||h|| + 2^-25 sqrt d) / (1 - 2^-11)
+            top = (top + _SUB16 * math.sqrt(data.shape[1])) / (1 - _U16)
+        return top
+
+    @property
+    def spaces(self) -> dict[str, int]:
+        """space -> dimension."""
+        return {s: sp.dim for s, sp in self._spaces.items()}
+
+    def group_size(self, code: int) -> int:
+        """Rows with this group code."""
+        m = self._members.get(int(code))
+        return 0 if m is None else int(m.size)
+
+    # -- validation -----------------------------------------------------------------------
+
+    def _space(self, name: str) -> _Space:
+        if name not in self._spaces:
+            raise UnknownSpace(f"unknown space {name!r}; this picker has {sorted(self._spaces)}")
+        return self._spaces[name]
+
+    def _prepare(self, faces: Sequence[Mapping[str, np.ndarray]], thresholds: Mapping[str, float],
+                 ndim: int = 1) -> _Query:
+        if not faces or not all(isinstance(f, Mapping) and f for f in faces):
+            raise InputError("a query must map at least one space to an embedding")
+        names = list(faces[0])
+        if any(set(f) != set(names) for f in faces):
+            raise InputError("every face of a photo must give the same spaces")
+        for s in thresholds:
+            self._space(s)
+        parts = []
+        for s in names:
+            sp = self._space(s)
+            if s not in thresholds:
+                raise InputError(f"no threshold given for space {s!r}")
+            thr = thresholds[s]
+            if isinstance(thr, bool) or not isinstance(thr, (int, float, np.floating, np.integer)) \
+                    or not math.isfinite(thr):
+                raise InputError(f"threshold for space {s!r} must be a finite number, got {thr!r}")
+            q = np.concatenate([unit_queries(f[s], space=s, dim=sp.dim, ndim=ndim) for f in faces])
+            parts.append((sp, q, float(thr)))
+        return _Query(parts)
+
+    def _rng(self, rng, key) -> np.random.Generator:
+        if key is not None:
+            if rng is not None:
+                raise InputError("give rng or key, not both")
+            if self._secret is None:
+                raise InputError("key picks need a Picker created with secret=")
+            return rng_for_key(key, self._secret)
+        if rng is None:
+            return np.random.default_rng()
+        if not isinstance(rng, np.random.Generator):
+            raise InputError("rng must be a numpy.random.Generator")
+        return rng
+
+    def _group(self, groups: Sequence[int] | None) -> tuple[np.ndarray | None, str]:
+        """(member rows, increasing, or None for all rows; a description of the group)."""
+        if groups is None:
+            return None, "all"
+        if isinstance(groups, (int, np.integer)):
+            groups = [groups]
+        codes = []
+        for c in groups:
+            if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
+                raise InputError(f"group codes must be ints, got {c!r}")
+            codes.append(int(c))
+        key = tuple(sorted(set(codes)))
+        desc = "+".join(group_label(c) if 0 <= c < N_GROUPS else f"code {c}" for c in key)
+        if len(key) == 1:
+            return self._members.get(key[0], np.empty(0, np.intp)), desc
+        if key not in self._union_cache:
+            if len(self._union_cache) >= 64:
+                self._union_cache.clear()
+            parts = [self._members[c] for c in key if c in self._members]
+            self._union_cache[key] = np.sort(np.concatenate(parts)) if parts else np.empty(0, np.intp)
+        return self._union_cache[key], desc
+
+    # -- exact verification ---------------------------------------------------------------
+
+    def _verify(self, qry: _Query, rows: np.ndarray | slice, want_score: bool = False):
+        """Exact eligibility of rows (bool (k,)) and, if asked, approximate scores float32 (k,)."""
+        ok = None
+        score = None
+        for sp, q, q64, thr, m in qry.parts:
+            s = sp.block(rows) @ q[0] if q.shape[0] == 1 else (sp.block(rows) @ q.T).max(axis=1)
+            good = s <= thr - m
+            if np.count_nonzero(s <= thr + m) > np.count_nonzero(good):
+                # rare: rows within the error bound are decided in float64 against the float32 rows
+                border = np.flatnonzero((s > thr - m) & (s <= thr + m))
+                idx = border + rows.start if isinstance(rows, slice) else rows[border]
+                ex = sp.exact_rows(idx)
+                if ex is not None:
+                    good[border] = (ex @ q64.T).max(axis=1) <= thr
+            ok = good if ok is None else ok & good
+            if want_score:
+                score = s if score is None else np.maximum(score, s)
+        return ok, score
+
+    def _exact_scores(self, qry: _Query, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """space -> float64 (k,) similarity (max over faces); approximations without a float32 source."""
+        out = {}
+        for sp, q, q64, thr, m in qry.parts:
+            ex = sp.exact_rows(rows)
+            out[sp.name] = (ex @ q64.T).max(axis=1) if ex is not None else \
+                (sp.block(rows) @ q.T).max(axis=1).astype(np.float64)
+        return out
+
+    def _scan(self, qry: _Query, members, excluded: np.ndarray, want_score: bool):
+        """Exact scan of a group: (eligible rows int64, their approx scores or None, group size)."""
+        m = self.n if members is None else members.size
+        found, scores = [], []
+        for i in range(0, m, _SCAN_CHUNK):
+            j = min(m, i + _SCAN_CHUNK)
+            rows = slice(i, j) if members is None else members[i:j]
+            ok, score = self._verify(qry, rows, want_score)
+            idx = np.flatnonzero(ok)
+            found.append(idx + i if members is None else rows[idx])
+            if want_score:
+                scores.append(score[idx])
+        elig = np.concatenate(found) if found else np.empty(0, np.intp)
+        score = np.concatenate(scores) if want_score and scores else None
+        size = m
+        if excluded.size:
+            keep = ~np.isin(elig, excluded)
+            elig = elig[keep]
+            score = None if score is None else score[keep]
+            in_group = excluded if members is None else excluded[np.isin(excluded, members)]
+            size -= int(np.count_nonzero((in_group >= 0) & (in_group < self.n)))
+        return elig, score, size
+
+    def _no_target(self, qry, desc, size, n_elig, prefix=""):
+        thr = {sp.name: thr for sp, _, _, thr, _ in qry.parts}
+        return NoEligibleTarget(
+            f"{prefix}no eligible target in group {desc}: {size} faces, all {size - n_elig} too similar "
+            f"(thresholds {thr})", group_size=size, too_similar=size - n_elig, group=desc)
+
+    # -- picking --------------------------------------------------------------------------
+
+    def _draws_limit(self, m: int) -> int:
+        return self._max_draws if self._max_draws is not None else min(8192, m // 8)
+
+    def _pick_one(self, qry: _Query, groups, mode: str, rng: np.random.Generator,
+                  exclude: Iterable[int], prefix: str = "") -> PickResult:
+        if mode not in ("random", "furthest"):
+            raise InputError(f"mode must be 'random' or 'furthest', got {mode!r}")
+        members, desc = self._group(groups)
+        excluded_set = set(map(int, exclude)) if exclude else set()
+        m = self.n if members is None else members.size
+        tries = 0
+        if mode == "random" and m:
+            # Rejection sampling. Every draw is an independent uniform member of the group; we
+            # return the first draw that is eligible and not excluded. Conditioned on that draw
+            # being eligible it is uniform over the eligible set E, whatever its position. If all
+            # draws fail we scan and choose uniformly from E with fresh randomness. The failure
+            # event does not depend on which eligible row would have been returned, so
+            # P(t) = P(success) / |E| + P(failure) / |E| = 1 / |E| for every t in E.
+            limit, block, bits = self._draws_limit(m), _FIRST_BLOCK, max(1, (m - 1).bit_length())
+            raw, shift = rng.bit_generator.random_raw, np.uint64(64 - bits)
+            while tries < limit:
+                k = min(block, limit - tries)
+                draw = raw(2 * k) >> shift  # uniform on [0, 2^bits); keeping < m stays uniform
+                draw = draw[draw < m][:k].astype(np.intp)
+                rows = draw if members is None else members[draw]
+                ok, _ = self._verify(qry, rows)
+                i = int(ok.argmax()) if ok.size else 0
+                if ok.size and ok[i] and excluded_set:
+                    i = next((int(j) for j in np.flatnonzero(ok) if int(rows[j]) not in excluded_set), -1)
+                if ok.size and i >= 0 and ok[i]:
+                    return self._result(qry, int(rows[i]), tries + i + 1, "rejection")
+                tries += draw.size
+                block = min(2 * block, _MAX_BLOCK)
+        excluded = np.array(sorted(excluded_set), dtype=np.intp)
+        elig, score, size = self._scan(qry, members, excluded, want_score=mode == "furthest")
+        if elig.size == 0:
+            raise self._no_target(qry, desc, size, 0, prefix)
+        if mode == "random":
+            row = int(elig[rng.integers(elig.size)])
+        else:
+            # Approximate scores are within qry.margin of the exact ones, so the true minimum is
+            # among rows whose approximation is within 2 * margin of the smallest approximation.
+            cand = elig[score <= score.min() + 2 * qry.margin]
+            exact = np.max(np.stack(list(self._exact_scores(qry, cand).values())), axis=0)
+            row = int(cand[np.argmin(exact)])  # cand is increasing: ties go to the lowest row
+        return self._result(qry, row, tries + m, "scan" if mode == "random" else "furthest")
+
+    def _result(self, qry: _Query, row: int, tries: int, method: str) -> PickResult:
+        sims = {}
+        for sp, q, q64, _, _ in qry.parts:
+            src = sp.exact if sp.exact is not None else sp.data
+            v = np.asarray(src[row], dtype=np.float64)
+            sims[sp.name] = float((q64 @ v).max()) if (sp.exact is not None or sp.data.dtype == np.float32) \
+                else float((q @ v.astype(np.float32)).max())
+        return PickResult(row, sims, tries, method)
+
+    def pick(self, query: Mapping[str, np.ndarray], *, thresholds: Mapping[str, float],
+             groups: Sequence[int] | int | None = None, mode: str = "random",
+             rng: np.random.Generator | None = None, key: bytes | str | None = None,
+             exclude: Iterable[int] = ()) -> PickResult:
+        """Pick one row dissimilar to `query` in every space it gives.
+
+        Args:
+            query: space -> (d,) embedding, any real dtype (normalised here; never modified).
+            thresholds: space -> largest allowed similarity; needed for every space of the query.
+            groups: group codes to pick from (their union); None: all rows.
+            mode: "random" (uniform over the eligible rows) or "furthest" (smallest score).
+            rng / key: randomness; key (bytes or str) derives it with the picker's secret.
+            exclude: row numbers never returned.
+        Raises:
+            InvalidEmbedding, UnknownSpace, InputError, NoEligibleTarget (with counts).
+        """
+        qry = self._prepare([query], thresholds)
+        return self._pick_one(qry, groups, mode, self._rng(rng, key), exclude)
+
+    def pick_distinct(self, queries: Sequence[Mapping[str, np.ndarray]], *, thresholds: Mapping[str, float],
+                      groups: Sequence[int] | int | None = None,
+                      face_groups: Sequence[Sequence[int] | int | None] | None = None, mode: str = "random",
+                      rng: np.random.Generator | None = None, key: bytes | str | None = None,
+                      exclude: Iterable[int] = ()) -> list[PickResult]:
+        """Distinct rows for all faces of one photo, each dissimilar to EVERY face of the photo.
+
+        Args:
+            queries: one space -> (d,) mapping per real face (the same spaces for all).
+            groups: group codes shared by all faces; face_groups: per-face codes (overrides).
+            Other arguments as in `pick`; results are in face order.
+        """
+        if face_groups is not None and len(face_groups) != len(queries):
+            raise InputError("face_groups must give one entry per face")
+        qry = self._prepare(list(queries), thresholds)
+        gen = self._rng(rng, key)
+        taken = set(int(r) for r in exclude)
+        out = []
+        for f in range(len(queries)):
+            g = groups if face_groups is None else face_groups[f]
+            res = self._pick_one(qry, g, mode, gen, taken, prefix=f"face {f}: ")
+            taken.add(res.row)
+            out.append(res)
+        return out
+
+    def pick_batch(self, queries: Mapping[str, np.ndarray], *, thresholds: Mapping[str, float],
+                   groups: Sequence[int] | int | None = None, mode: str = "random",
+                   rng: np.random.Generator | None = None, keys: Sequence[bytes | str] | None = None,
+                   exclude: Iterable[int] = (), as_arrays: bool = False) -> list[PickResult] | BatchPick:
+        """Pick one row for each of B queries (same semantics as `pick`, drawn in vectorised blocks).
+
+        Args:
+            queries: space -> (B, d) embeddings, the same B in every space.
+            keys: B keys (then each pick equals `pick(..., key=keys[i])`); else one shared rng.
+            as_arrays: return a BatchPick of arrays instead of B PickResults.
+        Raises:
+            NoEligibleTarget naming the first query that has none.
+        """
+        if keys is not None or mode != "random":
+            qs = {s: np.asarray(v) for s, v in queries.items()}
+            sizes = {v.shape[0] if v.ndim == 2 else -1 for v in qs.values()}
+            if keys is not None and sizes != {len(keys)}:
+                raise InputError("keys must give one key per query")
+            gen = None if keys is not None else self._rng(rng, None)
+            res = [self.pick({s: v[i] for s, v in qs.items()}, thresholds=thresholds, groups=groups, mode=mode,
+                             rng=gen, key=None if keys is None else keys[i], exclude=exclude)
+                   for i in range(max(sizes))]
+            return _as_arrays(res) if as_arrays else res
+        qry = self._prepare([queries], thresholds, ndim=2)
+        bsz = {q.shape[0] for _, q, _, _, _ in qry.parts}
+        if len(bsz) != 1:
+            raise InputError("every space must give the same number of queries")
+        b_all = bsz.pop()
+        gen = self._rng(rng, None)
+        members, desc = self._group(groups)
+        excluded_set = {int(r) for r in exclude}
+        m = self.n if members is None else members.size
+        rows_out = np.full(b_all, -1, np.int64)
+        tries = np.zeros(b_all, np.int64)
+        pending = np.arange(b_all)
+        limit, block, drawn = (self._draws_limit(m), _FIRST_BLOCK, 0) if m else (0, 0, 0)
+        shift = np.uint64(64 - max(1, (m - 1).bit_length()))
+        while pending.size and drawn < limit:
+            # Same rejection sampling as `pick`, for all pending queries at once: k raw draws each;
+            # those >= m are discarded, the others are iid uniform members of the group.
+            k = min(block, limit - drawn)
+            draw = (gen.bit_generator.random_raw((pending.size, k)) >> shift).astype(np.intp)
+            valid = draw < m
+            flat = np.where(valid, draw, 0).ravel()
+            rows = flat if members is None else members[flat]
+            ok = valid.ravel()
+            for sp, q, q64, thr, mg in qry.parts:
+                s = np.einsum("pkd,pd->pk", sp.block(rows).reshape(pending.size, k, -1), q[pending]).ravel()
+                good = s <= thr - mg
+                border = np.flatnonzero((s > thr - mg) & (s <= thr + mg))
+                if border.size:
+                    ex = sp.exact_rows(rows[border])
+                    if ex is not None:
+                        good[border] = np.einsum("kd,kd->k", ex, q64[pending[border // k]]) <= thr
+                ok = ok & good
+            if excluded_set:
+                ok &= ~np.isin(rows, np.fromiter(excluded_set, np.intp))
+            ok = ok.reshape(pending.size, k)
+            has = ok.any(axis=1)
+            first = ok.argmax(axis=1)
+            counted = np.cumsum(valid, axis=1)  # draws that were members, up to each position
+            done = pending[has]
+            rows_out[done] = rows.reshape(pending.size, k)[has, first[has]]
+            tries[done] += counted[has, first[has]]
+            tries[pending[~has]] += counted[~has, -1]
+            pending = pending[~has]
+            drawn += k
+            block = min(2 * block, _MAX_BLOCK)
+        methods = np.where(rows_out >= 0, "rejection", "scan")
+        tries[pending] += m
+        excluded = np.array(sorted(excluded_set), dtype=np.intp)
+        for i in pending:  # scan fallback, one query at a time
+            one = _Query([(sp, q[i:i + 1], thr) for sp, q, _, thr, _ in qry.parts])
+            elig, _, size = self._scan(one, members, excluded, want_score=False)
+            if elig.size == 0:
+                raise self._no_target(one, desc, size, 0, prefix=f"query {i}: ")
+            rows_out[i] = elig[gen.integers(elig.size)]
+        sims = {}
+        for sp, q, q64, thr, mg in qry.parts:
+            ex = sp.exact_rows(rows_out)
+            sims[sp.name] = np.einsum("kd,kd->k", ex, q64) if ex is not None else \
+                np.einsum("kd,kd->k", sp.block(rows_out), q).astype(np.float64)
+        out = BatchPick(rows_out, sims, tries, methods)
+        return out if as_arrays else _as_list(out)
+
+
+def _as_list(b: BatchPick) -> list[PickResult]:
+    cols = {s: v.tolist() for s, v in b.similarities.items()}
+    return [PickResult(r, {s: c[i] for s, c in cols.items()}, t, m)
+            for i, (r, t, m) in enumerate(zip(b.rows.tolist(), b.tries.tolist(), b.methods.tolist()))]
+
+
+def _as_arrays(res: list[PickResult]) -> BatchPick:
+    names = list(res[0].similarities) if res else []
+    return BatchPick(np.array([r.row for r in res], np.int64),
+                     {s: np.array([r.similarities[s] for r in res]) for s in names},
+                     np.array([r.tries for r in res], np.int64), np.array([r.method for r in res]))

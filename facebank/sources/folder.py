@@ -1,0 +1,31 @@
+"""Any folder of synthetic face images (one face per image), read recursively in a stable order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from facebank.errors import SourceError
+from facebank.sources.base import IMAGE_SUFFIXES, SourceItem
+
+SOURCE = "folder"
+
+
+def iter_folder(path: str | Path, *, source: str = SOURCE) -> Iterator[SourceItem]:
+    """Every file under `path` with an image suffix; other files are rejected, not skipped silently."""
+    root = Path(path)
+    if not root.is_dir():
+        raise SourceError(f"{root} is not a folder" if root.exists() else f"{root} does not exist")
+    for p in sorted(q for q in root.rglob("*") if q.is_file() and not q.name.startswith(".")):
+        rel = p.relative_to(root).as_posix()
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            if p.suffix.lower() in (".csv", ".json", ".txt", ".md"):
+                continue  # sidecar metadata, not a face
+            yield SourceItem(source, rel, rejection=("unsupported_format", f"suffix {p.suffix or '(none)'}"))
+            continue
+        try:
+            data = p.read_bytes()
+        except OSError as exc:
+            yield SourceItem(source, rel, rejection=("unreadable", exc.strerror or str(exc)))
+            continue
+        yield SourceItem(source, rel, data=data)

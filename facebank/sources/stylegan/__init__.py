@@ -1,0 +1,21 @@
+"""Our own StyleGAN2-ADA generator, a loader for official network pickles that runs no code
+from them, seeded sampling, and a cached downloader for network files."""
+
+from __future__ import annotations
+
+from facebank.sources.stylegan.download import FFHQ_URL, resolve_network
+from facebank.sources.stylegan.network import Generator
+from facebank.sources.stylegan.pickle_loader import load_generator, save_generator
+from facebank.sources.stylegan.sampling import generate_images, parse_seeds, to_uint8, z_from_seed
+
+__all__ = [
+    "FFHQ_URL",
+    "Generator",
+    "generate_images",
+    "load_generator",
+    "parse_seeds",
+    "resolve_network",
+    "save_generator",
+    "to_uint8",
+    "z_from_seed",
+]
