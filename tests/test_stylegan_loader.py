@@ -9,6 +9,7 @@ import hashlib
 import http.server
 import json
 import pickle
+import pickletools
 import sys
 import threading
 import types
@@ -130,6 +131,17 @@ def test_lookalike_of_fixture_weights(tmp_path, stylegan_fixtures, lookalike, pr
     loaded, info = load_generator(path)
     _assert_same_state(G, loaded)
     assert info["config"]["synthesis_kwargs"]["conv_clamp"] == 256
+
+
+def _globals(data: bytes) -> set:
+    return {arg for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"}
+
+
+def test_lookalike_uses_the_same_globals_as_the_real_files(stylegan_fixtures, lookalike):
+    G, _ = load_generator(stylegan_fixtures / "tiny32.pkl")
+    rec = lookalike(G, {"z_dim": 64, "mapping_kwargs": lookalike.EasyDict(num_layers=2)})
+    ours = pickle.dumps({"G_ema": rec}, protocol=3)
+    assert _globals(ours) == _globals((stylegan_fixtures / "tiny32_protocol3.pkl").read_bytes())
 
 
 def test_lookalike_resnet_flattened_kwargs_from_layer_attributes(tmp_path, lookalike):

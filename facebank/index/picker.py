@@ -70,7 +70,8 @@ def unit_queries(q: np.ndarray, *, space: str, dim: int, ndim: int = 1) -> np.nd
         raise InvalidEmbedding(f"space {space!r}: expected a real {want} embedding, got {a.dtype} {a.shape}")
     a = a.reshape(-1, dim).astype(np.float64)  # a copy: the caller's array is never touched
     if a.shape[0] == 1:  # the common single query: scalar checks, a few microseconds
-        ss = float(a[0] @ a[0])
+        with np.errstate(over="ignore", invalid="ignore"):  # caught below, with a clear error
+            ss = float(a[0] @ a[0])
         if not 1e-280 < ss < math.inf:  # NaN, infinity, zero, or a sum that under/overflowed
             a = _rescaled(a, space)
             ss = float(a[0] @ a[0])
@@ -160,9 +161,8 @@ class _Query:
     def __init__(self, parts: list[tuple[_Space, np.ndarray, float]]):
         self.parts = []
         for sp, q, thr in parts:
-            q64 = q.astype(np.float64)
-            qnorm = math.sqrt(float(np.einsum("ij,ij->i", q64, q64).max()))
-            self.parts.append((sp, q, q64, thr, sp.coef * qnorm))
+            # q is a float64 unit vector rounded to float32: ||q|| <= 1 + 2^-24 (+ float64 noise).
+            self.parts.append((sp, q, q.astype(np.float64), thr, sp.coef * (1 + 1e-6)))
         self.margin = max(p[4] for p in self.parts)  # bounds |approx score - exact score|
 
 
@@ -282,7 +282,8 @@ class Picker:
             if isinstance(thr, bool) or not isinstance(thr, (int, float, np.floating, np.integer)) \
                     or not math.isfinite(thr):
                 raise InputError(f"threshold for space {s!r} must be a finite number, got {thr!r}")
-            q = np.concatenate([unit_queries(f[s], space=s, dim=sp.dim, ndim=ndim) for f in faces])
+            q = [unit_queries(f[s], space=s, dim=sp.dim, ndim=ndim) for f in faces]
+            q = q[0] if len(q) == 1 else np.concatenate(q)
             parts.append((sp, q, float(thr)))
         return _Query(parts)
 
@@ -341,6 +342,30 @@ class Picker:
             if want_score:
                 score = s if score is None else np.maximum(score, s)
         return ok, score
+
+    def _first_eligible(self, qry: _Query, rows: np.ndarray, excluded: set[int]) -> int:
+        """Position of the first eligible, not excluded row of a small block, or -1.
+
+        The fast path of random picks: one gather and one float32 dot product per space, then
+        scalar checks of the few rows that may be eligible, in draw order.
+        """
+        sims, maybe = [], None
+        for sp, q, _, thr, m in qry.parts:
+            s = sp.block(rows) @ q[0] if q.shape[0] == 1 else (sp.block(rows) @ q.T).max(axis=1)
+            mb = s <= thr + m
+            maybe = mb if maybe is None else maybe & mb
+            sims.append(s)
+        for i in np.flatnonzero(maybe).tolist():
+            if excluded and int(rows[i]) in excluded:
+                continue
+            for (sp, q, q64, thr, m), s in zip(qry.parts, sims):
+                if s[i] > thr - m:  # within the error bound: decide in float64
+                    ex = sp.exact_rows(rows[i:i + 1])
+                    if ex is None or (ex @ q64.T).max() > thr:
+                        break
+            else:
+                return i
+        return -1
 
     def _exact_scores(self, qry: _Query, rows: np.ndarray) -> dict[str, np.ndarray]:
         """space -> float64 (k,) similarity (max over faces); approximations without a float32 source."""
@@ -404,14 +429,11 @@ class Picker:
             raw, shift = rng.bit_generator.random_raw, np.uint64(64 - bits)
             while tries < limit:
                 k = min(block, limit - tries)
-                draw = raw(2 * k) >> shift  # uniform on [0, 2^bits); keeping < m stays uniform
-                draw = draw[draw < m][:k].astype(np.intp)
+                draw = raw(2 * k) >> shift  # uniform on [0, 2^bits); keeping those < m stays uniform
+                draw = draw[draw < m][:k]
                 rows = draw if members is None else members[draw]
-                ok, _ = self._verify(qry, rows)
-                i = int(ok.argmax()) if ok.size else 0
-                if ok.size and ok[i] and excluded_set:
-                    i = next((int(j) for j in np.flatnonzero(ok) if int(rows[j]) not in excluded_set), -1)
-                if ok.size and i >= 0 and ok[i]:
+                i = self._first_eligible(qry, rows, excluded_set)
+                if i >= 0:
                     return self._result(qry, int(rows[i]), tries + i + 1, "rejection")
                 tries += draw.size
                 block = min(2 * block, _MAX_BLOCK)
@@ -517,12 +539,14 @@ class Picker:
         rows_out = np.full(b_all, -1, np.int64)
         tries = np.zeros(b_all, np.int64)
         pending = np.arange(b_all)
-        limit, block, drawn = (self._draws_limit(m), _FIRST_BLOCK, 0) if m else (0, 0, 0)
+        # Few draws per round and many rounds: each query verifies ~1/p rows, not a large block.
+        limit, drawn, rounds = (self._draws_limit(m) if m else 0), 0, 0
         shift = np.uint64(64 - max(1, (m - 1).bit_length()))
         while pending.size and drawn < limit:
             # Same rejection sampling as `pick`, for all pending queries at once: k raw draws each;
             # those >= m are discarded, the others are iid uniform members of the group.
-            k = min(block, limit - drawn)
+            k = min(4 << (rounds // 8), _MAX_BLOCK, limit - drawn)
+            rounds += 1
             draw = (gen.bit_generator.random_raw((pending.size, k)) >> shift).astype(np.intp)
             valid = draw < m
             flat = np.where(valid, draw, 0).ravel()
@@ -549,7 +573,6 @@ class Picker:
             tries[pending[~has]] += counted[~has, -1]
             pending = pending[~has]
             drawn += k
-            block = min(2 * block, _MAX_BLOCK)
         methods = np.where(rows_out >= 0, "rejection", "scan")
         tries[pending] += m
         excluded = np.array(sorted(excluded_set), dtype=np.intp)

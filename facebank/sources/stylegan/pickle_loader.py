@@ -23,7 +23,7 @@ import pickle
 import struct
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import torch

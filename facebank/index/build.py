@@ -1,0 +1,262 @@
+"""Index builds: one FAISS index and one exact vector file per space, group codes, a manifest.
+
+A build is written under a temporary name inside `index_builds/` and renamed into place, and
+`current` is a symlink switched with `os.replace`, so a reader never sees a half-written build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from facebank import __version__
+from facebank.bank import open_bank
+from facebank.errors import ConfigError, IndexBuildError, InputError, StaleIndex, UnknownSpace
+from facebank.index import groups as G
+from facebank.index.manifest import FORMAT_VERSION, KIND, read_manifest, write_json_atomic
+
+INDEX_KINDS = ("flat", "ivf", "hnsw")
+CURRENT = "current"
+
+
+def default_thresholds() -> dict:
+    """Thresholds calibrated on identity-labelled photos, shipped with facebank (see the file)."""
+    text = resources.files("facebank.index").joinpath("default_thresholds.json").read_text()
+    return json.loads(text)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_thresholds(
+    spaces: list[str],
+    *,
+    given: dict[str, float] | None = None,
+    report: str | None = None,
+    far: float = 1e-3,
+    models: dict[str, str] | None = None,
+) -> dict[str, dict]:
+    """space -> {value, source}: given values first, then a calibration report, then the defaults.
+
+    Defaults are looked up by space and checked against the model checksum they were calibrated
+    for, so a threshold never silently applies to another model.
+    """
+    given = dict(given or {})
+    from_report: dict[str, float] = {}
+    if report:
+        from facebank.audit.calibration import thresholds_from_report
+
+        from_report = thresholds_from_report(report, far)
+    defaults = default_thresholds()
+    out = {}
+    for space in spaces:
+        if space in given:
+            out[space] = {"value": float(given[space]), "source": "given"}
+        elif space in from_report:
+            out[space] = {"value": float(from_report[space]), "source": f"calibration report {report} at FAR {far:g}"}
+        elif space in defaults.get("spaces", {}) and (
+            models is None or defaults["spaces"][space].get("sha256") == models.get(space)
+        ):
+            d = defaults["spaces"][space]
+            out[space] = {"value": float(d["threshold"]), "source": d["source"]}
+        else:
+            raise ConfigError(
+                f"no threshold for space {space!r}: pass --threshold {space}=<cosine> or "
+                "--threshold-from <calibration report> --far <rate>"
+            )
+        if not -1.0 <= out[space]["value"] <= 1.0:
+            raise ConfigError(f"threshold for {space!r} must be a cosine in [-1, 1], got {out[space]['value']}")
+    return out
+
+
+def _faiss_index(kind: str, vectors: np.ndarray, params: dict):
+    import faiss
+
+    n, d = vectors.shape
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    elif kind == "ivf":
+        nlist = int(params.setdefault("nlist", max(1, min(4 * int(np.sqrt(n)), n // 39 or 1))))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors)
+        index.nprobe = int(params.setdefault("nprobe", min(nlist, 16)))
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, int(params.setdefault("M", 32)), faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = int(params.setdefault("efSearch", 128))
+    else:
+        raise InputError(f"index kind must be one of {', '.join(INDEX_KINDS)}, got {kind!r}")
+    index.add(vectors)
+    return index
+
+
+def build_index(
+    bank_path: str | os.PathLike,
+    *,
+    spaces: list[str] | None = None,  # None: every space of the bank
+    out: str | os.PathLike = "index_builds",
+    kind: str = "flat",  # FAISS index type per space: flat (exact) | ivf | hnsw
+    thresholds: dict[str, float] | None = None,  # space -> cosine; overrides the rest
+    threshold_from: str | None = None,  # a calibration report (facebank audit) ...
+    far: float = 1e-3,  # ... read at this false-accept rate
+    build_id: str | None = None,
+    make_current: bool = True,
+) -> Path:
+    """Build indexes for `spaces` of the bank; returns the build directory."""
+    import faiss
+
+    start = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise InputError(f"cannot write in {out}: read-only location")
+    with open_bank(bank_path) as bank:
+        spaces = list(spaces) if spaces else bank.spaces
+        if not spaces:
+            raise InputError(f"{bank_path} has no embeddings yet: run `facebank embed --bank {bank_path} --space dlib`")
+        for s in spaces:
+            if s not in bank.spaces:
+                raise UnknownSpace(f"space {s!r} is not in {bank_path}; it has: {', '.join(bank.spaces) or 'none'}")
+        infos = {s: bank.space_info(s) for s in spaces}
+        thr = resolve_thresholds(spaces, given=thresholds, report=threshold_from, far=far,
+                                 models={s: i.get("sha256") for s, i in infos.items()})
+        ages, genders = bank.column("age"), bank.column("gender")
+        usable = np.isfinite(ages) & np.isin(genders, (0, 1))
+        excluded = {"no_age_or_gender": int((~usable).sum())}
+        for s in spaces:
+            missing = ~bank.present(s)
+            excluded[f"no_vector:{s}"] = int((missing & usable).sum())
+            usable &= ~missing
+        rows = np.flatnonzero(usable)
+        if len(rows) == 0:
+            raise InputError(f"no face of {bank_path} has age, gender and a vector in {', '.join(spaces)}")
+        codes = G.group_codes(ages[rows], np.where(genders[rows] == 0, "female", "male"))
+        build_id = build_id or time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{bank.content_hash[:8]}"
+        final = out / build_id
+        if final.exists():
+            raise InputError(f"build {final} already exists")
+        tmp = out / f".tmp-{build_id}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            np.save(tmp / "rows.npy", rows.astype(np.int64))
+            np.save(tmp / "ids.npy", np.array(bank.ids[rows].tolist(), dtype="S16"))
+            np.save(tmp / "groups.npy", codes.astype(np.int16))
+            space_meta = {}
+            for s in spaces:
+                vectors = np.ascontiguousarray(bank.vectors(s)[rows], dtype=np.float32)
+                np.save(tmp / f"vectors.{s}.npy", vectors)
+                params: dict = {}
+                faiss.write_index(_faiss_index(kind, vectors, params), str(tmp / f"index.{s}.faiss"))
+                space_meta[s] = {
+                    "dim": int(infos[s]["dim"]), "model": infos[s].get("model"), "model_sha256": infos[s].get("sha256"),
+                    "threshold": thr[s]["value"], "threshold_source": thr[s]["source"],
+                    "index": {"type": kind, "faiss_class": _faiss_name(kind), "params": params},
+                    "files": {f"vectors.{s}.npy": _sha256(tmp / f"vectors.{s}.npy"),
+                              f"index.{s}.faiss": _sha256(tmp / f"index.{s}.faiss")},
+                }
+            counts = {G.group_label(int(c)): int(n) for c, n in zip(*np.unique(codes, return_counts=True))}
+            manifest = {
+                "kind": KIND, "format_version": FORMAT_VERSION, "build_id": build_id,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "build_seconds": round(time.time() - start, 3),
+                "bank": {"path": str(Path(bank_path).resolve()), "content_hash": bank.content_hash,
+                         "faces": len(bank), "writer": bank.writer},
+                "rows": int(len(rows)), "excluded": excluded, "groups": counts,
+                "age_groups": list(G.AGE_GROUPS), "spaces": space_meta,
+                "files": {"rows.npy": _sha256(tmp / "rows.npy"), "ids.npy": _sha256(tmp / "ids.npy"),
+                          "groups.npy": _sha256(tmp / "groups.npy")},
+                "versions": _versions(),
+            }
+            write_json_atomic(tmp / "manifest.json", manifest)
+            os.rename(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if make_current:
+        use_build(final)
+    return final
+
+
+def _faiss_name(kind: str) -> str:
+    return {"flat": "IndexFlatIP", "ivf": "IndexIVFFlat", "hnsw": "IndexHNSWFlat"}[kind]
+
+
+def _versions() -> dict:
+    import faiss
+    import h5py
+
+    return {"facebank": __version__, "faiss": faiss.__version__, "numpy": np.__version__,
+            "h5py": h5py.__version__, "python": platform.python_version()}
+
+
+def use_build(build_dir: str | os.PathLike) -> Path:
+    """Make `build_dir` the current build of its folder, atomically (symlink + os.replace)."""
+    build_dir = Path(build_dir)
+    read_manifest(build_dir)
+    link = build_dir.parent / CURRENT
+    tmp = build_dir.parent / f".{CURRENT}.{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(build_dir.name, tmp)
+    os.replace(tmp, link)
+    return link
+
+
+def resolve_build(build: str | os.PathLike | None = None, *, out: str | os.PathLike = "index_builds") -> Path:
+    """A build directory: the given one, or `<out>/current`."""
+    path = Path(build) if build else Path(out) / CURRENT
+    if path.is_dir() and not (path / "manifest.json").exists() and (path / CURRENT).exists():
+        path = path / CURRENT  # given the builds folder itself
+    if not path.exists():
+        raise IndexBuildError(f"no index build at {path}: run `facebank index build --bank <bank>` first")
+    return path.resolve()
+
+
+def verify_build(build_dir: str | os.PathLike, *, bank_path: str | None = None, sample: int = 256) -> dict:
+    """Check a build against its bank: content hash, counts, file checksums, a sample of vectors.
+
+    Raises StaleIndex (bank changed or another bank) or IndexBuildError (build damaged).
+    """
+    build_dir = Path(build_dir)
+    m = read_manifest(build_dir)
+    for name, digest in {**m["files"], **{k: v for s in m["spaces"].values() for k, v in s["files"].items()}}.items():
+        if not (build_dir / name).is_file():
+            raise IndexBuildError(f"{build_dir}: {name} is missing")
+        if _sha256(build_dir / name) != digest:
+            raise IndexBuildError(f"{build_dir}: {name} does not match its checksum in the manifest")
+    bank_path = bank_path or m["bank"]["path"]
+    with open_bank(bank_path) as bank:
+        if bank.content_hash != m["bank"]["content_hash"]:
+            raise StaleIndex(
+                f"build {m['build_id']} was made from bank content {m['bank']['content_hash'][:16]}, "
+                f"but {bank_path} now has {bank.content_hash[:16]}: rebuild the index"
+            )
+        rows = np.load(build_dir / "rows.npy")
+        ids = np.load(build_dir / "ids.npy")
+        if len(rows) != m["rows"] or (len(rows) and rows.max() >= len(bank)):
+            raise IndexBuildError(f"{build_dir}: row count or rows do not match the bank")
+        rng = np.random.default_rng(0)
+        pick = np.sort(rng.choice(len(rows), size=min(sample, len(rows)), replace=False))
+        if any(bank.ids[rows[i]] != ids[i].decode() for i in pick):
+            raise StaleIndex(f"{build_dir}: face ids do not match the bank")
+        for s in m["spaces"]:
+            vec = np.load(build_dir / f"vectors.{s}.npy", mmap_mode="r")
+            if vec.shape != (m["rows"], m["spaces"][s]["dim"]):
+                raise IndexBuildError(f"{build_dir}: vectors.{s}.npy has shape {vec.shape}")
+            stored = bank.vectors(s)[rows[pick]]
+            if not np.array_equal(stored, np.asarray(vec[pick])):
+                raise StaleIndex(f"{build_dir}: vectors of space {s!r} differ from the bank's")
+    return {"build": m["build_id"], "ok": True, "rows": m["rows"], "spaces": sorted(m["spaces"]),
+            "checked_vectors": int(len(pick)), "bank": str(bank_path)}

@@ -1,0 +1,48 @@
+"""The build manifest (`index_builds/<build>/manifest.json`): what a build is and what it binds to.
+
+Documented in MANIFEST.md beside this file. A reader refuses other kinds and unknown versions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from facebank.errors import IndexBuildError
+
+KIND = "facebank.index_build"
+FORMAT_VERSION = 1
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, default=str)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_manifest(build_dir: str | os.PathLike) -> dict:
+    path = Path(build_dir) / "manifest.json"
+    if not path.is_file():
+        raise IndexBuildError(f"{build_dir} is not an index build (no manifest.json)")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IndexBuildError(f"{path} is not valid JSON ({exc})") from exc
+    if data.get("kind") != KIND:
+        raise IndexBuildError(f"{path} is not a facebank index build manifest (kind {data.get('kind')!r})")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise IndexBuildError(
+            f"{path} has manifest format version {data.get('format_version')}; this facebank reads {FORMAT_VERSION}"
+        )
+    return data

@@ -1,0 +1,310 @@
+"""The picker against brute force: the guarantee, the counts, furthest, uniformity, keys, errors.
+
+Brute force computes similarities in float64 from the float32 bank rows and the float32 unit
+query (`unit_queries`, the picker's documented normalisation); float64 products of float32 values
+are exact and their sums are off by ~d * 2^-53, far below any gap the tests rely on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.stats import chisquare
+
+from facebank.errors import InputError, InvalidEmbedding, NoEligibleTarget, UnknownSpace
+from facebank.index.picker import Picker, rng_for_key, unit_queries
+
+DIMS = (3, 8, 17, 64)
+
+
+def unit_rows(rng, n, d):
+    v = rng.standard_normal((n, d)).astype(np.float32)
+    v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-30).astype(np.float32)
+    return v
+
+
+def brute_sims(vectors, query):
+    """space -> float64 (n,) similarity of every row to the query."""
+    return {s: vectors[s].astype(np.float64) @ unit_queries(q, space=s, dim=vectors[s].shape[1])[0].astype(np.float64)
+            for s, q in query.items()}
+
+
+def brute_eligible(sims, thresholds, groups_arr, groups, exclude):
+    n = groups_arr.shape[0]
+    in_group = np.ones(n, bool) if groups is None else np.isin(groups_arr, list(groups))
+    ex = np.zeros(n, bool)
+    ex[list(exclude)] = True
+    ok = np.ones(n, bool)
+    for s, v in sims.items():
+        ok &= v <= thresholds[s]
+    return ok & in_group & ~ex, in_group & ~ex
+
+
+@st.composite
+def cases(draw):
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    n = draw(st.integers(1, 300))
+    names = ["s0", "s1", "s2"][: draw(st.integers(1, 3))]
+    vectors = {s: unit_rows(rng, n, draw(st.sampled_from(DIMS))) for s in names}
+    if draw(st.booleans()):  # duplicate rows: ties in furthest mode, identical similarities
+        for v in vectors.values():
+            v[n // 2:] = v[: n - n // 2]
+    groups_arr = rng.integers(0, draw(st.integers(1, 4)), n).astype(np.int16)
+    # Queries correlated with the bank so that thresholds cut through the similarities.
+    query = {}
+    for s, v in vectors.items():
+        q = v[rng.integers(n)] * draw(st.floats(0, 3)) + rng.standard_normal(v.shape[1]).astype(np.float32)
+        query[s] = q if np.linalg.norm(q) > 0 else np.ones(v.shape[1], np.float32)
+    sims = brute_sims(vectors, query)
+    thresholds = {}
+    for s in names:
+        how = draw(st.sampled_from(["quantile", "exact_sim", "float32_sim", "extreme"]))
+        j = int(rng.integers(n))
+        if how == "quantile":
+            thresholds[s] = float(np.quantile(sims[s], draw(st.floats(0, 1))))
+        elif how == "exact_sim":  # a threshold equal to a row's similarity: the boundary itself
+            thresholds[s] = float(sims[s][j])
+        elif how == "float32_sim":  # within float32 rounding of it: exercises the float64 re-check
+            thresholds[s] = float(np.float32(sims[s][j]))
+        else:
+            thresholds[s] = draw(st.sampled_from([-1.5, 1.5]))
+    groups = None if draw(st.booleans()) else draw(st.lists(st.integers(0, 4), min_size=1, max_size=3))
+    exclude = draw(st.lists(st.integers(0, n - 1), max_size=5))
+    dtype = draw(st.sampled_from(["float32", "float16"]))
+    return vectors, groups_arr, query, thresholds, groups, exclude, dtype, sims, seed
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(), st.sampled_from(["random", "furthest"]), st.sampled_from([None, 0, 4]))
+def test_guarantee_counts_and_furthest(case, mode, max_draws):
+    vectors, groups_arr, query, thresholds, groups, exclude, dtype, sims, seed = case
+    before = {s: v.copy() for s, v in vectors.items()}
+    qbefore = {s: q.copy() for s, q in query.items()}
+    picker = Picker(vectors, groups_arr, dtype=dtype, max_draws=max_draws)
+    eligible, pool = brute_eligible(sims, thresholds, groups_arr, groups, exclude)
+    kw = dict(thresholds=thresholds, groups=groups, mode=mode, rng=np.random.default_rng(seed), exclude=exclude)
+    if not eligible.any():
+        with pytest.raises(NoEligibleTarget) as err:
+            picker.pick(query, **kw)
+        assert err.value.group_size == int(pool.sum())
+        assert err.value.too_similar == int(pool.sum())
+    else:
+        r = picker.pick(query, **kw)
+        assert eligible[r.row]
+        for s, q in query.items():
+            # Independent recomputation in float64 from the caller's query; 1e-6 covers the
+            # float32 rounding of the unit query (<= 2^-24 * ||v|| * sqrt(d) relative).
+            q64 = q.astype(np.float64) / np.linalg.norm(q.astype(np.float64))
+            assert vectors[s][r.row].astype(np.float64) @ q64 <= thresholds[s] + 1e-6
+            assert r.similarities[s] <= thresholds[s]
+            assert r.similarities[s] == pytest.approx(sims[s][r.row], abs=1e-12)
+        if mode == "furthest":
+            score = np.max(np.stack([sims[s] for s in query]), axis=0)
+            best = score[eligible].min()
+            assert score[r.row] <= best + 1e-12
+            if np.sum(np.abs(score[eligible] - best) < 1e-9) == 1:
+                assert r.row == int(np.flatnonzero(eligible)[np.argmin(score[eligible])])
+    for s in vectors:  # the caller's arrays are never modified
+        np.testing.assert_array_equal(vectors[s], before[s])
+        np.testing.assert_array_equal(query[s], qbefore[s])
+
+
+@settings(max_examples=60, deadline=None)
+@given(cases())
+def test_float16_without_exact_source_never_breaks(case):
+    """float16 rows alone: rows within the proven bound count as too similar, never returned."""
+    vectors, groups_arr, query, thresholds, groups, exclude, _, sims, seed = case
+    half = {s: v.astype(np.float16) for s, v in vectors.items()}
+    picker = Picker(half, groups_arr, dtype="float16")
+    eligible, _ = brute_eligible(sims, thresholds, groups_arr, groups, exclude)
+    try:
+        r = picker.pick(query, thresholds=thresholds, groups=groups, rng=np.random.default_rng(seed),
+                        exclude=exclude)
+    except NoEligibleTarget:
+        return
+    assert eligible[r.row]
+
+
+@settings(max_examples=40, deadline=None)
+@given(cases())
+def test_batch_guarantee(case):
+    vectors, groups_arr, query, thresholds, groups, exclude, dtype, sims, seed = case
+    picker = Picker(vectors, groups_arr, dtype=dtype)
+    eligible, _ = brute_eligible(sims, thresholds, groups_arr, groups, exclude)
+    batch = {s: np.stack([q, q, q]) for s, q in query.items()}
+    kw = dict(thresholds=thresholds, groups=groups, rng=np.random.default_rng(seed), exclude=exclude)
+    if not eligible.any():
+        with pytest.raises(NoEligibleTarget):
+            picker.pick_batch(batch, **kw)
+        return
+    res = picker.pick_batch(batch, **kw)
+    assert len(res) == 3 and all(eligible[r.row] for r in res)
+    for r in res:
+        for s in query:
+            assert r.similarities[s] == pytest.approx(sims[s][r.row], abs=1e-12)
+
+
+# -- uniformity -------------------------------------------------------------------------------
+
+def _uniform_bank(n=2000, d=32, seed=7):
+    rng = np.random.default_rng(seed)
+    v = unit_rows(rng, n, d)
+    q = v[0] + 0.3 * rng.standard_normal(d).astype(np.float32)
+    sims = brute_sims({"a": v}, {"a": q})["a"]
+    return v, q, sims
+
+
+def _chi2(rows, eligible_rows):
+    counts = np.array([np.count_nonzero(rows == r) for r in eligible_rows])
+    assert counts.sum() == len(rows)  # nothing outside the eligible set
+    return chisquare(counts).pvalue
+
+
+def test_uniform_rejection_sampling():
+    v, q, sims = _uniform_bank()
+    thr = float(np.sort(sims)[199])  # 200 of 2000 eligible: rejection sampling does the work
+    elig = np.flatnonzero(sims <= thr)
+    picker = Picker({"a": v}, np.zeros(len(v), np.int16))
+    rng = np.random.default_rng(1)
+    res = [picker.pick({"a": q}, thresholds={"a": thr}, rng=rng) for _ in range(8000)]
+    assert {r.method for r in res} == {"rejection"}
+    assert _chi2(np.array([r.row for r in res]), elig) > 1e-3
+
+
+def test_uniform_with_scan_fallback():
+    v, q, sims = _uniform_bank()
+    thr = float(np.sort(sims)[4])  # 5 of 2000 eligible: 250 draws fail about half the time
+    elig = np.flatnonzero(sims <= thr)
+    picker = Picker({"a": v}, np.zeros(len(v), np.int16))
+    rng = np.random.default_rng(2)
+    res = [picker.pick({"a": q}, thresholds={"a": thr}, rng=rng) for _ in range(3000)]
+    methods = [r.method for r in res]
+    assert 300 < methods.count("scan") < 2700 and 300 < methods.count("rejection")  # a real mixture
+    assert _chi2(np.array([r.row for r in res]), elig) > 1e-3
+    # Each method alone is uniform too (the mixture argument in the picker).
+    for m in ("scan", "rejection"):
+        assert _chi2(np.array([r.row for r in res if r.method == m]), elig) > 1e-3
+
+
+def test_uniform_batch():
+    v, q, sims = _uniform_bank()
+    thr = float(np.sort(sims)[99])
+    elig = np.flatnonzero(sims <= thr)
+    picker = Picker({"a": v}, np.zeros(len(v), np.int16), dtype="float16")
+    out = picker.pick_batch({"a": np.tile(q, (6000, 1))}, thresholds={"a": thr},
+                            rng=np.random.default_rng(3), as_arrays=True)
+    assert _chi2(out.rows, elig) > 1e-3
+
+
+# -- keys, pick_distinct, storage ---------------------------------------------------------------
+
+def _small(n=500, d=16, seed=11):
+    rng = np.random.default_rng(seed)
+    return unit_rows(rng, n, d), rng.integers(0, 3, n).astype(np.int16), rng
+
+
+def test_key_determinism():
+    v, g, rng = _small()
+    picker = Picker({"a": v}, g, secret=b"s3cret")
+    q = rng.standard_normal(16)
+    kw = dict(thresholds={"a": 0.2})
+    a = [picker.pick({"a": q}, key=f"photo1/face{i}", **kw).row for i in range(20)]
+    b = [picker.pick({"a": q}, key=f"photo1/face{i}".encode(), **kw).row for i in range(20)]
+    assert a == b
+    assert len(set(a)) > 5  # different keys give different picks
+    batch = picker.pick_batch({"a": np.tile(q, (20, 1))}, keys=[f"photo1/face{i}" for i in range(20)], **kw)
+    assert [r.row for r in batch] == a
+    x = rng_for_key(b"k", b"one").integers(2**62, size=4)
+    assert (x == rng_for_key(b"k", b"one").integers(2**62, size=4)).all()
+    assert not (x == rng_for_key(b"k", b"two").integers(2**62, size=4)).all()
+    with pytest.raises(InputError):
+        Picker({"a": v}, g).pick({"a": q}, key="k", **kw)
+    with pytest.raises(InputError):
+        picker.pick({"a": q}, key="k", rng=np.random.default_rng(0), **kw)
+
+
+@pytest.mark.parametrize("mode", ["random", "furthest"])
+def test_pick_distinct_dissimilar_to_every_face(mode):
+    v, g, rng = _small()
+    faces = [{"a": v[i] + 0.2 * rng.standard_normal(16)} for i in range(4)]
+    thr = {"a": 0.1}
+    res = Picker({"a": v}, g).pick_distinct(faces, thresholds=thr, mode=mode, face_groups=[0, 1, None, [1, 2]],
+                                            rng=np.random.default_rng(0), exclude=[3])
+    rows = [r.row for r in res]
+    assert len(set(rows)) == 4 and 3 not in rows
+    assert g[rows[0]] == 0 and g[rows[1]] == 1 and g[rows[3]] in (1, 2)
+    for r in res:
+        worst = max(brute_sims({"a": v}, f)["a"][r.row] for f in faces)
+        assert worst <= thr["a"] and r.similarities["a"] == pytest.approx(worst, abs=1e-12)
+
+
+def test_pick_distinct_runs_out():
+    v, g, rng = _small(n=3)
+    with pytest.raises(NoEligibleTarget) as err:
+        Picker({"a": v}, g).pick_distinct([{"a": v[0]}] * 4, thresholds={"a": 2.0})
+    assert "face 3" in str(err.value)
+
+
+def test_float32_not_copied_and_float16_halves():
+    v, g, _ = _small()
+    assert np.shares_memory(Picker({"a": v}, g)._spaces["a"].data, v)
+    half = Picker({"a": v}, g, dtype="float16")._spaces["a"].data
+    assert half.dtype == np.float16 and half.nbytes * 2 == v.nbytes
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad, what", [
+    (np.zeros(15), "expected"), (np.zeros((1, 16)), "expected"), (np.full(16, np.nan), "NaN"),
+    (np.r_[np.inf, np.zeros(15)], "infinity"), (np.zeros(16), "zero norm"), (np.array(["x"] * 16), "expected"),
+])
+def test_invalid_embedding(bad, what):
+    v, g, _ = _small()
+    with pytest.raises(InvalidEmbedding, match=what) as err:
+        Picker({"arcface": v}, g).pick({"arcface": bad}, thresholds={"arcface": 0.3})
+    assert "arcface" in str(err.value)
+
+
+def test_tiny_and_huge_queries_are_normalised():
+    v, g, rng = _small()
+    q = rng.standard_normal(16)
+    picker = Picker({"a": v}, g)
+    a = picker.pick({"a": q}, thresholds={"a": 0.0}, rng=np.random.default_rng(5))
+    for scale in (1e-300, 1e300):
+        b = picker.pick({"a": q * scale}, thresholds={"a": 0.0}, rng=np.random.default_rng(5))
+        assert b.row == a.row
+
+
+def test_unknown_space_and_bad_options():
+    v, g, rng = _small()
+    picker = Picker({"arcface": v, "dlib": v}, g)
+    with pytest.raises(UnknownSpace, match="arcface.*dlib"):
+        picker.pick({"facenet": v[0]}, thresholds={"facenet": 0.3})
+    with pytest.raises(UnknownSpace):
+        picker.pick({"arcface": v[0]}, thresholds={"arcface": 0.3, "facenet": 0.3})
+    with pytest.raises(InputError, match="threshold"):
+        picker.pick({"arcface": v[0]}, thresholds={})
+    with pytest.raises(InputError):
+        picker.pick({"arcface": v[0]}, thresholds={"arcface": float("nan")})
+    with pytest.raises(InputError):
+        picker.pick({"arcface": v[0]}, thresholds={"arcface": 0.3}, mode="closest")
+    with pytest.raises(InputError):
+        Picker({"a": v[:10]}, g)
+    with pytest.raises(InputError):
+        Picker({"a": v}, g, dtype="float64")
+    with pytest.raises(InputError):
+        Picker({"a": np.full_like(v, np.nan)}, g)
+
+
+def test_empty_group_reports_counts():
+    v, g, _ = _small()
+    picker = Picker({"a": v}, g)
+    with pytest.raises(NoEligibleTarget) as err:
+        picker.pick({"a": v[0]}, thresholds={"a": 1.0}, groups=[9])
+    assert err.value.group_size == 0 and "9" in err.value.group
+    with pytest.raises(NoEligibleTarget) as err:
+        picker.pick({"a": v[0]}, thresholds={"a": -1.0}, groups=[1], exclude=[int(np.flatnonzero(g == 1)[0])])
+    assert err.value.group_size == int((g == 1).sum()) - 1 == err.value.too_similar
