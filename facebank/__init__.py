@@ -1,3 +1,64 @@
-"""facebank: synthetic faces guaranteed dissimilar to the real ones they replace."""
+"""facebank: synthetic faces guaranteed dissimilar to the real faces they replace.
+
+The public surface, and nothing else:
+
+    bank = facebank.open_bank("data/bank.h5")
+    target = facebank.pick_target(embedding, space="dlib", age=34, gender="female")
+    target.crop(), target.similarities, target.face().landmarks
+"""
 
 __version__ = "0.1.0"
+
+from facebank.api import open_facebank, pick_for_photo, pick_target, pick_targets
+from facebank.bank import Bank, BankWriter, Face, open_bank
+from facebank.errors import (
+    BankError,
+    BankLockedError,
+    ConfigError,
+    FacebankError,
+    IndexBuildError,
+    InputError,
+    InvalidEmbedding,
+    ModelError,
+    NoEligibleTarget,
+    SchemaVersionError,
+    SourceError,
+    StaleIndex,
+    UnknownFace,
+    UnknownSpace,
+    UnsafePickle,
+)
+from facebank.index.build import build_index, use_build, verify_build
+from facebank.index.session import FaceBank, Target
+
+__all__ = [
+    "Bank",
+    "BankError",
+    "BankLockedError",
+    "BankWriter",
+    "ConfigError",
+    "Face",
+    "FaceBank",
+    "FacebankError",
+    "IndexBuildError",
+    "InputError",
+    "InvalidEmbedding",
+    "ModelError",
+    "NoEligibleTarget",
+    "SchemaVersionError",
+    "SourceError",
+    "StaleIndex",
+    "Target",
+    "UnknownFace",
+    "UnknownSpace",
+    "UnsafePickle",
+    "__version__",
+    "build_index",
+    "open_bank",
+    "open_facebank",
+    "pick_for_photo",
+    "pick_target",
+    "pick_targets",
+    "use_build",
+    "verify_build",
+]

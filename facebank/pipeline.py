@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from facebank.bank import BankWriter, FaceRecord, Rejection, open_bank
+from facebank.bank.writer import ATTRIBUTE_COLUMNS
 from facebank.bank.records import content_sha256
-from facebank.bank.schema import GENDER_UNKNOWN, gender_code
+from facebank.bank.schema import GENDER_UNKNOWN, STATUS_ANNOTATED, gender_code
 from facebank.errors import FaceRejected, InputError
 from facebank.sources.base import SourceItem
 from facebank.sources.generated_photos import metadata_attributes
@@ -232,6 +233,7 @@ def embed_bank(
     info = {"model": embedder.info.name, "sha256": embedder.info.sha256, "dim": int(embedder.dim),
             "version": embedder.info.version}
     with open_bank(bank_path) as bank:
+        annotated = bank.column("status") == STATUS_ANNOTATED  # others have no face to embed
         if space.space in bank.spaces:
             old = bank.space_info(space.space)
             if old.get("sha256") != info["sha256"] or int(old["dim"]) != info["dim"]:
@@ -239,9 +241,9 @@ def embed_bank(
                     f"space {space.space!r} in {bank_path} was made by {old.get('model')}; "
                     f"choose another space name for {info['model']}"
                 )
-            todo = np.flatnonzero(~bank.present(space.space))
+            todo = np.flatnonzero(~bank.present(space.space) & annotated)
         else:
-            todo = np.arange(len(bank))
+            todo = np.flatnonzero(annotated)
         summary.already_in_bank = len(bank) - len(todo)
         if total:
             total(len(todo))
@@ -269,45 +271,63 @@ def annotate_bank(
     progress: Progress | None = None,
     total: Callable[[int], None] | None = None,
 ) -> Summary:
-    """(Re-)estimate age and gender of faces with `vision.attributes`, combined with the metadata.
+    """Annotate the bank's faces: detect + align + age/gender for generated faces not yet
+    annotated, and (re-)estimate age and gender of the others with `vision.attributes`.
 
-    Without `force`, only faces that have no model estimate yet, or one from another model,
-    are done, so an interrupted run resumes where it stopped.
+    Without `force`, faces that already carry this model's estimate are skipped, so an
+    interrupted run resumes where it stopped. A generated face with no usable face in it stays
+    in the bank (its seed is not retried) with status "rejected" and a reason in the log.
     """
+    from facebank.bank.schema import STATUS_ANNOTATED, STATUS_GENERATED, STATUS_REJECTED
     from facebank.sources.generated_photos import AGE_CATEGORIES
 
     start = time.perf_counter()
     summary = Summary()
-    model = load_attribute_model(vision.attributes, vision.attributes_path)
+    annotator = Annotator(vision)
+    name = annotator.attributes.info.name
     with open_bank(bank_path) as bank:
-        done = (bank.column("attribute_model") == model.info.name) & np.isfinite(bank.column("model_age"))
-        todo = np.arange(len(bank)) if force else np.flatnonzero(~done)
+        status = bank.column("status")
+        done = (bank.column("attribute_model") == name) & np.isfinite(bank.column("model_age"))
+        new = status == STATUS_GENERATED
+        redo = (status == STATUS_ANNOTATED) & (force | ~done)
+        todo = np.flatnonzero(new | redo)
         summary.already_in_bank = len(bank) - len(todo)
         categories, meta_genders = bank.column("meta_age_category"), bank.column("meta_gender")
         if total:
             total(len(todo))
         with BankWriter(bank_path, create=False) as writer:
-            writer.log("annotate_start", model=asdict(model.info), force=force)
+            writer.log("annotate_start", models=annotator.models(), force=force)
             for row in todo:
                 face = bank.face(int(row), spaces=[])
+                data = face.image_bytes()
                 try:
-                    est = model.estimate(face.image(), Detection(box=face.box, landmarks=face.landmarks, score=1.0))
+                    if new[row]:
+                        item = SourceItem(face.source, face.source_id, data=data,
+                                          metadata=face.provenance.get("metadata", {}))
+                        rec = annotator.annotate(item, data)
+                        cols = {k: getattr(rec, k) for k in ATTRIBUTE_COLUMNS if k != "status"}
+                    else:
+                        est = annotator.attributes.estimate(
+                            face.image(), Detection(box=face.box, landmarks=face.landmarks, score=1.0))
+                        meta = {}
+                        if categories[row] in AGE_CATEGORIES:
+                            meta["age_range"] = AGE_CATEGORIES[categories[row]]
+                        if meta_genders[row] in (0, 1):
+                            meta["gender"] = ("female", "male")[meta_genders[row]]
+                        cols = combine_attributes(est, meta)
+                        cols.update(model_age=est.age, model_age_confidence=est.age_confidence,
+                                    model_gender=gender_code(est.gender), model_gender_confidence=est.gender_confidence,
+                                    attribute_model=name)
+                    cols["status"] = STATUS_ANNOTATED
+                    summary.added += 1
                 except FaceRejected as exc:
+                    writer.add_rejection(Rejection(face.source, face.source_id, content_sha256(data), exc.reason,
+                                                   exc.detail, "annotate"))
                     summary.rejected[exc.reason] += 1
-                    continue
-                meta = {}
-                if categories[row] in AGE_CATEGORIES:
-                    meta["age_range"] = AGE_CATEGORIES[categories[row]]
-                if meta_genders[row] in (0, 1):
-                    meta["gender"] = ("female", "male")[meta_genders[row]]
-                cols = combine_attributes(est, meta)
-                cols.update(model_age=est.age, model_age_confidence=est.age_confidence,
-                            model_gender=gender_code(est.gender), model_gender_confidence=est.gender_confidence,
-                            attribute_model=model.info.name)
+                    cols = {"status": STATUS_REJECTED}
                 writer.set_attributes([face.id], {k: np.array([v]) for k, v in cols.items()})
-                summary.added += 1
                 if progress:
                     progress(1)
-            writer.log("annotate_end", annotated=summary.added)
+            writer.log("annotate_end", annotated=summary.added, rejected=dict(summary.rejected))
     summary.seconds = time.perf_counter() - start
     return summary

@@ -53,6 +53,7 @@ class FaceRecord:
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # space -> (d,) unit float32
     content_sha256: str = ""
     added_at: float = 0.0
+    status: int = 1  # schema.STATUS_ANNOTATED
 
     def __post_init__(self) -> None:
         if not self.content_sha256:

@@ -52,7 +52,13 @@ FACE_COLUMNS: dict[str, tuple[object, tuple[int, ...]]] = {
     "meta_gender": (np.int8, ()),
     "meta_gender_confidence": (np.float32, ()),
     "added_at": (np.float64, ()),  # unix time
+    "status": (np.int8, ()),  # STATUS_*: only annotated faces enter index builds
 }
+
+STATUS_GENERATED = 0  # generated, not yet detected/aligned/annotated (`facebank annotate` does it)
+STATUS_ANNOTATED = 1  # one face found, aligned, age and gender known: usable as a target
+STATUS_REJECTED = 2  # annotation rejected it (reason in the rejection log); kept for its seed
+STATUS_REMOVED = 3  # dropped by `facebank dedupe` (recorded in the log); never picked again
 
 REJECTION_COLUMNS: dict[str, tuple[object, tuple[int, ...]]] = {
     "source": (STR, ()),

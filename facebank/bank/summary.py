@@ -23,7 +23,8 @@ def bank_summary(bank: Bank) -> dict:
     for event in bank.log():
         duplicates.extend(event.get("duplicates", []))
     sources = bank.column("source")
-    seeds = [s for s, src in zip(bank.column("source_id"), sources) if src == "stylegan"]
+    seeds = sorted(int(s.rsplit("seed", 1)[1]) for s, src in zip(bank.column("source_id"), sources) if src == "stylegan")
+    status = Counter({0: "generated", 1: "annotated", 2: "rejected", 3: "removed"}.get(int(v), "unknown") for v in bank.column("status"))
     return {
         "bank": str(bank.path),
         "faces": len(bank),
@@ -37,5 +38,23 @@ def bank_summary(bank: Bank) -> dict:
         "rejections": dict(Counter(r["reason"] for r in rejections)),
         "rejected": [{k: r[k] for k in ("source", "source_id", "reason", "detail", "stage")} for r in rejections],
         "duplicates": sorted(set(duplicates)),
-        "stylegan_seeds": len(seeds),
+        "status": dict(status),
+        "stylegan_faces": len(seeds),
+        "stylegan_seeds": _ranges(seeds),
     }
+
+
+def _ranges(values: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2,5" (the form --seeds takes)."""
+    out, start, prev = [], None, None
+    for v in values:
+        if start is None:
+            start = prev = v
+        elif v == prev + 1:
+            prev = v
+        else:
+            out.append(f"{start}-{prev}" if prev > start else str(start))
+            start = prev = v
+    if start is not None:
+        out.append(f"{start}-{prev}" if prev > start else str(start))
+    return ",".join(out)

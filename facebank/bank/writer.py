@@ -43,6 +43,7 @@ __all__ = ["ATTRIBUTE_COLUMNS", "BankWriter", "create_bank"]
 ATTRIBUTE_COLUMNS = frozenset({
     "age", "age_confidence", "age_source", "gender", "gender_confidence", "gender_source",
     "model_age", "model_age_confidence", "model_gender", "model_gender_confidence", "attribute_model",
+    "box", "landmarks", "crop", "detector", "status",
 })
 
 
@@ -216,7 +217,7 @@ class BankWriter:
             self.commit()
 
     def set_attributes(self, ids: list[str], columns: dict[str, np.ndarray]) -> None:
-        """Buffer new values of per-face attribute columns (re-annotation) for existing `ids`."""
+        """Buffer new values of annotation columns (detection, crop, attributes) for existing `ids`."""
         bad = set(columns) - ATTRIBUTE_COLUMNS
         if bad:
             raise InputError(f"not attribute columns: {', '.join(sorted(bad))}")

@@ -139,8 +139,9 @@ def info(bank: Annotated[Path, typer.Option("--bank", "-b", help="The bank file.
         lines.append("rejections: " + (", ".join(f"{k}={v}" for k, v in s["rejections"].items()) or "none"))
         if s["duplicates"]:
             lines.append(f"duplicates skipped: {len(s['duplicates'])} ({', '.join(s['duplicates'][:10])})")
-        if s["stylegan_seeds"]:
-            lines.append(f"stylegan faces: {s['stylegan_seeds']}")
+        lines.append("status: " + ", ".join(f"{k}={v}" for k, v in s["status"].items()))
+        if s["stylegan_faces"]:
+            lines.append(f"stylegan faces: {s['stylegan_faces']} (seeds {s['stylegan_seeds']})")
         emit(s, as_json=as_json, human="\n".join(lines))
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from facebank import __version__
 from facebank.bank import open_bank
+from facebank.bank.schema import STATUS_ANNOTATED
 from facebank.errors import ConfigError, IndexBuildError, InputError, StaleIndex, UnknownSpace
 from facebank.index import groups as G
 from facebank.index.manifest import FORMAT_VERSION, KIND, read_manifest, write_json_atomic
@@ -133,8 +134,9 @@ def build_index(
         thr = resolve_thresholds(spaces, given=thresholds, report=threshold_from, far=far,
                                  models={s: i.get("sha256") for s, i in infos.items()})
         ages, genders = bank.column("age"), bank.column("gender")
-        usable = np.isfinite(ages) & np.isin(genders, (0, 1))
-        excluded = {"no_age_or_gender": int((~usable).sum())}
+        annotated = bank.column("status") == STATUS_ANNOTATED
+        usable = annotated & np.isfinite(ages) & np.isin(genders, (0, 1))
+        excluded = {"not_annotated": int((~annotated).sum()), "no_age_or_gender": int((annotated & ~usable).sum())}
         for s in spaces:
             missing = ~bank.present(s)
             excluded[f"no_vector:{s}"] = int((missing & usable).sum())

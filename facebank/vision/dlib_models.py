@@ -87,9 +87,11 @@ def _arcface_points(shape) -> np.ndarray:
 class DlibDetector:
     """dlib face detector with 68-point landmarks mapped to the ArcFace 5 points.
 
-    Detection runs on a copy scaled so its longer side is at most `max_side` (HOG cost
-    grows with pixels; faces in a bank image are large). When nothing is found there, it
-    retries once at up to `fallback_max_side`. Landmarks are always predicted at full
+    Detection runs on a copy scaled so its longer side is at most `max_side`: HOG cost grows
+    with pixels and faces in a bank image are large (on 512 px generated.photos faces, 256
+    finds all 596 faces at ~11 ms CPU against ~29 ms at full size). The smallest face found
+    is then ~80/256 of the longer side; when nothing is found, it retries once at up to
+    `fallback_max_side`. Landmarks are always predicted at full
     resolution. Boxes are in original pixels and may extend past the image edge.
     """
 
@@ -98,7 +100,7 @@ class DlibDetector:
         *,
         model: str = "hog",  # 'hog' (fast, frontal) or 'cnn' (dlib's MMOD CNN: slow on CPU, more poses)
         upsample: int = 0,  # dlib pyramid upsampling steps (finds smaller faces, ~4x cost each)
-        max_side: int | None = 320,  # detect on a copy at most this long; None = full size
+        max_side: int | None = 256,  # detect on a copy at most this long; None = full size
         fallback_max_side: int | None = 1280,  # retry size when nothing is found; None = no retry
         models_dir: str | os.PathLike[str] | None = None,  # None = face_recognition_models
     ):

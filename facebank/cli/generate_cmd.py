@@ -1,0 +1,58 @@
+"""`facebank generate`: StyleGAN2-ADA faces into the bank, resumable, then annotated."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from facebank.cli.common import cli_errors, emit, progress_bar
+
+
+def generate(
+    network: Annotated[str, typer.Option(help="Network pickle (path or URL; URLs are cached once, checksummed).")],
+    bank: Annotated[Path, typer.Option("--bank", "-b", help="The bank file; created if missing.")],
+    seeds: Annotated[str, typer.Option(help="Seeds, e.g. 0-9999 or 1,5,10-20.")] = "0-9999",
+    psi: Annotated[float, typer.Option(help="Truncation psi (1 = none).")] = 0.7,
+    cutoff: Annotated[Optional[int], typer.Option(help="Truncate only the first CUTOFF w rows.")] = None,
+    class_idx: Annotated[Optional[int], typer.Option("--class", help="Class of a conditional network.")] = None,
+    noise_mode: Annotated[str, typer.Option(help="const (deterministic), random or none.")] = "const",
+    batch: Annotated[str, typer.Option(help="Batch size, or auto.")] = "auto",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    cache_dir: Annotated[Path, typer.Option(help="Where downloaded networks are kept.")] = Path("data/cache"),
+    sha256: Annotated[Optional[str], typer.Option(help="Expected sha256 of the network file.")] = None,
+    annotate: Annotated[bool, typer.Option(help="Detect, align and annotate the new faces afterwards.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
+    """Generate one face per seed with our StyleGAN2-ADA generator and store it with its seed and w."""
+    from facebank.errors import InputError
+    from facebank.pipeline import VisionConfig, annotate_bank
+    from facebank.sources.stylegan_source import GenerateConfig, generate_to_bank
+
+    with cli_errors():
+        if batch != "auto" and not batch.isdigit():
+            raise InputError(f"--batch takes a positive integer or auto, got {batch!r}")
+        cfg = GenerateConfig(network=network, seeds=seeds, psi=psi, cutoff=cutoff, class_idx=class_idx,
+                             noise_mode=noise_mode, batch_size=batch if batch == "auto" else int(batch),
+                             device=device, cache_dir=str(cache_dir), sha256=sha256)
+        with progress_bar("generate") as (advance, set_total):
+            summary = generate_to_bank(str(bank), cfg, progress=advance, total=set_total)
+        result = asdict(summary)
+        if annotate:
+            with progress_bar("annotate") as (advance, set_total):
+                result["annotate"] = annotate_bank(str(bank), VisionConfig(), progress=advance,
+                                                   total=set_total).to_dict()
+            result["annotate"].pop("rejected_items", None)
+        human = (f"generated {summary.generated} faces ({summary.faces_per_s:.1f} faces/s), "
+                 f"{summary.already_in_bank} already in the bank; network sha256 {summary.network_sha256[:16]}")
+        if annotate:
+            a = result["annotate"]
+            human += f"\nannotated {a['added']}, rejected: " + (
+                ", ".join(f"{k}={v}" for k, v in a["rejected"].items()) or "none")
+        emit(result, as_json=as_json, human=human)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(generate)
