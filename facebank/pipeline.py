@@ -174,12 +174,14 @@ def ingest(
     spaces: Iterable[SpaceConfig] = (),
     progress: Progress | None = None,
     annotator: Annotator | None = None,
+    batch_size: int = 64,  # faces per pending batch: at most this much work is lost to a kill
+    commit_every: int = 2048,  # faces between commits (each copies the bank once)
 ) -> Summary:
     """Add every face of `items` to the bank at `bank_path` (created if missing)."""
     start = time.perf_counter()
     summary = Summary()
     annotator = annotator or Annotator(vision, spaces)
-    with BankWriter(bank_path) as writer:
+    with BankWriter(bank_path, batch_size=batch_size, commit_every=commit_every) as writer:
         for space in annotator.embedders:
             writer.register_space(space, annotator.space_info(space))
         writer.log("ingest_start", models=annotator.models())

@@ -33,3 +33,31 @@ def stylegan_fixtures() -> Path:
     """Golden vectors for our StyleGAN2-ADA generator (../shared/fixtures/stylegan2ada)."""
     default = ROOT.parent / "shared" / "fixtures" / "stylegan2ada"
     return _require(Path(os.environ.get("FACEBANK_STYLEGAN_FIXTURES", default)).resolve())
+
+
+GP_SUBSET = ("age_child", "age_adult")  # two folders of the real generated.photos export
+
+
+@pytest.fixture(scope="session")
+def gp_items(assets):
+    """Real generated.photos items: the first 20 faces of two folders (children and adults)."""
+    from facebank.sources.generated_photos import iter_generated_photos
+
+    items = []
+    for folder in GP_SUBSET:
+        items += [i for i in iter_generated_photos(assets / "generated_photos" / folder) if i.data][:20]
+    return items
+
+
+@pytest.fixture(scope="session")
+def small_bank(tmp_path_factory, gp_items):
+    """A bank of 40 real generated.photos faces, annotated and embedded in the dlib space.
+
+    Read-only for tests: copy it (`shutil.copy`) before changing it.
+    """
+    from facebank.pipeline import SpaceConfig, ingest
+
+    path = tmp_path_factory.mktemp("bank") / "bank.h5"
+    summary = ingest(str(path), gp_items, spaces=[SpaceConfig("dlib")])
+    assert summary.added == len(gp_items), summary.to_dict()
+    return path

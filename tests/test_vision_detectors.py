@@ -189,3 +189,13 @@ def test_nms_matches_brute_force():
         if all(_iou(boxes[i], boxes[j]) <= 0.4 for j in expected):
             expected.append(i)
     assert list(kept) == expected
+
+
+def test_dlib_cnn_detector_agrees_with_hog(gp_images, dlib_detector):
+    cnn = load_detector("dlib", model="cnn")
+    assert cnn.info.name == "dlib_mmod+shape68"
+    _, image = gp_images[0]
+    detections = cnn.detect(image)
+    assert len(detections) == 1
+    _plausible(detections[0])
+    assert _iou(detections[0].box, dlib_detector.detect(image)[0].box) > 0.5

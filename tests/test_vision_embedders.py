@@ -73,7 +73,8 @@ def test_mobilefacenet_space_separates_identities(identity_faces, mobilefacenet_
 
 
 def test_fixed_batch_model_loops_and_matches_single(identity_faces, mobilefacenet_path):
-    embedder = load_embedder("mobilefacenet", mobilefacenet_path, contract="mobilefacenet_128d")
+    embedder = load_embedder("mobilefacenet", mobilefacenet_path)  # the preset found by its space
+    assert embedder.contract == PRESETS["mobilefacenet_128d"]
     crops = np.stack([align_face(image, det.landmarks) for _, image, det in identity_faces[:3]])
     batched = embedder.embed_crops(crops)
     single = np.stack([embedder.embed_crops(c[None])[0] for c in crops])
@@ -198,6 +199,8 @@ def test_registry_errors(tmp_path, arcface_dir):
         load_embedder("facenet")
     with pytest.raises(ModelError, match="no contract"):
         load_embedder("facenet", arcface_dir / "w600k_r50.onnx")
+    with pytest.raises(ConfigError, match="does not match"):
+        load_embedder("facenet", arcface_dir / "w600k_r50.onnx", contract="mobilefacenet_128d")
     with pytest.raises(ModelError):
         load_embedder("arcface", tmp_path / "nowhere")
     corrupt = tmp_path / "corrupt.onnx"

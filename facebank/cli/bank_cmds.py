@@ -161,7 +161,7 @@ def build(
             cfg = cfg.__class__(**{**cfg.__dict__, "sources": tuple(source_from_path(s) for s in source)})
         if bank:
             cfg = cfg.__class__(**{**cfg.__dict__, "bank": str(bank)})
-        result = run_build(cfg)
+        result = run_build(cfg, progress=progress_bar)
         emit(result, as_json=as_json, human=result.get("text", ""))
 
 

@@ -28,13 +28,13 @@ def cli_errors() -> Iterator[None]:
     except typer.Exit:
         raise
     except InputError as exc:
-        err.print(f"error: {type(exc).__name__}: {exc}", markup=False, highlight=False)
+        err.print(f"error: {type(exc).__name__}: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except FacebankError as exc:
-        err.print(f"error: {type(exc).__name__}: {exc}", markup=False, highlight=False)
+        err.print(f"error: {type(exc).__name__}: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except (PermissionError, FileNotFoundError, IsADirectoryError) as exc:
-        err.print(f"error: {exc.strerror}: {exc.filename}", markup=False, highlight=False)
+        err.print(f"error: {exc.strerror}: {exc.filename}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err.print("interrupted: finished work is kept; re-run the command to continue")
@@ -66,4 +66,4 @@ def emit(data: dict | list, *, as_json: bool, human: str | None = None) -> None:
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     elif human is not None:
-        out.print(human, markup=False, highlight=False)
+        out.print(human, markup=False, highlight=False, soft_wrap=True)

@@ -92,6 +92,20 @@ PRESETS: dict[str, EmbedderContract] = {
 
 def resolve_contract(contract: Any, model_path: Path, space: str) -> EmbedderContract:
     """An EmbedderContract from an instance, a preset name, a contract file, or what lies beside the model."""
+    resolved = _find_contract(contract, model_path, space)
+    if resolved is None:
+        raise ModelError(
+            f"no contract for {model_path}: pass one, name a preset ({', '.join(PRESETS)}), "
+            f"or put {model_path.stem}.contract.toml beside the model"
+        )
+    # A preset name may stand for its space; any other name must be the contract's space,
+    # or vectors would be stored under a name the contract does not declare.
+    if space not in PRESETS and space != resolved.space:
+        raise ConfigError(f"embedder space {space!r} does not match its contract's space {resolved.space!r}")
+    return resolved
+
+
+def _find_contract(contract: Any, model_path: Path, space: str) -> EmbedderContract | None:
     if isinstance(contract, EmbedderContract):
         return contract
     if isinstance(contract, str) and contract in PRESETS:
@@ -104,10 +118,8 @@ def resolve_contract(contract: Any, model_path: Path, space: str) -> EmbedderCon
             return EmbedderContract.from_file(beside)
     if space in PRESETS:
         return PRESETS[space]
-    raise ModelError(
-        f"no contract for {model_path}: pass one, name a preset ({', '.join(PRESETS)}), "
-        f"or put {model_path.stem}.contract.toml beside the model"
-    )
+    by_space = [c for c in PRESETS.values() if c.space == space]
+    return by_space[0] if len(by_space) == 1 else None
 
 
 class OnnxEmbedder:
