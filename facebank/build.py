@@ -51,7 +51,7 @@ def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) 
     items = list(iterate(src.path))
     with progress(f"ingest {Path(src.path).name}") as (advance, set_total):
         set_total(len(items))
-        s = ingest(cfg.bank, items, vision=cfg.vision, progress=advance)
+        s = ingest(cfg.bank, items, vision=cfg.vision, progress=advance, workers=cfg.workers)
     return {"kind": src.kind, "path": src.path, "added": s.added, "already": s.already_in_bank,
             "duplicates": len(s.duplicates), "rejected": dict(s.rejected)}
 
@@ -75,7 +75,7 @@ def run_build(cfg: BuildConfig, *, progress: ProgressFactory = _no_progress) -> 
         result["sources"].append(_run_source(cfg, src, progress))
     for space in cfg.spaces:
         with progress(f"embed {space.space}") as (advance, set_total):
-            e = embed_bank(cfg.bank, space, progress=advance, total=set_total)
+            e = embed_bank(cfg.bank, space, progress=advance, total=set_total, workers=cfg.workers)
         result["spaces"][space.space] = {"embedded": e.embedded, "already": e.already_in_bank}
     with open_bank(cfg.bank) as bank:
         content = bank.content_hash

@@ -43,6 +43,7 @@ class BuildConfig:
     spaces: tuple[SpaceConfig, ...] = (SpaceConfig("dlib"),)
     index: IndexConfig = IndexConfig()
     sample_picks: int = 5
+    workers: int = 0  # processes for detection and embedding; 0 = one per CPU
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,4 +94,4 @@ def load_config(path: str | Path) -> BuildConfig:
     index_raw["spaces"] = tuple(index_raw.get("spaces", ()))
     index = _make(IndexConfig, index_raw, f"{path} [index]")
     return BuildConfig(bank=cfg.bank, cache_dir=cfg.cache_dir, sources=sources, vision=vision, spaces=spaces,
-                       index=index, sample_picks=cfg.sample_picks)
+                       index=index, sample_picks=cfg.sample_picks, workers=cfg.workers)

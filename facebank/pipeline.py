@@ -8,7 +8,10 @@ duplicates.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import multiprocessing
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -176,49 +179,109 @@ def ingest(
     annotator: Annotator | None = None,
     batch_size: int = 64,  # faces per pending batch: at most this much work is lost to a kill
     commit_every: int = 2048,  # faces between commits (each copies the bank once)
+    workers: int = 1,  # processes that detect, annotate and embed; 0 = one per CPU
 ) -> Summary:
     """Add every face of `items` to the bank at `bank_path` (created if missing)."""
     start = time.perf_counter()
     summary = Summary()
+    spaces = tuple(spaces)
     annotator = annotator or Annotator(vision, spaces)
     with BankWriter(bank_path, batch_size=batch_size, commit_every=commit_every) as writer:
         for space in annotator.embedders:
             writer.register_space(space, annotator.space_info(space))
         writer.log("ingest_start", models=annotator.models())
+
+        todo = []
         for item in items:
-            _ingest_one(writer, annotator, item, summary)
-            if progress:
+            if _screen(writer, item, summary):
+                todo.append(item)
+            elif progress:
                 progress(1)
+        with _pool(workers, _init_annotator, (vision, spaces), local=annotator) as run:
+            for item, (record, reason) in zip(todo, run(_annotate_job, todo)):
+                if record is not None:
+                    writer.add_face(record)
+                    summary.added += 1
+                else:
+                    _reject(writer, item, summary, content_sha256(_encoded(item)), *reason, "annotate")
+                if progress:
+                    progress(1)
         writer.log("ingest_end", added=summary.added, rejected=dict(summary.rejected), duplicates=summary.duplicates)
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def _ingest_one(writer: BankWriter, annotator: Annotator, item: SourceItem, summary: Summary) -> None:
-    def reject(sha: str, reason: str, detail: str, stage: str) -> None:
-        writer.add_rejection(Rejection(item.source, item.source_id, sha, reason, detail, stage))
-        summary.rejected[reason] += 1
-        summary.rejected_items.append({"source_id": item.source_id, "reason": reason, "detail": detail})
+def _reject(writer: BankWriter, item: SourceItem, summary: Summary, sha: str, reason: str, detail: str,
+            stage: str) -> None:
+    writer.add_rejection(Rejection(item.source, item.source_id, sha, reason, detail, stage))
+    summary.rejected[reason] += 1
+    summary.rejected_items.append({"source_id": item.source_id, "reason": reason, "detail": detail})
 
+
+def _screen(writer: BankWriter, item: SourceItem, summary: Summary) -> bool:
+    """True when the item still needs annotating; records why not otherwise."""
     if item.rejection is not None:
-        reject("", *item.rejection, "read")
-        return
-    data = _encoded(item)
-    sha = content_sha256(data)
+        _reject(writer, item, summary, "", *item.rejection, "read")
+        return False
+    sha = content_sha256(_encoded(item))
     if writer.has_content(sha):
         summary.already_in_bank += 1
         summary.duplicates.append(item.source_id)
-        return
+        return False
     if writer.was_rejected(sha, item.source_id, "annotate"):
         summary.rejected["already_rejected"] += 1
-        return
+        return False
+    writer.mark_seen(sha)  # a second copy later in this run is a duplicate, not a second face
+    return True
+
+
+# -- worker processes: each loads its own models once (spawned, so no model state is forked) --
+_worker = None
+
+
+def _init_annotator(vision: VisionConfig, spaces: tuple) -> None:
+    global _worker
+    _worker = Annotator(vision, spaces)
+
+
+def _annotate_job(item: SourceItem):
     try:
-        record = annotator.annotate(item, data)
+        return _worker.annotate(item, _encoded(item)), None
     except FaceRejected as exc:
-        reject(sha, exc.reason, exc.detail, "annotate")
+        return None, (exc.reason, exc.detail)
+
+
+def _init_embedder(space: SpaceConfig) -> None:
+    global _worker
+    _worker = load_embedder(space.space, space.model_path, space.contract)
+
+
+def _embed_job(job):
+    data, box, landmarks, name = job
+    image = decode_image(data, name=name)
+    return _worker.embed(image, Detection(box=box, landmarks=landmarks, score=1.0))
+
+
+def _embed_pair(pair):
+    return pair[0], _embed_job(pair[1])
+
+
+@contextlib.contextmanager
+def _pool(workers: int, initializer, initargs, *, local):
+    """Yields run(fn, iterable) -> results in input order: in worker processes, or here.
+
+    Workers are spawned (not forked) and load their own models, so no ONNX or dlib state is
+    shared across a fork. With one worker, `local` (already loaded) does the work in-process.
+    """
+    global _worker
+    n = (os.cpu_count() or 1) if workers == 0 else workers
+    if n <= 1:
+        _worker = local
+        yield lambda fn, it: map(fn, it)
         return
-    writer.add_face(record)
-    summary.added += 1
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(n, initializer=initializer, initargs=initargs) as pool:
+        yield lambda fn, it: pool.imap(fn, it, chunksize=2)
 
 
 def embed_bank(
@@ -227,14 +290,15 @@ def embed_bank(
     *,
     progress: Progress | None = None,
     total: Callable[[int], None] | None = None,
+    workers: int = 1,  # embedding processes; 0 = one per CPU
 ) -> Summary:
     """Compute the `space` embedding of every face that lacks one (resumable)."""
     start = time.perf_counter()
     summary = Summary()
-    embedder = load_embedder(space.space, space.model_path, space.contract)
-    info = {"model": embedder.info.name, "sha256": embedder.info.sha256, "dim": int(embedder.dim),
-            "version": embedder.info.version}
     with open_bank(bank_path) as bank:
+        embedder = load_embedder(space.space, space.model_path, space.contract)
+        info = {"model": embedder.info.name, "sha256": embedder.info.sha256, "dim": int(embedder.dim),
+                "version": embedder.info.version}
         annotated = bank.column("status") == STATUS_ANNOTATED  # others have no face to embed
         if space.space in bank.spaces:
             old = bank.space_info(space.space)
@@ -251,15 +315,18 @@ def embed_bank(
             total(len(todo))
         with BankWriter(bank_path, create=False) as writer:
             writer.log("embed_start", space=space.space, model=info)
-            for row in todo:
-                face = bank.face(int(row), spaces=[])
-                image = face.image()
-                detection = Detection(box=face.box, landmarks=face.landmarks, score=1.0)
-                vec = embedder.embed(image, detection)
-                writer.set_embeddings(space.space, info, [face.id], vec[None, :])
-                summary.embedded += 1
-                if progress:
-                    progress(1)
+            def jobs():
+                for row in todo:
+                    face = bank.face(int(row), spaces=[])
+                    yield face.id, (face.image_bytes(), face.box, face.landmarks, face.id)
+
+            # The pool's feeder thread reads the jobs from `bank`; this thread only uses `writer`.
+            with _pool(workers, _init_embedder, (space,), local=embedder) as run:
+                for fid, vec in run(_embed_pair, jobs()):
+                    writer.set_embeddings(space.space, info, [fid], vec[None, :])
+                    summary.embedded += 1
+                    if progress:
+                        progress(1)
             writer.log("embed_end", space=space.space, embedded=summary.embedded)
     summary.seconds = time.perf_counter() - start
     return summary

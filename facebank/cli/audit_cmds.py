@@ -1,0 +1,115 @@
+"""`facebank audit` (the report folder) and `facebank dedupe` (drop near-duplicate faces)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from facebank.cli.common import cli_errors, emit, err
+
+BankOpt = Annotated[Path, typer.Option("--bank", "-b", help="The bank file.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+def _parse_models(items: list[str]) -> dict[str, str]:
+    from facebank.errors import InputError
+
+    out = {}
+    for item in items:
+        space, sep, path = item.partition("=")
+        if not sep or not space.strip() or not path.strip():
+            raise InputError(f"--model takes SPACE=PATH, got {item!r}")
+        if not Path(path).exists():
+            raise InputError(f"--model {space}: {path} does not exist")
+        out[space.strip()] = path.strip()
+    return out
+
+
+def _check_path(option: str, path: Optional[Path], *, folder: bool) -> None:
+    from facebank.errors import InputError
+
+    if path is not None and not (path.is_dir() if folder else path.is_file()):
+        raise InputError(f"{option} {path}: no such {'folder' if folder else 'file'}")
+
+
+@contextmanager
+def _stages():
+    """A rich progress display on stderr with one bar per stage of the audit."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err) as prog:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = prog.add_task(stage, total=total)
+            prog.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def audit_cmd(
+    bank: BankOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The report folder (created).")],
+    build: Annotated[Optional[Path], typer.Option("--build", help="Index build directory (for the pick audit).")] = None,
+    labelled: Annotated[Optional[Path], typer.Option(help="Folder of identity-labelled real photos.")] = None,
+    identities: Annotated[Optional[Path], typer.Option(help="CSV file,identity_id (default: LABELLED/identities.csv).")] = None,
+    queries: Annotated[Optional[Path], typer.Option(help="Folder of real photos; every face is a query.")] = None,
+    model: Annotated[list[str], typer.Option("--model", help="SPACE=PATH of a non-dlib embedder (repeatable).")] = [],
+    max_pairs: Annotated[int, typer.Option(help="Bank pairs scored per space (sampled above it).")] = 200_000,
+    near_duplicate_above: Annotated[float, typer.Option(help="Flag faces whose nearest neighbour is above this.")] = 0.99,
+    seed: Annotated[int, typer.Option(help="Seed of the pair sample and the random picks.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write an audit report: bank distributions, calibration, pick audit, pixel metrics, plots."""
+    from facebank.audit.run import run_audit
+
+    with cli_errors():
+        _check_path("--bank", bank, folder=False)
+        _check_path("--build", build, folder=True)
+        _check_path("--labelled", labelled, folder=True)
+        _check_path("--identities", identities, folder=False)
+        _check_path("--queries", queries, folder=True)
+        models = _parse_models(model)
+        with _stages() as progress:
+            path = run_audit(bank=bank, build=build, labelled=labelled, identities=identities, queries=queries,
+                             out=out, max_pairs=max_pairs, near_duplicate_above=near_duplicate_above, seed=seed,
+                             models=models, progress=progress)
+        data = {"report": str(path), "folder": str(path.parent)}
+        if (path.parent / "calibration.json").exists():
+            data["calibration"] = str(path.parent / "calibration.json")
+        emit(data, as_json=as_json, human=f"wrote {path}" + (
+            f"\ncalibration: {data['calibration']} (facebank index build --threshold-from it --far 1e-3)"
+            if "calibration" in data else ""))
+
+
+def dedupe_cmd(
+    bank: BankOpt,
+    space: Annotated[str, typer.Option(help="The identity space compared.")] = "dlib",
+    above: Annotated[Optional[float], typer.Option(help="Remove one face of every pair more similar than SIM.")] = None,
+    below: Annotated[Optional[float], typer.Option(help="Alias: keep only faces whose nearest neighbour is below SIM.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be removed; change nothing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Mark near-duplicate faces as removed (the first of each pair stays); recorded and resumable."""
+    from facebank.audit.dedupe import dedupe_bank
+
+    with cli_errors():
+        _check_path("--bank", bank, folder=False)
+        result = dedupe_bank(bank, space=space, above=above, below=below, dry_run=dry_run)
+        verb = "would remove" if dry_run else "removed"
+        lines = [f"{verb} {len(result['removed'])} of {result['considered']} faces "
+                 f"({result['pairs_above']} pairs above {result['cut']:g} in {space})"]
+        lines += [f"  {r['id']} (sim {r['sim']:.4f} to {r['kept_id']})" for r in result["removed"][:20]]
+        if result["removed"] and not dry_run:
+            lines.append("index builds still hold the removed faces: run `facebank index build` again")
+        emit(result, as_json=as_json, human="\n".join(lines))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("audit")(audit_cmd)
+    app.command("dedupe")(dedupe_cmd)

@@ -1,0 +1,170 @@
+"""The CLI: every command through Typer's CliRunner, real data, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from facebank.bank import open_bank
+from facebank.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _one_line_error(result, code: int, *needles: str) -> None:
+    assert result.exit_code == code, result.output
+    text = result.output.strip()
+    assert "Traceback" not in text
+    assert len(text.splitlines()) == 1, text
+    assert text.startswith("error: ")
+    for n in needles:
+        assert n in text, text
+
+
+@pytest.fixture()
+def bank(small_bank, tmp_path):
+    path = tmp_path / "bank.h5"
+    shutil.copy(small_bank, path)
+    return path
+
+
+def test_ingest_folder_embed_info(tmp_path, assets):
+    src = tmp_path / "faces"
+    src.mkdir()
+    for p in sorted((assets / "generated_photos" / "age_infant").glob("*_512.jpg"))[:4]:
+        shutil.copy(p, src / p.name)
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    bank = tmp_path / "b.h5"
+    r = invoke("ingest", "folder", src, "--bank", bank, "--workers", 1, "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout[r.stdout.index("{"):])
+    assert out["added"] == 4 and out["rejected"] == {"unreadable": 1}
+    r = invoke("embed", "--bank", bank, "--space", "dlib", "--workers", 1)
+    assert r.exit_code == 0, r.output
+    r = invoke("info", "--bank", bank, "--json")
+    info = json.loads(r.stdout)
+    assert info["faces"] == 4 and info["sources"] == {"folder": 4}
+    assert info["spaces"]["dlib"]["faces"] == 4 and info["spaces"]["dlib"]["dim"] == 128
+    assert info["rejections"] == {"unreadable": 1}
+    assert sum(info["groups"].values()) == 4 and all(k.startswith("0-12/") for k in info["groups"])
+
+
+def test_index_build_verify_pick(bank, tmp_path, assets):
+    builds = tmp_path / "builds"
+    r = invoke("index", "build", "--bank", bank, "--out", builds, "--json")
+    assert r.exit_code == 0, r.output
+    manifest = json.loads(r.stdout)["manifest"]
+    assert manifest["rows"] == 40 and manifest["spaces"]["dlib"]["threshold"] > 0.5
+    assert invoke("index", "verify", "--out", builds).exit_code == 0
+    assert invoke("index", "info", "--out", builds, "--json").exit_code == 0
+    q = tmp_path / "q.npy"
+    np.save(q, open_bank(bank).vector("dlib", 3))
+    r = invoke("pick", "--embedding", q, "--build", builds, "--seed", 1, "--json")
+    assert r.exit_code == 0, r.output
+    (pick,) = json.loads(r.stdout)["picks"]
+    t = pick["target"]
+    assert t["similarities"]["dlib"] <= t["thresholds"]["dlib"]
+    r = invoke("pick", "--image", assets / "deepface_faces" / "img1.jpg", "--build", builds, "--json",
+               "--fallback", "widen_age")
+    assert r.exit_code == 0, r.output
+    picks = json.loads(r.stdout)["picks"]
+    assert len(picks) >= 1
+    for p in picks:
+        assert p["target"]["similarities"]["dlib"] <= p["target"]["thresholds"]["dlib"]
+    # The bank changes after the build: verify fails, picking refuses (even the cached session).
+    from facebank.pipeline import ingest
+    from facebank.sources.generated_photos import iter_generated_photos
+
+    item = next(i for i in iter_generated_photos(assets / "generated_photos" / "age_infant") if i.data)
+    assert ingest(str(bank), [item]).added == 1
+    _one_line_error(invoke("index", "verify", "--out", builds), 1, "StaleIndex")
+    _one_line_error(invoke("pick", "--embedding", q, "--build", builds), 1, "StaleIndex")
+
+
+def test_bad_input_is_one_line(tmp_path, bank):
+    _one_line_error(invoke("ingest", "folder", tmp_path / "nope", "--bank", tmp_path / "b.h5"), 2, "does not exist")
+    _one_line_error(invoke("ingest", "generated-photos", tmp_path / "nope", "--bank", tmp_path / "b.h5"), 2)
+    _one_line_error(invoke("info", "--bank", tmp_path / "missing.h5"), 2, "does not exist")
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"nope")
+    _one_line_error(invoke("info", "--bank", junk), 1, "BankError")
+    with h5py.File(bank, "r+") as f:
+        f.attrs["schema_version"] = 7
+    _one_line_error(invoke("info", "--bank", bank), 1, "SchemaVersionError", "version 7")
+    _one_line_error(invoke("embed", "--bank", bank, "--space", "dlib"), 1, "SchemaVersionError")
+    wrong_model = tmp_path / "model.onnx"
+    wrong_model.write_bytes(b"not onnx")
+    other = tmp_path / "other.h5"
+    shutil.copy(junk, other)
+    _one_line_error(invoke("index", "build", "--bank", tmp_path / "none.h5", "--out", tmp_path), 2)
+    _one_line_error(invoke("generate", "--network", tmp_path / "none.pkl", "--bank", tmp_path / "g.h5",
+                           "--seeds", "0-1"), 2, "not found")
+    _one_line_error(invoke("generate", "--network", wrong_model, "--bank", tmp_path / "g.h5", "--seeds", "0-1"), 1,
+                    "ModelError")
+    _one_line_error(invoke("build", "--config", tmp_path / "none.toml"), 2, "ConfigError")
+
+
+def test_embed_with_wrong_model_file(bank, tmp_path):
+    wrong = tmp_path / "model.onnx"
+    wrong.write_bytes(b"not an onnx file")
+    _one_line_error(invoke("embed", "--bank", bank, "--space", "mobilefacenet_128d", "--model", wrong), 1,
+                    "ModelError")
+
+
+def test_generate_tiny_network_resumable(tmp_path, stylegan_fixtures):
+    bank = tmp_path / "g.h5"
+    net = stylegan_fixtures / "tiny64.pkl"
+    r = invoke("generate", "--network", net, "--seeds", "0-9", "--bank", bank, "--no-annotate", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["generated"] == 10
+    r = invoke("generate", "--network", net, "--seeds", "0-14", "--bank", bank, "--json")
+    out = json.loads(r.stdout)
+    assert out["generated"] == 5 and out["already_in_bank"] == 10
+    info = json.loads(invoke("info", "--bank", bank, "--json").stdout)
+    assert info["sources"] == {"stylegan": 15} and info["stylegan_seeds"] == "0-14"
+    # Random 64-px networks make no faces: every one is kept for its seed and rejected with a reason.
+    assert info["status"] == {"rejected": 15} and sum(info["rejections"].values()) == 15
+
+
+def test_build_from_config_with_source_override(tmp_path, assets):
+    src = tmp_path / "export"
+    src.mkdir()
+    for p in sorted((assets / "generated_photos" / "age_adult").glob("*_512.jpg"))[:12]:
+        shutil.copy(p, src / p.name)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'bank = "{tmp_path / "b.h5"}"\nsample_picks = 3\nworkers = 1\n'
+                   f'[index]\nout = "{tmp_path / "builds"}"\n[[spaces]]\nspace = "dlib"\n')
+    r = invoke("build", "--config", cfg, "--json")
+    _one_line_error(r, 2, "no face source")
+    r = invoke("build", "--config", cfg, "--source", src, "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["sources"][0]["kind"] == "folder" and out["sources"][0]["added"] == 12
+    assert len(out["sample_picks"]) == 3
+    for p in out["sample_picks"]:
+        assert p["similarities"]["dlib"] <= p["thresholds"]["dlib"] and p["query"] != p["target"]
+    again = json.loads(invoke("build", "--config", cfg, "--source", src, "--json").stdout)
+    assert again["sources"][0]["added"] == 0 and again["build"] == out["build"]  # nothing new: same build
+
+
+def test_default_config_offline_says_what_to_do(tmp_path, monkeypatch):
+    import facebank.sources.stylegan.download as dl
+
+    def offline(url, target):
+        raise dl.SourceError(f"cannot download {url} (offline)")
+
+    monkeypatch.setattr(dl, "_download", offline)
+    from pathlib import Path
+
+    cfg = Path(__file__).resolve().parents[1] / "data" / "default.toml"
+    r = invoke("build", "--config", cfg, "--bank", tmp_path / "b.h5")
+    _one_line_error(r, 2, "SOURCE=", "--source PATH")
