@@ -170,6 +170,7 @@ def _bank_section(bank, spaces, build_thr, *, max_pairs, cut, seed, out, progres
     head = (f"{len(bank):,} faces, {int(annotated.sum()):,} annotated (status counts: "
             + ", ".join(f"{v}={int((status == v).sum())}" for v in np.unique(status)) + "). "
             "Near-duplicates: `facebank dedupe --bank B --space S --above SIM` removes one face of each pair.")
+    _tick(progress, "bank distributions", len(spaces), len(spaces))
     text.append(f"\nPer-item numbers: pairwise histogram bins {_raw(out, hists, 'bank_pairwise_histogram')}, "
                 f"every face's nearest neighbour {_raw(out, nn_rows, 'bank_nearest_neighbours')}.")
     tables = {"bank similarity stats": stats, "near duplicates": dups, "bank group counts": counts}

@@ -37,19 +37,26 @@ def _check_path(option: str, path: Optional[Path], *, folder: bool) -> None:
 
 @contextmanager
 def _stages():
-    """A rich progress display on stderr with one bar per stage of the audit."""
+    """One progress bar per stage of the audit on stderr, shown from the first update on, so an
+    audit that fails while setting up leaves only its one-line error."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=err) as prog:
-        tasks: dict[str, int] = {}
+    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=err)
+    tasks: dict[str, int] = {}
 
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = prog.add_task(stage, total=total)
-            prog.update(tasks[stage], completed=done, total=total)
+    def update(stage: str, done: int, total: int) -> None:
+        if not tasks:
+            prog.start()
+        if stage not in tasks:
+            tasks[stage] = prog.add_task(stage, total=total)
+        prog.update(tasks[stage], completed=done, total=total)
 
+    try:
         yield update
+    finally:
+        if tasks:
+            prog.stop()
 
 
 def audit_cmd(
