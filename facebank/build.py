@@ -51,7 +51,7 @@ def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) 
     items = list(iterate(src.path))
     with progress(f"ingest {Path(src.path).name}") as (advance, set_total):
         set_total(len(items))
-        s = ingest(cfg.bank, items, vision=cfg.vision, progress=advance, workers=cfg.workers)
+        s = ingest(cfg.bank, items, vision=cfg.vision, spaces=cfg.spaces, progress=advance, workers=cfg.workers)
     return {"kind": src.kind, "path": src.path, "added": s.added, "already": s.already_in_bank,
             "duplicates": len(s.duplicates), "rejected": dict(s.rejected)}
 

@@ -246,14 +246,17 @@ def test_audit_input_errors(tmp_path, bank2, queries, audit):
 
 @pytest.fixture()
 def dup_bank(tmp_path, small_bank, gp_items):
-    """conftest's small bank plus one of its faces re-encoded (other bytes, same face)."""
+    """conftest's small bank plus one of its adult faces re-encoded (other bytes, same face).
+
+    An adult face: in dlib's space different synthetic children reach 0.994, adults stay below 0.99.
+    """
     from facebank.pipeline import SpaceConfig, ingest
     from facebank.sources.base import SourceItem
 
     path = tmp_path / "bank.h5"
     shutil.copy(small_bank, path)
     buf = io.BytesIO()
-    Image.open(io.BytesIO(gp_items[5].data)).convert("RGB").save(buf, "JPEG", quality=90)
+    Image.open(io.BytesIO(gp_items[25].data)).convert("RGB").save(buf, "JPEG", quality=90)
     dup = SourceItem("folder", "reencoded.jpg", data=buf.getvalue())
     assert ingest(str(path), [dup], spaces=[SpaceConfig("dlib")]).added == 1
     return path
@@ -272,27 +275,30 @@ def _greedy_reference(x: np.ndarray, cut: float) -> dict[int, int]:
     return removed
 
 
+CUT = 0.995  # above the closest different faces here (0.9944, two children), below a re-encode (~0.9998)
+
+
 def test_dedupe_removes_the_known_duplicate(dup_bank):
     with open_bank(dup_bank) as bank:
         x = bank.vectors("dlib")
         n = len(bank)
         i, j = np.triu_indices(n, 1)
-        above = [(int(a), int(b)) for a, b in zip(i, j) if float(x[a] @ x[b]) > 0.99]
+        above = [(int(a), int(b)) for a, b in zip(i, j) if float(x[a] @ x[b]) > CUT]
         ids = list(bank.ids)
-    assert above == [(5, n - 1)]  # the original (row 5) and its re-encoded copy, nothing else
-    dry = dedupe_bank(dup_bank, space="dlib", above=0.99, dry_run=True)
-    assert [(r["row"], r["kept_row"]) for r in dry["removed"]] == [(n - 1, 5)]
+    assert above == [(25, n - 1)]  # the original (row 25) and its re-encoded copy, nothing else
+    dry = dedupe_bank(dup_bank, space="dlib", above=CUT, dry_run=True)
+    assert [(r["row"], r["kept_row"]) for r in dry["removed"]] == [(n - 1, 25)]
     with open_bank(dup_bank) as bank:
         assert (bank.column("status") == STATUS_ANNOTATED).all()  # dry run changed nothing
-    res = dedupe_bank(dup_bank, space="dlib", below=0.99)
-    assert [(r["id"], r["kept_id"]) for r in res["removed"]] == [(ids[n - 1], ids[5])]
-    assert res["removed"][0]["sim"] > 0.99 and res["considered"] == n
+    res = dedupe_bank(dup_bank, space="dlib", below=CUT)
+    assert [(r["id"], r["kept_id"]) for r in res["removed"]] == [(ids[n - 1], ids[25])]
+    assert res["removed"][0]["sim"] > CUT and res["considered"] == n
     with open_bank(dup_bank) as bank:
         status = bank.column("status")
         assert status[n - 1] == STATUS_REMOVED and (status[:-1] == STATUS_ANNOTATED).all()
         events = [e for e in bank.log() if e["event"] == "dedupe"]
-        assert events[-1]["removed"] == [{"id": ids[n - 1], "kept_id": ids[5], "sim": res["removed"][0]["sim"]}]
-    again = dedupe_bank(dup_bank, space="dlib", above=0.99)
+        assert events[-1]["removed"] == [{"id": ids[n - 1], "kept_id": ids[25], "sim": res["removed"][0]["sim"]}]
+    again = dedupe_bank(dup_bank, space="dlib", above=CUT)
     assert again["removed"] == [] and again["considered"] == n - 1
 
 

@@ -85,6 +85,12 @@ class Bank:
         self._row_of = {fid: i for i, fid in enumerate(self.ids)}
         self.content_hash: str = str(self._f.attrs["content_hash"])
         self.writer: str = str(self._f.attrs.get("writer", ""))
+        # Dataset handles and small columns are looked up once: a path lookup costs ~150 us.
+        self._crop = faces["crop"]
+        self._image = faces["image"]
+        self._groups = {s: self._f["embeddings"][s] for s in self._f["embeddings"]}
+        self._vec = {s: g["vectors"] for s, g in self._groups.items()}
+        self._cols: dict[str, np.ndarray] = {}
 
     # -- shape of the bank --
     def __len__(self) -> int:
@@ -99,9 +105,17 @@ class Bank:
         return json.loads(self._space(space).attrs["info"])
 
     def _space(self, space: str) -> h5py.Group:
-        if space not in self._f["embeddings"]:
-            raise UnknownSpace(f"space {space!r} is not in {self.path}; it has: {', '.join(self.spaces) or 'none'}")
-        return self._f["embeddings"][space]
+        try:
+            return self._groups[space]
+        except KeyError:
+            raise UnknownSpace(f"space {space!r} is not in {self.path}; it has: {', '.join(self.spaces) or 'none'}") \
+                from None
+
+    def _cached(self, name: str) -> np.ndarray:
+        """A whole small column, read once (for one-face reads)."""
+        if name not in self._cols:
+            self._cols[name] = self.column(name) if name not in ("box", "landmarks") else self._f["faces"][name][:]
+        return self._cols[name]
 
     # -- columns --
     def column(self, name: str) -> np.ndarray:
@@ -123,7 +137,9 @@ class Bank:
         return self._space(space)["present"][:]
 
     def vector(self, space: str, row: int) -> np.ndarray:
-        return self._space(space)["vectors"][row]
+        if space not in self._vec:
+            self._space(space)
+        return self._vec[space][row]
 
     # -- one face --
     def row(self, face_id: str) -> int:
@@ -133,32 +149,37 @@ class Bank:
             raise UnknownFace(f"face {face_id!r} is not in {self.path}") from None
 
     def crop(self, row: int) -> np.ndarray:
-        return self._f["faces/crop"][row]
+        return self._crop[row]
 
     def image_bytes(self, row: int) -> bytes:
-        return self._f["faces/image"][row].tobytes()
+        return self._image[row].tobytes()
 
     def face(self, face_id_or_row: str | int, *, spaces: list[str] | None = None) -> Face:
         """One face by id (or row): crop, landmarks, attributes and its embeddings."""
         row = face_id_or_row if isinstance(face_id_or_row, (int, np.integer)) else self.row(face_id_or_row)
         if not 0 <= row < len(self):
             raise UnknownFace(f"row {row} is outside the bank (0..{len(self) - 1})")
-        f = self._f["faces"]
+        c = self._cached
         embeddings = {}
         for space in self.spaces if spaces is None else spaces:
-            g = self._space(space)
-            if g["present"][row]:
-                embeddings[space] = g["vectors"][row]
+            self._space(space)
+            if self._cached_present(space)[row]:
+                embeddings[space] = self._vec[space][row]
         return Face(
-            id=self.ids[row], row=int(row),
-            source=f["source"].asstr()[row], source_id=f["source_id"].asstr()[row],
-            provenance=json.loads(f["provenance"].asstr()[row]),
-            box=f["box"][row], landmarks=f["landmarks"][row], crop=f["crop"][row],
-            age=float(f["age"][row]), gender=schema.gender_name(int(f["gender"][row])),
-            age_confidence=float(f["age_confidence"][row]), gender_confidence=float(f["gender_confidence"][row]),
-            age_source=f["age_source"].asstr()[row], gender_source=f["gender_source"].asstr()[row],
+            id=self.ids[row], row=int(row), source=c("source")[row], source_id=c("source_id")[row],
+            provenance=json.loads(self._f["faces/provenance"].asstr()[row]),
+            box=c("box")[row], landmarks=c("landmarks")[row], crop=self._crop[row],
+            age=float(c("age")[row]), gender=schema.gender_name(int(c("gender")[row])),
+            age_confidence=float(c("age_confidence")[row]), gender_confidence=float(c("gender_confidence")[row]),
+            age_source=c("age_source")[row], gender_source=c("gender_source")[row],
             embeddings=embeddings, _bank=self,
         )
+
+    def _cached_present(self, space: str) -> np.ndarray:
+        key = f"present:{space}"
+        if key not in self._cols:
+            self._cols[key] = self._groups[space]["present"][:]
+        return self._cols[key]
 
     # -- logs --
     def rejections(self) -> list[dict]:

@@ -49,13 +49,9 @@ ATTRIBUTE_COLUMNS = frozenset({
 
 def _create_columns(group: h5py.Group, columns: dict, n: int = 0) -> None:
     for name, (dtype, shape) in columns.items():
-        rows = schema.chunk_rows(name)
-        compression = "gzip" if name == "crop" else None
-        group.create_dataset(
-            name, shape=(n, *shape), maxshape=(None, *shape), dtype=dtype,
-            chunks=(rows, *shape), compression=compression,
-            compression_opts=1 if compression else None,
-        )
+        # No compression: crops gzip to only ~75% of their size but cost ~200 us more per read.
+        group.create_dataset(name, shape=(n, *shape), maxshape=(None, *shape), dtype=dtype,
+                             chunks=(schema.chunk_rows(name), *shape))
 
 
 def create_bank(path: str | os.PathLike) -> Path:
