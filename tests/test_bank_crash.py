@@ -64,3 +64,34 @@ def test_kill_minus_9_then_rerun_equals_uninterrupted(assets, small_bank, tmp_pa
         np.testing.assert_array_equal(got.column("age"), ref.column("age")[order])
         np.testing.assert_array_equal(got.column("gender"), ref.column("gender")[order])
     assert not list((tmp_path / "crash.h5.pending").glob("*.h5"))
+
+
+GENERATE = """
+import sys
+from facebank.sources.stylegan_source import GenerateConfig, generate_to_bank
+net, bank = sys.argv[1], sys.argv[2]
+generate_to_bank(bank, GenerateConfig(network=net, seeds="0-47", psi=0.7, batch_size=4))
+"""
+
+
+def test_generate_killed_resumes_at_first_missing_seed(stylegan_fixtures, tmp_path):
+    from facebank.sources.stylegan_source import GenerateConfig, generate_to_bank
+
+    net = str(stylegan_fixtures / "tiny32.pkl")
+    ref = tmp_path / "ref.h5"
+    generate_to_bank(str(ref), GenerateConfig(network=net, seeds="0-47", psi=0.7, batch_size=4))
+    bank = tmp_path / "g.h5"
+    proc = subprocess.Popen([sys.executable, "-c", GENERATE, net, str(bank)])
+    deadline = time.time() + 120
+    pending = tmp_path / "g.h5.pending"
+    while proc.poll() is None and time.time() < deadline and not (pending.is_dir() and any(pending.iterdir())):
+        time.sleep(0.01)
+    time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = len(open_bank(bank)) if bank.exists() else 0
+    summary = generate_to_bank(str(bank), GenerateConfig(network=net, seeds="0-47", psi=0.7, batch_size=4))
+    with open_bank(bank) as got, open_bank(ref) as want:
+        assert summary.generated + summary.already_in_bank == 48 and summary.already_in_bank >= before
+        assert sorted(got.ids) == sorted(want.ids) and len(set(got.ids)) == 48
+        assert sorted(got.column("source_id")) == sorted(want.column("source_id"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from facebank.cli import bank_cmds
+from facebank.cli import audit_cmds, bank_cmds, generate_cmd, index_cmds, pick_cmd
 
 app = typer.Typer(
     name="facebank",
@@ -13,14 +13,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals hold embeddings and paths
     add_completion=False,
 )
-bank_cmds.register(app)
-
-for _module in ("generate_cmd", "index_cmds", "pick_cmd", "audit_cmds"):
-    try:  # each group registers itself; a group whose module is absent is simply not offered
-        __import__(f"facebank.cli.{_module}", fromlist=["register"]).register(app)
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"facebank.cli.{_module}":
-            raise
+for _group in (bank_cmds, generate_cmd, index_cmds, pick_cmd, audit_cmds):
+    _group.register(app)
 
 
 def main() -> None:
