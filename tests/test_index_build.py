@@ -77,7 +77,7 @@ def test_verify_catches_damage_and_staleness(built, small_bank, tmp_path, assets
 
 
 def test_current_switch_is_atomic_symlink(small_bank, tmp_path):
-    a = build_index(small_bank, out=tmp_path, build_id="a")
+    build_index(small_bank, out=tmp_path, build_id="a")
     b = build_index(small_bank, out=tmp_path, build_id="b", make_current=False)
     assert os.readlink(tmp_path / "current") == "a"
     use_build(b)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -97,7 +96,7 @@ def main() -> None:
         for k in picks:
             t0 = time.perf_counter()
             row = b.row(ids[k])
-            crop, vec = b.crop(row), b.vector("dlib", row)
+            b.crop(row), b.vector("dlib", row)
             ours.append(time.perf_counter() - t0)
         full = []
         for k in picks[:1000]:

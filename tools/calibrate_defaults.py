@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from facebank.audit.calibration import calibrate
-from facebank.errors import FaceRejected
 from facebank.vision.image_io import decode_image
 from facebank.vision.registry import load_detector, load_embedder
 

@@ -45,7 +45,7 @@ _KIND = "facebank.calibration"
 DEFAULT_FARS = (1e-2, 1e-3, 1e-4)
 
 
-def _unit_rows(x: Any, name: str) -> np.ndarray:
+def _unit_rows(x: Any, name: str = "x") -> np.ndarray:
     """(n, d) float32 copy with unit rows; typed errors name the argument."""
     x = np.array(x, dtype=np.float32, copy=True)
     if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 1:

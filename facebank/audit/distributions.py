@@ -11,21 +11,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from facebank.audit.calibration import _unit_rows
 from facebank.errors import InputError
 
 __all__ = ["group_counts", "near_duplicates", "nearest_neighbour", "pairwise_similarities"]
-
-
-def _unit_rows(x: Any, name: str = "x") -> np.ndarray:
-    x = np.array(x, dtype=np.float32, copy=True)
-    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 1:
-        raise InputError(f"{name} must have shape (n>=2, d>=1), got {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise InputError(f"{name} contains NaN or infinity")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    if np.any(norms == 0):
-        raise InputError(f"{name} has a zero-norm row at index {int(np.flatnonzero(norms == 0)[0])}")
-    return x / norms
 
 
 def _pair_from_linear(k: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
