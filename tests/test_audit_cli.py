@@ -63,12 +63,14 @@ def data(tmp_path_factory, small_bank, assets):
 def test_audit_command(data, small_bank):
     out = data["root"] / "report"
     r = invoke("audit", "--bank", small_bank, "--build", data["build"], "--labelled", data["labelled"],
-               "--identities", data["labelled"] / "people.csv", "--queries", data["queries"], "--out", out, "--json")
+               "--identities", data["labelled"] / "people.csv", "--queries", data["queries"], "--out", out, "--groups", "--json")
     assert r.exit_code == 0, r.output
     res = _json(r)
     assert res["report"] == str((out / "report.md").resolve())
     assert (out / "report.md").is_file() and (out / "images" / "det_dlib.png").is_file()
-    assert "176 impostor pairs" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "176 impostor pairs" in md and "estimated age/gender group" in md
+    assert json.loads((out / "config.json").read_text())["groups"] is True
     rates = list(csv.DictReader(open(out / "tables" / "match_rates.csv")))
     assert {(x["mode"], x["picked_with"]) for x in rates} >= {("random", "dlib"), ("furthest", "dlib")}
     # The report's calibration feeds `index build --threshold-from`, and the manifest says so.

@@ -217,3 +217,17 @@ def test_manifest_doc_lists_fields(built):
     for key in read_manifest(built):
         assert f"`{key}`" in doc, key
     json.dumps(read_manifest(built))
+
+
+def test_removing_a_face_makes_the_build_stale(small_bank, tmp_path):
+    from facebank.bank import BankWriter
+    from facebank.bank.schema import STATUS_REMOVED
+
+    bank = tmp_path / "bank.h5"
+    shutil.copy(small_bank, bank)
+    b = build_index(bank, out=tmp_path / "builds")
+    with BankWriter(bank) as w:
+        w.set_attributes([open_bank(bank).ids[0]], {"status": np.array([STATUS_REMOVED])})
+    with pytest.raises(StaleIndex):
+        verify_build(b)
+    assert read_manifest(build_index(bank, out=tmp_path / "builds2"))["rows"] == 39

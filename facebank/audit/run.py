@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,6 @@ from facebank.sources.base import IMAGE_SUFFIXES
 
 __all__ = ["run_audit"]
 
-log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 MODES = ("random", "furthest")
 
@@ -52,6 +50,8 @@ class _Face:
     index: int  # 0 = the largest face of the photo
     embeddings: dict[str, np.ndarray]
     crop: np.ndarray  # aligned 112x112 RGB
+    age: float | None = None  # estimated only when picks use age/gender groups
+    gender: str | None = None
 
     @property
     def name(self) -> str:
@@ -65,13 +65,15 @@ class _Photos:
     spaces: list[str]
     models: Mapping[str, str]
     bank: Any
+    attributes: bool = False  # estimate age and gender of every face (group-constrained picks)
     skipped: list[dict] = field(default_factory=list)
     _cache: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from facebank.vision.registry import load_detector, load_embedder
+        from facebank.vision.registry import load_attribute_model, load_detector, load_embedder
 
         self.detector = load_detector("dlib")
+        self.attr = load_attribute_model() if self.attributes else None
         self.embedders = {}
         for s in self.spaces:
             if s != "dlib" and s not in self.models:
@@ -99,8 +101,9 @@ class _Photos:
                     if min(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= min_face_px]
             dets.sort(key=lambda d: -(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
             for k, d in enumerate(dets):
+                a = self.attr.estimate(image, d) if self.attr else None
                 out.append(_Face(path.name, k, {s: e.embed(image, d) for s, e in self.embedders.items()},
-                                 align_face(image, d.landmarks, 112)))
+                                 align_face(image, d.landmarks, 112), a and float(a.age), a and a.gender))
             if not out:
                 self.skipped.append({"photo": path.name, "reason": "no_face"})
         except FaceRejected as exc:
@@ -249,7 +252,7 @@ def _score(face: _Face, bank, row: int, spaces: Sequence[str]) -> dict[str, floa
     return out
 
 
-def _pick_sections(session, bank, photos, queries, score_thr, *, seed, max_pixel_candidates,
+def _pick_sections(session, bank, photos, queries, score_thr, *, seed, max_pixel_candidates, groups,
                    out, progress) -> list[Section]:
     img_dir = out / "images"
     faces = [f for p in _list_images(queries) for f in photos.faces(p)]
@@ -266,7 +269,8 @@ def _pick_sections(session, bank, photos, queries, score_thr, *, seed, max_pixel
             got = []
             for f in faces:
                 try:
-                    t = session.pick_target({a: f.embeddings[a]}, mode=mode, rng=rng)
+                    where = {"age": f.age, "gender": f.gender, "fallback": "widen_age"} if groups else {}
+                    t = session.pick_target({a: f.embeddings[a]}, mode=mode, rng=rng, **where)
                     got.append((t.row, _score(f, bank, t.row, spaces)))
                 except NoEligibleTarget:
                     got.append((None, {s: float("nan") for s in spaces}))
@@ -300,7 +304,7 @@ def _pick_sections(session, bank, photos, queries, score_thr, *, seed, max_pixel
             pixel_rows.append({**row, **{f"sim_{s}": sc[s] for s in spaces}})
         ok = [k for k, tc in enumerate(tcrops) if tc is not None]
         if ok:
-            caps = [" / ".join(f"{s} {got[k][1][s]:.2f}" for s in spaces) for k in ok]
+            caps = [f"{faces[k].name}: " + " / ".join(f"{s} {got[k][1][s]:.2f}" for s in spaces) for k in ok]
             grids["pix" if a.startswith("pixel:") else "emb"].append(plots.plot_pick_grid(
                 img_dir / f"picks_{a.replace(':', '_')}_{mode}.png", np.stack([faces[k].crop for k in ok]),
                 np.stack([tcrops[k] for k in ok]), captions=caps, title=f"picked with {a}, {mode}"))
@@ -309,9 +313,11 @@ def _pick_sections(session, bank, photos, queries, score_thr, *, seed, max_pixel
         mine = [r for r in pixel_rows if r["picked_with"] == a and r["mode"] == mode and "ssim" in r]
         summary.append({"picked_with": a, "mode": mode, "n": len(mine),
                         **{f"mean_{m}": float(np.mean([r[m] for r in mine])) if mine else float("nan") for m in P.METRICS}})
+    group_text = ("from the face's estimated age/gender group, widened by age when empty" if groups
+                  else "from the whole build, no age/gender group")
     thr_text = ", ".join(f"{s} {t:.4f}" for s, t in score_thr.items())
     text = (f"{len(faces)} faces in {len(_list_images(queries))} photos of `{queries}`. Each face is picked with one "
-            f"space at the build's threshold (no age/gender group), seed {seed}, then scored in every space. "
+            f"space at the build's threshold ({group_text}), seed {seed}, then scored in every space. "
             f"A recogniser *matches* when similarity > threshold ({thr_text}). Rows picked with A and scored with "
             "B != A show whether the guarantee in A carries over to B; `any` = matched in at least one space.")
     pix = (f"SSIM/RMSE/PSNR between each query's aligned crop and its target's crop (higher SSIM/PSNR and lower RMSE "
@@ -343,6 +349,7 @@ def run_audit(
     max_pairs: int = 200_000,  # bank pairs scored per space (sampled above it)
     near_duplicate_above: float | Mapping[str, float] = 0.99,  # per space, or one cut for all
     max_pixel_candidates: int = 500,  # bank crops the pixel-metric picks search
+    groups: bool = False,  # pick from the query's estimated age/gender group, as the pipeline does
     seed: int = 0,
     models: Mapping[str, str] | None = None,  # space -> ONNX path for non-dlib spaces
     progress: Progress | None = None,
@@ -375,11 +382,11 @@ def run_audit(
                   "labelled": str(labelled) if labelled else None, "identities": str(identities) if identities else None,
                   "queries": str(queries) if queries else None, "far_levels": list(fars), "score_far": score_far,
                   "max_pairs": max_pairs, "near_duplicate_above": _cuts(near_duplicate_above, spaces),
-                  "max_pixel_candidates": max_pixel_candidates, "seed": seed, "models": dict(models or {})}
+                  "max_pixel_candidates": max_pixel_candidates, "groups": groups, "seed": seed, "models": dict(models or {})}
         sec, pair_sims = _bank_section(b, spaces, build_thr, max_pairs=max_pairs, seed=seed, out=out,
                                        cut=_cuts(near_duplicate_above, spaces), progress=progress)
         sections = [sec]
-        photos = _Photos(spaces, dict(models or {}), b) if (labelled or queries) else None
+        photos = _Photos(spaces, dict(models or {}), b, groups) if (labelled or queries) else None
         report = None
         if labelled is not None:
             sec, report = _calibration_section(photos, Path(labelled), Path(identities), spaces, fars, build_thr,
@@ -397,7 +404,7 @@ def run_audit(
             thr_rows.append({"space": s, "build_threshold": build_thr.get(s), "score_threshold": score_thr[s], "source": src})
         if queries is not None:
             sections += _pick_sections(session, b, photos, Path(queries), score_thr, seed=seed, out=out,
-                                       max_pixel_candidates=max_pixel_candidates, progress=progress)
+                                       max_pixel_candidates=max_pixel_candidates, groups=groups, progress=progress)
         run_tables = {"config": [{"key": k, "value": json.dumps(v) if isinstance(v, (dict, list)) else v}
                                  for k, v in config.items()], "thresholds used": thr_rows}
         if photos is not None:

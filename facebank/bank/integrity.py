@@ -12,7 +12,7 @@ _BLOCK = 65536  # rows per read, so that hashing a large bank does not load it w
 
 
 def compute_content_hash(f: h5py.File) -> str:
-    """sha256 over face ids, the grouping attributes and every space's vectors, in row order.
+    """sha256 over face ids, ages, genders, statuses and every space's vectors, in row order.
 
     Images and crops are covered through the ids (an id is the image's content hash).
     """
@@ -20,7 +20,7 @@ def compute_content_hash(f: h5py.File) -> str:
     faces = f["faces"]
     n = faces["id"].shape[0]
     h.update(n.to_bytes(8, "little"))
-    for name in ("id", "age", "gender"):
+    for name in ("id", "age", "gender", "status"):  # status: dedupe and annotation change eligibility
         for start in range(0, n, _BLOCK):
             h.update(np.ascontiguousarray(faces[name][start:start + _BLOCK]).tobytes())
     for space in sorted(f["embeddings"]):

@@ -69,6 +69,7 @@ def audit_cmd(
     model: Annotated[list[str], typer.Option("--model", help="SPACE=PATH of a non-dlib embedder (repeatable).")] = [],
     max_pairs: Annotated[int, typer.Option(help="Bank pairs scored per space (sampled above it).")] = 200_000,
     near_duplicate_above: Annotated[float, typer.Option(help="Flag faces whose nearest neighbour is above this.")] = 0.99,
+    groups: Annotated[bool, typer.Option("--groups", help="Pick from each query's estimated age/gender group.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the pair sample and the random picks.")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
@@ -84,7 +85,7 @@ def audit_cmd(
         models = _parse_models(model)
         with _stages() as progress:
             path = run_audit(bank=bank, build=build, labelled=labelled, identities=identities, queries=queries,
-                             out=out, max_pairs=max_pairs, near_duplicate_above=near_duplicate_above, seed=seed,
+                             out=out, max_pairs=max_pairs, near_duplicate_above=near_duplicate_above, seed=seed, groups=groups,
                              models=models, progress=progress)
         data = {"report": str(path), "folder": str(path.parent)}
         if (path.parent / "calibration.json").exists():
