@@ -231,3 +231,18 @@ def test_removing_a_face_makes_the_build_stale(small_bank, tmp_path):
     with pytest.raises(StaleIndex):
         verify_build(b)
     assert read_manifest(build_index(bank, out=tmp_path / "builds2"))["rows"] == 39
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_faiss_index_kinds(small_bank, tmp_path, kind):
+    import faiss
+
+    b = build_index(small_bank, out=tmp_path, kind=kind, build_id=kind)
+    m = read_manifest(b)
+    assert m["spaces"]["dlib"]["index"]["type"] == kind
+    index = faiss.read_index(str(b / "index.dlib.faiss"))
+    vecs = np.load(b / "vectors.dlib.npy")
+    assert index.ntotal == len(vecs) == m["rows"]
+    _, nearest = index.search(vecs[:5], 1)
+    assert (nearest[:, 0] == np.arange(5)).all()  # every vector finds itself
+    assert verify_build(b)["ok"]

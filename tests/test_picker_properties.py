@@ -315,3 +315,86 @@ def test_empty_group_reports_counts():
     with pytest.raises(NoEligibleTarget) as err:
         picker.pick({"a": v[0]}, thresholds={"a": -1.0}, groups=[1], exclude=[int(np.flatnonzero(g == 1)[0])])
     assert err.value.group_size == int((g == 1).sum()) - 1 == err.value.too_similar
+
+
+# -- exact boundary, batch path, reproducibility -------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_threshold_on_a_similarity_is_decided_exactly(dtype):
+    """A threshold equal to a row's correctly rounded similarity keeps the row; one ulp below drops it."""
+    v, q, sims = _uniform_bank(n=300, d=64, seed=5)
+    picker = Picker({"a": v}, np.zeros(len(v), np.int16), dtype=dtype)
+    j = int(np.argmin(sims))
+    thr = float(sims[j])
+    for max_draws in (None, 0):
+        p = Picker({"a": v}, np.zeros(len(v), np.int16), dtype=dtype, max_draws=max_draws)
+        r = p.pick({"a": q}, thresholds={"a": thr}, rng=np.random.default_rng(0))
+        assert r.row == j and r.similarities["a"] == thr
+        with pytest.raises(NoEligibleTarget):
+            p.pick({"a": q}, thresholds={"a": float(np.nextafter(thr, -2.0))}, rng=np.random.default_rng(0))
+    out = picker.pick_batch({"a": np.tile(q, (5, 1))}, thresholds={"a": thr}, rng=np.random.default_rng(1),
+                            as_arrays=True)
+    assert (out.rows == j).all() and (out.similarities["a"] == thr).all()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_batch_against_brute_force_groups_and_exclusions(dtype):
+    """Different queries in one batch, a group union and exclusions: every pick eligible, each
+    query's picks uniform over its own eligible set (chi-square over many batches)."""
+    rng = np.random.default_rng(21)
+    v = unit_rows(rng, 1500, 32)
+    g = rng.integers(0, 3, len(v)).astype(np.int16)
+    qs = np.stack([v[i] + 0.4 * rng.standard_normal(32).astype(np.float32) for i in range(3)])
+    sims = [brute_sims({"a": v}, {"a": q})["a"] for q in qs]
+    thr = 0.0
+    exclude = [int(i) for i in rng.choice(len(v), 40, replace=False)]
+    picker = Picker({"a": v}, g, dtype=dtype)
+    reps = 1500
+    out = picker.pick_batch({"a": np.repeat(qs, reps, axis=0)}, thresholds={"a": thr}, groups=[0, 2],
+                            rng=np.random.default_rng(4), exclude=exclude, as_arrays=True)
+    assert set(out.methods.tolist()) == {"rejection"}
+    for i, s in enumerate(sims):
+        elig, _ = brute_eligible({"a": s}, {"a": thr}, g, [0, 2], exclude)
+        rows = out.rows[i * reps:(i + 1) * reps]
+        assert elig[rows].all()
+        np.testing.assert_allclose(out.similarities["a"][i * reps:(i + 1) * reps], s[rows], rtol=0, atol=1e-12)
+        assert _chi2(rows, np.flatnonzero(elig)) > 1e-3
+
+
+def test_batch_uniform_low_acceptance_and_scan_mixture():
+    """2% eligible (large adaptive draw blocks) and a draw limit that sends part of the batch to the
+    scan: both methods present, the union and each method uniform."""
+    v, q, sims = _uniform_bank()
+    thr = float(np.sort(sims)[39])  # 40 of 2000
+    elig = np.flatnonzero(sims <= thr)
+    for max_draws, mixed in ((None, False), (40, True)):
+        picker = Picker({"a": v}, np.zeros(len(v), np.int16), max_draws=max_draws)
+        out = picker.pick_batch({"a": np.tile(q, (8000, 1))}, thresholds={"a": thr},
+                                rng=np.random.default_rng(8), as_arrays=True)
+        assert _chi2(out.rows, elig) > 1e-3
+        methods = out.methods.tolist()
+        if mixed:
+            assert 1000 < methods.count("scan") < 7000
+            for m in ("scan", "rejection"):
+                assert _chi2(out.rows[out.methods == m], elig) > 1e-3
+        else:  # limit 2000 // 8 = 250 draws: 0.98^250 ~ 0.6% fall back
+            assert methods.count("scan") < 200
+
+
+def test_seeded_picks_do_not_depend_on_history():
+    """The generator a pick consumes depends only on the query and the bank (fixed block sizes):
+    the same seed gives the same sequence of picks, whatever the picker did before."""
+    v, g, rng = _small()
+    picker = Picker({"a": v}, g)
+    faces = [{"a": v[i] + 0.2 * rng.standard_normal(16)} for i in range(3)]
+    first = [r.row for r in picker.pick_distinct(faces, thresholds={"a": 0.1}, rng=np.random.default_rng(9))]
+    for t in (-0.5, 0.3, 0.9):  # other acceptance rates in between
+        for _ in range(20):
+            picker.pick({"a": rng.standard_normal(16)}, thresholds={"a": t}, rng=rng)
+    again = [r.row for r in picker.pick_distinct(faces, thresholds={"a": 0.1}, rng=np.random.default_rng(9))]
+    assert again == first
+    b1 = picker.pick_batch({"a": np.tile(faces[0]["a"], (50, 1))}, thresholds={"a": 0.1},
+                           rng=np.random.default_rng(3), as_arrays=True).rows
+    b2 = picker.pick_batch({"a": np.tile(faces[0]["a"], (50, 1))}, thresholds={"a": 0.1},
+                           rng=np.random.default_rng(3), as_arrays=True).rows
+    assert (b1 == b2).all()

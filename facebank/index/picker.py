@@ -11,8 +11,11 @@ the query (and, in `pick_distinct`, for every face of the photo), t is in the re
 t is not excluded. The decision is exact: the float32 dot product (against float16 rows when the
 storage is float16) is compared with the threshold widened by a proven error bound (`_margin`);
 rows inside that band are re-checked in float64 against the float32 row (products of two float32
-are exact in float64, so that sum is exact to ~d * 2^-53). A float32-only check would be as
-ambiguous as the summation order of the BLAS kernel that ran it; this check is not.
+are exact in float64; a float64 sum within its own error bound of the threshold is replaced by the
+correctly rounded math.fsum, `_Space.refine`), so the decision is that of the exact dot product.
+A float32-only check would be as ambiguous as the summation order of the BLAS kernel that ran
+it; this check is not. Reported similarities come from the same computation, so a returned
+row's reported similarity never exceeds its threshold.
 
 Furthest mode returns the eligible row with the smallest score, where the score of a row is the
 maximum of its similarities over the query's spaces (and faces): the worst case one observer
@@ -31,6 +34,7 @@ import numpy as np
 
 from facebank.errors import InputError, InvalidEmbedding, NoEligibleTarget, UnknownSpace
 from facebank.index.groups import N_GROUPS, group_label
+from facebank.index.picker_batch import batch_similarities, pick_random_batch
 
 __all__ = ["BatchPick", "PickResult", "Picker", "rng_for_key", "unit_queries"]
 
@@ -83,10 +87,24 @@ def unit_queries(q: np.ndarray, *, space: str, dim: int, ndim: int = 1) -> np.nd
             a = _rescaled(a, space)
             ss = float(a[0] @ a[0])
         return (a * (1.0 / math.sqrt(ss))).astype(np.float32)
-    a = a.reshape(-1, dim).astype(np.float64)
-    a = _rescaled(a, space)
-    norms = np.sqrt(np.einsum("ij,ij->i", a, a))
-    return (a / norms[:, None]).astype(np.float32)
+    a = a.reshape(-1, dim)
+    safe = a.dtype.kind in "iu" or a.dtype.itemsize <= 4
+    out = np.empty(a.shape, np.float32)
+    step = max(1, 32768 // dim)  # chunks: float64 temporaries stay small (256 KiB)
+    for i in range(0, a.shape[0], step):
+        c = a[i:i + step].astype(np.float64)
+        if safe:  # squares of float32 values neither overflow nor underflow float64
+            ss = np.einsum("ij,ij->i", c, c)
+            if not np.isfinite(ss).all():
+                raise InvalidEmbedding(f"space {space!r}: embedding has NaN or infinity")
+            if not ss.all():
+                raise InvalidEmbedding(f"space {space!r}: embedding has zero norm")
+        else:
+            c = _rescaled(c, space)
+            ss = np.einsum("ij,ij->i", c, c)
+        np.multiply(c, (1.0 / np.sqrt(ss))[:, None], out=c)
+        out[i:i + step] = c  # rounds to float32
+    return out
 
 
 def _rescaled(a: np.ndarray, space: str) -> np.ndarray:
@@ -626,62 +644,11 @@ class Picker:
         bsz = {q.shape[0] for _, q, _, _, _ in qry.parts}
         if len(bsz) != 1:
             raise InputError("every space must give the same number of queries")
-        b_all = bsz.pop()
         gen = self._rng(rng, None)
         members, desc = self._group(groups)
         excluded_set = {int(r) for r in exclude}
-        m = self.n if members is None else members.size
-        rows_out = np.full(b_all, -1, np.int64)
-        tries = np.zeros(b_all, np.int64)
-        pending = np.arange(b_all)
-        # Few draws per round and many rounds: each query verifies ~1/p rows, not a large block.
-        limit, drawn, rounds = (self._draws_limit(m) if m else 0), 0, 0
-        shift = np.uint64(64 - max(1, (m - 1).bit_length()))
-        while pending.size and drawn < limit:
-            # Same rejection sampling as `pick`, for all pending queries at once: k raw draws each;
-            # those >= m are discarded, the others are iid uniform members of the group.
-            k = min(4 << (rounds // 8), _MAX_BLOCK, limit - drawn)
-            rounds += 1
-            draw = (gen.bit_generator.random_raw((pending.size, k)) >> shift).astype(np.intp)
-            valid = draw < m
-            flat = np.where(valid, draw, 0).ravel()
-            rows = flat if members is None else members[flat]
-            ok = valid.ravel()
-            for sp, q, q64, thr, mg in qry.parts:
-                s = np.einsum("pkd,pd->pk", sp.block(rows).reshape(pending.size, k, -1), q[pending]).ravel()
-                good = s <= thr - mg
-                border = np.flatnonzero((s > thr - mg) & (s <= thr + mg))
-                if border.size:
-                    ex = sp.exact_rows(rows[border])
-                    if ex is not None:
-                        good[border] = np.einsum("kd,kd->k", ex, q64[pending[border // k]]) <= thr
-                ok = ok & good
-            if excluded_set:
-                ok &= ~np.isin(rows, np.fromiter(excluded_set, np.intp))
-            ok = ok.reshape(pending.size, k)
-            has = ok.any(axis=1)
-            first = ok.argmax(axis=1)
-            counted = np.cumsum(valid, axis=1)  # draws that were members, up to each position
-            done = pending[has]
-            rows_out[done] = rows.reshape(pending.size, k)[has, first[has]]
-            tries[done] += counted[has, first[has]]
-            tries[pending[~has]] += counted[~has, -1]
-            pending = pending[~has]
-            drawn += k
-        methods = np.where(rows_out >= 0, "rejection", "scan")
-        tries[pending] += m
-        excluded = np.array(sorted(excluded_set), dtype=np.intp)
-        for i in pending:  # scan fallback, one query at a time
-            one = _Query([(sp, q[i:i + 1], thr) for sp, q, _, thr, _ in qry.parts])
-            elig, _, size = self._scan(one, members, excluded, want_score=False)
-            if elig.size == 0:
-                raise self._no_target(one, desc, size, 0, prefix=f"query {i}: ")
-            rows_out[i] = elig[gen.integers(elig.size)]
-        sims = {}
-        for sp, q, q64, thr, mg in qry.parts:
-            ex = sp.exact_rows(rows_out)
-            sims[sp.name] = np.einsum("kd,kd->k", ex, q64) if ex is not None else \
-                np.einsum("kd,kd->k", sp.block(rows_out), q).astype(np.float64)
+        rows_out, tries, methods = pick_random_batch(self, qry, members, desc, excluded_set, gen)
+        sims = batch_similarities(qry, rows_out)
         out = BatchPick(rows_out, sims, tries, methods)
         return out if as_arrays else _as_list(out)
 
