@@ -11,7 +11,7 @@ Vectorisation only changes how draws are verified. A working set of up to `_ROWS
 queries gets k draws each per round: one gather of all their rows (float32 or float16 storage),
 one stacked matrix-vector product, the first eligible column of each query by argmax of a boolean
 mask. Finished queries leave the working set and new ones take their place, so every round is
-full. k follows the acceptance rate observed so far in this call (about 0.35 / rate draws: small
+full. k follows the acceptance rate observed so far in this call (about 0.7 / rate draws: small
 blocks waste few rows past a query's first eligible draw; the per-round cost is shared by ~1000 rows): it depends only on the queries, the bank and the
 generator, never on earlier calls, so a seeded batch reproduces. Draws a query makes after its
 first eligible one, in the same round, are ignored; they do not change which draw is first.
@@ -28,7 +28,7 @@ import numpy as np
 
 _ROWS = 1024  # rows gathered per round: 2 MiB of float32 512-d rows, stays in cache
 _K_MAX = 64
-_K_RATE = 0.7  # draws per query and round: about 0.35 / acceptance rate (at least 1)
+_K_RATE = 0.7  # draws per query and round: about 0.7 / acceptance rate (at least 1)
 
 
 def pick_random_batch(picker, qry, members, desc: str, excluded_set: set[int], gen: np.random.Generator):
