@@ -64,7 +64,7 @@ def audit(tmp_path_factory, bank2, queries, assets, mfn_path):
     root = tmp_path_factory.mktemp("audit")
     build = build_index(bank2, out=root / "builds")
     out = run_audit(bank=bank2, build=build, labelled=assets / "deepface_faces", queries=queries,
-                    out=root / "report", models={MFN: str(mfn_path)})
+                    out=root / "report", models={MFN: str(mfn_path)}, groups=False)  # whole-bank picks
     return {"report": out.parent, "build": build, "root": root}
 
 

@@ -195,5 +195,6 @@ def plot_pick_grid(
         if captions is not None:
             at.text(0.5, -0.06, captions[k], transform=at.transAxes, ha="center", va="top", fontsize=7)
     fig.suptitle(title + (f" (first {n} of {q.shape[0]})" if n < q.shape[0] else ""))
-    fig.tight_layout()
+    # Leave the top band to the title: tight_layout alone lets it overlap the first row's labels.
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     return _save(fig, path)

@@ -349,7 +349,7 @@ def run_audit(
     max_pairs: int = 200_000,  # bank pairs scored per space (sampled above it)
     near_duplicate_above: float | Mapping[str, float] = 0.99,  # per space, or one cut for all
     max_pixel_candidates: int = 500,  # bank crops the pixel-metric picks search
-    groups: bool = False,  # pick from the query's estimated age/gender group, as the pipeline does
+    groups: bool = True,  # pick from the query's estimated age/gender group, as the pipeline does
     seed: int = 0,
     models: Mapping[str, str] | None = None,  # space -> ONNX path for non-dlib spaces
     progress: Progress | None = None,

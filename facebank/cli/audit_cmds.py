@@ -69,7 +69,8 @@ def audit_cmd(
     model: Annotated[list[str], typer.Option("--model", help="SPACE=PATH of a non-dlib embedder (repeatable).")] = [],
     max_pairs: Annotated[int, typer.Option(help="Bank pairs scored per space (sampled above it).")] = 200_000,
     near_duplicate_above: Annotated[float, typer.Option(help="Flag faces whose nearest neighbour is above this.")] = 0.99,
-    groups: Annotated[bool, typer.Option("--groups", help="Pick from each query's estimated age/gender group.")] = False,
+    groups: Annotated[bool, typer.Option("--groups/--no-groups",
+                                         help="Pick from each query's estimated age/gender group (as the pipeline does).")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the pair sample and the random picks.")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
