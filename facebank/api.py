@@ -41,7 +41,8 @@ def pick_target(embedding, *, build: str | os.PathLike | None = None, bank: str 
             one the build was made from).
         age, gender: the real face's age in years and gender; the target comes from that group.
         threshold: a cosine, or dict space -> cosine; default: the build's calibrated thresholds.
-        mode: "random" (uniform over eligible targets) or "furthest" (the least similar one).
+        mode: "random" (uniform over eligible targets) or "furthest" (the least similar one; with
+            an ivf/hnsw build, the least similar of the index's proposals).
         rng / key: a numpy Generator, or a key (e.g. photo id + face index) that makes the pick
             reproducible under `secret` and unlinkable across keys.
         exclude: face ids never to return. fallback: "error" or "widen_age".

@@ -246,3 +246,19 @@ def test_faiss_index_kinds(small_bank, tmp_path, kind):
     _, nearest = index.search(vecs[:5], 1)
     assert (nearest[:, 0] == np.arange(5)).all()  # every vector finds itself
     assert verify_build(b)["ok"]
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_index_proposes_exact_decides(small_bank, built, tmp_path, kind, real_faces):
+    b = build_index(small_bank, out=tmp_path, kind=kind, build_id=kind)
+    q = real_faces[0].embeddings["dlib"]
+    with FaceBank(b) as approx, FaceBank(built) as exact:
+        t = approx.pick_target(q, space="dlib", mode="furthest")
+        assert t.method == "index_furthest"
+        # 40 faces < 256 proposals: every face is a candidate, so this is the true minimum too.
+        assert t.id == exact.pick_target(q, space="dlib", mode="furthest").id
+        approx.furthest_candidates = 3
+        few = approx.pick_target(q, space="dlib", mode="furthest", gender="m")
+        assert few.gender == "male" and few.similarities["dlib"] <= few.thresholds["dlib"]
+        with pytest.raises(NoEligibleTarget):
+            approx.pick_target(q, space="dlib", mode="furthest", threshold=-1.0)

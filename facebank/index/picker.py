@@ -564,6 +564,28 @@ class Picker:
             row = int(cand[np.argmin(exact)])  # cand is increasing: ties go to the lowest row
         return self._result(qry, row, tries + m, "scan" if mode == "random" else "furthest")
 
+    def furthest_among(self, faces: Sequence[Mapping[str, np.ndarray]], candidates: np.ndarray, *,
+                       thresholds: Mapping[str, float], groups: Sequence[int] | int | None = None,
+                       exclude: Iterable[int] = ()) -> PickResult | None:
+        """The least similar eligible row among `candidates`, decided exactly; None if none is.
+
+        For approximate indexes (IVF, HNSW): they propose rows, this decides. The result is the
+        true minimum over the candidates, not necessarily over the whole group.
+        """
+        qry = self._prepare(list(faces), thresholds)
+        members, _ = self._group(groups)
+        cand = np.unique(np.asarray(candidates, dtype=np.intp).ravel())
+        cand = cand[(cand >= 0) & (cand < self.n)]  # FAISS pads missing results with -1
+        if members is not None:
+            cand = cand[np.isin(cand, members)]
+        excluded = np.array(sorted({int(r) for r in exclude}), dtype=np.intp)
+        elig, score, _ = self._scan(qry, cand, excluded, want_score=True)
+        if elig.size == 0:
+            return None
+        close = elig[score <= score.min() + 2 * qry.margin]  # as in _pick_one: exact among the close ones
+        exact = np.max(np.stack(list(self._exact_scores(qry, close).values())), axis=0)
+        return self._result(qry, int(close[np.argmin(exact)]), int(cand.size), "index_furthest")
+
     def _result(self, qry: _Query, row: int, tries: int, method: str) -> PickResult:
         sims = {}
         for sp, q, q64, thr, _ in qry.parts:

@@ -40,7 +40,7 @@ class Target:
     requested_group: str  # what the query asked for ("any" when unconstrained)
     fallback: str | None  # None, or what the fallback policy did ("widen_age:20-29")
     mode: str
-    method: str  # rejection | scan | furthest
+    method: str  # rejection | scan | furthest | index_furthest (proposed by an ivf/hnsw index)
     _bank: object = field(default=None, repr=False, compare=False)
 
     def face(self) -> Face:
@@ -104,6 +104,12 @@ class FaceBank:
         self.picker = Picker(vectors, self.codes, dtype=dtype, secret=secret or secrets.token_bytes(32))
         self._ages = self.bank.column("age")
         self._genders = self.bank.column("gender")
+        # Approximate FAISS indexes (ivf, hnsw) propose candidates for furthest picks; the exact
+        # picker decides. Flat builds need no index at pick time: the exact scan is the index.
+        self._approx = {s: m["index"]["type"] for s, m in self.manifest["spaces"].items()
+                        if m["index"]["type"] != "flat"}
+        self._faiss: dict = {}
+        self.furthest_candidates = 256
 
     # -- freshness --
     def _stat(self) -> tuple[int, int]:
@@ -241,7 +247,10 @@ class FaceBank:
             last: NoEligibleTarget | None = None
             for step, (codes, label) in enumerate(plan):
                 try:
-                    res = self.picker._pick_one(qry, codes, mode, gen, taken, prefix=f"face {i}: " if len(faces) > 1 else "")
+                    res = self._proposed_furthest(queries, thresholds, codes, taken) if mode == "furthest" else None
+                    if res is None:
+                        res = self.picker._pick_one(qry, codes, mode, gen, taken,
+                                                    prefix=f"face {i}: " if len(faces) > 1 else "")
                 except NoEligibleTarget as exc:
                     last = exc
                     continue
@@ -255,6 +264,24 @@ class FaceBank:
                 raise NoEligibleTarget(f"no eligible target in any of {tried}; last: {last}",
                                        group_size=last.group_size, too_similar=last.too_similar, group=plan[0][1])
         return out
+
+    def _proposed_furthest(self, queries: list[dict], thresholds: dict, codes, taken: set[int]):
+        """Furthest pick among an approximate index's proposals, or None (then the exact scan decides)."""
+        spaces = [s for s in queries[0] if s in self._approx]
+        if not spaces:
+            return None
+        import faiss
+
+        cand = []
+        for s in spaces:
+            if s not in self._faiss:
+                self._faiss[s] = faiss.read_index(str(self.build_dir / f"index.{s}.faiss"))
+            q = np.stack([np.asarray(f[s], dtype=np.float32) for f in queries])
+            q = -q / np.linalg.norm(q, axis=1, keepdims=True)  # most similar to -q = least similar to q
+            _, rows = self._faiss[s].search(np.ascontiguousarray(q), self.furthest_candidates)
+            cand.append(rows.ravel())
+        return self.picker.furthest_among(queries, np.concatenate(cand), thresholds=thresholds, groups=codes,
+                                          exclude=taken)
 
     def close(self) -> None:
         self.bank.close()
