@@ -41,7 +41,7 @@ def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) 
                 "or `facebank build --source PATH`"
             ) from exc
         with progress("annotate") as (advance, set_total):
-            a = annotate_bank(cfg.bank, cfg.vision, progress=advance, total=set_total)
+            a = annotate_bank(cfg.bank, cfg.vision, progress=advance, total=set_total, workers=cfg.workers)
         return {"kind": "stylegan", "path": src.path, "generated": g.generated, "already": g.already_in_bank,
                 "annotated": a.added, "rejected": dict(a.rejected)}
     if src.kind == "generated_photos":

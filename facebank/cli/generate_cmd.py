@@ -24,6 +24,7 @@ def generate(
     cache_dir: Annotated[Path, typer.Option(help="Where downloaded networks are kept.")] = Path("data/cache"),
     sha256: Annotated[Optional[str], typer.Option(help="Expected sha256 of the network file.")] = None,
     annotate: Annotated[bool, typer.Option(help="Detect, align and annotate the new faces afterwards.")] = True,
+    workers: Annotated[int, typer.Option(help="Annotation processes (0 = one per CPU).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Generate one face per seed with our StyleGAN2-ADA generator and store it with its seed and w."""
@@ -43,7 +44,7 @@ def generate(
         if annotate:
             with progress_bar("annotate") as (advance, set_total):
                 result["annotate"] = annotate_bank(str(bank), VisionConfig(), progress=advance,
-                                                   total=set_total).to_dict()
+                                                   total=set_total, workers=workers).to_dict()
             result["annotate"].pop("rejected_items", None)
         human = (f"generated {summary.generated} faces ({summary.faces_per_s:.1f} faces/s), "
                  f"{summary.already_in_bank} already in the bank; network sha256 {summary.network_sha256[:16]}")
