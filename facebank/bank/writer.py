@@ -31,7 +31,7 @@ import numpy as np
 from facebank import __version__
 from facebank.bank import schema
 from facebank.bank.integrity import compute_content_hash
-from facebank.bank.records import FaceRecord, Rejection, face_id
+from facebank.bank.records import FaceRecord, Rejection
 from facebank.bank.store import check_header
 from facebank.errors import BankError, BankLockedError, InputError
 
@@ -423,6 +423,3 @@ def _space_group(f: h5py.File, space: str, info: dict) -> h5py.Group:
     g.create_dataset("present", shape=(n,), maxshape=(None,), dtype=bool, chunks=(schema.ROW_CHUNK,), fillvalue=False)
     return g
 
-
-def face_ids_of(records: list[FaceRecord]) -> list[str]:
-    return [face_id(r.content_sha256) for r in records]
