@@ -158,9 +158,10 @@ def test_build_from_config_with_source_override(tmp_path, assets):
 
 def test_default_config_offline_says_what_to_do(tmp_path, monkeypatch):
     import facebank.sources.stylegan.download as dl
+    from facebank.errors import SourceError
 
     def offline(url, target):
-        raise dl.SourceError(f"cannot download {url} (offline)")
+        raise SourceError(f"cannot download {url} (offline)")
 
     monkeypatch.setattr(dl, "_download", offline)
     from pathlib import Path

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Optional, Union
 
 from facebank.download import _download, fetch, sha256_file
-from facebank.errors import SourceError
 
 __all__ = ["FFHQ_URL", "resolve_network", "sha256_file"]
 

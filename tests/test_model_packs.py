@@ -1,0 +1,235 @@
+"""InsightFace model packs: fetch from a local HTTP server on 127.0.0.1 only (never the internet),
+with tiny ONNX graphs made here standing in for the real models."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import shutil
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from facebank.cli import models_cmd
+from facebank.errors import ModelError, SourceError
+from facebank.vision.model_packs import DEFAULT_DEST, MANIFEST_NAME, PACKS, extract_zip, fetch_pack, list_packs
+
+BUFFALO_L = ("det_10g.onnx", "w600k_r50.onnx", "genderage.onnx")
+
+
+@functools.lru_cache(maxsize=1)
+def _tiny_onnx() -> bytes:
+    """An Identity graph: enough for onnxruntime to open, a few hundred bytes."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "tiny", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8  # readable by any onnxruntime this project supports
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _make_zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def _pack_members(prefix: str = "", names=BUFFALO_L) -> dict[str, bytes]:
+    return {f"{prefix}{n}": _tiny_onnx() for n in names}
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    hits = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            hits.append(self.path)
+            super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}", hits
+    server.shutdown()
+    server.server_close()
+
+
+def _leftovers(dest: Path) -> list[str]:
+    """Everything under dest except the (empty) cache folder."""
+    return sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.name != ".downloads")
+
+
+@pytest.mark.parametrize("prefix", ["", "buffalo_l/"])
+def test_fetch_then_cache_then_verify(tmp_path, http_root, prefix):
+    root, base, hits = http_root
+    zip_path = _make_zip(root / "buffalo_l.zip", {**_pack_members(prefix), f"{prefix}1k3d68.onnx": _tiny_onnx()})
+    digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()
+    dest = tmp_path / "models"
+
+    first = fetch_pack("buffalo_l", dest=dest, url=f"{base}/buffalo_l.zip")
+    pack_dir = dest / "buffalo_l"
+    assert first["status"] == "fetched" and first["zip_sha256"] == digest and len(hits) == 1
+    assert sorted(p.name for p in pack_dir.glob("*.onnx")) == sorted([*BUFFALO_L, "1k3d68.onnx"])
+    manifest = json.loads((pack_dir / MANIFEST_NAME).read_text())
+    assert manifest["zip_sha256"] == digest and manifest["format_version"] == 1
+    assert manifest["files"]["det_10g.onnx"]["sha256"] == hashlib.sha256(_tiny_onnx()).hexdigest()
+    assert not list(dest.glob(".buffalo_l.*"))  # no temporary directory left
+
+    again = fetch_pack("buffalo_l", dest=dest, url=f"{base}/buffalo_l.zip", expected_sha256=digest.upper())
+    assert again["status"] == "present" and again["recorded"] and len(hits) == 1
+    shutil.rmtree(pack_dir)  # the cached zip (checked against its record) is extracted again
+    assert fetch_pack("buffalo_l", dest=dest, url=f"{base}/buffalo_l.zip")["status"] == "fetched"
+    assert len(hits) == 1
+
+    (pack_dir / "w600k_r50.onnx").write_bytes(b"swapped")
+    with pytest.raises(ModelError, match="changed since it was fetched.*w600k_r50.onnx"):
+        fetch_pack("buffalo_l", dest=dest, url=f"{base}/buffalo_l.zip")
+    listed = {e["name"]: e for e in list_packs(dest)}
+    assert listed["buffalo_l"]["changed"] == ["w600k_r50.onnx"] and not listed["buffalo_s"]["present"]
+
+
+def test_wrong_sha256_refused_nothing_left(tmp_path, http_root):
+    root, base, _ = http_root
+    _make_zip(root / "buffalo_l.zip", _pack_members())
+    dest = tmp_path / "models"
+    with pytest.raises(SourceError, match="expected 0000"):
+        fetch_pack("buffalo_l", dest=dest, url=f"{base}/buffalo_l.zip", expected_sha256="0" * 64)
+    assert _leftovers(dest) == [] and not any((dest / ".downloads").iterdir())
+
+
+def test_zip_slip_refused_nothing_outside(tmp_path, http_root):
+    root, base, _ = http_root
+    _make_zip(root / "bad.zip", {**_pack_members(), "../evil": b"x", "sub/../../evil2": b"x"})
+    dest = tmp_path / "a" / "models"
+    with pytest.raises(SourceError, match="unsafe zip member '../evil'"):
+        fetch_pack("buffalo_l", dest=dest, url=f"{base}/bad.zip")
+    assert not (tmp_path / "a" / "evil").exists() and not (dest / "evil").exists()
+    assert _leftovers(dest) == [] and not any((dest / ".downloads").iterdir())  # bad download not kept
+
+
+@pytest.mark.parametrize("name", ["/abs/evil", "C:/evil", "a\\..\\evil"])
+def test_absolute_and_windows_members_refused(tmp_path, name):
+    zpath = _make_zip(tmp_path / "z.zip", {name: b"x"})
+    (tmp_path / "out").mkdir()
+    with pytest.raises(SourceError, match="unsafe zip member"):
+        extract_zip(zpath, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_symlink_member_refused(tmp_path):
+    info = zipfile.ZipInfo("det_10g.onnx")
+    info.external_attr = (0o120777 << 16)  # S_IFLNK
+    with zipfile.ZipFile(tmp_path / "z.zip", "w") as zf:
+        zf.writestr(info, "/etc/passwd")
+    (tmp_path / "out").mkdir()
+    with pytest.raises(SourceError, match="not a regular file"):
+        extract_zip(tmp_path / "z.zip", tmp_path / "out")
+
+
+def test_missing_or_unloadable_model_is_model_error(tmp_path):
+    dest = tmp_path / "models"
+    no_gender = _make_zip(tmp_path / "a.zip", _pack_members(names=BUFFALO_L[:2]))
+    with pytest.raises(ModelError, match="lacks genderage.onnx"):
+        fetch_pack("buffalo_l", dest=dest, url=no_gender)
+    broken = _make_zip(tmp_path / "b.zip", {**_pack_members(), "det_10g.onnx": b"not onnx"})
+    with pytest.raises(ModelError, match="not a loadable ONNX"):
+        fetch_pack("buffalo_l", dest=dest, url=broken.as_uri())
+    assert _leftovers(dest) == []
+    with pytest.raises(SourceError, match="not a readable zip"):
+        fetch_pack("buffalo_l", dest=dest, url=_write(tmp_path / "c.zip", b"PK no"))
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_offline_says_what_to_do(tmp_path):
+    with pytest.raises(SourceError, match=r"--url file:///path/to/buffalo_l.zip.*--model/--detector-path"):
+        fetch_pack("buffalo_l", dest=tmp_path, url="http://127.0.0.1:9/buffalo_l.zip")  # nothing listens on 9
+
+
+def test_official_packs_and_defaults():
+    assert PACKS["buffalo_l"].url == "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip"
+    assert set(PACKS["buffalo_l"].required) == set(BUFFALO_L)
+    assert models_cmd._DEFAULT_DEST == DEFAULT_DEST
+
+
+def test_directory_of_pack_feeds_the_loaders(tmp_path):
+    """The fetched directory is what the registry's model-file search expects."""
+    from facebank.vision.registry import find_model_file
+
+    fetch_pack("buffalo_l", dest=tmp_path, url=_make_zip(tmp_path / "z.zip", _pack_members("buffalo_l/")))
+    assert find_model_file(tmp_path / "buffalo_l", ("det_10g.onnx",), what="d").name == "det_10g.onnx"
+    assert find_model_file(tmp_path / "buffalo_l", ("*.onnx",), what="e").suffix == ".onnx"  # manifest is hidden
+
+
+# -- CLI --------------------------------------------------------------------------------------------
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:  # a callback keeps `models` a sub-command even when it is the only group
+        pass
+
+    models_cmd.register(app)
+    return app
+
+
+def _run(*args):
+    return CliRunner().invoke(_app(), ["models", *map(str, args)])
+
+
+def _one_line_error(result, code: int, *needles: str) -> None:
+    assert result.exit_code == code, (result.stdout, result.stderr)
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_cli_fetch_list_and_errors(tmp_path, http_root):
+    root, base, hits = http_root
+    zip_path = _make_zip(root / "buffalo_l.zip", _pack_members())
+    dest = tmp_path / "models"
+    r = _run("fetch", "buffalo_l", "--dest", dest, "--url", f"{base}/buffalo_l.zip", "--json")
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["status"] == "fetched" and out["zip_sha256"] == hashlib.sha256(zip_path.read_bytes()).hexdigest()
+    assert "non-commercial research" in r.stderr
+
+    r = _run("fetch", "buffalo_l", "--dest", dest, "--url", f"{base}/buffalo_l.zip")
+    assert r.exit_code == 0 and "already present" in r.stdout and len(hits) == 1
+
+    r = _run("list", "--dest", dest, "--json")
+    listed = {e["name"]: e for e in json.loads(r.stdout)}
+    assert r.exit_code == 0 and listed["buffalo_l"]["recorded"] and set(listed["buffalo_l"]["files"]) == set(BUFFALO_L)
+    r = _run("list", "--dest", dest)
+    assert r.exit_code == 0 and "buffalo_m: not present" in r.stdout
+    assert out["files"]["genderage.onnx"]["sha256"] in r.stdout
+
+    _one_line_error(_run("fetch", "buffalo_s", "--dest", dest, "--url", f"{base}/buffalo_l.zip", "--sha256", "ab" * 32),
+                    2, "SourceError", "expected abab")
+    _one_line_error(_run("fetch", "buffalo_s", "--dest", dest, "--sha256", "xyz"), 2, "InputError", "64 hex digits")
+    _one_line_error(_run("fetch", "antelope", "--dest", dest), 2, "unknown model pack", "buffalo_l")
+    _one_line_error(_run("fetch", "../up", "--dest", dest, "--url", f"{base}/buffalo_l.zip"), 2, "InputError")
+    _one_line_error(_run("fetch", "buffalo_s", "--dest", dest, "--url", f"{base}/buffalo_l.zip"), 1,
+                    "ModelError", "lacks det_500m.onnx, w600k_mbf.onnx")
+    assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".")) == ["buffalo_l"]
