@@ -262,3 +262,11 @@ def test_approximate_index_proposes_exact_decides(small_bank, built, tmp_path, k
         assert few.gender == "male" and few.similarities["dlib"] <= few.thresholds["dlib"]
         with pytest.raises(NoEligibleTarget):
             approx.pick_target(q, space="dlib", mode="furthest", threshold=-1.0)
+
+
+def test_keyed_picks_repeat_across_sessions(built, real_faces):
+    q = real_faces[0].embeddings["dlib"]
+    with FaceBank(built) as a, FaceBank(built) as b:
+        assert [a.pick_target(q, space="dlib", key=f"p{i}").id for i in range(10)] == \
+               [b.pick_target(q, space="dlib", key=f"p{i}").id for i in range(10)]
+    assert (built / "secret.key").stat().st_mode & 0o777 == 0o600

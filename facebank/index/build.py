@@ -182,6 +182,11 @@ def build_index(
                           "groups.npy": _sha256(tmp / "groups.npy")},
                 "versions": _versions(),
             }
+            # The default secret of keyed picks: the same (photo, face) key gives the same target
+            # with this build; without the file, picks for different keys cannot be linked.
+            secret = tmp / "secret.key"
+            secret.write_bytes(os.urandom(32))
+            os.chmod(secret, 0o600)
             write_json_atomic(tmp / "manifest.json", manifest)
             os.rename(tmp, final)
         finally:

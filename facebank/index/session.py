@@ -82,8 +82,9 @@ class FaceBank:
         build: a build directory, or the builds folder (its `current` is used); None: `out/current`.
         bank: the bank file; None: the path recorded in the build's manifest.
         dtype: "float32", or "float16" to halve memory (picks stay exact; see Picker).
-        secret: bytes that `key=` picks derive their randomness from; None: a fresh random
-            secret per session (keys are then stable within the session only).
+        secret: bytes that `key=` picks derive their randomness from; None: the build's
+            `secret.key` (keys then give the same target whenever this build is used), or a
+            fresh random secret when the build has none.
     """
 
     def __init__(self, build: str | os.PathLike | None = None, *, bank: str | os.PathLike | None = None,
@@ -101,7 +102,10 @@ class FaceBank:
         self.codes = np.load(self.build_dir / "groups.npy")
         self._index_row = {fid.decode(): i for i, fid in enumerate(self.ids)}
         vectors = {s: np.load(self.build_dir / f"vectors.{s}.npy", mmap_mode="r") for s in self.spaces}
-        self.picker = Picker(vectors, self.codes, dtype=dtype, secret=secret or secrets.token_bytes(32))
+        if secret is None:
+            key_file = self.build_dir / "secret.key"
+            secret = key_file.read_bytes() if key_file.is_file() else secrets.token_bytes(32)
+        self.picker = Picker(vectors, self.codes, dtype=dtype, secret=secret)
         self._ages = self.bank.column("age")
         self._genders = self.bank.column("gender")
         # Approximate FAISS indexes (ivf, hnsw) propose candidates for furthest picks; the exact
