@@ -398,3 +398,87 @@ def test_seeded_picks_do_not_depend_on_history():
     b2 = picker.pick_batch({"a": np.tile(faces[0]["a"], (50, 1))}, thresholds={"a": 0.1},
                            rng=np.random.default_rng(3), as_arrays=True).rows
     assert (b1 == b2).all()
+
+
+# -- seeded results pinned (computed with the implementation before the single-pick fast path) --
+
+def _pin_unit_rows(rng, n, d):
+    v = rng.standard_normal((n, d)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True).astype(np.float32)
+    return v
+
+def _pin_scenario():
+    rng = np.random.default_rng(123)
+    v = _pin_unit_rows(rng, 3000, 32)
+    w = _pin_unit_rows(rng, 3000, 16)
+    g = rng.integers(0, 3, 3000).astype(np.int16)
+    qs = [v[i] + 0.3 * rng.standard_normal(32).astype(np.float32) for i in range(4)]
+    qw = [w[i] + 0.3 * rng.standard_normal(16).astype(np.float32) for i in range(4)]
+    return v, w, g, qs, qw
+
+def _pin_run():
+    v, w, g, qs, qw = _pin_scenario()
+    out = []
+    p32 = Picker({"a": v, "b": w}, g, secret=b"k")
+    p16 = Picker({"a": v}, g, dtype="float16")
+    for pk, name in ((p32, "f32"), (p16, "f16")):
+        for thr in (-0.25, 0.0, 0.3):
+            for groups in (None, 1, [0, 2]):
+                for exclude in ((), (5, 7, 11)):
+                    rng = np.random.default_rng(17)
+                    for j in range(4):
+                        for rep in range(3):
+                            r = pk.pick({"a": qs[j]}, thresholds={"a": thr}, groups=groups, rng=rng, exclude=exclude)
+                            out.append([name, thr, str(groups), len(exclude), r.row, r.tries, r.method, r.similarities["a"]])
+    rng = np.random.default_rng(5)
+    for j in range(4):
+        r = p32.pick({"a": qs[j], "b": qw[j]}, thresholds={"a": 0.0, "b": 0.1}, rng=rng)
+        out.append(["multi", r.row, r.tries, r.method, r.similarities["a"], r.similarities["b"]])
+        r = p32.pick({"a": qs[j]}, thresholds={"a": 0.0}, key=f"photo/{j}")
+        out.append(["key", r.row, r.tries, r.method, r.similarities["a"]])
+        r = p32.pick({"a": qs[j]}, thresholds={"a": 0.0}, mode="furthest", groups=2)
+        out.append(["furthest", r.row, r.tries, r.method, r.similarities["a"]])
+    res = p32.pick_distinct([{"a": q} for q in qs], thresholds={"a": 0.1}, rng=np.random.default_rng(9))
+    out.append(["distinct"] + [[r.row, r.tries, r.method] for r in res])
+    for pk, name in ((p32, "f32"), (p16, "f16")):
+        for thr in (-0.25, 0.0, 0.3):
+            b = pk.pick_batch({"a": np.repeat(np.stack(qs), 50, axis=0)}, thresholds={"a": thr}, groups=[0, 1],
+                              rng=np.random.default_rng(3), exclude=(5,), as_arrays=True)
+            out.append(["batch", name, thr, b.rows.tolist(), b.tries.tolist(), b.methods.tolist(), b.similarities["a"].tolist()])
+    pz = Picker({"a": v}, np.zeros(3000, np.int16))
+    rng = np.random.default_rng(77)
+    for groups in (None, 0):
+        for j in range(4):
+            thr = float(np.sort(v @ (qs[j] / np.linalg.norm(qs[j])))[5])
+            for rep in range(6):
+                r = pz.pick({"a": qs[j]}, thresholds={"a": thr}, groups=groups, rng=rng)
+                out.append(["scan", str(groups), r.row, r.tries, r.method, r.similarities["a"]])
+    return out
+
+
+def test_seeded_results_are_pinned():
+    """Rows, tries and methods for fixed seeds, as the code before the fast path of `pick` gave
+    them: float32 and float16 storage, groups None / one code / a union / a code holding every
+    row, exclusions, several spaces, keys, furthest, pick_distinct, batches and the scan fallback.
+    A change here means the generator is consumed differently: seeded picks would change."""
+    import hashlib
+    import json
+
+    out = _pin_run()
+    assert [x for x in out if x[0] == "scan"][0][4] in ("scan", "rejection")
+    assert {x[4] for x in out if x[0] == "scan"} == {"scan", "rejection"}
+    first = out[0]
+    assert first[:7] == ["f32", -0.25, "None", 0, 2284, 2, "rejection"]
+    assert first[7] == pytest.approx(-0.38940248701609703, abs=1e-12)
+    multi = [x for x in out if x[0] == "multi"][0]
+    assert multi[1:4] == [1170, 2, "rejection"]
+    assert multi[4] == pytest.approx(-0.17406080045555372, abs=1e-12)
+    assert multi[5] == pytest.approx(-0.1785955847735859, abs=1e-12)
+    assert [x for x in out if x[0] == "key"][0][1:4] == [2407, 3, "rejection"]
+    assert [x for x in out if x[0] == "furthest"][0][1:4] == [890, 1018, "furthest"]
+
+    def decisions(x):  # similarities are compared approximately above and in the other tests
+        return [v for v in x if not isinstance(v, float)] if x[0] != "batch" else x[:6]
+
+    digest = hashlib.sha256(json.dumps([decisions(x) for x in out]).encode()).hexdigest()
+    assert digest == "cfb9e0472aaeb6a933d133a1168012c641ad0ce8a15e07159809c691144f7e51"

@@ -46,6 +46,7 @@ _SCAN_CHUNK = 16384  # rows per scan step: bounds the scan's temporary memory (~
 # second (60 draws in all) ~99.8% at 10% eligible; larger blocks after that, up to 512.
 _BLOCKS = (10, 50, 200, 512)
 _SHIFTS = [np.uint64(64 - b) for b in range(64)]  # random_raw word >> (64 - bits): uniform on [0, 2^bits)
+_new = object.__new__
 
 
 def rng_for_key(key: bytes | str, secret: bytes) -> np.random.Generator:
@@ -90,7 +91,7 @@ def unit_queries(q: np.ndarray, *, space: str, dim: int, ndim: int = 1) -> np.nd
     a = a.reshape(-1, dim)
     safe = a.dtype.kind in "iu" or a.dtype.itemsize <= 4
     out = np.empty(a.shape, np.float32)
-    step = max(1, 32768 // dim)  # chunks: float64 temporaries stay small (256 KiB)
+    step = max(1, 262144 // dim)  # chunks: float64 temporaries stay small (2 MiB); rows are independent
     for i in range(0, a.shape[0], step):
         c = a[i:i + step].astype(np.float64)
         if safe:  # squares of float32 values neither overflow nor underflow float64
@@ -167,6 +168,8 @@ class _Space:
         # float32 rows for exact similarities: the exact source, else float32 storage, else None
         self.src = exact if exact is not None else (data if self.f32 else None)
         self.src_nd = isinstance(self.src, np.ndarray)
+        # `Picker.pick`'s fast path: float32 storage that is also the exact source
+        self.fast = self.f32 and self.src is data and self.src_nd
         g64 = d * 2.0**-53 / (1 - d * 2.0**-53)  # float64 sum of d exact products
         self.e64 = g64 * max_norm * (1 + 1e-6) * 1.01 + 1e-300
 
@@ -224,6 +227,18 @@ class _Space:
         return max(f)
 
 
+class _Rows64:
+    """The float64 copy of a batch's float32 (B, d) queries, made row by row on indexing: q64[i],
+    q64[i:j] and q64[rows] give what q.astype(np.float64)[...] would, without the (B, d) copy."""
+
+    def __init__(self, q: np.ndarray):
+        self.q = q
+        self.shape = q.shape
+
+    def __getitem__(self, idx) -> np.ndarray:
+        return self.q[idx].astype(np.float64)
+
+
 class _Query:
     """Validated queries: per space (space, float32 (F, d) unit rows, their float64 copy, threshold,
     error margin of an approximate similarity).
@@ -237,7 +252,9 @@ class _Query:
         self.parts = []
         for sp, q, thr in parts:
             # q is a float64 unit vector rounded to float32: ||q|| <= 1 + 2^-24 (+ float64 noise).
-            self.parts.append((sp, q, q.astype(np.float64), thr, sp.margin))
+            # A batch's float64 copy is made only for the rows asked for (rare: band re-checks).
+            q64 = q.astype(np.float64) if q.shape[0] <= 64 else _Rows64(q)
+            self.parts.append((sp, q, q64, thr, sp.margin))
         self.margin = max(p[4] for p in self.parts)  # bounds |approx score - exact score|
         if len(parts) == 1 and parts[0][1].shape[0] == 1:
             sp, q, q64, thr, mg = self.parts[0]
@@ -285,9 +302,18 @@ class Picker:
         codes, starts = np.unique(g[order], return_index=True)
         ends = np.append(starts[1:], self.n)
         self._members = {int(c): order[s:e] for c, s, e in zip(codes, starts, ends)}
+        # codes holding every row: their members are 0..n-1 in order, so draws need no gather
+        self._full_codes = {c for c, mem in self._members.items() if mem.size == self.n}
         self._union_cache: dict[tuple[int, ...], np.ndarray] = {}
         self._secret = secret
         self._max_draws = max_draws
+        # `_pick_fast`'s draw constants for the whole bank (as `_pick_one` computes them per pick):
+        # (draw limit, shift, whether raw words need no rejection, raw words per block)
+        m = self.n
+        bits = max(1, (m - 1).bit_length())
+        scale = (1 << bits) / max(m, 1)
+        self._fast_draws = (self._draws_limit(m), _SHIFTS[bits], m == 1 << bits,
+                            tuple(math.ceil(b * scale) for b in _BLOCKS))
 
     # -- construction helpers -------------------------------------------------------------
 
@@ -550,6 +576,12 @@ class Picker:
                 if i >= 0:
                     return self._result(qry, int(rows[i]), tries + i + 1, "rejection")
                 tries += draw.size
+        return self._scan_pick(qry, members, desc, mode, rng, excluded_set, tries, prefix)
+
+    def _scan_pick(self, qry: _Query, members, desc: str, mode: str, rng: np.random.Generator,
+                   excluded_set: set[int], tries: int, prefix: str = "") -> PickResult:
+        """The exact scan of `_pick_one`: after `tries` failed draws (random) or directly (furthest)."""
+        m = self.n if members is None else members.size
         excluded = np.array(sorted(excluded_set), dtype=np.intp)
         elig, score, size = self._scan(qry, members, excluded, want_score=mode == "furthest")
         if elig.size == 0:
@@ -611,8 +643,78 @@ class Picker:
         Raises:
             InvalidEmbedding, UnknownSpace, InputError, NoEligibleTarget (with counts).
         """
+        if mode == "random" and type(query) is dict and len(query) == 1 and type(thresholds) is dict \
+                and len(thresholds) == 1 and (groups is None or (
+                type(groups) is int and groups in self._full_codes)) and (
+                exclude == () or (type(exclude) in (list, tuple, set, frozenset) and not exclude)):
+            res = self._pick_fast(query, thresholds, groups, rng, key)
+            if res is not None:
+                return res
         qry = self._prepare([query], thresholds)
         return self._pick_one(qry, groups, mode, self._rng(rng, key), exclude)
+
+    def _pick_fast(self, query, thresholds, groups, rng, key) -> PickResult | None:
+        """`pick` for the common case, with the fewest numpy calls: one float32 query in one space
+        with float32 storage, random mode, every row of the bank in the group (groups None or a
+        code holding all rows), nothing excluded. None when the case is not that one (the generic
+        path then validates, raises or picks).
+
+        The same computation as the generic path, step for step: the same float32 unit query
+        (`unit_queries`), the same raw words of the generator (`_pick_one`'s draws, blocks and
+        limit), the same error band and exact re-checks (`_Space.exact_one`), the same reported
+        similarity; only the per-call machinery (`_Query`, `_group`, `_result`) is skipped.
+        """
+        (name, q), = query.items()
+        sp = self._spaces.get(name)
+        if sp is None or not sp.fast:
+            return None
+        thr = thresholds.get(name)
+        # a finite float threshold (np.float64 included); anything else takes the generic path
+        if not isinstance(thr, float) or not math.isfinite(thr) or type(q) is not np.ndarray \
+                or q.dtype != np.float32 or q.shape != (sp.dim,):
+            return None
+        v = q.astype(np.float64)  # as unit_queries: normalised in float64, rounded to float32
+        ss = float(np.dot(v, v))  # squares of float32 values cannot overflow float64
+        if not 1e-280 < ss < math.inf:  # NaN, infinity, zero or tiny: the generic path decides
+            return None
+        qf = (v * (1.0 / math.sqrt(ss))).astype(np.float32)
+        gen = rng if key is None and type(rng) is np.random.Generator else self._rng(rng, key)
+        thr = float(thr)
+        m = self.n
+        limit, shift, full, words = self._fast_draws
+        raw = gen.bit_generator.random_raw
+        data, src, e64 = sp.data, sp.src, sp.e64
+        lo, hi = thr - sp.margin, thr + sp.margin
+        q64 = None
+        tries = nb = 0
+        while tries < limit:  # exactly `_pick_one`'s rejection loop (see there)
+            want = words[nb] if nb < len(words) else words[-1]
+            nb += 1
+            draw = raw(min(want, limit - tries)) >> shift
+            if not full:
+                draw = draw[draw < m]
+                if not draw.size:
+                    continue
+            s = np.dot(data.take(draw, axis=0), qf).tolist()
+            for i, x in enumerate(s):
+                if x > hi:
+                    continue
+                row = int(draw[i])
+                if q64 is None:
+                    q64 = qf.astype(np.float64)
+                r64 = src[row].astype(np.float64)
+                ex = float(np.dot(r64, q64))  # as `_Space.exact_one` / `refine`, one face
+                if -e64 <= ex - thr <= e64:
+                    ex = math.fsum((r64 * q64).tolist())
+                if x > lo and ex > thr:  # within the error band: the exact value decides
+                    continue
+                res = _new(PickResult)  # PickResult(row, ...) without the frozen __init__'s cost
+                res.__dict__.update(row=row, similarities={name: ex}, tries=tries + i + 1, method="rejection")
+                return res
+            tries += draw.size
+        qry = _Query([(sp, qf[None, :], thr)])
+        members, desc = self._group(groups)
+        return self._scan_pick(qry, members, desc, "random", gen, set(), tries)
 
     def pick_distinct(self, queries: Sequence[Mapping[str, np.ndarray]], *, thresholds: Mapping[str, float],
                       groups: Sequence[int] | int | None = None,

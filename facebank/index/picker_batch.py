@@ -66,7 +66,7 @@ def pick_random_batch(picker, qry, members, desc: str, excluded_set: set[int], g
                 blk = sp.data.take(flat, axis=0)
                 if not sp.f32:
                     blk = blk.astype(np.float32)
-                s = np.matmul(blk.reshape(a, k, -1), q[active][:, :, None])[:, :, 0]
+                s = np.matmul(blk.reshape(a, k, -1), q.take(active, axis=0)[:, :, None])[:, :, 0]
                 good = s <= thr - mg
                 if np.count_nonzero(s <= thr + mg) > np.count_nonzero(good):
                     border = np.flatnonzero((s > thr - mg) & (s <= thr + mg))
@@ -77,8 +77,7 @@ def pick_random_batch(picker, qry, members, desc: str, excluded_set: set[int], g
             if excl is not None:
                 ok &= ~np.isin(rows, excl)
             left = limit - drawn  # draws each query may still verify
-            over = left < k
-            if over.any():
+            if left.min() < k:
                 ok &= np.arange(k) < left[:, None]
             has = ok.any(axis=1)
             first = ok.argmax(axis=1)
