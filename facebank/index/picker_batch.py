@@ -100,7 +100,7 @@ def pick_random_batch(picker, qry, members, desc: str, excluded_set: set[int], g
         to_scan = list(range(b_all))
     methods = np.where(rows_out >= 0, "rejection", "scan")
     if to_scan:
-        from facebank.index.picker import _Query
+        from facebank.index.exact import _Query
 
         excluded = np.array(sorted(excluded_set), dtype=np.intp)
         for i in sorted(to_scan):  # scan fallback, one query at a time, fresh randomness
