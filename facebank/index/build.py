@@ -6,7 +6,6 @@ A build is written under a temporary name inside `index_builds/` and renamed int
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -20,6 +19,7 @@ import numpy as np
 from facebank import __version__
 from facebank.bank import open_bank
 from facebank.bank.schema import STATUS_ANNOTATED
+from facebank.download import sha256_file
 from facebank.errors import ConfigError, IndexBuildError, InputError, StaleIndex, UnknownSpace
 from facebank.index import groups as G
 from facebank.index.manifest import FORMAT_VERSION, KIND, read_manifest, write_json_atomic
@@ -32,14 +32,6 @@ def default_thresholds() -> dict:
     """Thresholds calibrated on identity-labelled photos, shipped with facebank (see the file)."""
     text = resources.files("facebank.index").joinpath("default_thresholds.json").read_text()
     return json.loads(text)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve_thresholds(
@@ -166,8 +158,8 @@ def build_index(
                     "dim": int(infos[s]["dim"]), "model": infos[s].get("model"), "model_sha256": infos[s].get("sha256"),
                     "threshold": thr[s]["value"], "threshold_source": thr[s]["source"],
                     "index": {"type": kind, "faiss_class": _faiss_name(kind), "params": params},
-                    "files": {f"vectors.{s}.npy": _sha256(tmp / f"vectors.{s}.npy"),
-                              f"index.{s}.faiss": _sha256(tmp / f"index.{s}.faiss")},
+                    "files": {f"vectors.{s}.npy": sha256_file(tmp / f"vectors.{s}.npy"),
+                              f"index.{s}.faiss": sha256_file(tmp / f"index.{s}.faiss")},
                 }
             counts = {G.group_label(int(c)): int(n) for c, n in zip(*np.unique(codes, return_counts=True))}
             manifest = {
@@ -178,8 +170,8 @@ def build_index(
                          "faces": len(bank), "writer": bank.writer},
                 "rows": int(len(rows)), "excluded": excluded, "groups": counts,
                 "age_groups": list(G.AGE_GROUPS), "spaces": space_meta,
-                "files": {"rows.npy": _sha256(tmp / "rows.npy"), "ids.npy": _sha256(tmp / "ids.npy"),
-                          "groups.npy": _sha256(tmp / "groups.npy")},
+                "files": {"rows.npy": sha256_file(tmp / "rows.npy"), "ids.npy": sha256_file(tmp / "ids.npy"),
+                          "groups.npy": sha256_file(tmp / "groups.npy")},
                 "versions": _versions(),
             }
             # The default secret of keyed picks: the same (photo, face) key gives the same target
@@ -241,7 +233,7 @@ def verify_build(build_dir: str | os.PathLike, *, bank_path: str | None = None, 
     for name, digest in {**m["files"], **{k: v for s in m["spaces"].values() for k, v in s["files"].items()}}.items():
         if not (build_dir / name).is_file():
             raise IndexBuildError(f"{build_dir}: {name} is missing")
-        if _sha256(build_dir / name) != digest:
+        if sha256_file(build_dir / name) != digest:
             raise IndexBuildError(f"{build_dir}: {name} does not match its checksum in the manifest")
     bank_path = bank_path or m["bank"]["path"]
     with open_bank(bank_path) as bank:

@@ -7,11 +7,11 @@ time, and a caller asking for SCRFD should not pay for dlib.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
+from facebank.download import sha256_file
 from facebank.errors import InputError, ModelError
 
 __all__ = [
@@ -35,11 +35,7 @@ EMBEDDER_SPACES = ("dlib", "arcface", "mobilefacenet_128d")
 
 @functools.lru_cache(maxsize=64)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)  # size and mtime only key the cache
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
