@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 from facebank.errors import InputError, SourceError
+from facebank.files import atomic_write_json
 
 __all__ = ["cache_record", "check_sha256_hex", "fetch", "is_url", "sha256_file"]
 
@@ -80,17 +81,6 @@ def _download(url: str, target: Path) -> str:
         Path(tmp).unlink(missing_ok=True)
         raise
     return digest.hexdigest()
-
-
-def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cache_record(target: Path) -> Path:
@@ -153,6 +143,6 @@ def fetch(path_or_url: Union[str, Path], *, cache_dir: Union[str, Path], expecte
     except SourceError:
         target.unlink(missing_ok=True)
         raise
-    _write_json(meta_path, {"url": text, "sha256": digest, "size": target.stat().st_size,
+    atomic_write_json(meta_path, {"url": text, "sha256": digest, "size": target.stat().st_size,
                             "downloaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return target

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from facebank.errors import InputError
+from facebank.files import atomic_write_text
 
-__all__ = ["Section", "atomic_write_bytes", "atomic_write_text", "rows_to_csv", "write_csv", "write_report"]
+__all__ = ["Section", "rows_to_csv", "write_csv", "write_report"]
 
 # Tables longer than this are cut in report.md (never in the CSV/JSON next to it).
 _MD_MAX_ROWS = 50
@@ -43,30 +44,6 @@ class Section:
     text: str = ""  # markdown paragraph(s) shown under the title
     tables: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)  # name -> rows
     images: Sequence[str | os.PathLike] = ()  # PNG paths, embedded in this order
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` through a temporary file in the same folder and `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Leave no temporary file behind, whatever went wrong.
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """`atomic_write_bytes` for UTF-8 text."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _fieldnames(rows: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -28,7 +28,8 @@ from facebank.audit import pixel_metrics as P
 from facebank.audit import plots
 from facebank.audit.calibration import CalibrationReport, calibrate, eer, roc_det
 from facebank.audit.pick_audit import match_rate_table, per_query_rows
-from facebank.audit.report import Section, atomic_write_text, write_csv, write_report
+from facebank.audit.report import Section, write_csv, write_report
+from facebank.files import atomic_write_text
 from facebank.bank import open_bank
 from facebank.bank.schema import STATUS_ANNOTATED, gender_name
 from facebank.errors import FaceRejected, InputError, NoEligibleTarget

@@ -21,8 +21,9 @@ from facebank.bank import open_bank
 from facebank.bank.schema import STATUS_ANNOTATED
 from facebank.download import sha256_file
 from facebank.errors import ConfigError, IndexBuildError, InputError, StaleIndex, UnknownSpace
+from facebank.files import atomic_write_json
 from facebank.index import groups as G
-from facebank.index.manifest import FORMAT_VERSION, KIND, read_manifest, write_json_atomic
+from facebank.index.manifest import FORMAT_VERSION, KIND, read_manifest
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 CURRENT = "current"
@@ -179,7 +180,7 @@ def build_index(
             secret = tmp / "secret.key"
             secret.write_bytes(os.urandom(32))
             os.chmod(secret, 0o600)
-            write_json_atomic(tmp / "manifest.json", manifest)
+            atomic_write_json(tmp / "manifest.json", manifest)
             os.rename(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
