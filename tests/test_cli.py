@@ -111,6 +111,8 @@ def test_bad_input_is_one_line(tmp_path, bank):
     _one_line_error(invoke("generate", "--network", wrong_model, "--bank", tmp_path / "g.h5", "--seeds", "0-1"), 1,
                     "ModelError")
     _one_line_error(invoke("build", "--config", tmp_path / "none.toml"), 2, "ConfigError")
+    # A location nobody may write to (sysfs refuses new files even to root).
+    _one_line_error(invoke("ingest", "folder", tmp_path, "--bank", "/sys/facebank-test.h5"), 2)
 
 
 def test_embed_with_wrong_model_file(bank, tmp_path):

@@ -36,6 +36,9 @@ def cli_errors() -> Iterator[None]:
     except (PermissionError, FileNotFoundError, IsADirectoryError) as exc:
         err.print(f"error: {exc.strerror}: {exc.filename}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    except OSError as exc:  # a full disk, a read-only file system: the system's words, one line
+        err.print(f"error: {exc.strerror or exc}: {exc.filename or ''}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err.print("interrupted: finished work is kept; re-run the command to continue")
         raise typer.Exit(130) from None
