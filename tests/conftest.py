@@ -61,3 +61,32 @@ def small_bank(tmp_path_factory, gp_items):
     summary = ingest(str(path), gp_items, spaces=[SpaceConfig("dlib")])
     assert summary.added == len(gp_items), summary.to_dict()
     return path
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """A local HTTP server on 127.0.0.1 serving a temporary folder: (folder, base URL, paths requested).
+
+    Download code is tested against it; no test reaches the internet.
+    """
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    root.mkdir()
+    hits: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            hits.append(self.path)
+            super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}", hits
+    server.shutdown()
+    server.server_close()

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import http.server
 import json
 import shutil
-import threading
 import zipfile
 from pathlib import Path
 
@@ -47,27 +45,6 @@ def _make_zip(path: Path, members: dict[str, bytes]) -> Path:
 
 def _pack_members(prefix: str = "", names=BUFFALO_L) -> dict[str, bytes]:
     return {f"{prefix}{n}": _tiny_onnx() for n in names}
-
-
-@pytest.fixture
-def http_root(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-    hits = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            hits.append(self.path)
-            super().do_GET()
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}", hits
-    server.shutdown()
-    server.server_close()
 
 
 def _leftovers(dest: Path) -> list[str]:

@@ -4,14 +4,11 @@ and the cached downloader (against a local HTTP server only)."""
 from __future__ import annotations
 
 import collections
-import functools
 import hashlib
-import http.server
 import json
 import pickle
 import pickletools
 import sys
-import threading
 import types
 
 import numpy as np
@@ -213,28 +210,6 @@ def test_missing_file_is_a_model_error(tmp_path):
 
 
 # -- downloads (local HTTP server on 127.0.0.1 only) ------------------------------------------------
-
-
-@pytest.fixture
-def http_root(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-    hits = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            hits.append(self.path)
-            super().do_GET()
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}", hits
-    server.shutdown()
-    server.server_close()
 
 
 def test_download_once_then_verify(tmp_path, http_root):
