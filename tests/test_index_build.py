@@ -270,3 +270,10 @@ def test_keyed_picks_repeat_across_sessions(built, real_faces):
         assert [a.pick_target(q, space="dlib", key=f"p{i}").id for i in range(10)] == \
                [b.pick_target(q, space="dlib", key=f"p{i}").id for i in range(10)]
     assert (built / "secret.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_builds_in_the_same_second_get_distinct_ids(small_bank, tmp_path):
+    a = build_index(small_bank, out=tmp_path)
+    b = build_index(small_bank, out=tmp_path, kind="hnsw")
+    assert a != b and a.is_dir() and b.is_dir()
+    assert resolve_build(tmp_path) == b.resolve()

@@ -138,7 +138,9 @@ def build_index(
         if len(rows) == 0:
             raise InputError(f"no face of {bank_path} has age, gender and a vector in {', '.join(spaces)}")
         codes = G.group_codes(ages[rows], np.where(genders[rows] == 0, "female", "male"))
-        build_id = build_id or time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{bank.content_hash[:8]}"
+        if build_id is None:
+            base = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{bank.content_hash[:8]}"
+            build_id = next(b for b in (base, *(f"{base}-{k}" for k in range(2, 1000))) if not (out / b).exists())
         final = out / build_id
         if final.exists():
             raise InputError(f"build {final} already exists")
