@@ -27,6 +27,7 @@ test: install
 bench: install
 	$(PY) tools/bench_bank.py
 	$(PY) tools/bench_pick.py
+	$(PY) tools/bench_api.py
 	$(PY) tools/bench_generate.py
 
 clean:

@@ -83,7 +83,6 @@ class Picker:
         ends = np.append(starts[1:], self.n)
         self._members = {int(c): order[s:e] for c, s, e in zip(codes, starts, ends)}
         # codes holding every row: their members are 0..n-1 in order, so draws need no gather
-        self._full_codes = {c for c, mem in self._members.items() if mem.size == self.n}
         self._union_cache: dict[tuple[int, ...], np.ndarray] = {}
         self._secret = secret
         self._max_draws = max_draws
@@ -92,6 +91,7 @@ class Picker:
         m = self.n
         bits = max(1, (m - 1).bit_length())
         scale = (1 << bits) / max(m, 1)
+        self._draw_cache: dict[int, tuple] = {}
         self._fast_draws = (self._draws_limit(m), _SHIFTS[bits], m == 1 << bits,
                             tuple(math.ceil(b * scale) for b in _BLOCKS))
 
@@ -424,20 +424,31 @@ class Picker:
             InvalidEmbedding, UnknownSpace, InputError, NoEligibleTarget (with counts).
         """
         if mode == "random" and type(query) is dict and len(query) == 1 and type(thresholds) is dict \
-                and len(thresholds) == 1 and (groups is None or (
-                type(groups) is int and groups in self._full_codes)) and (
-                exclude == () or (type(exclude) in (list, tuple, set, frozenset) and not exclude)):
-            res = self._pick_fast(query, thresholds, groups, rng, key)
+                and len(thresholds) == 1:
+            res = self._pick_fast(query, thresholds, groups, rng, key, exclude)
             if res is not None:
                 return res
         qry = self._prepare([query], thresholds)
         return self._pick_one(qry, groups, mode, self._rng(rng, key), exclude)
 
-    def _pick_fast(self, query, thresholds, groups, rng, key) -> PickResult | None:
+    def _draw_constants(self, m: int) -> tuple:
+        """(draw limit, shift, whether 2^bits == m, raw words per block) for a group of m rows."""
+        if m == self.n:
+            return self._fast_draws
+        consts = self._draw_cache.get(m)
+        if consts is None:
+            bits = max(1, (m - 1).bit_length())
+            scale = (1 << bits) / m
+            consts = (self._draws_limit(m), _SHIFTS[bits], m == 1 << bits,
+                      tuple(math.ceil(b * scale) for b in _BLOCKS))
+            if len(self._draw_cache) < 256:
+                self._draw_cache[m] = consts
+        return consts
+
+    def _pick_fast(self, query, thresholds, groups, rng, key, exclude=()) -> PickResult | None:
         """`pick` for the common case, with the fewest numpy calls: one float32 query in one space
-        with float32 storage, random mode, every row of the bank in the group (groups None or a
-        code holding all rows), nothing excluded. None when the case is not that one (the generic
-        path then validates, raises or picks).
+        with float32 storage, random mode, any groups and exclusions. None when the case is not
+        that one, or the group is empty (the generic path then validates, raises or picks).
 
         The same computation as the generic path, step for step: the same float32 unit query
         (`unit_queries`), the same raw words of the generator (`_pick_one`'s draws, blocks and
@@ -458,10 +469,16 @@ class Picker:
         if not 1e-280 < ss < math.inf:  # NaN, infinity, zero or tiny: the generic path decides
             return None
         qf = (v * (1.0 / math.sqrt(ss))).astype(np.float32)
+        members, desc = (None, "all") if groups is None else self._group(groups)
+        m = self.n if members is None else members.size
+        if m == 0:
+            return None
+        if m == self.n:
+            members = None  # a group of every row: its members are 0..n-1, the draws themselves
+        excluded = set(map(int, exclude)) if exclude else ()
         gen = rng if key is None and type(rng) is np.random.Generator else self._rng(rng, key)
         thr = float(thr)
-        m = self.n
-        limit, shift, full, words = self._fast_draws
+        limit, shift, full, words = self._draw_constants(m)
         raw = gen.bit_generator.random_raw
         data, src, e64 = sp.data, sp.src, sp.e64
         lo, hi = thr - sp.margin, thr + sp.margin
@@ -475,11 +492,14 @@ class Picker:
                 draw = draw[draw < m]
                 if not draw.size:
                     continue
-            s = np.dot(data.take(draw, axis=0), qf).tolist()
+            rows = draw if members is None else members.take(draw)
+            s = np.dot(data.take(rows, axis=0), qf).tolist()
             for i, x in enumerate(s):
                 if x > hi:
                     continue
-                row = int(draw[i])
+                row = int(rows[i])
+                if excluded and row in excluded:
+                    continue
                 if q64 is None:
                     q64 = qf.astype(np.float64)
                 r64 = src[row].astype(np.float64)
@@ -493,8 +513,8 @@ class Picker:
                 return res
             tries += draw.size
         qry = _Query([(sp, qf[None, :], thr)])
-        members, desc = self._group(groups)
-        return self._scan_pick(qry, members, desc, "random", gen, set(), tries)
+        members, desc = (None, "all") if groups is None else self._group(groups)
+        return self._scan_pick(qry, members, desc, "random", gen, set(excluded), tries)
 
     def pick_distinct(self, queries: Sequence[Mapping[str, np.ndarray]], *, thresholds: Mapping[str, float],
                       groups: Sequence[int] | int | None = None,

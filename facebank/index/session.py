@@ -75,6 +75,16 @@ def _as_query(embedding, space: str | None, spaces: list[str]) -> dict[str, np.n
     return query
 
 
+def _plan(first: str | None, gender: str | None, fallback: str) -> list[tuple[list[int] | None, str]]:
+    genders = [gender] if gender is not None else list(G.GENDERS)
+    if first is None:
+        if gender is None:
+            return [(None, "any")]
+        return [([G.group_code(a, gender) for a in G.AGE_GROUPS], f"any/{gender}")]
+    ages = [first] + (list(G.widen_age(first)) if fallback == "widen_age" else [])
+    return [([G.group_code(a, g) for g in genders], f"{a}/{gender or 'any'}") for a in ages]
+
+
 class FaceBank:
     """A bank and one of its index builds, opened once and reused across picks.
 
@@ -101,7 +111,11 @@ class FaceBank:
         self.ids = np.load(self.build_dir / "ids.npy")
         self.codes = np.load(self.build_dir / "groups.npy")
         self._index_row = {fid.decode(): i for i, fid in enumerate(self.ids)}
-        vectors = {s: np.load(self.build_dir / f"vectors.{s}.npy", mmap_mode="r") for s in self.spaces}
+        # Plain ndarray views of the memory maps: same mapped pages, no memmap subclass cost per access.
+        vectors = {s: np.load(self.build_dir / f"vectors.{s}.npy", mmap_mode="r").view(np.ndarray)
+                   for s in self.spaces}
+        self._plans: dict[tuple, list] = {}
+        self._labels = [G.group_label(c) for c in range(G.N_GROUPS)]
         if secret is None:
             key_file = self.build_dir / "secret.key"
             secret = key_file.read_bytes() if key_file.is_file() else secrets.token_bytes(32)
@@ -138,19 +152,18 @@ class FaceBank:
 
     # -- groups --
     def _group_plan(self, age: float | None, gender: str | None, fallback: str) -> list[tuple[list[int] | None, str]]:
-        """Group-code sets to try in order, with their labels."""
+        """Group-code sets to try in order, with their labels (cached: a plan depends on the
+        age group, gender and fallback only)."""
         if fallback not in FALLBACKS:
             raise InputError(f"fallback must be one of {', '.join(FALLBACKS)}, got {fallback!r}")
-        genders = [G.gender_name(gender)] if gender is not None else list(G.GENDERS)
-        if age is None:
-            if gender is None:
-                return [(None, "any")]
-            return [([G.group_code(a, genders[0]) for a in G.AGE_GROUPS], f"any/{genders[0]}")]
-        if not np.isfinite(age) or age < 0:
+        if age is not None and (not np.isfinite(age) or age < 0):
             raise InputError(f"age must be a non-negative number of years, got {age}")
-        first = G.age_group(float(age))
-        ages = [first] + (list(G.widen_age(first)) if fallback == "widen_age" else [])
-        return [([G.group_code(a, g) for g in genders], f"{a}/{'/'.join(genders) if gender else 'any'}") for a in ages]
+        key = (None if age is None else G.age_group(float(age)), None if gender is None else G.gender_name(gender),
+               fallback)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = _plan(*key)
+        return plan
 
     def _index_rows(self, exclude: Iterable) -> set[int]:
         out = set()
@@ -178,7 +191,7 @@ class FaceBank:
             id=self.ids[res.row].decode(), row=bank_row, similarities=dict(res.similarities),
             thresholds=dict(thresholds), age=float(self._ages[bank_row]),
             gender={0: "female", 1: "male"}.get(int(self._genders[bank_row]), "unknown"),
-            group=G.group_label(code), requested_group=requested, fallback=fallback_used, mode=mode,
+            group=self._labels[code], requested_group=requested, fallback=fallback_used, mode=mode,
             method=res.method, _bank=self.bank,
         )
 
@@ -244,17 +257,20 @@ class FaceBank:
         plans = [self._group_plan(f.get("age"), f.get("gender"), fallback) for f in faces]
         taken = self._index_rows(exclude)
         gen = self.picker._rng(rng, key)  # one generator for the whole photo: keyed picks reproduce
-        # Every face is checked against every face of the photo, not only its own.
-        qry = self.picker._prepare(queries, thresholds)
+        # Every face is checked against every face of the photo, not only its own. One face: the
+        # picker validates the query itself (its fast path); invalid input raises before any pick.
+        qry = self.picker._prepare(queries, thresholds) if len(queries) > 1 or mode == "furthest" else None
         out = []
         for i, plan in enumerate(plans):
             last: NoEligibleTarget | None = None
             for step, (codes, label) in enumerate(plan):
                 try:
                     res = self._proposed_furthest(queries, thresholds, codes, taken) if mode == "furthest" else None
-                    if res is None:
-                        res = self.picker._pick_one(qry, codes, mode, gen, taken,
-                                                    prefix=f"face {i}: " if len(faces) > 1 else "")
+                    if res is None and len(queries) == 1:  # one face: the picker's fast path applies
+                        res = self.picker.pick(queries[0], thresholds=thresholds, groups=codes, mode=mode, rng=gen,
+                                               exclude=taken)
+                    elif res is None:
+                        res = self.picker._pick_one(qry, codes, mode, gen, taken, prefix=f"face {i}: ")
                 except NoEligibleTarget as exc:
                     last = exc
                     continue
