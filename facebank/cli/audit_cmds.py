@@ -8,24 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from facebank.cli.common import cli_errors, emit, err
+from facebank.cli.common import cli_errors, emit, err, parse_pairs
 
 BankOpt = Annotated[Path, typer.Option("--bank", "-b", help="The bank file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-
-
-def _parse_models(items: list[str]) -> dict[str, str]:
-    from facebank.errors import InputError
-
-    out = {}
-    for item in items:
-        space, sep, path = item.partition("=")
-        if not sep or not space.strip() or not path.strip():
-            raise InputError(f"--model takes SPACE=PATH, got {item!r}")
-        if not Path(path).exists():
-            raise InputError(f"--model {space}: {path} does not exist")
-        out[space.strip()] = path.strip()
-    return out
 
 
 def _check_path(option: str, path: Optional[Path], *, folder: bool) -> None:
@@ -83,7 +69,7 @@ def audit_cmd(
         _check_path("--labelled", labelled, folder=True)
         _check_path("--identities", identities, folder=False)
         _check_path("--queries", queries, folder=True)
-        models = _parse_models(model)
+        models = parse_pairs(model, "--model", shape="SPACE=PATH", must_exist=True)
         with _stages() as progress:
             path = run_audit(bank=bank, build=build, labelled=labelled, identities=identities, queries=queries,
                              out=out, max_pairs=max_pairs, near_duplicate_above=near_duplicate_above, seed=seed, groups=groups,

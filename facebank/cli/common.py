@@ -79,6 +79,26 @@ def progress_bar(description: str, total: int | None = None, *, unit: str = "fac
             prog.stop()
 
 
+def parse_pairs(items: list[str], option: str, *, shape: str = "SPACE=VALUE", kind=str,
+                must_exist: bool = False) -> dict:
+    """`SPACE=VALUE` options (repeatable) as a dict; malformed ones are a one-line InputError."""
+    from pathlib import Path
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise InputError(f"{option} takes {shape}, got {item!r}")
+        try:
+            out[key] = kind(value)
+        except ValueError:
+            raise InputError(f"{option} {key}: {value!r} is not a {kind.__name__}") from None
+        if must_exist and not Path(value).exists():
+            raise InputError(f"{option} {key}: {value} does not exist")
+    return out
+
+
 def emit(data: dict | list, *, as_json: bool, human: str | None = None) -> None:
     """Data on stdout: JSON for scripts, or a human summary."""
     if as_json:

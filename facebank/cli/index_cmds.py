@@ -7,26 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from facebank.cli.common import cli_errors, emit
+from facebank.cli.common import cli_errors, emit, parse_pairs
 
 index_app = typer.Typer(help="Build, check and switch FAISS index builds.", no_args_is_help=True)
 OutOpt = Annotated[Path, typer.Option("--out", help="The folder of index builds.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-
-
-def _parse_thresholds(items: list[str]) -> dict[str, float]:
-    from facebank.errors import InputError
-
-    out = {}
-    for item in items:
-        space, sep, value = item.partition("=")
-        try:
-            out[space.strip()] = float(value)
-        except ValueError:
-            raise InputError(f"--threshold takes SPACE=COSINE, got {item!r}") from None
-        if not sep or not space.strip():
-            raise InputError(f"--threshold takes SPACE=COSINE, got {item!r}")
-    return out
 
 
 @index_app.command("build")
@@ -47,7 +32,7 @@ def build_cmd(
 
     with cli_errors():
         path = build_index(bank, spaces=[s.strip() for s in spaces.split(",")] if spaces else None, out=out, kind=kind,
-                           thresholds=_parse_thresholds(threshold),
+                           thresholds=parse_pairs(threshold, "--threshold", shape="SPACE=COSINE", kind=float),
                            threshold_from=str(threshold_from) if threshold_from else None, far=far,
                            make_current=not no_use)
         m = read_manifest(path)

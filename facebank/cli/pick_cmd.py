@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from facebank.cli.common import cli_errors, emit
+from facebank.cli.common import cli_errors, emit, parse_pairs
 
 
 def pick(
@@ -39,7 +39,7 @@ def pick(
         if image is not None:
             from facebank.photo import pick_for_image
 
-            models = dict(m.split("=", 1) for m in model if "=" in m)
+            models = parse_pairs(model, "--model", shape="SPACE=PATH", must_exist=True)
             for face, t in pick_for_image(session, image, models=models, mode=mode, rng=rng, fallback=fallback):
                 rows.append({"face": {"box": face.box, "age": round(face.age, 1), "gender": face.gender},
                              "target": t.to_dict()})
