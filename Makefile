@@ -10,7 +10,8 @@ SOURCE ?=
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# setup.py and the C source too: the editable install compiles facebank/index/_screen.c in place.
+$(VENV)/.installed: pyproject.toml setup.py facebank/index/_screen.c
 	test -d $(VENV) || python3 -m venv $(VENV)
 	# The CPU wheel of torch that lies on this machine; a bare `torch` pulls CUDA builds.
 	$(PY) -m pip install -q torch==2.13.0

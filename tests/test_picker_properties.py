@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from scipy.stats import chisquare
 
 from facebank.errors import InputError, InvalidEmbedding, NoEligibleTarget, UnknownSpace
+from facebank.index import screen
 from facebank.index.picker import Picker, rng_for_key, unit_queries
 
 DIMS = (3, 8, 17, 64)
@@ -460,7 +461,10 @@ def test_seeded_results_are_pinned():
     """Rows, tries and methods for fixed seeds, as the code before the fast path of `pick` gave
     them: float32 and float16 storage, groups None / one code / a union / a code holding every
     row, exclusions, several spaces, keys, furthest, pick_distinct, batches and the scan fallback.
-    A change here means the generator is consumed differently: seeded picks would change."""
+    A change here means the generator is consumed differently: seeded picks would change.
+    One deliberate change since: float32 batches in one space are now the same picks made one
+    after another (as `pick` makes them), so their three entries changed with the compiled loop;
+    every other entry, similarities included, is what it was."""
     import hashlib
     import json
 
@@ -481,4 +485,118 @@ def test_seeded_results_are_pinned():
         return [v for v in x if not isinstance(v, float)] if x[0] != "batch" else x[:6]
 
     digest = hashlib.sha256(json.dumps([decisions(x) for x in out]).encode()).hexdigest()
-    assert digest == "cfb9e0472aaeb6a933d133a1168012c641ad0ce8a15e07159809c691144f7e51"
+    assert digest == "f37394d8ba0eb66010aa989de50cbf121e4805dd88084bb46e253eb6ee7a5c84"
+
+
+# -- the compiled rejection loop (facebank.index._screen) against the numpy loop ------------------
+
+def test_compiled_loop_is_built():
+    assert screen.AVAILABLE, "facebank.index._screen is not built: reinstall with a C compiler (make install)"
+
+
+def _picks_and_state(picker, query, thresholds, groups, exclude, seed, n_picks=4):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_picks):
+        try:
+            r = picker.pick(query, thresholds=thresholds, groups=groups, rng=rng, exclude=exclude)
+            out.append((r.row, r.tries, r.method, r.similarities))
+        except NoEligibleTarget as e:
+            out.append(str(e))
+    return out, rng.bit_generator.random_raw(4).tolist()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(), st.sampled_from([None, 0, 3, 40]))
+def test_compiled_loop_equals_numpy_loop(case, max_draws):
+    """Same seed, same picks: rows, tries, methods, similarities and the generator state after
+    them, with groups, exclusions, thresholds on a row's similarity (the exact band) and draw
+    limits that send picks to the scan; batches equal the same picks made one by one."""
+    vectors, groups_arr, query, thresholds, groups, exclude, _, sims, seed = case
+    s = next(iter(vectors))
+    picker = Picker({s: vectors[s]}, groups_arr, max_draws=max_draws)
+    q, thr = {s: query[s].astype(np.float32)}, {s: thresholds[s]}
+    compiled = _picks_and_state(picker, q, thr, groups, exclude, seed)
+    with screen.numpy_loop():
+        assert _picks_and_state(picker, q, thr, groups, exclude, seed) == compiled
+    elig, _ = brute_eligible({s: sims[s]}, thr, groups_arr, groups, exclude)
+    for r in compiled[0]:
+        assert isinstance(r, str) or elig[r[0]]
+    # a batch of unit rows: pick i is `pick` of row i with the generator where pick i - 1 left it
+    qb = np.repeat(unit_queries(q[s], space=s, dim=vectors[s].shape[1]), 3, axis=0)
+    if not elig.any():
+        return
+    batch = picker.pick_batch({s: qb}, thresholds=thr, groups=groups, exclude=exclude,
+                              rng=np.random.default_rng(seed), as_arrays=True)
+    rng = np.random.default_rng(seed)
+    one = [picker.pick({s: row}, thresholds=thr, groups=groups, exclude=exclude, rng=rng) for row in qb]
+    assert batch.rows.tolist() == [r.row for r in one]
+    assert batch.tries.tolist() == [r.tries for r in one]
+    assert batch.methods.tolist() == [r.method for r in one]
+    np.testing.assert_allclose(batch.similarities[s], [r.similarities[s] for r in one], rtol=0, atol=1e-12)
+    with screen.numpy_loop():
+        again = picker.pick_batch({s: qb}, thresholds=thr, groups=groups, exclude=exclude,
+                                  rng=np.random.default_rng(seed), as_arrays=True)
+    assert again.rows.tolist() == batch.rows.tolist() and again.tries.tolist() == batch.tries.tolist()
+
+
+def test_compiled_loop_decides_the_band_exactly():
+    """Three eligible rows out of 2000, the threshold on the third one's similarity: the float32
+    screen cannot tell it from its neighbours, the exact decision keeps it; one ulp lower drops it."""
+    v, q, sims = _uniform_bank(n=2000, d=64, seed=11)
+    order = np.argsort(sims, kind="stable")
+    picker = Picker({"a": v}, np.zeros(len(v), np.int16), max_draws=10**6)
+    thr = float(sims[order[2]])
+    rng = np.random.default_rng(2)
+    got = {picker.pick({"a": q}, thresholds={"a": thr}, rng=rng).row for _ in range(300)}
+    assert got == set(order[:3].tolist())
+    lower = float(np.nextafter(thr, -2.0))
+    got = {picker.pick({"a": q}, thresholds={"a": lower}, rng=rng).row for _ in range(300)}
+    assert got == set(order[:2].tolist())
+    batch = picker.pick_batch({"a": np.tile(q, (300, 1))}, thresholds={"a": thr}, rng=rng, as_arrays=True)
+    assert set(batch.rows.tolist()) == set(order[:3].tolist()) and batch.similarities["a"].max() <= thr
+
+
+def test_compiled_loop_checks_its_arguments():
+    """Buffers too small for the sizes given, bad draw constants, a foreign capsule: errors, no reads."""
+    from facebank.index import _screen
+
+    data = np.zeros((10, 4), np.float32)
+    q = np.zeros((1, 4), np.float32)
+    words = np.array([16], np.int64)
+    none = np.empty(0, np.int64)
+    gen = np.random.default_rng(0)
+
+    def call(**kw):
+        a = dict(capsule=gen.bit_generator.capsule, data=data, n=10, d=4, members=None, m=10, q=q, b=1, lo=-1.0,
+                 hi=-1.0, bits=4, limit=8, words=words, excl=none, work=np.empty(6 + 2 + 16, np.int64), resume=False)
+        a.update(kw)
+        return _screen.screen(*a.values())
+
+    assert call() == 2  # no draw is eligible: the limit is reached
+    work = np.empty(6 + 2 + 16, np.int64)
+    assert call(hi=1.0, lo=1.0, work=work) == 0 and 0 <= work[6] < 10 and work[7] == 1
+    with pytest.raises(ValueError, match="data"):
+        call(n=11)
+    with pytest.raises(ValueError, match="queries"):
+        call(b=2)
+    with pytest.raises(ValueError, match="members"):
+        call(members=np.arange(5, dtype=np.int64))
+    with pytest.raises(ValueError, match="out of range"):
+        call(members=np.full(10, 99, np.int64), hi=1.0)
+    with pytest.raises(ValueError, match="larger than work"):
+        call(work=np.empty(6 + 2 + 8, np.int64))
+    with pytest.raises(ValueError, match="work"):
+        call(work=np.empty(7, np.int64))
+    with pytest.raises(ValueError, match="float32"):
+        call(data=np.zeros((10, 4)))  # float64 rows
+    with pytest.raises(ValueError, match="state"):  # a resumed block holding a draw beyond m
+        call(work=np.array([0, 0, 1, 0, 1, 0, 0, 0, 10**9] + [0] * 15, np.int64), resume=True)
+    with pytest.raises(ValueError, match="draw constants"):
+        call(bits=2)  # 2 bits cannot draw 10 rows
+    with pytest.raises(ValueError, match="state"):
+        call(work=np.array([0, 0, 0, 5, 3, 0] + [0] * 18, np.int64), resume=True)
+    with pytest.raises(ValueError):
+        call(capsule=object())
+    with pytest.raises(ValueError, match="contiguous"):
+        call(work=np.empty(48, np.int64)[::2])

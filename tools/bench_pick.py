@@ -1,6 +1,7 @@
 """Benchmark: facebank's Picker against what a user would write instead, side by side in one run.
 
-Baselines: (a) FAISS IndexFlatIP.range_search for the eligible set (query -q, radius -threshold:
+The picker runs its compiled rejection loop (facebank.index._screen); the same picks through its
+numpy loop are timed beside it. Baselines: (a) FAISS IndexFlatIP.range_search for the eligible set (query -q, radius -threshold:
 FAISS returns rows with -sim > -thr, i.e. sim < thr), then a random choice; (b) a numpy scan
 (V @ q <= thr, flatnonzero, choice). Banks of random unit vectors (512-d, float32); thresholds are
 each query's 10%, 50% and 90% similarity quantiles, so that share of the bank is eligible.
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from facebank.index import screen  # noqa: E402
 from facebank.index.picker import Picker  # noqa: E402
 
 D = 512
@@ -125,13 +127,21 @@ def bench_size(n: int, *, picks: int, base_reps: int, batch: int, faiss_mod) -> 
     out = {}
     gc.disable()  # as timeit does: a collection in a timed call is not the call's cost
     for lv in LEVELS:
-        res = {"picker": [], "faiss_range": [], "numpy_scan": []}
+        res = {"picker": [], "numpy_loop": [], "faiss_range": [], "numpy_scan": []}
         for i in range(picks):
             j = i % len(queries)
             q, t = {"arcface": queries[j]}, {"arcface": float(thr[lv][j])}
             a = time.perf_counter_ns()
             picker.pick(q, thresholds=t, rng=rng)
             res["picker"].append(time.perf_counter_ns() - a)
+        # The same picks without the compiled loop (what a build without a C compiler runs).
+        with screen.numpy_loop():
+            for i in range(picks // 4):
+                j = i % len(queries)
+                q, t = {"arcface": queries[j]}, {"arcface": float(thr[lv][j])}
+                a = time.perf_counter_ns()
+                picker.pick(q, thresholds=t, rng=rng)
+                res["numpy_loop"].append(time.perf_counter_ns() - a)
         for i in range(base_reps):
             j = i % len(queries)
             q, t = queries[j], float(thr[lv][j])
@@ -161,16 +171,18 @@ def bench_size(n: int, *, picks: int, base_reps: int, batch: int, faiss_mod) -> 
 
 def report(n: int, out: dict) -> None:
     print(f"\n## n = {n:,} x {D} float32, group = whole bank")
-    print(f"{'eligible':>8} | {'picker p50/p99 us':>18} | {'FAISS range p50/p99 us':>23} | "
+    print(f"{'eligible':>8} | {'picker p50/p99 us':>18} | {'numpy loop p50/p99':>18} | {'FAISS range p50/p99 us':>23} | "
           f"{'numpy scan p50/p99 us':>22} | {'x FAISS (p50)':>13} | {'x numpy (p50)':>13} | batch picks/s")
     for lv, r in out.items():
         p50, p99 = pct(r["picker"], 50), pct(r["picker"], 99)
+        n50, n99 = pct(r["numpy_loop"], 50), pct(r["numpy_loop"], 99)
         f50, f99 = pct(r["faiss_range"], 50), pct(r["faiss_range"], 99)
         s50, s99 = pct(r["numpy_scan"], 50), pct(r["numpy_scan"], 99)
         batch = (f"{r['batch_arrays']:,.0f} arrays / {r['batch_list']:,.0f} list" if "batch_arrays" in r else "-")
-        print(f"{lv:>8.0%} | {p50:>8.1f} / {p99:>7.1f} | {f50:>11.0f} / {f99:>9.0f} | {s50:>10.0f} / {s99:>9.0f} | "
+        print(f"{lv:>8.0%} | {p50:>8.1f} / {p99:>7.1f} | {n50:>8.1f} / {n99:>7.1f} | {f50:>11.0f} / {f99:>9.0f} | {s50:>10.0f} / {s99:>9.0f} | "
               f"{f50 / p50:>13.0f} | {s50 / p50:>13.0f} | {batch}")
-    print(f"(picker: {len(out[LEVELS[0]]['picker'])} picks per level; baselines: "
+    print(f"(picker: {len(out[LEVELS[0]]['picker'])} picks per level, compiled loop "
+          f"{'built' if screen.AVAILABLE else 'NOT BUILT'}; numpy loop: {len(out[LEVELS[0]]['numpy_loop'])}; baselines: "
           f"{len(out[LEVELS[0]]['faiss_range'])} queries per level)")
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facebank.errors import InputError, InvalidEmbedding
+from facebank.index import screen
 
 __all__ = ["BatchPick", "PickResult", "rng_for_key", "unit_queries"]
 
@@ -145,6 +146,7 @@ class _Space:
         self.src_nd = isinstance(self.src, np.ndarray)
         # `Picker.pick`'s fast path: float32 storage that is also the exact source
         self.fast = self.f32 and self.src is data and self.src_nd
+        self.screen = self.fast and screen.usable(data)  # rows the compiled loop can read in place
         g64 = d * 2.0**-53 / (1 - d * 2.0**-53)  # float64 sum of d exact products
         self.e64 = g64 * max_norm * (1 + 1e-6) * 1.01 + 1e-300
 

@@ -20,6 +20,10 @@ row's reported similarity never exceeds its threshold.
 Furthest mode returns the eligible row with the smallest score, where the score of a row is the
 maximum of its similarities over the query's spaces (and faces): the worst case one observer
 could see. Ties go to the lowest row number.
+
+Random picks in one float32 space run their draws in a compiled loop (facebank.index.screen,
+`_screen.c`) when it is built: the same draws, blocks and decisions as the numpy loop here, with
+one C call per pick instead of a handful of numpy calls per block.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import numpy as np
 from facebank.errors import InputError, NoEligibleTarget, UnknownSpace
 from facebank.index.exact import _SUB16, _U16, BatchPick, PickResult, _new, _Query, _Space, rng_for_key, unit_queries
 from facebank.index.groups import N_GROUPS, group_label
+from facebank.index import screen
 from facebank.index.picker_batch import batch_similarities, pick_random_batch
 
 __all__ = ["BatchPick", "PickResult", "Picker", "rng_for_key", "unit_queries"]
@@ -41,6 +46,7 @@ _SCAN_CHUNK = 16384  # rows per scan step: bounds the scan's temporary memory (~
 # second (60 draws in all) ~99.8% at 10% eligible; larger blocks after that, up to 512.
 _BLOCKS = (10, 50, 200, 512)
 _SHIFTS = [np.uint64(64 - b) for b in range(64)]  # random_raw word >> (64 - bits): uniform on [0, 2^bits)
+_NO_ROWS = np.empty(0, np.int64)
 
 
 class Picker:
@@ -88,12 +94,8 @@ class Picker:
         self._max_draws = max_draws
         # `_pick_fast`'s draw constants for the whole bank (as `_pick_one` computes them per pick):
         # (draw limit, shift, whether raw words need no rejection, raw words per block)
-        m = self.n
-        bits = max(1, (m - 1).bit_length())
-        scale = (1 << bits) / max(m, 1)
         self._draw_cache: dict[int, tuple] = {}
-        self._fast_draws = (self._draws_limit(m), _SHIFTS[bits], m == 1 << bits,
-                            tuple(math.ceil(b * scale) for b in _BLOCKS))
+        self._fast_draws = self._make_draw_constants(self.n)
 
     # -- construction helpers -------------------------------------------------------------
 
@@ -432,18 +434,23 @@ class Picker:
         return self._pick_one(qry, groups, mode, self._rng(rng, key), exclude)
 
     def _draw_constants(self, m: int) -> tuple:
-        """(draw limit, shift, whether 2^bits == m, raw words per block) for a group of m rows."""
+        """Draw constants of a group of m rows: (draw limit, shift, whether 2^bits == m, raw words
+        per block, bits, the words as int64 and the largest block, for the compiled loop)."""
         if m == self.n:
             return self._fast_draws
         consts = self._draw_cache.get(m)
         if consts is None:
-            bits = max(1, (m - 1).bit_length())
-            scale = (1 << bits) / m
-            consts = (self._draws_limit(m), _SHIFTS[bits], m == 1 << bits,
-                      tuple(math.ceil(b * scale) for b in _BLOCKS))
+            consts = self._make_draw_constants(m)
             if len(self._draw_cache) < 256:
                 self._draw_cache[m] = consts
         return consts
+
+    def _make_draw_constants(self, m: int) -> tuple:
+        bits = max(1, (m - 1).bit_length())
+        scale = (1 << bits) / max(m, 1)  # raw words per draw, on average
+        words = tuple(math.ceil(b * scale) for b in _BLOCKS)
+        return (self._draws_limit(m), _SHIFTS[bits], m == 1 << bits, words, bits, np.array(words, np.int64),
+                max(words))
 
     def _pick_fast(self, query, thresholds, groups, rng, key, exclude=()) -> PickResult | None:
         """`pick` for the common case, with the fewest numpy calls: one float32 query in one space
@@ -453,7 +460,8 @@ class Picker:
         The same computation as the generic path, step for step: the same float32 unit query
         (`unit_queries`), the same raw words of the generator (`_pick_one`'s draws, blocks and
         limit), the same error band and exact re-checks (`_Space.exact_one`), the same reported
-        similarity; only the per-call machinery (`_Query`, `_group`, `_result`) is skipped.
+        similarity; only the per-call machinery (`_Query`, `_group`, `_result`) is skipped, and
+        the draws run in the compiled loop (facebank.index.screen) when it is built.
         """
         (name, q), = query.items()
         sp = self._spaces.get(name)
@@ -478,11 +486,41 @@ class Picker:
         excluded = set(map(int, exclude)) if exclude else ()
         gen = rng if key is None and type(rng) is np.random.Generator else self._rng(rng, key)
         thr = float(thr)
-        limit, shift, full, words = self._draw_constants(m)
+        consts = self._draw_constants(m)
+        q64 = qf.astype(np.float64)
+        if sp.screen and screen.AVAILABLE and screen.usable_members(members):
+            row, n_tries = screen.screen_one(
+                gen, sp.data, members, m, qf[None, :], thr, sp.margin, consts,
+                np.array(sorted(excluded), np.int64) if excluded else _NO_ROWS,
+                lambda r: self._exact_fast(sp, r, q64, thr) <= thr)
+            ex = None
+        else:
+            row, ex, n_tries = self._draws_numpy(sp, qf, q64, thr, members, m, excluded, gen, consts)
+        if row < 0:
+            qry = _Query([(sp, qf[None, :], thr)])
+            return self._scan_pick(qry, members, desc, "random", gen, set(excluded), n_tries)
+        if ex is None:
+            ex = self._exact_fast(sp, row, q64, thr)
+        res = _new(PickResult)  # PickResult(row, ...) without the frozen __init__'s cost
+        res.__dict__.update(row=row, similarities={name: ex}, tries=n_tries, method="rejection")
+        return res
+
+    @staticmethod
+    def _exact_fast(sp: _Space, row: int, q64: np.ndarray, thr: float) -> float:
+        """`_Space.exact_one` for one face, in fewer numpy calls: exact where it decides."""
+        r64 = sp.src[row].astype(np.float64)
+        ex = float(np.dot(r64, q64))
+        if -sp.e64 <= ex - thr <= sp.e64:
+            ex = math.fsum((r64 * q64).tolist())
+        return ex
+
+    def _draws_numpy(self, sp: _Space, qf, q64, thr: float, members, m: int, excluded, gen, consts):
+        """The rejection loop of `_pick_one` for one float32 face in one space:
+        (row or -1, its exact similarity or None, draws made)."""
+        limit, shift, full, words = consts[:4]
         raw = gen.bit_generator.random_raw
-        data, src, e64 = sp.data, sp.src, sp.e64
+        data = sp.data
         lo, hi = thr - sp.margin, thr + sp.margin
-        q64 = None
         tries = nb = 0
         while tries < limit:  # exactly `_pick_one`'s rejection loop (see there)
             want = words[nb] if nb < len(words) else words[-1]
@@ -500,21 +538,50 @@ class Picker:
                 row = int(rows[i])
                 if excluded and row in excluded:
                     continue
-                if q64 is None:
-                    q64 = qf.astype(np.float64)
-                r64 = src[row].astype(np.float64)
-                ex = float(np.dot(r64, q64))  # as `_Space.exact_one` / `refine`, one face
-                if -e64 <= ex - thr <= e64:
-                    ex = math.fsum((r64 * q64).tolist())
-                if x > lo and ex > thr:  # within the error band: the exact value decides
-                    continue
-                res = _new(PickResult)  # PickResult(row, ...) without the frozen __init__'s cost
-                res.__dict__.update(row=row, similarities={name: ex}, tries=tries + i + 1, method="rejection")
-                return res
+                if x > lo:  # within the error band: the exact value decides
+                    ex = self._exact_fast(sp, row, q64, thr)
+                    if ex > thr:
+                        continue
+                    return row, ex, tries + i + 1
+                return row, None, tries + i + 1
             tries += draw.size
-        qry = _Query([(sp, qf[None, :], thr)])
-        members, desc = (None, "all") if groups is None else self._group(groups)
-        return self._scan_pick(qry, members, desc, "random", gen, set(excluded), tries)
+        return -1, None, tries
+
+    def _batch_fast(self, qry: _Query, members, desc: str, excluded_set: set[int], gen) -> BatchPick:
+        """Random picks for B faces in one float32 space, one after another from one generator:
+        pick i equals `pick` of query row i with the generator where pick i - 1 left it."""
+        sp, q, q64, thr, _ = qry.parts[0]
+        m = self.n if members is None else members.size
+        if m == self.n:
+            members = None
+        consts = self._draw_constants(m)
+        b_all = q.shape[0]
+
+        def on_limit(b: int, tries: int) -> int:
+            one = _Query([(sp, q[b:b + 1], thr)])
+            elig, _, size = self._scan(one, members, excluded, want_score=False)
+            if elig.size == 0:
+                raise self._no_target(one, desc, size, 0, prefix=f"query {b}: ")
+            return int(elig[gen.integers(elig.size)])
+
+        excluded = np.array(sorted(excluded_set), np.int64) if excluded_set else _NO_ROWS
+        if m == 0 and b_all:
+            on_limit(0, 0)  # an empty group: raises NoEligibleTarget
+        if sp.screen and screen.AVAILABLE and screen.usable_members(members):
+            rows, tries, scanned = screen.screen_picks(
+                gen, sp.data, members, m, q, thr, sp.margin, consts, excluded,
+                lambda b, row: self._exact_fast(sp, row, q64[b], thr) <= thr, on_limit)
+        else:
+            rows, tries = np.empty(b_all, np.int64), np.empty(b_all, np.int64)
+            scanned = np.zeros(b_all, bool)
+            for b in range(b_all):
+                row, _, tries[b] = self._draws_numpy(sp, q[b], q64[b], thr, members, m, excluded_set, gen, consts)
+                if row < 0:
+                    row, scanned[b] = on_limit(b, int(tries[b])), True
+                rows[b] = row
+        tries[scanned] += m
+        methods = np.where(scanned, "scan", "rejection")
+        return BatchPick(rows, batch_similarities(qry, rows), tries, methods)
 
     def pick_distinct(self, queries: Sequence[Mapping[str, np.ndarray]], *, thresholds: Mapping[str, float],
                       groups: Sequence[int] | int | None = None,
@@ -545,7 +612,12 @@ class Picker:
                    groups: Sequence[int] | int | None = None, mode: str = "random",
                    rng: np.random.Generator | None = None, keys: Sequence[bytes | str] | None = None,
                    exclude: Iterable[int] = (), as_arrays: bool = False) -> list[PickResult] | BatchPick:
-        """Pick one row for each of B queries (same semantics as `pick`, drawn in vectorised blocks).
+        """Pick one row for each of B queries, each with the semantics of `pick`.
+
+        Random picks in one float32 space are the picks `pick` would make for the (normalised)
+        query rows one after another from `rng`, run in the compiled loop. Several spaces or
+        float16 rows are verified in vectorised rounds (picker_batch): the same guarantee and
+        uniformity, another use of the generator.
 
         Args:
             queries: space -> (B, d) embeddings, the same B in every space.
@@ -571,9 +643,11 @@ class Picker:
         gen = self._rng(rng, None)
         members, desc = self._group(groups)
         excluded_set = {int(r) for r in exclude}
-        rows_out, tries, methods = pick_random_batch(self, qry, members, desc, excluded_set, gen)
-        sims = batch_similarities(qry, rows_out)
-        out = BatchPick(rows_out, sims, tries, methods)
+        if len(qry.parts) == 1 and qry.parts[0][0].fast:
+            out = self._batch_fast(qry, members, desc, excluded_set, gen)
+        else:  # several spaces, or float16 rows: vectorised rounds (picker_batch)
+            rows_out, tries, methods = pick_random_batch(self, qry, members, desc, excluded_set, gen)
+            out = BatchPick(rows_out, batch_similarities(qry, rows_out), tries, methods)
         return out if as_arrays else _as_list(out)
 
 

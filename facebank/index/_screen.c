@@ -1,0 +1,212 @@
+/* The rejection loop of facebank's random picks, in C: draws, float32 screening, exclusions.
+ *
+ * `screen` runs, for queries b = st[0] .. B-1 in turn, the loop that Picker._pick_draws runs in
+ * numpy, word for word: blocks of raw 64-bit words from the numpy bit generator (its `next_raw`,
+ * what `random_raw` returns), shifted to `bits` bits, kept when below m (so they stay uniform),
+ * mapped through the group's member rows, and screened by the float32 similarity. The first
+ * draw whose similarity is at most `lo` (threshold minus the error bound) and that is not
+ * excluded is the query's pick. A draw within the error band (lo, hi] is handed back to the
+ * caller, which decides it exactly (float64, fsum) and resumes; so is a query whose draws reach
+ * `limit` (the caller scans). Nothing here decides a row near the threshold.
+ *
+ * The float32 dot product sums in 16 interleaved partial sums (the compiler vectorises them);
+ * the picker's error bound holds for any summation order, so only speed differs from numpy's.
+ * The bit generator comes as numpy's "BitGenerator" capsule, used while the caller holds its
+ * lock; arrays come through the buffer protocol, their types and sizes checked here.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* numpy's public bit generator interface (numpy/random/bitgen.h) */
+typedef struct {
+    void *state;
+    uint64_t (*next_uint64)(void *st);
+    uint32_t (*next_uint32)(void *st);
+    double (*next_double)(void *st);
+    uint64_t (*next_raw)(void *st);
+} bitgen_t;
+
+enum { ST_QUERY, ST_TRIES, ST_BLOCKS, ST_POS, ST_LEN, ST_X, ST_SIZE };
+enum { DONE = 0, BAND = 1, LIMIT = 2 };
+
+static float dot_f32(const float *a, const float *b, Py_ssize_t d)
+{
+    float acc[16] = {0};
+    Py_ssize_t i = 0;
+    for (; i + 16 <= d; i += 16)
+        for (int k = 0; k < 16; k++)
+            acc[k] += a[i + k] * b[i + k];
+    float s = 0.0f;
+    for (; i < d; i++)
+        s += a[i] * b[i];
+    for (int k = 0; k < 16; k++)
+        s += acc[k];
+    return s;
+}
+
+static int is_excluded(const int64_t *excl, Py_ssize_t n, int64_t row)
+{
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        if (excl[mid] < row)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && excl[lo] == row;
+}
+
+/* A C-contiguous buffer of `count` items of `itemsize` bytes ('f': float32, else int64) at least. */
+static int get(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t count, int itemsize, const char *what)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    const char *f = view->format ? view->format : "B";
+    if (*f == '<' || *f == '=' || *f == '@')
+        f++;
+    int is_float = f[0] == 'f' && f[1] == 0;
+    int is_int = (f[0] == 'l' || f[0] == 'q') && f[1] == 0;
+    if (view->itemsize != itemsize || !(itemsize == 4 ? is_float : is_int)
+        || count > PY_SSIZE_T_MAX / itemsize || view->len < count * itemsize) {
+        PyErr_Format(PyExc_ValueError, "screen: %s must hold %zd %s", what, count,
+                     itemsize == 4 ? "float32" : "int64");
+        PyBuffer_Release(view);
+        view->obj = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* screen(capsule, data f32 (n, d), n, d, members i64 (m,) or None, m, queries f32 (B, d), B,
+ *        lo, hi, bits, limit, words i64 (W,), excluded i64 sorted, work i64, resume)
+ *        -> DONE, BAND or LIMIT.
+ * work holds, in order: the state (ST_SIZE), each query's row (B), each query's tries (B), and
+ * the current block's draws (at least the largest block, in words). The state is: query, draws
+ * before the current block, blocks started, next position in the block, block length, and (as
+ * the bits of a double) the band draw's float32 similarity; a call with resume == 0 starts at
+ * query 0. On BAND, state[ST_POS] - 1 is the draw's position in the block; on LIMIT,
+ * state[ST_TRIES] the draws made. */
+static PyObject *screen(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 16) {
+        PyErr_SetString(PyExc_TypeError, "screen takes 16 arguments");
+        return NULL;
+    }
+    bitgen_t *bg = (bitgen_t *)PyCapsule_GetPointer(args[0], "BitGenerator");
+    Py_ssize_t n = PyLong_AsSsize_t(args[2]), d = PyLong_AsSsize_t(args[3]);
+    Py_ssize_t m = PyLong_AsSsize_t(args[5]), B = PyLong_AsSsize_t(args[7]);
+    double lo = PyFloat_AsDouble(args[8]), hi = PyFloat_AsDouble(args[9]);
+    long bits = PyLong_AsLong(args[10]);
+    long long limit = PyLong_AsLongLong(args[11]);
+    int resume = PyObject_IsTrue(args[15]);
+    if (bg == NULL || PyErr_Occurred())
+        return NULL;
+    if (n < 1 || d < 1 || m < 1 || m > n || B < 0 || bits < 1 || bits > 63 || limit < 0
+        || (m - 1) >> bits != 0 || n > PY_SSIZE_T_MAX / 4 / d || B > PY_SSIZE_T_MAX / 4 / d) {
+        PyErr_SetString(PyExc_ValueError, "screen: bad sizes or draw constants");
+        return NULL;
+    }
+    Py_buffer vd = {0}, vm = {0}, vq = {0}, vw = {0}, ve = {0}, vk = {0};
+    PyObject *result = NULL;
+    int has_members = args[4] != Py_None;
+    if (get(args[1], &vd, 0, n * d, 4, "data") < 0
+        || (has_members && get(args[4], &vm, 0, m, 8, "members") < 0)
+        || get(args[6], &vq, 0, B * d, 4, "queries") < 0
+        || get(args[12], &vw, 0, 1, 8, "words") < 0
+        || get(args[13], &ve, 0, 0, 8, "excluded") < 0
+        || get(args[14], &vk, 1, ST_SIZE + 2 * B, 8, "work") < 0)
+        goto out;
+
+    const float *data = vd.buf, *queries = vq.buf;
+    const int64_t *members = has_members ? vm.buf : NULL, *words = vw.buf, *excl = ve.buf;
+    int64_t *st = vk.buf, *rows = st + ST_SIZE, *tries_out = rows + B, *buf = tries_out + B;
+    Py_ssize_t nwords = vw.len / 8, nexcl = ve.len / 8, cap = vk.len / 8 - ST_SIZE - 2 * B;
+    if (!resume)
+        memset(st, 0, ST_SIZE * sizeof *st);
+    const int shift = 64 - (int)bits;
+    for (Py_ssize_t j = 0; j < nwords; j++) {
+        if (words[j] < 1 || words[j] > cap) {
+            PyErr_SetString(PyExc_ValueError, "screen: a block is larger than work holds");
+            goto out;
+        }
+    }
+    int64_t b = st[ST_QUERY], tries = st[ST_TRIES], nb = st[ST_BLOCKS], pos = st[ST_POS], len = st[ST_LEN];
+    if (b < 0 || pos < 0 || len < 0 || pos > len || len > cap || tries < 0 || nb < 0) {
+        PyErr_SetString(PyExc_ValueError, "screen: bad state");
+        goto out;
+    }
+    int code = DONE;
+    while (b < B) {
+        const float *q = queries + b * d;
+        int64_t found = -1;
+        for (;;) {
+            while (pos < len) {
+                int64_t i = pos++;
+                if (buf[i] < 0 || buf[i] >= m) { /* only a corrupted resume state gets here */
+                    PyErr_SetString(PyExc_ValueError, "screen: bad state");
+                    goto out;
+                }
+                int64_t row = members ? members[buf[i]] : buf[i];
+                if (row < 0 || row >= n) {
+                    PyErr_SetString(PyExc_ValueError, "screen: a member row is out of range");
+                    goto out;
+                }
+                double s = (double)dot_f32(data + row * d, q, d);
+                if (s > hi || (nexcl && is_excluded(excl, nexcl, row)))
+                    continue;
+                if (s > lo) { /* within the error band: the caller decides exactly */
+                    memcpy(&st[ST_X], &s, sizeof s);
+                    code = BAND;
+                    goto save;
+                }
+                found = row;
+                tries += i + 1;
+                break;
+            }
+            if (found >= 0)
+                break;
+            tries += len; /* a block that failed: its draws count as tries */
+            len = pos = 0;
+            if (tries >= limit) {
+                code = LIMIT;
+                goto save;
+            }
+            int64_t want = words[nb < nwords ? nb : nwords - 1];
+            nb++;
+            if (want > limit - tries)
+                want = limit - tries;
+            for (int64_t j = 0; j < want; j++) {
+                uint64_t w = bg->next_raw(bg->state) >> shift;
+                if (w < (uint64_t)m) /* always, when m == 2^bits */
+                    buf[len++] = (int64_t)w;
+            }
+        }
+        rows[b] = found;
+        tries_out[b] = tries;
+        b++;
+        tries = nb = pos = len = 0;
+    }
+save:
+    st[ST_QUERY] = b; st[ST_TRIES] = tries; st[ST_BLOCKS] = nb; st[ST_POS] = pos; st[ST_LEN] = len;
+    result = PyLong_FromLong(code);
+out:
+    if (vd.obj) PyBuffer_Release(&vd);
+    if (vm.obj) PyBuffer_Release(&vm);
+    if (vq.obj) PyBuffer_Release(&vq);
+    if (vw.obj) PyBuffer_Release(&vw);
+    if (ve.obj) PyBuffer_Release(&ve);
+    if (vk.obj) PyBuffer_Release(&vk);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"screen", (PyCFunction)(void (*)(void))screen, METH_FASTCALL, "See the module comment."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_screen", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__screen(void) { return PyModule_Create(&module); }
