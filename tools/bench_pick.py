@@ -128,6 +128,9 @@ def bench_size(n: int, *, picks: int, base_reps: int, batch: int, faiss_mod) -> 
     gc.disable()  # as timeit does: a collection in a timed call is not the call's cost
     for lv in LEVELS:
         res = {"picker": [], "numpy_loop": [], "faiss_range": [], "numpy_scan": []}
+        for i in range(1000):  # warm-up, untimed: caches, branch predictors, BLAS threads gone idle
+            j = i % len(queries)
+            picker.pick({"arcface": queries[j]}, thresholds={"arcface": float(thr[lv][j])}, rng=rng)
         for i in range(picks):
             j = i % len(queries)
             q, t = {"arcface": queries[j]}, {"arcface": float(thr[lv][j])}
