@@ -212,7 +212,7 @@ class FaceBank:
         """One target per query (independent picks; targets may repeat across queries).
 
         `embeddings` is (B, d) for one space, or a dict space -> (B, d). Without ages/genders,
-        keys or fallbacks the whole batch is drawn in vectorised blocks.
+        keys or fallbacks the whole batch goes to `Picker.pick_batch` at once.
         """
         self._recheck()
         query = _as_query(embeddings, space, self.spaces)
