@@ -125,6 +125,8 @@ def test_pick_for_real_photo(session, real_faces):
     assert sim == pytest.approx(t.similarities["dlib"], abs=1e-6) and sim <= t.thresholds["dlib"]
     assert t.gender == face.gender
     assert t.crop().shape == (112, 112, 3) and t.face().id == t.id
+    # the build's memory-mapped rows go to the compiled rejection loop as they are, no copy
+    assert session.picker._spaces["dlib"].screen
 
 
 def test_furthest_is_the_true_minimum(session, real_faces):
