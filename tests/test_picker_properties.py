@@ -462,9 +462,9 @@ def test_seeded_results_are_pinned():
     them: float32 and float16 storage, groups None / one code / a union / a code holding every
     row, exclusions, several spaces, keys, furthest, pick_distinct, batches and the scan fallback.
     A change here means the generator is consumed differently: seeded picks would change.
-    One deliberate change since: float32 batches in one space are now the same picks made one
-    after another (as `pick` makes them), so their three entries changed with the compiled loop;
-    every other entry, similarities included, is what it was."""
+    One deliberate change since: batches in one space (float32 and float16 rows) are now the same
+    picks made one after another (as `pick` makes them), so their six entries changed with the
+    compiled loop; every other entry, similarities included, is what it was."""
     import hashlib
     import json
 
@@ -485,7 +485,7 @@ def test_seeded_results_are_pinned():
         return [v for v in x if not isinstance(v, float)] if x[0] != "batch" else x[:6]
 
     digest = hashlib.sha256(json.dumps([decisions(x) for x in out]).encode()).hexdigest()
-    assert digest == "f37394d8ba0eb66010aa989de50cbf121e4805dd88084bb46e253eb6ee7a5c84"
+    assert digest == "fdb64fe22fe9aef3820c6c6055898c62b74bef44dd4519d02d5c591012bf2f9a"
 
 
 # -- the compiled rejection loop (facebank.index._screen) against the numpy loop ------------------
@@ -506,15 +506,18 @@ def _picks_and_state(picker, query, thresholds, groups, exclude, seed, n_picks=4
     return out, rng.bit_generator.random_raw(4).tolist()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cases(), st.sampled_from([None, 0, 3, 40]))
-def test_compiled_loop_equals_numpy_loop(case, max_draws):
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(), st.sampled_from([None, 0, 3, 40]), st.sampled_from(["float32", "float16", "float16 alone"]))
+def test_compiled_loop_equals_numpy_loop(case, max_draws, storage):
     """Same seed, same picks: rows, tries, methods, similarities and the generator state after
-    them, with groups, exclusions, thresholds on a row's similarity (the exact band) and draw
-    limits that send picks to the scan; batches equal the same picks made one by one."""
+    them, with groups, exclusions, thresholds on a row's similarity (the exact band), draw limits
+    that send picks to the scan, float32 rows, float16 rows with their float32 source and float16
+    rows alone; batches equal the same picks made one by one."""
     vectors, groups_arr, query, thresholds, groups, exclude, _, sims, seed = case
     s = next(iter(vectors))
-    picker = Picker({s: vectors[s]}, groups_arr, max_draws=max_draws)
+    rows = vectors[s].astype(np.float16) if storage == "float16 alone" else vectors[s]
+    picker = Picker({s: rows}, groups_arr, max_draws=max_draws, dtype=storage.split()[0])
+    assert picker._spaces[s].screen
     q, thr = {s: query[s].astype(np.float32)}, {s: thresholds[s]}
     compiled = _picks_and_state(picker, q, thr, groups, exclude, seed)
     with screen.numpy_loop():
@@ -522,6 +525,8 @@ def test_compiled_loop_equals_numpy_loop(case, max_draws):
     elig, _ = brute_eligible({s: sims[s]}, thr, groups_arr, groups, exclude)
     for r in compiled[0]:
         assert isinstance(r, str) or elig[r[0]]
+    if storage == "float16 alone":  # no exact source: eligibility is decided on the float16 rows
+        return
     # a batch of unit rows: pick i is `pick` of row i with the generator where pick i - 1 left it
     qb = np.repeat(unit_queries(q[s], space=s, dim=vectors[s].shape[1]), 3, axis=0)
     if not elig.any():
@@ -600,3 +605,32 @@ def test_compiled_loop_checks_its_arguments():
         call(capsule=object())
     with pytest.raises(ValueError, match="contiguous"):
         call(work=np.empty(48, np.int64)[::2])
+
+
+def test_compiled_loop_reads_every_float16_value_exactly():
+    """Each finite float16 value (zeros, subnormals, the largest normals) as a 1-d row, screened
+    with an error band that holds everything: every draw comes back with its similarity, which
+    must be the value itself, as numpy converts it."""
+    from facebank.index import _screen
+
+    h = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    h = h[np.isfinite(h)]
+    h = np.concatenate([h[np.abs(h) < 2.0**-13], h[np.abs(h) > 2.0**15]])  # subnormals, small and large
+    data = np.ascontiguousarray(h[:, None])
+    n = len(data)
+    bits = (n - 1).bit_length()
+    q = np.ones((1, 1), np.float32)
+    work = np.empty(6 + 2 + 64, np.int64)
+    gen = np.random.default_rng(0)
+    seen = {}
+    resume = False
+    for _ in range(40 * n):
+        code = _screen.screen(gen.bit_generator.capsule, data, n, 1, None, n, q, 1, -1e30, 1e30, bits, 1 << 40,
+                              np.array([64], np.int64), np.empty(0, np.int64), work, resume)
+        assert code == 1  # BAND: every draw lies inside (lo, hi]
+        row = int(work[6 + 2 + work[3] - 1])
+        seen[row] = float(work[5:6].view(np.float64)[0])
+        resume = True
+    assert len(seen) == n
+    rows = np.array(sorted(seen))
+    assert np.array_equal(np.array([seen[r] for r in rows]), data[rows, 0].astype(np.float32).astype(np.float64))

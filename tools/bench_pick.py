@@ -1,7 +1,8 @@
 """Benchmark: facebank's Picker against what a user would write instead, side by side in one run.
 
 The picker runs its compiled rejection loop (facebank.index._screen); the same picks through its
-numpy loop are timed beside it. Baselines: (a) FAISS IndexFlatIP.range_search for the eligible set (query -q, radius -threshold:
+numpy loop, and through the fp16 option (float16 rows, float32 rows kept for exact re-checks),
+are timed beside it. Baselines: (a) FAISS IndexFlatIP.range_search for the eligible set (query -q, radius -threshold:
 FAISS returns rows with -sim > -thr, i.e. sim < thr), then a random choice; (b) a numpy scan
 (V @ q <= thr, flatnonzero, choice). Banks of random unit vectors (512-d, float32); thresholds are
 each query's 10%, 50% and 90% similarity quantiles, so that share of the bank is eligible.
@@ -121,30 +122,29 @@ def bench_size(n: int, *, picks: int, base_reps: int, batch: int, faiss_mod) -> 
     thr = {lv: np.quantile(sims, lv, axis=1) for lv in LEVELS}
     del sims
     picker = Picker({"arcface": v}, np.zeros(n, np.int16))
+    # the fp16 option: half-size rows for the screen, the float32 rows for the rare exact re-checks
+    picker16 = Picker({"arcface": v}, np.zeros(n, np.int16), dtype="float16")
     index = faiss_mod.IndexFlatIP(D)
     index.add(v)
     print(f"# n={n}: bank, picker and FAISS index built in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     out = {}
     gc.disable()  # as timeit does: a collection in a timed call is not the call's cost
     for lv in LEVELS:
-        res = {"picker": [], "numpy_loop": [], "faiss_range": [], "numpy_scan": []}
-        for i in range(1000):  # warm-up, untimed: caches, branch predictors, BLAS threads gone idle
-            j = i % len(queries)
-            picker.pick({"arcface": queries[j]}, thresholds={"arcface": float(thr[lv][j])}, rng=rng)
-        for i in range(picks):
-            j = i % len(queries)
-            q, t = {"arcface": queries[j]}, {"arcface": float(thr[lv][j])}
-            a = time.perf_counter_ns()
-            picker.pick(q, thresholds=t, rng=rng)
-            res["picker"].append(time.perf_counter_ns() - a)
-        # The same picks without the compiled loop (what a build without a C compiler runs).
-        with screen.numpy_loop():
-            for i in range(picks // 4):
+        def time_picks(pk: Picker, count: int) -> list[int]:
+            ts = []
+            for i in range(count):
                 j = i % len(queries)
                 q, t = {"arcface": queries[j]}, {"arcface": float(thr[lv][j])}
                 a = time.perf_counter_ns()
-                picker.pick(q, thresholds=t, rng=rng)
-                res["numpy_loop"].append(time.perf_counter_ns() - a)
+                pk.pick(q, thresholds=t, rng=rng)
+                ts.append(time.perf_counter_ns() - a)
+            return ts
+
+        time_picks(picker, 1000)  # warm-up, untimed: caches, branch predictors, BLAS threads gone idle
+        res = {"picker": time_picks(picker, picks), "faiss_range": [], "numpy_scan": []}
+        with screen.numpy_loop():  # the same picks without the compiled loop (no C compiler at install)
+            res["numpy_loop"] = time_picks(picker, picks // 4)
+        res["fp16"] = time_picks(picker16, picks // 4)
         for i in range(base_reps):
             j = i % len(queries)
             q, t = queries[j], float(thr[lv][j])
@@ -168,24 +168,27 @@ def bench_size(n: int, *, picks: int, base_reps: int, batch: int, faiss_mod) -> 
                 res["batch_arrays" if as_arrays else "batch_list"] = batch / (time.perf_counter() - a)
         out[lv] = res
     gc.enable()
-    del index
+    del index, picker16
     return out
 
 
 def report(n: int, out: dict) -> None:
     print(f"\n## n = {n:,} x {D} float32, group = whole bank")
-    print(f"{'eligible':>8} | {'picker p50/p99 us':>18} | {'numpy loop p50/p99':>18} | {'FAISS range p50/p99 us':>23} | "
+    print(f"{'eligible':>8} | {'picker p50/p99 us':>18} | {'numpy loop p50/p99':>18} | {'fp16 p50/p99':>16} | "
+          f"{'FAISS range p50/p99 us':>23} | "
           f"{'numpy scan p50/p99 us':>22} | {'x FAISS (p50)':>13} | {'x numpy (p50)':>13} | batch picks/s")
     for lv, r in out.items():
         p50, p99 = pct(r["picker"], 50), pct(r["picker"], 99)
         n50, n99 = pct(r["numpy_loop"], 50), pct(r["numpy_loop"], 99)
+        h50, h99 = pct(r["fp16"], 50), pct(r["fp16"], 99)
         f50, f99 = pct(r["faiss_range"], 50), pct(r["faiss_range"], 99)
         s50, s99 = pct(r["numpy_scan"], 50), pct(r["numpy_scan"], 99)
         batch = (f"{r['batch_arrays']:,.0f} arrays / {r['batch_list']:,.0f} list" if "batch_arrays" in r else "-")
-        print(f"{lv:>8.0%} | {p50:>8.1f} / {p99:>7.1f} | {n50:>8.1f} / {n99:>7.1f} | {f50:>11.0f} / {f99:>9.0f} | {s50:>10.0f} / {s99:>9.0f} | "
+        print(f"{lv:>8.0%} | {p50:>8.1f} / {p99:>7.1f} | {n50:>8.1f} / {n99:>7.1f} | {h50:>7.1f} / {h99:>6.1f} | {f50:>11.0f} / {f99:>9.0f} | {s50:>10.0f} / {s99:>9.0f} | "
               f"{f50 / p50:>13.0f} | {s50 / p50:>13.0f} | {batch}")
     print(f"(picker: {len(out[LEVELS[0]]['picker'])} picks per level, compiled loop "
-          f"{'built' if screen.AVAILABLE else 'NOT BUILT'}; numpy loop: {len(out[LEVELS[0]]['numpy_loop'])}; baselines: "
+          f"{'built' if screen.AVAILABLE else 'NOT BUILT'}; numpy loop and fp16: {len(out[LEVELS[0]]['numpy_loop'])}; "
+          f"baselines: "
           f"{len(out[LEVELS[0]]['faiss_range'])} queries per level)")
 
 

@@ -9,8 +9,9 @@
  * caller, which decides it exactly (float64, fsum) and resumes; so is a query whose draws reach
  * `limit` (the caller scans). Nothing here decides a row near the threshold.
  *
- * The float32 dot product sums in 16 interleaved partial sums (the compiler vectorises them);
- * the picker's error bound holds for any summation order, so only speed differs from numpy's.
+ * Rows are float32 or float16 (converted exactly to float32). The float32 dot product sums in 16
+ * interleaved partial sums (the compiler vectorises them); the picker's error bound holds for any
+ * summation order, so only speed differs from numpy's.
  * The bit generator comes as numpy's "BitGenerator" capsule, used while the caller holds its
  * lock; arrays come through the buffer protocol, their types and sizes checked here.
  */
@@ -46,6 +47,37 @@ static float dot_f32(const float *a, const float *b, Py_ssize_t d)
     return s;
 }
 
+/* float16 -> float32, exact, without branches (the compiler vectorises it): the half's exponent
+ * and mantissa bits shifted into a float's place give its value times 2^-112 (subnormal halves
+ * included), and the sign bit moves over. Infinities and NaNs never reach here: the picker
+ * refuses rows that hold them. */
+static inline float half_to_float(uint16_t h)
+{
+    uint32_t bits = (uint32_t)(h & 0x7fffu) << 13;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    f *= 0x1p112f;
+    memcpy(&bits, &f, sizeof f);
+    bits |= (uint32_t)(h & 0x8000u) << 16;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static float dot_f16(const uint16_t *a, const float *b, Py_ssize_t d)
+{
+    float acc[16] = {0};
+    Py_ssize_t i = 0;
+    for (; i + 16 <= d; i += 16)
+        for (int k = 0; k < 16; k++)
+            acc[k] += half_to_float(a[i + k]) * b[i + k];
+    float s = 0.0f;
+    for (; i < d; i++)
+        s += half_to_float(a[i]) * b[i];
+    for (int k = 0; k < 16; k++)
+        s += acc[k];
+    return s;
+}
+
 static int is_excluded(const int64_t *excl, Py_ssize_t n, int64_t row)
 {
     Py_ssize_t lo = 0, hi = n;
@@ -59,28 +91,36 @@ static int is_excluded(const int64_t *excl, Py_ssize_t n, int64_t row)
     return lo < n && excl[lo] == row;
 }
 
-/* A C-contiguous buffer of `count` items of `itemsize` bytes ('f': float32, else int64) at least. */
-static int get(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t count, int itemsize, const char *what)
+/* A C-contiguous buffer of at least `count` items of one of the kinds in `kinds` ('f' float32,
+ * 'e' float16, 'q' int64); returns the kind found, or 0 with an error set. */
+static int get(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t count, const char *kinds, const char *what)
 {
     if (PyObject_GetBuffer(obj, view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0)
-        return -1;
+        return 0;
     const char *f = view->format ? view->format : "B";
     if (*f == '<' || *f == '=' || *f == '@')
         f++;
-    int is_float = f[0] == 'f' && f[1] == 0;
-    int is_int = (f[0] == 'l' || f[0] == 'q') && f[1] == 0;
-    if (view->itemsize != itemsize || !(itemsize == 4 ? is_float : is_int)
-        || count > PY_SSIZE_T_MAX / itemsize || view->len < count * itemsize) {
+    int kind = 0;
+    if (f[0] != 0 && f[1] == 0) {
+        if (f[0] == 'f' && view->itemsize == 4)
+            kind = 'f';
+        else if (f[0] == 'e' && view->itemsize == 2)
+            kind = 'e';
+        else if ((f[0] == 'l' || f[0] == 'q') && view->itemsize == 8)
+            kind = 'q';
+    }
+    if (kind == 0 || strchr(kinds, kind) == NULL || count > PY_SSIZE_T_MAX / view->itemsize
+        || view->len < count * view->itemsize) {
         PyErr_Format(PyExc_ValueError, "screen: %s must hold %zd %s", what, count,
-                     itemsize == 4 ? "float32" : "int64");
+                     kinds[0] == 'q' ? "int64" : (kinds[1] ? "float32 or float16" : "float32"));
         PyBuffer_Release(view);
         view->obj = NULL;
-        return -1;
+        return 0;
     }
-    return 0;
+    return kind;
 }
 
-/* screen(capsule, data f32 (n, d), n, d, members i64 (m,) or None, m, queries f32 (B, d), B,
+/* screen(capsule, data f32 or f16 (n, d), n, d, members i64 (m,) or None, m, queries f32 (B, d), B,
  *        lo, hi, bits, limit, words i64 (W,), excluded i64 sorted, work i64, resume)
  *        -> DONE, BAND or LIMIT.
  * work holds, in order: the state (ST_SIZE), each query's row (B), each query's tries (B), and
@@ -105,22 +145,23 @@ static PyObject *screen(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (bg == NULL || PyErr_Occurred())
         return NULL;
     if (n < 1 || d < 1 || m < 1 || m > n || B < 0 || bits < 1 || bits > 63 || limit < 0
-        || (m - 1) >> bits != 0 || n > PY_SSIZE_T_MAX / 4 / d || B > PY_SSIZE_T_MAX / 4 / d) {
+        || (m - 1) >> bits != 0 || n > PY_SSIZE_T_MAX / 8 / d || B > PY_SSIZE_T_MAX / 8 / d) {
         PyErr_SetString(PyExc_ValueError, "screen: bad sizes or draw constants");
         return NULL;
     }
     Py_buffer vd = {0}, vm = {0}, vq = {0}, vw = {0}, ve = {0}, vk = {0};
     PyObject *result = NULL;
     int has_members = args[4] != Py_None;
-    if (get(args[1], &vd, 0, n * d, 4, "data") < 0
-        || (has_members && get(args[4], &vm, 0, m, 8, "members") < 0)
-        || get(args[6], &vq, 0, B * d, 4, "queries") < 0
-        || get(args[12], &vw, 0, 1, 8, "words") < 0
-        || get(args[13], &ve, 0, 0, 8, "excluded") < 0
-        || get(args[14], &vk, 1, ST_SIZE + 2 * B, 8, "work") < 0)
+    int kind = get(args[1], &vd, 0, n * d, "fe", "data");
+    if (!kind || (has_members && !get(args[4], &vm, 0, m, "q", "members"))
+        || !get(args[6], &vq, 0, B * d, "f", "queries")
+        || !get(args[12], &vw, 0, 1, "q", "words")
+        || !get(args[13], &ve, 0, 0, "q", "excluded")
+        || !get(args[14], &vk, 1, ST_SIZE + 2 * B, "q", "work"))
         goto out;
 
-    const float *data = vd.buf, *queries = vq.buf;
+    const float *data = kind == 'f' ? vd.buf : NULL, *queries = vq.buf;
+    const uint16_t *half = kind == 'e' ? vd.buf : NULL;
     const int64_t *members = has_members ? vm.buf : NULL, *words = vw.buf, *excl = ve.buf;
     int64_t *st = vk.buf, *rows = st + ST_SIZE, *tries_out = rows + B, *buf = tries_out + B;
     Py_ssize_t nwords = vw.len / 8, nexcl = ve.len / 8, cap = vk.len / 8 - ST_SIZE - 2 * B;
@@ -154,7 +195,7 @@ static PyObject *screen(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                     PyErr_SetString(PyExc_ValueError, "screen: a member row is out of range");
                     goto out;
                 }
-                double s = (double)dot_f32(data + row * d, q, d);
+                double s = (double)(data ? dot_f32(data + row * d, q, d) : dot_f16(half + row * d, q, d));
                 if (s > hi || (nexcl && is_excluded(excl, nexcl, row)))
                     continue;
                 if (s > lo) { /* within the error band: the caller decides exactly */

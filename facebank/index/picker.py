@@ -21,7 +21,7 @@ Furthest mode returns the eligible row with the smallest score, where the score 
 maximum of its similarities over the query's spaces (and faces): the worst case one observer
 could see. Ties go to the lowest row number.
 
-Random picks in one float32 space run their draws in a compiled loop (facebank.index.screen,
+Random picks in one space run their draws in a compiled loop (facebank.index.screen,
 `_screen.c`) when it is built: the same draws, blocks and decisions as the numpy loop here, with
 one C call per pick instead of a handful of numpy calls per block.
 """
@@ -454,7 +454,7 @@ class Picker:
 
     def _pick_fast(self, query, thresholds, groups, rng, key, exclude=()) -> PickResult | None:
         """`pick` for the common case, with the fewest numpy calls: one float32 query in one space
-        with float32 storage, random mode, any groups and exclusions. None when the case is not
+        (float32 or float16 rows), random mode, any groups and exclusions. None when the case is not
         that one, or the group is empty (the generic path then validates, raises or picks).
 
         The same computation as the generic path, step for step: the same float32 unit query
@@ -492,7 +492,7 @@ class Picker:
             row, n_tries = screen.screen_one(
                 gen, sp.data, members, m, qf[None, :], thr, sp.margin, consts,
                 np.array(sorted(excluded), np.int64) if excluded else _NO_ROWS,
-                lambda r: self._exact_fast(sp, r, q64, thr) <= thr)
+                lambda r: self._eligible_in_band(sp, r, q64, thr))
             ex = None
         else:
             row, ex, n_tries = self._draws_numpy(sp, qf, q64, thr, members, m, excluded, gen, consts)
@@ -501,18 +501,28 @@ class Picker:
             return self._scan_pick(qry, members, desc, "random", gen, set(excluded), n_tries)
         if ex is None:
             ex = self._exact_fast(sp, row, q64, thr)
+            if ex is None:  # float16 rows alone: their float32 approximation, as `_result` gives it
+                ex = float((qf[None, :] @ np.asarray(sp.data[row], dtype=np.float32)).max())
         res = _new(PickResult)  # PickResult(row, ...) without the frozen __init__'s cost
         res.__dict__.update(row=row, similarities={name: ex}, tries=n_tries, method="rejection")
         return res
 
     @staticmethod
-    def _exact_fast(sp: _Space, row: int, q64: np.ndarray, thr: float) -> float:
-        """`_Space.exact_one` for one face, in fewer numpy calls: exact where it decides."""
-        r64 = sp.src[row].astype(np.float64)
+    def _exact_fast(sp: _Space, row: int, q64: np.ndarray, thr: float) -> float | None:
+        """`_Space.exact_one` for one face, in fewer numpy calls: exact where it decides; None
+        without float32 rows (float16 storage alone)."""
+        if sp.src is None:
+            return None
+        r64 = np.asarray(sp.src[row], dtype=np.float64)
         ex = float(np.dot(r64, q64))
         if -sp.e64 <= ex - thr <= sp.e64:
             ex = math.fsum((r64 * q64).tolist())
         return ex
+
+    def _eligible_in_band(self, sp: _Space, row: int, q64: np.ndarray, thr: float) -> bool:
+        """The exact decision on a row within the error band (too similar without float32 rows)."""
+        ex = self._exact_fast(sp, row, q64, thr)
+        return ex is not None and ex <= thr
 
     def _draws_numpy(self, sp: _Space, qf, q64, thr: float, members, m: int, excluded, gen, consts):
         """The rejection loop of `_pick_one` for one float32 face in one space:
@@ -531,7 +541,8 @@ class Picker:
                 if not draw.size:
                     continue
             rows = draw if members is None else members.take(draw)
-            s = np.dot(data.take(rows, axis=0), qf).tolist()
+            blk = data.take(rows, axis=0)
+            s = np.dot(blk if sp.f32 else blk.astype(np.float32), qf).tolist()
             for i, x in enumerate(s):
                 if x > hi:
                     continue
@@ -540,7 +551,7 @@ class Picker:
                     continue
                 if x > lo:  # within the error band: the exact value decides
                     ex = self._exact_fast(sp, row, q64, thr)
-                    if ex > thr:
+                    if ex is None or ex > thr:
                         continue
                     return row, ex, tries + i + 1
                 return row, None, tries + i + 1
@@ -548,7 +559,7 @@ class Picker:
         return -1, None, tries
 
     def _batch_fast(self, qry: _Query, members, desc: str, excluded_set: set[int], gen) -> BatchPick:
-        """Random picks for B faces in one float32 space, one after another from one generator:
+        """Random picks for B faces in one space, one after another from one generator:
         pick i equals `pick` of query row i with the generator where pick i - 1 left it."""
         sp, q, q64, thr, _ = qry.parts[0]
         m = self.n if members is None else members.size
@@ -570,7 +581,7 @@ class Picker:
         if sp.screen and screen.AVAILABLE and screen.usable_members(members):
             rows, tries, scanned = screen.screen_picks(
                 gen, sp.data, members, m, q, thr, sp.margin, consts, excluded,
-                lambda b, row: self._exact_fast(sp, row, q64[b], thr) <= thr, on_limit)
+                lambda b, row: self._eligible_in_band(sp, row, q64[b], thr), on_limit)
         else:
             rows, tries = np.empty(b_all, np.int64), np.empty(b_all, np.int64)
             scanned = np.zeros(b_all, bool)
@@ -614,10 +625,10 @@ class Picker:
                    exclude: Iterable[int] = (), as_arrays: bool = False) -> list[PickResult] | BatchPick:
         """Pick one row for each of B queries, each with the semantics of `pick`.
 
-        Random picks in one float32 space are the picks `pick` would make for the (normalised)
-        query rows one after another from `rng`, run in the compiled loop. Several spaces or
-        float16 rows are verified in vectorised rounds (picker_batch): the same guarantee and
-        uniformity, another use of the generator.
+        Random picks in one space are the picks `pick` would make for the (normalised) query rows
+        one after another from `rng`, run in the compiled loop. Queries in several spaces are
+        verified in vectorised rounds (picker_batch): the same guarantee and uniformity, another
+        use of the generator.
 
         Args:
             queries: space -> (B, d) embeddings, the same B in every space.
@@ -645,7 +656,7 @@ class Picker:
         excluded_set = {int(r) for r in exclude}
         if len(qry.parts) == 1 and qry.parts[0][0].fast:
             out = self._batch_fast(qry, members, desc, excluded_set, gen)
-        else:  # several spaces, or float16 rows: vectorised rounds (picker_batch)
+        else:  # several spaces: vectorised rounds (picker_batch)
             rows_out, tries, methods = pick_random_batch(self, qry, members, desc, excluded_set, gen)
             out = BatchPick(rows_out, batch_similarities(qry, rows_out), tries, methods)
         return out if as_arrays else _as_list(out)

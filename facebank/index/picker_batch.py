@@ -1,7 +1,7 @@
 """Vectorised random picks for B queries sharing one group, thresholds and exclusions.
 
-Used for queries in several spaces and for float16 rows; random picks in one float32 space go
-through the compiled loop instead (`Picker._batch_fast`, facebank.index.screen).
+Used for queries in several spaces; random picks in one space go through the compiled loop
+instead (`Picker._batch_fast`, facebank.index.screen).
 
 Each query runs its own rejection sampling, as `Picker._pick_one` does: an independent stream of
 uniform members of the group (drawn with `Generator.integers`, exact), of which it takes the first

@@ -1,6 +1,6 @@
 """Random picks through the compiled rejection loop (`_screen.c`): the same draws, the same rows.
 
-`Picker` verifies random draws in blocks of numpy calls; for one float32 space the compiled loop
+`Picker` verifies random draws in blocks of numpy calls; for one space the compiled loop
 does the same work without a numpy call per block: it reads the generator's raw words in the same
 blocks, screens each draw with a float32 dot product and stops at the first draw below the error
 band. Draws inside the band, and queries whose draws run out, come back here and are decided
@@ -39,8 +39,9 @@ def numpy_loop() -> Iterator[None]:
 
 
 def usable(data: np.ndarray) -> bool:
-    """Whether the compiled loop can read these rows as they are (float32, C order, no copy)."""
-    return type(data) in (np.ndarray, np.memmap) and data.dtype == np.float32 and data.flags.c_contiguous
+    """Whether the compiled loop can read these rows as they are (float32 or float16, C order)."""
+    return type(data) in (np.ndarray, np.memmap) and data.dtype in (np.float32, np.float16) \
+        and data.flags.c_contiguous
 
 
 def usable_members(members: np.ndarray | None) -> bool:
@@ -80,7 +81,7 @@ def screen_picks(gen: np.random.Generator, data: np.ndarray, members: np.ndarray
     """One random pick for each row of `queries` (float32 (B, d) unit rows), in query order.
 
     Args:
-        data: (n, d) float32 rows (`usable`); members: the group's rows (int64, increasing) or
+        data: (n, d) float32 or float16 rows (`usable`); members: the group's rows (int64, increasing) or
             None for all rows.
         consts: the picker's draw constants for a group of m rows (`Picker._draw_constants`).
         excluded: int64 increasing rows never returned.
