@@ -144,10 +144,7 @@ class _Space:
         # float32 rows for exact similarities: the exact source, else float32 storage, else None
         self.src = exact if exact is not None else (data if self.f32 else None)
         self.src_nd = isinstance(self.src, np.ndarray)
-        # `Picker.pick`'s fast path: rows in an array (float32, or float16 with its float32
-        # source, if any, for exact re-checks)
-        self.fast = isinstance(data, np.ndarray)
-        self.screen = self.fast and screen.usable(data)  # rows the compiled loop can read in place
+        self.screen = screen.usable(data)  # rows the compiled loop can read in place
         g64 = d * 2.0**-53 / (1 - d * 2.0**-53)  # float64 sum of d exact products
         self.e64 = g64 * max_norm * (1 + 1e-6) * 1.01 + 1e-300
 

@@ -34,9 +34,9 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from facebank.errors import InputError, NoEligibleTarget, UnknownSpace
+from facebank.index import screen
 from facebank.index.exact import _SUB16, _U16, BatchPick, PickResult, _new, _Query, _Space, rng_for_key, unit_queries
 from facebank.index.groups import N_GROUPS, group_label
-from facebank.index import screen
 from facebank.index.picker_batch import batch_similarities, pick_random_batch
 
 __all__ = ["BatchPick", "PickResult", "Picker", "rng_for_key", "unit_queries"]
@@ -92,8 +92,7 @@ class Picker:
         self._union_cache: dict[tuple[int, ...], np.ndarray] = {}
         self._secret = secret
         self._max_draws = max_draws
-        # `_pick_fast`'s draw constants for the whole bank (as `_pick_one` computes them per pick):
-        # (draw limit, shift, whether raw words need no rejection, raw words per block)
+        # `_pick_fast`'s draw constants for the whole bank (see `_draw_constants`)
         self._draw_cache: dict[int, tuple] = {}
         self._fast_draws = self._make_draw_constants(self.n)
 
@@ -465,7 +464,7 @@ class Picker:
         """
         (name, q), = query.items()
         sp = self._spaces.get(name)
-        if sp is None or not sp.fast:
+        if sp is None:
             return None
         thr = thresholds.get(name)
         # a finite float threshold (np.float64 included); anything else takes the generic path
@@ -654,7 +653,7 @@ class Picker:
         gen = self._rng(rng, None)
         members, desc = self._group(groups)
         excluded_set = {int(r) for r in exclude}
-        if len(qry.parts) == 1 and qry.parts[0][0].fast:
+        if len(qry.parts) == 1:
             out = self._batch_fast(qry, members, desc, excluded_set, gen)
         else:  # several spaces: vectorised rounds (picker_batch)
             rows_out, tries, methods = pick_random_batch(self, qry, members, desc, excluded_set, gen)

@@ -7,8 +7,8 @@ band. Draws inside the band, and queries whose draws run out, come back here and
 exactly by the caller, as the numpy loop decides them. So a seeded pick returns the same row, the
 same tries and leaves the generator in the same state whichever loop ran; tests check this.
 
-The extension is built when facebank is installed (pyproject.toml); without a C compiler the
-install goes on without it and `Picker` runs the numpy loop (`AVAILABLE` tells which).
+The extension is built when facebank is installed (setup.py); without a C compiler the install
+goes on without it and `Picker` runs the numpy loop (`AVAILABLE` tells which).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def usable(data: np.ndarray) -> bool:
 
 
 def usable_members(members: np.ndarray | None) -> bool:
+    """Whether the compiled loop can read a group's member rows as they are."""
     return members is None or (members.dtype == np.int64 and members.flags.c_contiguous)
 
 
