@@ -494,15 +494,20 @@ def test_compiled_loop_is_built():
     assert screen.AVAILABLE, "facebank.index._screen is not built: reinstall with a C compiler (make install)"
 
 
+def _outcome(call):
+    """What a pick call gave, comparable across runs: (row, tries, method, similarities) per
+    pick, or the NoEligibleTarget message."""
+    try:
+        res = call()
+    except NoEligibleTarget as e:
+        return str(e)
+    return [(r.row, r.tries, r.method, r.similarities) for r in (res if isinstance(res, list) else [res])]
+
+
 def _picks_and_state(picker, query, thresholds, groups, exclude, seed, n_picks=4):
     rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n_picks):
-        try:
-            r = picker.pick(query, thresholds=thresholds, groups=groups, rng=rng, exclude=exclude)
-            out.append((r.row, r.tries, r.method, r.similarities))
-        except NoEligibleTarget as e:
-            out.append(str(e))
+    out = [_outcome(lambda: picker.pick(query, thresholds=thresholds, groups=groups, rng=rng, exclude=exclude))
+           for _ in range(n_picks)]
     return out, rng.bit_generator.random_raw(4).tolist()
 
 
@@ -524,7 +529,7 @@ def test_compiled_loop_equals_numpy_loop(case, max_draws, storage):
         assert _picks_and_state(picker, q, thr, groups, exclude, seed) == compiled
     elig, _ = brute_eligible({s: sims[s]}, thr, groups_arr, groups, exclude)
     for r in compiled[0]:
-        assert isinstance(r, str) or elig[r[0]]
+        assert isinstance(r, str) or elig[r[0][0]]
     if storage == "float16 alone":  # no exact source: eligibility is decided on the float16 rows
         return
     # a batch of unit rows: pick i is `pick` of row i with the generator where pick i - 1 left it
@@ -572,29 +577,38 @@ def test_compiled_loop_checks_its_arguments():
     none = np.empty(0, np.int64)
     gen = np.random.default_rng(0)
 
-    def call(**kw):
-        a = dict(capsule=gen.bit_generator.capsule, data=data, n=10, d=4, members=None, m=10, q=q, b=1, lo=-1.0,
-                 hi=-1.0, bits=4, limit=8, words=words, excl=none, work=np.empty(6 + 2 + 16, np.int64), resume=False)
+    def call(parts=None, **kw):
+        a = dict(capsule=gen.bit_generator.capsule, n=10, parts=((data, 4, q, -1.0, -1.0),) if parts is None else parts, members=None,
+                 m=10, b=1, faces=1, bits=4, limit=8, words=words, excl=none, work=np.empty(6 + 2 + 16, np.int64),
+                 resume=False)
         a.update(kw)
         return _screen.screen(*a.values())
 
     assert call() == 2  # no draw is eligible: the limit is reached
     work = np.empty(6 + 2 + 16, np.int64)
-    assert call(hi=1.0, lo=1.0, work=work) == 0 and 0 <= work[6] < 10 and work[7] == 1
+    assert call(parts=((data, 4, q, 1.0, 1.0),), work=work) == 0 and 0 <= work[6] < 10 and work[7] == 1
     with pytest.raises(ValueError, match="data"):
         call(n=11)
     with pytest.raises(ValueError, match="queries"):
         call(b=2)
+    with pytest.raises(ValueError, match="queries"):
+        call(faces=2)
+    with pytest.raises(ValueError, match="data"):
+        call(parts=((data, 5, q, -1.0, -1.0),))  # rows of 5 do not fit
+    with pytest.raises(ValueError, match="parts"):
+        call(parts=())
+    with pytest.raises(ValueError, match="a part is"):
+        call(parts=((data, 4, q),))
     with pytest.raises(ValueError, match="members"):
         call(members=np.arange(5, dtype=np.int64))
     with pytest.raises(ValueError, match="out of range"):
-        call(members=np.full(10, 99, np.int64), hi=1.0)
+        call(members=np.full(10, 99, np.int64), parts=((data, 4, q, 1.0, 1.0),))
     with pytest.raises(ValueError, match="larger than work"):
         call(work=np.empty(6 + 2 + 8, np.int64))
     with pytest.raises(ValueError, match="work"):
         call(work=np.empty(7, np.int64))
     with pytest.raises(ValueError, match="float32"):
-        call(data=np.zeros((10, 4)))  # float64 rows
+        call(parts=((np.zeros((10, 4)), 4, q, -1.0, -1.0),))  # float64 rows
     with pytest.raises(ValueError, match="state"):  # a resumed block holding a draw beyond m
         call(work=np.array([0, 0, 1, 0, 1, 0, 0, 0, 10**9] + [0] * 15, np.int64), resume=True)
     with pytest.raises(ValueError, match="draw constants"):
@@ -625,8 +639,8 @@ def test_compiled_loop_reads_every_float16_value_exactly():
     seen = {}
     resume = False
     for _ in range(40 * n):
-        code = _screen.screen(gen.bit_generator.capsule, data, n, 1, None, n, q, 1, -1e30, 1e30, bits, 1 << 40,
-                              np.array([64], np.int64), np.empty(0, np.int64), work, resume)
+        code = _screen.screen(gen.bit_generator.capsule, n, ((data, 1, q, -1e30, 1e30),), None, n, 1, 1, bits,
+                              1 << 40, np.array([64], np.int64), np.empty(0, np.int64), work, resume)
         assert code == 1  # BAND: every draw lies inside (lo, hi]
         row = int(work[6 + 2 + work[3] - 1])
         seen[row] = float(work[5:6].view(np.float64)[0])
@@ -634,3 +648,31 @@ def test_compiled_loop_reads_every_float16_value_exactly():
     assert len(seen) == n
     rows = np.array(sorted(seen))
     assert np.array_equal(np.array([seen[r] for r in rows]), data[rows, 0].astype(np.float32).astype(np.float64))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(), st.sampled_from([None, 0, 40]), st.sampled_from(["float32", "float16"]), st.integers(1, 3))
+def test_compiled_loop_equals_numpy_loop_for_photos(case, max_draws, storage, n_faces):
+    """Queries in several spaces and photos of several faces (`pick`, `pick_distinct`): the
+    compiled loop gives the numpy loop's picks, generator state included, and every pick is
+    dissimilar to every face in every space."""
+    vectors, groups_arr, query, thresholds, groups, exclude, _, sims, seed = case
+    picker = Picker(vectors, groups_arr, max_draws=max_draws, dtype=storage)
+    rng = np.random.default_rng(seed)
+    faces = [query] + [{s: v[rng.integers(len(v))] + rng.standard_normal(v.shape[1]).astype(np.float32)
+                        for s, v in vectors.items()} for _ in range(n_faces - 1)]
+
+    def run():
+        gen = np.random.default_rng(seed)
+        out = [_outcome(lambda: picker.pick_distinct(faces, thresholds=thresholds, groups=groups, exclude=exclude,
+                                                     rng=gen)),
+               _outcome(lambda: picker.pick(query, thresholds=thresholds, groups=groups, exclude=exclude, rng=gen))]
+        return out, gen.bit_generator.random_raw(4).tolist()
+
+    compiled = run()
+    with screen.numpy_loop():
+        assert run() == compiled
+    all_sims = [brute_sims(vectors, f) for f in faces]
+    if not isinstance(compiled[0][0], str):
+        for row, *_ in compiled[0][0]:
+            assert all(fs[s][row] <= thresholds[s] for fs in all_sims for s in vectors)

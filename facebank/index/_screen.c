@@ -1,13 +1,14 @@
 /* The rejection loop of facebank's random picks, in C: draws, float32 screening, exclusions.
  *
- * `screen` runs, for queries b = st[0] .. B-1 in turn, the loop that Picker._pick_draws runs in
+ * `screen` runs, for queries b = st[0] .. B-1 in turn, the loop that Picker._pick_one runs in
  * numpy, word for word: blocks of raw 64-bit words from the numpy bit generator (its `next_raw`,
  * what `random_raw` returns), shifted to `bits` bits, kept when below m (so they stay uniform),
- * mapped through the group's member rows, and screened by the float32 similarity. The first
- * draw whose similarity is at most `lo` (threshold minus the error bound) and that is not
- * excluded is the query's pick. A draw within the error band (lo, hi] is handed back to the
- * caller, which decides it exactly (float64, fsum) and resumes; so is a query whose draws reach
- * `limit` (the caller scans). Nothing here decides a row near the threshold.
+ * mapped through the group's member rows, and screened by their float32 similarities (in each
+ * space, the largest over the photo's faces). The first draw whose similarity is at most `lo`
+ * (threshold minus the error bound) in every space and that is not excluded is the query's
+ * pick. A draw within the error band (lo, hi] of some space is handed back to the caller, which
+ * decides it exactly (float64, fsum) and resumes; so is a query whose draws reach `limit` (the
+ * caller scans). Nothing here decides a row near a threshold.
  *
  * Rows are float32 or float16 (converted exactly to float32). The float32 dot product sums in 16
  * interleaved partial sums (the compiler vectorises them); the picker's error bound holds for any
@@ -120,48 +121,100 @@ static int get(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t count, c
     return kind;
 }
 
-/* screen(capsule, data f32 or f16 (n, d), n, d, members i64 (m,) or None, m, queries f32 (B, d), B,
- *        lo, hi, bits, limit, words i64 (W,), excluded i64 sorted, work i64, resume)
- *        -> DONE, BAND or LIMIT.
+enum { MAX_PARTS = 16 };
+
+typedef struct {
+    Py_buffer data, queries;
+    const float *f32;
+    const uint16_t *f16;
+    const float *q;
+    Py_ssize_t d;
+    double lo, hi;
+} part_t;
+
+/* The largest similarity of a row to the F faces of one space. */
+static double part_sim(const part_t *p, int64_t row, Py_ssize_t first, Py_ssize_t F)
+{
+    double best = 0.0;
+    for (Py_ssize_t f = 0; f < F; f++) {
+        const float *q = p->q + (first + f) * p->d;
+        float v = p->f32 ? dot_f32(p->f32 + row * p->d, q, p->d) : dot_f16(p->f16 + row * p->d, q, p->d);
+        if (f == 0 || (double)v > best)
+            best = (double)v;
+    }
+    return best;
+}
+
+/* screen(capsule, n, parts, members i64 (m,) or None, m, B, F, bits, limit, words i64 (W,),
+ *        excluded i64 sorted, work i64, resume) -> DONE, BAND or LIMIT.
+ * parts: one tuple (data f32 or f16 (n, d), d, queries f32 (B * F, d), lo, hi) per space; query
+ * b is the F faces b * F .. b * F + F - 1 of every space. A draw is screened out when its largest
+ * similarity over the faces exceeds hi in any space; it is in the band when it exceeds lo in one.
  * work holds, in order: the state (ST_SIZE), each query's row (B), each query's tries (B), and
  * the current block's draws (at least the largest block, in words). The state is: query, draws
  * before the current block, blocks started, next position in the block, block length, and (as
- * the bits of a double) the band draw's float32 similarity; a call with resume == 0 starts at
- * query 0. On BAND, state[ST_POS] - 1 is the draw's position in the block; on LIMIT,
+ * the bits of a double) the band draw's similarity in the first space; a call with resume == 0
+ * starts at query 0. On BAND, state[ST_POS] - 1 is the draw's position in the block; on LIMIT,
  * state[ST_TRIES] the draws made. */
 static PyObject *screen(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 16) {
-        PyErr_SetString(PyExc_TypeError, "screen takes 16 arguments");
+    if (nargs != 13) {
+        PyErr_SetString(PyExc_TypeError, "screen takes 13 arguments");
         return NULL;
     }
     bitgen_t *bg = (bitgen_t *)PyCapsule_GetPointer(args[0], "BitGenerator");
-    Py_ssize_t n = PyLong_AsSsize_t(args[2]), d = PyLong_AsSsize_t(args[3]);
-    Py_ssize_t m = PyLong_AsSsize_t(args[5]), B = PyLong_AsSsize_t(args[7]);
-    double lo = PyFloat_AsDouble(args[8]), hi = PyFloat_AsDouble(args[9]);
-    long bits = PyLong_AsLong(args[10]);
-    long long limit = PyLong_AsLongLong(args[11]);
-    int resume = PyObject_IsTrue(args[15]);
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    PyObject *parts_arg = args[2];
+    Py_ssize_t m = PyLong_AsSsize_t(args[4]), B = PyLong_AsSsize_t(args[5]), F = PyLong_AsSsize_t(args[6]);
+    long bits = PyLong_AsLong(args[7]);
+    long long limit = PyLong_AsLongLong(args[8]);
+    int resume = PyObject_IsTrue(args[12]);
     if (bg == NULL || PyErr_Occurred())
         return NULL;
-    if (n < 1 || d < 1 || m < 1 || m > n || B < 0 || bits < 1 || bits > 63 || limit < 0
-        || (m - 1) >> bits != 0 || n > PY_SSIZE_T_MAX / 8 / d || B > PY_SSIZE_T_MAX / 8 / d) {
+    Py_ssize_t S = PyTuple_Check(parts_arg) ? PyTuple_GET_SIZE(parts_arg) : 0;
+    if (S < 1 || S > MAX_PARTS) {
+        PyErr_SetString(PyExc_ValueError, "screen: parts must be a tuple of 1 to 16 spaces");
+        return NULL;
+    }
+    if (n < 1 || m < 1 || m > n || B < 0 || F < 1 || bits < 1 || bits > 63 || limit < 0
+        || (m - 1) >> bits != 0 || B > PY_SSIZE_T_MAX / F) {
         PyErr_SetString(PyExc_ValueError, "screen: bad sizes or draw constants");
         return NULL;
     }
-    Py_buffer vd = {0}, vm = {0}, vq = {0}, vw = {0}, ve = {0}, vk = {0};
+    part_t parts[MAX_PARTS];
+    memset(parts, 0, sizeof parts);
+    Py_buffer vm = {0}, vw = {0}, ve = {0}, vk = {0};
     PyObject *result = NULL;
-    int has_members = args[4] != Py_None;
-    int kind = get(args[1], &vd, 0, n * d, "fe", "data");
-    if (!kind || (has_members && !get(args[4], &vm, 0, m, "q", "members"))
-        || !get(args[6], &vq, 0, B * d, "f", "queries")
-        || !get(args[12], &vw, 0, 1, "q", "words")
-        || !get(args[13], &ve, 0, 0, "q", "excluded")
-        || !get(args[14], &vk, 1, ST_SIZE + 2 * B, "q", "work"))
+    for (Py_ssize_t p = 0; p < S; p++) {
+        PyObject *t = PyTuple_GET_ITEM(parts_arg, p);
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 5) {
+            PyErr_SetString(PyExc_ValueError, "screen: a part is (data, d, queries, lo, hi)");
+            goto out;
+        }
+        part_t *P = &parts[p];
+        P->d = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 1));
+        P->lo = PyFloat_AsDouble(PyTuple_GET_ITEM(t, 3));
+        P->hi = PyFloat_AsDouble(PyTuple_GET_ITEM(t, 4));
+        if (PyErr_Occurred())
+            goto out;
+        if (P->d < 1 || n > PY_SSIZE_T_MAX / 8 / P->d || B * F > PY_SSIZE_T_MAX / 8 / P->d) {
+            PyErr_SetString(PyExc_ValueError, "screen: bad dimension");
+            goto out;
+        }
+        int kind = get(PyTuple_GET_ITEM(t, 0), &P->data, 0, n * P->d, "fe", "data");
+        if (!kind || !get(PyTuple_GET_ITEM(t, 2), &P->queries, 0, B * F * P->d, "f", "queries"))
+            goto out;
+        P->f32 = kind == 'f' ? P->data.buf : NULL;
+        P->f16 = kind == 'e' ? P->data.buf : NULL;
+        P->q = P->queries.buf;
+    }
+    int has_members = args[3] != Py_None;
+    if ((has_members && !get(args[3], &vm, 0, m, "q", "members"))
+        || !get(args[9], &vw, 0, 1, "q", "words")
+        || !get(args[10], &ve, 0, 0, "q", "excluded")
+        || !get(args[11], &vk, 1, ST_SIZE + 2 * B, "q", "work"))
         goto out;
 
-    const float *data = kind == 'f' ? vd.buf : NULL, *queries = vq.buf;
-    const uint16_t *half = kind == 'e' ? vd.buf : NULL;
     const int64_t *members = has_members ? vm.buf : NULL, *words = vw.buf, *excl = ve.buf;
     int64_t *st = vk.buf, *rows = st + ST_SIZE, *tries_out = rows + B, *buf = tries_out + B;
     Py_ssize_t nwords = vw.len / 8, nexcl = ve.len / 8, cap = vk.len / 8 - ST_SIZE - 2 * B;
@@ -181,7 +234,6 @@ static PyObject *screen(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     int code = DONE;
     while (b < B) {
-        const float *q = queries + b * d;
         int64_t found = -1;
         for (;;) {
             while (pos < len) {
@@ -195,11 +247,19 @@ static PyObject *screen(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                     PyErr_SetString(PyExc_ValueError, "screen: a member row is out of range");
                     goto out;
                 }
-                double s = (double)(data ? dot_f32(data + row * d, q, d) : dot_f16(half + row * d, q, d));
-                if (s > hi || (nexcl && is_excluded(excl, nexcl, row)))
+                int out_of_range = 0, band = 0;
+                double first = 0.0;
+                for (Py_ssize_t p = 0; p < S && !out_of_range; p++) {
+                    double s = part_sim(&parts[p], row, b * F, F);
+                    if (p == 0)
+                        first = s;
+                    out_of_range = s > parts[p].hi;
+                    band |= s > parts[p].lo;
+                }
+                if (out_of_range || (nexcl && is_excluded(excl, nexcl, row)))
                     continue;
-                if (s > lo) { /* within the error band: the caller decides exactly */
-                    memcpy(&st[ST_X], &s, sizeof s);
+                if (band) { /* within the error band in some space: the caller decides exactly */
+                    memcpy(&st[ST_X], &first, sizeof first);
                     code = BAND;
                     goto save;
                 }
@@ -234,9 +294,11 @@ save:
     st[ST_QUERY] = b; st[ST_TRIES] = tries; st[ST_BLOCKS] = nb; st[ST_POS] = pos; st[ST_LEN] = len;
     result = PyLong_FromLong(code);
 out:
-    if (vd.obj) PyBuffer_Release(&vd);
+    for (Py_ssize_t p = 0; p < S; p++) {
+        if (parts[p].data.obj) PyBuffer_Release(&parts[p].data);
+        if (parts[p].queries.obj) PyBuffer_Release(&parts[p].queries);
+    }
     if (vm.obj) PyBuffer_Release(&vm);
-    if (vq.obj) PyBuffer_Release(&vq);
     if (vw.obj) PyBuffer_Release(&vw);
     if (ve.obj) PyBuffer_Release(&ve);
     if (vk.obj) PyBuffer_Release(&vk);

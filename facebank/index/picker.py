@@ -325,7 +325,17 @@ class Picker:
         excluded_set = set(map(int, exclude))
         m = self.n if members is None else members.size
         tries = 0
-        if mode == "random" and m:
+        if mode == "random" and m and screen.AVAILABLE and all(p[0].screen for p in qry.parts) \
+                and screen.usable_members(members):
+            # The loop below, compiled (facebank.index.screen): the same draws and decisions.
+            parts = tuple((sp.data, sp.dim, q, thr - mg, thr + mg) for sp, q, _, thr, mg in qry.parts)
+            row, tries = screen.screen_one(rng, self.n, parts, members, m, qry.parts[0][1].shape[0],
+                                           self._draw_constants(m),
+                                           np.array(sorted(excluded_set), np.int64) if excluded_set else _NO_ROWS,
+                                           lambda r: self._band_eligible(qry, r))
+            if row >= 0:
+                return self._result(qry, row, tries, "rejection")
+        elif mode == "random" and m:
             # Rejection sampling. Every draw is an independent uniform member of the group; we
             # return the first draw that is eligible and not excluded. Conditioned on that draw
             # being eligible it is uniform over the eligible set E, whatever its position. If all
@@ -489,8 +499,8 @@ class Picker:
         q64 = qf.astype(np.float64)
         if sp.screen and screen.AVAILABLE and screen.usable_members(members):
             row, n_tries = screen.screen_one(
-                gen, sp.data, members, m, qf[None, :], thr, sp.margin, consts,
-                np.array(sorted(excluded), np.int64) if excluded else _NO_ROWS,
+                gen, self.n, ((sp.data, sp.dim, qf[None, :], thr - sp.margin, thr + sp.margin),), members, m, 1,
+                consts, np.array(sorted(excluded), np.int64) if excluded else _NO_ROWS,
                 lambda r: self._eligible_in_band(sp, r, q64, thr))
             ex = None
         else:
@@ -517,6 +527,18 @@ class Picker:
         if -sp.e64 <= ex - thr <= sp.e64:
             ex = math.fsum((r64 * q64).tolist())
         return ex
+
+    def _band_eligible(self, qry: _Query, row: int) -> bool:
+        """`_first_eligible`'s decision on one row that lies within the error band of some space:
+        exact where float32 rows exist; float16 rows alone count below the band only."""
+        for sp, q, q64, thr, mg in qry.parts:
+            ex = sp.exact_one(row, q64, thr)
+            if ex is None:
+                if float((sp.block(np.array([row])) @ q.T).max()) > thr - mg:
+                    return False
+            elif ex > thr:
+                return False
+        return True
 
     def _eligible_in_band(self, sp: _Space, row: int, q64: np.ndarray, thr: float) -> bool:
         """The exact decision on a row within the error band (too similar without float32 rows)."""
@@ -579,8 +601,8 @@ class Picker:
             on_limit(0, 0)  # an empty group: raises NoEligibleTarget
         if sp.screen and screen.AVAILABLE and screen.usable_members(members):
             rows, tries, scanned = screen.screen_picks(
-                gen, sp.data, members, m, q, thr, sp.margin, consts, excluded,
-                lambda b, row: self._eligible_in_band(sp, row, q64[b], thr), on_limit)
+                gen, self.n, ((sp.data, sp.dim, q, thr - sp.margin, thr + sp.margin),), members, m, b_all, 1,
+                consts, excluded, lambda b, row: self._eligible_in_band(sp, row, q64[b], thr), on_limit)
         else:
             rows, tries = np.empty(b_all, np.int64), np.empty(b_all, np.int64)
             scanned = np.zeros(b_all, bool)

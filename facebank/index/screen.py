@@ -49,21 +49,17 @@ def usable_members(members: np.ndarray | None) -> bool:
     return members is None or (members.dtype == np.int64 and members.flags.c_contiguous)
 
 
-def screen_one(gen: np.random.Generator, data: np.ndarray, members: np.ndarray | None, m: int,
-               query: np.ndarray, thr: float, margin: float, consts: tuple, excluded: np.ndarray,
-               decide: Callable[[int], bool]) -> tuple[int, int]:
-    """`screen_picks` for one query (float32 (1, d)), with less per-call work: (row, tries), or
-    (-1, tries) once the draw limit is reached (the caller then scans)."""
+def screen_one(gen: np.random.Generator, n: int, parts: tuple, members: np.ndarray | None, m: int, faces: int,
+               consts: tuple, excluded: np.ndarray, decide: Callable[[int], bool]) -> tuple[int, int]:
+    """`screen_picks` for one query, with less per-call work: (row, tries), or (-1, tries) once
+    the draw limit is reached (the caller then scans)."""
     limit, _, _, _, bits, words, cap = consts
     work = np.empty(_ST + 2 + cap, np.int64)
     bg = gen.bit_generator
-    n, d = data.shape
-    lo, hi = thr - margin, thr + margin
     resume = False
     while True:
         with bg.lock:
-            code = _c.screen(bg.capsule, data, n, d, members, m, query, 1, lo, hi, bits, limit, words, excluded,
-                             work, resume)
+            code = _c.screen(bg.capsule, n, parts, members, m, 1, faces, bits, limit, words, excluded, work, resume)
         if code == _DONE:
             return work.item(_ST), work.item(_ST + 1)
         if code == _LIMIT:
@@ -76,23 +72,24 @@ def screen_one(gen: np.random.Generator, data: np.ndarray, members: np.ndarray |
         resume = True
 
 
-def screen_picks(gen: np.random.Generator, data: np.ndarray, members: np.ndarray | None, m: int,
-                 queries: np.ndarray, thr: float, margin: float, consts: tuple, excluded: np.ndarray,
-                 decide: Callable[[int, int], bool], on_limit: Callable[[int, int], int]):
-    """One random pick for each row of `queries` (float32 (B, d) unit rows), in query order.
+def screen_picks(gen: np.random.Generator, n: int, parts: tuple, members: np.ndarray | None, m: int, b_all: int,
+                 faces: int, consts: tuple, excluded: np.ndarray, decide: Callable[[int, int], bool],
+                 on_limit: Callable[[int, int], int]):
+    """One random pick for each of `b_all` queries, in query order.
 
     Args:
-        data: (n, d) float32 or float16 rows (`usable`); members: the group's rows (int64, increasing) or
-            None for all rows.
+        n: bank rows. parts: one (rows (n, d) float32 or float16 (`usable`), d, float32 queries
+            (b_all * faces, d) unit rows, threshold - margin, threshold + margin) per space; query
+            b is rows b * faces .. b * faces + faces - 1 of every space's queries.
+        members: the group's rows (int64, increasing) or None for all rows; m: their number.
         consts: the picker's draw constants for a group of m rows (`Picker._draw_constants`).
         excluded: int64 increasing rows never returned.
-        decide(b, row): exact eligibility of a draw of query b within the error band.
+        decide(b, row): exact eligibility of a draw of query b within the error band of a space.
         on_limit(b, tries): the row query b gets after `tries` failed draws (the exact scan).
     Returns:
         rows int64 (B,), tries int64 (B,) (draws verified; scans not counted), scanned bool (B,).
     """
     limit, _, _, _, bits, words, cap = consts
-    b_all = queries.shape[0]
     if b_all == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.zeros(0, bool)
     work = np.empty(_ST + 2 * b_all + cap, np.int64)  # state, rows, tries, the current block
@@ -100,13 +97,10 @@ def screen_picks(gen: np.random.Generator, data: np.ndarray, members: np.ndarray
     scanned = np.zeros(b_all, bool)
     bg = gen.bit_generator
     capsule, lock = bg.capsule, bg.lock
-    n, d = data.shape
-    lo, hi = thr - margin, thr + margin
     resume = False
     while True:
         with lock:  # numpy's own methods hold it while they draw
-            code = _c.screen(capsule, data, n, d, members, m, queries, b_all, lo, hi, bits, limit, words,
-                             excluded, work, resume)
+            code = _c.screen(capsule, n, parts, members, m, b_all, faces, bits, limit, words, excluded, work, resume)
         resume = True
         if code == _DONE:
             return rows, tries, scanned
