@@ -363,7 +363,7 @@ def test_batch_against_brute_force_groups_and_exclusions(dtype):
 
 
 def test_batch_uniform_low_acceptance_and_scan_mixture():
-    """2% eligible (large adaptive draw blocks) and a draw limit that sends part of the batch to the
+    """2% eligible (long runs of draws) and a draw limit that sends part of the batch to the
     scan: both methods present, the union and each method uniform."""
     v, q, sims = _uniform_bank()
     thr = float(np.sort(sims)[39])  # 40 of 2000
@@ -676,3 +676,27 @@ def test_compiled_loop_equals_numpy_loop_for_photos(case, max_draws, storage, n_
     if not isinstance(compiled[0][0], str):
         for row, *_ in compiled[0][0]:
             assert all(fs[s][row] <= thresholds[s] for fs in all_sims for s in vectors)
+    # a batch in every space: the same picks made one by one, with or without the compiled loop
+    qb = {s: np.repeat(unit_queries(query[s], space=s, dim=v.shape[1]), 3, axis=0) for s, v in vectors.items()}
+
+    def batch():
+        return _outcome(lambda: picker.pick_batch(qb, thresholds=thresholds, groups=groups, exclude=exclude,
+                                                  rng=np.random.default_rng(seed)))
+
+    gen = np.random.default_rng(seed)
+    one_by_one = _outcome(lambda: [picker.pick({s: q[i] for s, q in qb.items()}, thresholds=thresholds, groups=groups,
+                                               exclude=exclude, rng=gen) for i in range(3)])
+    got = batch()
+    with screen.numpy_loop():
+        assert _decisions(batch()) == _decisions(got)
+    if isinstance(got, str):  # the batch names the query that had no target
+        assert isinstance(one_by_one, str) and got.startswith("query 0: ")
+    else:
+        assert _decisions(got) == _decisions(one_by_one)
+        for (_, _, _, a), (_, _, _, b) in zip(got, one_by_one):
+            assert a.keys() == b.keys() and all(abs(a[s] - b[s]) <= 1e-12 for s in a)
+
+
+def _decisions(outcome):
+    """An outcome without its float similarities (batches compute them in another order)."""
+    return outcome if isinstance(outcome, str) else [r[:3] for r in outcome]

@@ -37,7 +37,7 @@ from facebank.errors import InputError, NoEligibleTarget, UnknownSpace
 from facebank.index import screen
 from facebank.index.exact import _SUB16, _U16, BatchPick, PickResult, _new, _Query, _Space, rng_for_key, unit_queries
 from facebank.index.groups import N_GROUPS, group_label
-from facebank.index.picker_batch import batch_similarities, pick_random_batch
+from facebank.index.picker_batch import batch_similarities
 
 __all__ = ["BatchPick", "PickResult", "Picker", "rng_for_key", "unit_queries"]
 
@@ -579,41 +579,36 @@ class Picker:
             tries += draw.size
         return -1, None, tries
 
-    def _batch_fast(self, qry: _Query, members, desc: str, excluded_set: set[int], gen) -> BatchPick:
-        """Random picks for B faces in one space, one after another from one generator:
-        pick i equals `pick` of query row i with the generator where pick i - 1 left it."""
-        sp, q, q64, thr, _ = qry.parts[0]
+    def _batch(self, qry: _Query, groups, members, desc: str, excluded_set: set[int], gen) -> BatchPick:
+        """Random picks for the B queries of `qry`, one after another from one generator: pick b
+        equals `pick` of query row b (in every space) with the generator where pick b - 1 left it."""
+        parts = qry.parts
+        b_all = parts[0][1].shape[0]
         m = self.n if members is None else members.size
         if m == self.n:
-            members = None
-        consts = self._draw_constants(m)
-        b_all = q.shape[0]
+            members = None  # a group of every row: its members are 0..n-1, the draws themselves
 
-        def on_limit(b: int, tries: int) -> int:
-            one = _Query([(sp, q[b:b + 1], thr)])
-            elig, _, size = self._scan(one, members, excluded, want_score=False)
+        def one(b: int) -> _Query:  # query b alone, as `pick` sees it
+            return _Query([(sp, q[b:b + 1], thr) for sp, q, _, thr, _ in parts])
+
+        if not (m and screen.AVAILABLE and all(p[0].screen for p in parts) and screen.usable_members(members)):
+            res = [self._pick_one(one(b), groups, "random", gen, excluded_set, prefix=f"query {b}: ")
+                   for b in range(b_all)]
+            return _as_arrays(res, [p[0].name for p in parts])
+        excluded = np.array(sorted(excluded_set), np.int64) if excluded_set else _NO_ROWS
+
+        def on_limit(b: int, tries: int) -> int:  # as `_scan_pick`: a uniform choice after a scan
+            qb = one(b)
+            elig, _, size = self._scan(qb, members, excluded, want_score=False)
             if elig.size == 0:
-                raise self._no_target(one, desc, size, 0, prefix=f"query {b}: ")
+                raise self._no_target(qb, desc, size, 0, prefix=f"query {b}: ")
             return int(elig[gen.integers(elig.size)])
 
-        excluded = np.array(sorted(excluded_set), np.int64) if excluded_set else _NO_ROWS
-        if m == 0 and b_all:
-            on_limit(0, 0)  # an empty group: raises NoEligibleTarget
-        if sp.screen and screen.AVAILABLE and screen.usable_members(members):
-            rows, tries, scanned = screen.screen_picks(
-                gen, self.n, ((sp.data, sp.dim, q, thr - sp.margin, thr + sp.margin),), members, m, b_all, 1,
-                consts, excluded, lambda b, row: self._eligible_in_band(sp, row, q64[b], thr), on_limit)
-        else:
-            rows, tries = np.empty(b_all, np.int64), np.empty(b_all, np.int64)
-            scanned = np.zeros(b_all, bool)
-            for b in range(b_all):
-                row, _, tries[b] = self._draws_numpy(sp, q[b], q64[b], thr, members, m, excluded_set, gen, consts)
-                if row < 0:
-                    row, scanned[b] = on_limit(b, int(tries[b])), True
-                rows[b] = row
+        rows, tries, scanned = screen.screen_picks(
+            gen, self.n, tuple((sp.data, sp.dim, q, thr - mg, thr + mg) for sp, q, _, thr, mg in parts), members, m,
+            b_all, 1, self._draw_constants(m), excluded, lambda b, row: self._band_eligible(one(b), row), on_limit)
         tries[scanned] += m
-        methods = np.where(scanned, "scan", "rejection")
-        return BatchPick(rows, batch_similarities(qry, rows), tries, methods)
+        return BatchPick(rows, batch_similarities(qry, rows), tries, np.where(scanned, "scan", "rejection"))
 
     def pick_distinct(self, queries: Sequence[Mapping[str, np.ndarray]], *, thresholds: Mapping[str, float],
                       groups: Sequence[int] | int | None = None,
@@ -646,10 +641,8 @@ class Picker:
                    exclude: Iterable[int] = (), as_arrays: bool = False) -> list[PickResult] | BatchPick:
         """Pick one row for each of B queries, each with the semantics of `pick`.
 
-        Random picks in one space are the picks `pick` would make for the (normalised) query rows
-        one after another from `rng`, run in the compiled loop. Queries in several spaces are
-        verified in vectorised rounds (picker_batch): the same guarantee and uniformity, another
-        use of the generator.
+        Random picks are the picks `pick` would make for the (normalised) query rows one after
+        another from `rng`, drawn for the whole batch in one call of the compiled loop.
 
         Args:
             queries: space -> (B, d) embeddings, the same B in every space.
@@ -667,7 +660,7 @@ class Picker:
             res = [self.pick({s: v[i] for s, v in qs.items()}, thresholds=thresholds, groups=groups, mode=mode,
                              rng=gen, key=None if keys is None else keys[i], exclude=exclude)
                    for i in range(max(sizes))]
-            return _as_arrays(res) if as_arrays else res
+            return _as_arrays(res, list(queries)) if as_arrays else res
         qry = self._prepare([queries], thresholds, ndim=2)
         bsz = {q.shape[0] for _, q, _, _, _ in qry.parts}
         if len(bsz) != 1:
@@ -675,11 +668,7 @@ class Picker:
         gen = self._rng(rng, None)
         members, desc = self._group(groups)
         excluded_set = {int(r) for r in exclude}
-        if len(qry.parts) == 1:
-            out = self._batch_fast(qry, members, desc, excluded_set, gen)
-        else:  # several spaces: vectorised rounds (picker_batch)
-            rows_out, tries, methods = pick_random_batch(self, qry, members, desc, excluded_set, gen)
-            out = BatchPick(rows_out, batch_similarities(qry, rows_out), tries, methods)
+        out = self._batch(qry, groups, members, desc, excluded_set, gen)
         return out if as_arrays else _as_list(out)
 
 
@@ -689,8 +678,7 @@ def _as_list(b: BatchPick) -> list[PickResult]:
             for i, (r, t, m) in enumerate(zip(b.rows.tolist(), b.tries.tolist(), b.methods.tolist()))]
 
 
-def _as_arrays(res: list[PickResult]) -> BatchPick:
-    names = list(res[0].similarities) if res else []
+def _as_arrays(res: list[PickResult], names: list[str]) -> BatchPick:
     return BatchPick(np.array([r.row for r in res], np.int64),
                      {s: np.array([r.similarities[s] for r in res]) for s in names},
                      np.array([r.tries for r in res], np.int64), np.array([r.method for r in res]))
