@@ -2,16 +2,18 @@
 
 The picker runs its compiled rejection loop (facebank.index._screen); the same picks through its
 numpy loop, and through the fp16 option (float16 rows, float32 rows kept for exact re-checks),
-are timed beside it. Baselines: (a) FAISS IndexFlatIP.range_search for the eligible set (query -q, radius -threshold:
-FAISS returns rows with -sim > -thr, i.e. sim < thr), then a random choice; (b) a numpy scan
-(V @ q <= thr, flatnonzero, choice). Banks of random unit vectors (512-d, float32); thresholds are
-each query's 10%, 50% and 90% similarity quantiles, so that share of the bank is eligible.
+are timed beside it. Baselines: (a) FAISS IndexFlatIP.range_search for the eligible set (query
+-q, radius -threshold: FAISS returns rows with -sim > -thr, i.e. sim < thr), then a random
+choice; (b) a numpy scan (V @ q <= thr, flatnonzero, choice). Banks of random unit vectors
+(512-d, float32); thresholds are each query's 10%, 50% and 90% similarity quantiles, so that
+share of the bank is eligible.
 
     python tools/bench_pick.py [--quick]
 
 Single picks are timed in steady state (after a second of untimed picks) with the three levels
-taking turns; batch picks/s is the median of three batches. Memory is measured in fresh subprocesses (peak RSS, VmHWM) that hold only numpy and the picker.
-The last line is `RESULT pick_p99_us_10k=... pick_p99_us_1m=... speedup_vs_faiss_range_1m=...
+taking turns; batch picks/s is the median of three batches. Memory is measured in fresh
+subprocesses (peak RSS, VmHWM) that hold only numpy and the picker. The last line is
+`RESULT pick_p99_us_10k=... pick_p99_us_1m=... speedup_vs_faiss_range_1m=...
 batch_picks_per_s_10k=... rss_mb_1m=...` (MiB).
 """
 
