@@ -621,10 +621,14 @@ def test_compiled_loop_checks_its_arguments():
         call(work=np.empty(48, np.int64)[::2])
 
 
-def test_compiled_loop_reads_every_float16_value_exactly():
+@pytest.mark.parametrize("flush_denormals", [False, True])
+def test_compiled_loop_reads_every_float16_value_exactly(flush_denormals):
     """Each finite float16 value (zeros, subnormals, the largest normals) as a 1-d row, screened
     with an error band that holds everything: every draw comes back with its similarity, which
-    must be the value itself, as numpy converts it."""
+    must be the value itself, as numpy converts it; also with the CPU flushing subnormal floats
+    to zero, as a library may leave it (torch.set_flush_denormal)."""
+    import torch
+
     from facebank.index import _screen
 
     h = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
@@ -638,13 +642,18 @@ def test_compiled_loop_reads_every_float16_value_exactly():
     gen = np.random.default_rng(0)
     seen = {}
     resume = False
-    for _ in range(40 * n):
-        code = _screen.screen(gen.bit_generator.capsule, n, ((data, 1, q, -1e30, 1e30),), None, n, 1, 1, bits,
-                              1 << 40, np.array([64], np.int64), np.empty(0, np.int64), work, resume)
-        assert code == 1  # BAND: every draw lies inside (lo, hi]
-        row = int(work[6 + 2 + work[3] - 1])
-        seen[row] = float(work[5:6].view(np.float64)[0])
-        resume = True
+    if flush_denormals and not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        for _ in range(40 * n):
+            code = _screen.screen(gen.bit_generator.capsule, n, ((data, 1, q, -1e30, 1e30),), None, n, 1, 1, bits,
+                                  1 << 40, np.array([64], np.int64), np.empty(0, np.int64), work, resume)
+            assert code == 1  # BAND: every draw lies inside (lo, hi]
+            row = int(work[6 + 2 + work[3] - 1])
+            seen[row] = float(work[5:6].view(np.float64)[0])
+            resume = True
+    finally:
+        torch.set_flush_denormal(False)
     assert len(seen) == n
     rows = np.array(sorted(seen))
     assert np.array_equal(np.array([seen[r] for r in rows]), data[rows, 0].astype(np.float32).astype(np.float64))

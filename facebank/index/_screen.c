@@ -48,18 +48,18 @@ static float dot_f32(const float *a, const float *b, Py_ssize_t d)
     return s;
 }
 
-/* float16 -> float32, exact, without branches (the compiler vectorises it): the half's exponent
- * and mantissa bits shifted into a float's place give its value times 2^-112 (subnormal halves
- * included), and the sign bit moves over. Infinities and NaNs never reach here: the picker
- * refuses rows that hold them. */
+/* float16 -> float32, exact, without branches (the compiler vectorises it). Normal halves: the
+ * exponent and mantissa bits shifted into a float's place, the exponent rebased (+112); zeros and
+ * subnormal halves: the mantissa times 2^-24, a normal float. No float here is ever subnormal,
+ * so a flush-to-zero mode set by another library cannot change a value. Infinities and NaNs never
+ * reach here: the picker refuses rows that hold them. */
 static inline float half_to_float(uint16_t h)
 {
-    uint32_t bits = (uint32_t)(h & 0x7fffu) << 13;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    f *= 0x1p112f;
-    memcpy(&bits, &f, sizeof f);
-    bits |= (uint32_t)(h & 0x8000u) << 16;
+    float small = (float)(int32_t)(h & 0x3ffu) * 0x1p-24f, f;
+    uint32_t small_bits, normal_bits = ((uint32_t)(h & 0x7fffu) << 13) + (112u << 23);
+    memcpy(&small_bits, &small, sizeof small);
+    uint32_t is_normal = 0u - (uint32_t)((h & 0x7c00u) != 0); /* all ones or zero: a select */
+    uint32_t bits = (normal_bits & is_normal) | (small_bits & ~is_normal) | ((uint32_t)(h & 0x8000u) << 16);
     memcpy(&f, &bits, sizeof f);
     return f;
 }
