@@ -709,3 +709,26 @@ def test_compiled_loop_equals_numpy_loop_for_photos(case, max_draws, storage, n_
 def _decisions(outcome):
     """An outcome without its float similarities (batches compute them in another order)."""
     return outcome if isinstance(outcome, str) else [r[:3] for r in outcome]
+
+
+def test_compiled_loop_from_threads():
+    """Threads picking at once, each with its own generator, get what each would get alone: the
+    compiled loop keeps no state between calls."""
+    import threading
+
+    v, q, sims = _uniform_bank(n=3000, d=64, seed=3)
+    picker = Picker({"a": v}, np.zeros(len(v), np.int16))
+    thr = float(np.quantile(sims, 0.2))
+
+    def picks(seed):
+        rng = np.random.default_rng(seed)
+        return [picker.pick({"a": q}, thresholds={"a": thr}, rng=rng).row for _ in range(2000)]
+
+    alone = {seed: picks(seed) for seed in range(4)}
+    together = {}
+    threads = [threading.Thread(target=lambda s=seed: together.__setitem__(s, picks(s))) for seed in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert together == alone
