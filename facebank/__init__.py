@@ -7,8 +7,7 @@ The public surface, and nothing else:
     target.crop(), target.similarities, target.face().landmarks
 """
 
-__version__ = "0.1.0"
-
+from facebank._version import __version__
 from facebank.api import open_facebank, pick_for_photo, pick_target, pick_targets
 from facebank.bank import Bank, BankWriter, Face, open_bank
 from facebank.errors import (

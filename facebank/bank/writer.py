@@ -28,7 +28,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from facebank import __version__
+from facebank._version import __version__
 from facebank.bank import schema
 from facebank.bank.integrity import compute_content_hash
 from facebank.bank.records import FaceRecord, Rejection

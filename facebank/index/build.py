@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facebank import __version__
+from facebank._version import __version__
 from facebank.bank import open_bank
 from facebank.bank.schema import STATUS_ANNOTATED
 from facebank.download import sha256_file

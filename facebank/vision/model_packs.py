@@ -246,7 +246,7 @@ def fetch_pack(name: str, *, dest: PathLike = DEFAULT_DEST, url: Optional[str] =
 
 
 def _version() -> str:
-    from facebank import __version__
+    from facebank._version import __version__
 
     return __version__
 
