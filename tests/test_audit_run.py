@@ -21,7 +21,7 @@ from facebank.audit.run import run_audit
 from facebank.bank import open_bank
 from facebank.bank.schema import STATUS_ANNOTATED, STATUS_REMOVED
 from facebank.errors import InputError
-from facebank.index.build import build_index
+from facebank import build_index
 from facebank.index.manifest import read_manifest
 from facebank.index.picker import unit_queries
 
@@ -42,7 +42,8 @@ def mfn_path(assets):
 @pytest.fixture(scope="module")
 def bank2(tmp_path_factory, gp_items, mfn_path):
     """40 real faces (conftest's gp_items) embedded in dlib and MobileFaceNet."""
-    from facebank.pipeline import SpaceConfig, ingest
+    from facebank.config import SpaceConfig
+    from facebank.ingest import ingest
 
     path = tmp_path_factory.mktemp("bank2") / "bank.h5"
     ingest(str(path), gp_items, spaces=[SpaceConfig("dlib"), SpaceConfig(MFN, str(mfn_path))])
@@ -250,7 +251,8 @@ def dup_bank(tmp_path, small_bank, gp_items):
 
     An adult face: in dlib's space different synthetic children reach 0.994, adults stay below 0.99.
     """
-    from facebank.pipeline import SpaceConfig, ingest
+    from facebank.config import SpaceConfig
+    from facebank.ingest import ingest
     from facebank.sources.base import SourceItem
 
     path = tmp_path / "bank.h5"

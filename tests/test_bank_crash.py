@@ -16,7 +16,8 @@ from facebank.bank import open_bank
 
 SCRIPT = """
 import sys
-from facebank.pipeline import SpaceConfig, ingest
+from facebank.config import SpaceConfig
+from facebank.ingest import ingest
 from facebank.sources.generated_photos import iter_generated_photos
 root, bank = sys.argv[1], sys.argv[2]
 items = []
@@ -68,14 +69,16 @@ def test_kill_minus_9_then_rerun_equals_uninterrupted(assets, small_bank, tmp_pa
 
 GENERATE = """
 import sys
-from facebank.sources.stylegan_source import GenerateConfig, generate_to_bank
+from facebank.ingest import generate_to_bank
+from facebank.sources.stylegan_source import GenerateConfig
 net, bank = sys.argv[1], sys.argv[2]
 generate_to_bank(bank, GenerateConfig(network=net, seeds="0-47", psi=0.7, batch_size=4))
 """
 
 
 def test_generate_killed_resumes_at_first_missing_seed(stylegan_fixtures, tmp_path):
-    from facebank.sources.stylegan_source import GenerateConfig, generate_to_bank
+    from facebank.ingest import generate_to_bank
+    from facebank.sources.stylegan_source import GenerateConfig
 
     net = str(stylegan_fixtures / "tiny32.pkl")
     ref = tmp_path / "ref.h5"

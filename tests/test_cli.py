@@ -81,7 +81,7 @@ def test_index_build_verify_pick(bank, tmp_path, assets):
     for p in picks:
         assert p["target"]["similarities"]["dlib"] <= p["target"]["thresholds"]["dlib"]
     # The bank changes after the build: verify fails, picking refuses (even the cached session).
-    from facebank.pipeline import ingest
+    from facebank.ingest import ingest
     from facebank.sources.generated_photos import iter_generated_photos
 
     item = next(i for i in iter_generated_photos(assets / "generated_photos" / "age_infant") if i.data)

@@ -18,7 +18,7 @@ from facebank.errors import (ConfigError, IndexBuildError, InputError, InvalidEm
 from facebank.index import groups as G
 from facebank.index.build import resolve_build, resolve_thresholds
 from facebank.index.manifest import FORMAT_VERSION, read_manifest
-from facebank.photo import analyse_photo
+from facebank.pick.photo import analyse_photo
 from facebank.vision.image_io import decode_image
 
 
@@ -65,7 +65,7 @@ def test_verify_catches_damage_and_staleness(built, small_bank, tmp_path, assets
     bank = tmp_path / "bank.h5"
     shutil.copy(small_bank, bank)
     fresh = build_index(bank, out=tmp_path / "b2")
-    from facebank.pipeline import ingest
+    from facebank.ingest import ingest
     from facebank.sources.generated_photos import iter_generated_photos
 
     extra = next(i for i in iter_generated_photos(assets / "generated_photos" / "age_infant") if i.data)

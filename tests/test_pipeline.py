@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image
 
 from facebank.bank import open_bank
-from facebank.pipeline import SpaceConfig, VisionConfig, annotate_bank, combine_attributes, embed_bank, ingest
+from facebank.config import SpaceConfig, VisionConfig
+from facebank.ingest import annotate_bank, combine_attributes, embed_bank, ingest
 from facebank.sources.base import SourceItem
 from facebank.sources.generated_photos import AGE_CATEGORIES, metadata_attributes
 from facebank.vision.types import Attributes

@@ -60,7 +60,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from facebank.bank import open_bank
-    from facebank.pipeline import SpaceConfig, ingest
+    from facebank.config import SpaceConfig
+    from facebank.ingest import ingest
     from facebank.sources.generated_photos import iter_generated_photos
 
     items = [i for i in iter_generated_photos(Path(args.assets) / "generated_photos") if i.data]

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from facebank.files import atomic_write_text
+from facebank._io.files import atomic_write_text
 from facebank.errors import InputError
 
 __all__ = [

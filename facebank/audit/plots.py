@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from scipy.stats import norm
 
 from facebank.audit.calibration import Curve
-from facebank.files import atomic_write_bytes
+from facebank._io.files import atomic_write_bytes
 from facebank.errors import InputError
 
 __all__ = ["plot_det", "plot_nn_histogram", "plot_pick_grid", "plot_score_histogram"]

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from facebank.errors import InputError
-from facebank.files import atomic_write_text
+from facebank._io.files import atomic_write_text
 
 __all__ = ["Section", "rows_to_csv", "write_csv", "write_report"]
 

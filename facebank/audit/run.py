@@ -29,7 +29,7 @@ from facebank.audit import plots
 from facebank.audit.calibration import CalibrationReport, calibrate, eer, roc_det
 from facebank.audit.pick_audit import match_rate_table, per_query_rows
 from facebank.audit.report import Section, write_csv, write_report
-from facebank.files import atomic_write_text
+from facebank._io.files import atomic_write_text
 from facebank.bank import open_bank
 from facebank.bank.schema import STATUS_ANNOTATED, gender_name
 from facebank.errors import FaceRejected, InputError, NoEligibleTarget
@@ -356,7 +356,7 @@ def run_audit(
     progress: Progress | None = None,
 ) -> Path:
     """Write the audit report folder `out` and return the path of its `report.md`."""
-    from facebank.index.session import FaceBank
+    from facebank.pick.session import FaceBank
 
     out = Path(out)
     bank_path = Path(bank)

@@ -9,13 +9,15 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
+from facebank import labels
+
 FORMAT = "facebank-bank"
 SCHEMA_VERSION = 1
 KNOWN_FEATURES: frozenset[str] = frozenset()  # required features this reader understands
 
 CROP_SIZE = 112
-GENDERS = ("female", "male")  # stored as int8 codes 0, 1; -1 = unknown
-GENDER_UNKNOWN = -1
+GENDERS = labels.GENDERS  # stored as int8 codes 0, 1; -1 = unknown
+GENDER_UNKNOWN = labels.GENDER_UNKNOWN
 
 STR = h5py.string_dtype("utf-8")
 BYTES = h5py.vlen_dtype(np.uint8)
@@ -81,16 +83,9 @@ def chunk_rows(name: str) -> int:
 
 
 def gender_code(value: str | None) -> int:
-    """'female'/'f'/'woman' -> 0, 'male'/'m'/'man' -> 1, anything empty -> -1."""
-    if value is None:
-        return GENDER_UNKNOWN
-    v = str(value).strip().lower()
-    if v in ("female", "f", "woman", "w"):
-        return 0
-    if v in ("male", "m", "man"):
-        return 1
-    return GENDER_UNKNOWN
+    """'female'/'f'/'w'/'woman' -> 0, 'male'/'m'/'man' -> 1, anything else -> -1 (see facebank.labels)."""
+    return labels.gender_code(value)
 
 
 def gender_name(code: int) -> str:
-    return GENDERS[code] if code in (0, 1) else "unknown"
+    return labels.gender_name(code)

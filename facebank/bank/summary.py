@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 
 from facebank.bank.store import Bank
-from facebank.index.groups import AGE_GROUPS, age_group
+from facebank.labels import AGE_GROUPS, age_group, gender_name
 
 
 def bank_summary(bank: Bank) -> dict:
@@ -15,7 +15,7 @@ def bank_summary(bank: Bank) -> dict:
     groups: Counter = Counter()
     for age, gender in zip(ages, genders):
         a = age_group(float(age)) if np.isfinite(age) else "unknown"
-        g = {0: "female", 1: "male"}.get(int(gender), "unknown")
+        g = gender_name(int(gender))
         groups[f"{a}/{g}"] += 1
     order = {label: i for i, label in enumerate(AGE_GROUPS)}
     rejections = bank.rejections()

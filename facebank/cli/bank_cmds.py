@@ -1,4 +1,4 @@
-"""Bank commands: ingest, annotate, embed, info, build."""
+"""Bank commands: ingest, annotate, embed, info."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from facebank.cli.common import cli_errors, emit, progress_bar
-from facebank.pipeline import SpaceConfig, Summary, VisionConfig
+from facebank.config import SpaceConfig, VisionConfig
+from facebank.ingest.stages import Summary
 
 BankOpt = Annotated[Path, typer.Option("--bank", "-b", help="The bank file (HDF5); created if missing.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
@@ -43,7 +44,7 @@ def _report(summary: Summary, as_json: bool, what: str) -> None:
 
 def _run_ingest(bank: Path, items_factory, vision: VisionConfig, spaces: list[str], as_json: bool, what: str,
                 workers: int) -> None:
-    from facebank.pipeline import ingest
+    from facebank.ingest import ingest
 
     with cli_errors():
         items = list(items_factory())  # reads the export's index first, so bad paths fail before models load
@@ -100,7 +101,7 @@ def annotate(
     as_json: JsonOpt = False,
 ) -> None:
     """(Re-)estimate age and gender of the bank's faces; source metadata is kept and combined."""
-    from facebank.pipeline import annotate_bank
+    from facebank.ingest import annotate_bank
 
     with cli_errors():
         _require_bank(bank)
@@ -119,7 +120,7 @@ def embed(
     as_json: JsonOpt = False,
 ) -> None:
     """Embed every face of the bank that has no vector in SPACE yet (resumable)."""
-    from facebank.pipeline import embed_bank
+    from facebank.ingest import embed_bank
 
     with cli_errors():
         _require_bank(bank)
@@ -152,26 +153,6 @@ def info(bank: Annotated[Path, typer.Option("--bank", "-b", help="The bank file.
         emit(s, as_json=as_json, human="\n".join(lines))
 
 
-def build(
-    config: Annotated[Path, typer.Option(help="Build config, e.g. data/default.toml.")] = Path("data/default.toml"),
-    source: Annotated[list[str], typer.Option("--source", help="Use this face source instead of the config's (repeatable).")] = [],
-    bank: Annotated[Optional[Path], typer.Option("--bank", "-b", help="Override the config's bank path.")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Run the whole pipeline from a config: sources -> bank -> embeddings -> index -> sample picks."""
-    from facebank.build import run_build
-    from facebank.config import load_config, source_from_path
-
-    with cli_errors():
-        cfg = load_config(config)
-        if source:
-            cfg = cfg.__class__(**{**cfg.__dict__, "sources": tuple(source_from_path(s) for s in source)})
-        if bank:
-            cfg = cfg.__class__(**{**cfg.__dict__, "bank": str(bank)})
-        result = run_build(cfg, progress=progress_bar)
-        emit(result, as_json=as_json, human=result.get("text", ""))
-
-
 def _require_bank(bank: Path) -> None:
     from facebank.errors import InputError
 
@@ -184,4 +165,3 @@ def register(app: typer.Typer) -> None:
     app.command()(annotate)
     app.command()(embed)
     app.command()(info)
-    app.command()(build)

@@ -29,8 +29,9 @@ def generate(
 ) -> None:
     """Generate one face per seed with our StyleGAN2-ADA generator and store it with its seed and w."""
     from facebank.errors import InputError
-    from facebank.pipeline import VisionConfig, annotate_bank
-    from facebank.sources.stylegan_source import GenerateConfig, generate_to_bank
+    from facebank.config import VisionConfig
+    from facebank.ingest import annotate_bank, generate_to_bank
+    from facebank.sources.stylegan_source import GenerateConfig
 
     with cli_errors():
         if batch != "auto" and not batch.isdigit():

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from facebank.cli.common import cli_errors, emit, parse_pairs
+from facebank.config import DEFAULT_BUILDS
 
 index_app = typer.Typer(help="Build, check and switch FAISS index builds.", no_args_is_help=True)
 OutOpt = Annotated[Path, typer.Option("--out", help="The folder of index builds.")]
@@ -18,7 +19,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON 
 def build_cmd(
     bank: Annotated[Path, typer.Option("--bank", "-b", help="The bank file.")],
     spaces: Annotated[Optional[str], typer.Option("--spaces", help="Comma-separated spaces (default: all).")] = None,
-    out: OutOpt = Path("index_builds"),
+    out: OutOpt = Path(DEFAULT_BUILDS),
     kind: Annotated[str, typer.Option(help="FAISS index: flat (exact), ivf or hnsw.")] = "flat",
     threshold: Annotated[list[str], typer.Option("--threshold", help="SPACE=COSINE (repeatable).")] = [],
     threshold_from: Annotated[Optional[Path], typer.Option(help="A calibration report (facebank audit).")] = None,
@@ -29,11 +30,12 @@ def build_cmd(
     """Build one index per space, with group membership and a manifest bound to the bank."""
     from facebank.index.build import build_index
     from facebank.index.manifest import read_manifest
+    from facebank.workflow import calibrated_thresholds
 
     with cli_errors():
         path = build_index(bank, spaces=[s.strip() for s in spaces.split(",")] if spaces else None, out=out, kind=kind,
                            thresholds=parse_pairs(threshold, "--threshold", shape="SPACE=COSINE", kind=float),
-                           threshold_from=str(threshold_from) if threshold_from else None, far=far,
+                           calibrated=calibrated_thresholds(str(threshold_from), far) if threshold_from else None,
                            make_current=not no_use)
         m = read_manifest(path)
         emit({"build": str(path), "manifest": m}, as_json=as_json,
@@ -45,7 +47,7 @@ def build_cmd(
 def verify_cmd(
     build: Annotated[Optional[Path], typer.Argument(help="Build directory (default: the current one).")] = None,
     bank: Annotated[Optional[Path], typer.Option("--bank", "-b", help="Check against this bank.")] = None,
-    out: OutOpt = Path("index_builds"),
+    out: OutOpt = Path(DEFAULT_BUILDS),
     as_json: JsonOpt = False,
 ) -> None:
     """Check a build against its bank; exits non-zero on any mismatch."""
@@ -60,7 +62,7 @@ def verify_cmd(
 @index_app.command("info")
 def info_cmd(
     build: Annotated[Optional[Path], typer.Argument(help="Build directory (default: the current one).")] = None,
-    out: OutOpt = Path("index_builds"),
+    out: OutOpt = Path(DEFAULT_BUILDS),
     as_json: JsonOpt = False,
 ) -> None:
     """Show a build's manifest."""

@@ -9,6 +9,7 @@ import numpy as np
 import typer
 
 from facebank.cli.common import cli_errors, emit, parse_pairs
+from facebank.config import DEFAULT_BUILDS
 
 
 def pick(
@@ -22,12 +23,12 @@ def pick(
     threshold: Annotated[Optional[float], typer.Option(help="Override the build's threshold (single space).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for a reproducible pick.")] = None,
     model: Annotated[list[str], typer.Option("--model", help="SPACE=PATH of a non-dlib embedder for --image.")] = [],
-    build: Annotated[Optional[Path], typer.Option(help="Index build (default: index_builds/current).")] = None,
+    build: Annotated[Optional[Path], typer.Option(help=f"Index build (default: {DEFAULT_BUILDS}/current).")] = None,
     bank: Annotated[Optional[Path], typer.Option("--bank", "-b", help="Bank (default: the build's).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Pick synthetic targets guaranteed dissimilar to a query embedding or to the faces of a photo."""
-    from facebank.api import open_facebank
+    from facebank.pick.api import open_facebank
     from facebank.errors import InputError
 
     with cli_errors():
@@ -37,7 +38,7 @@ def pick(
         rng = np.random.default_rng(seed)
         rows = []
         if image is not None:
-            from facebank.photo import pick_for_image
+            from facebank.pick.photo import pick_for_image
 
             models = parse_pairs(model, "--model", shape="SPACE=PATH", must_exist=True)
             for face, t in pick_for_image(session, image, models=models, mode=mode, rng=rng, fallback=fallback):

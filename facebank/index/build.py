@@ -2,6 +2,11 @@
 
 A build is written under a temporary name inside `index_builds/` and renamed into place, and
 `current` is a symlink switched with `os.replace`, so a reader never sees a half-written build.
+Beside its manifest each build holds `build_config.json`: the resolved arguments it was made
+with (and the pipeline config, when `facebank build` made it).
+
+Thresholds from a calibration report come in as `Calibrated` values: the CLI and
+`facebank.build_index` read the report (facebank.audit), so the index never imports the audit.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -19,14 +26,24 @@ import numpy as np
 from facebank._version import __version__
 from facebank.bank import open_bank
 from facebank.bank.schema import STATUS_ANNOTATED
-from facebank.download import sha256_file
+from facebank._io.download import sha256_file
+from facebank.config import DEFAULT_BUILDS
 from facebank.errors import ConfigError, IndexBuildError, InputError, StaleIndex, UnknownSpace
-from facebank.files import atomic_write_json
+from facebank._io.files import atomic_write_json
 from facebank.index import groups as G
 from facebank.index.manifest import FORMAT_VERSION, KIND, read_manifest
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 CURRENT = "current"
+BUILD_CONFIG = "build_config.json"
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """Thresholds read from a calibration report: space -> cosine, and where they come from."""
+
+    thresholds: Mapping[str, float]
+    source: str  # recorded as each space's threshold_source, e.g. "calibration report R at FAR 0.001"
 
 
 def default_thresholds() -> dict:
@@ -39,28 +56,23 @@ def resolve_thresholds(
     spaces: list[str],
     *,
     given: dict[str, float] | None = None,
-    report: str | None = None,
-    far: float = 1e-3,
+    calibrated: Calibrated | None = None,
     models: dict[str, str] | None = None,
 ) -> dict[str, dict]:
-    """space -> {value, source}: given values first, then a calibration report, then the defaults.
+    """space -> {value, source}: given values first, then calibrated ones, then the defaults.
 
     Defaults are looked up by space and checked against the model checksum they were calibrated
     for, so a threshold never silently applies to another model.
     """
     given = dict(given or {})
-    from_report: dict[str, float] = {}
-    if report:
-        from facebank.audit.calibration import thresholds_from_report
-
-        from_report = thresholds_from_report(report, far)
+    from_report = dict(calibrated.thresholds) if calibrated else {}
     defaults = default_thresholds()
     out = {}
     for space in spaces:
         if space in given:
             out[space] = {"value": float(given[space]), "source": "given"}
         elif space in from_report:
-            out[space] = {"value": float(from_report[space]), "source": f"calibration report {report} at FAR {far:g}"}
+            out[space] = {"value": float(from_report[space]), "source": calibrated.source}
         elif space in defaults.get("spaces", {}) and (
             models is None or defaults["spaces"][space].get("sha256") == models.get(space)
         ):
@@ -100,15 +112,18 @@ def build_index(
     bank_path: str | os.PathLike,
     *,
     spaces: list[str] | None = None,  # None: every space of the bank
-    out: str | os.PathLike = "index_builds",
+    out: str | os.PathLike = DEFAULT_BUILDS,
     kind: str = "flat",  # FAISS index type per space: flat (exact) | ivf | hnsw
     thresholds: dict[str, float] | None = None,  # space -> cosine; overrides the rest
-    threshold_from: str | None = None,  # a calibration report (facebank audit) ...
-    far: float = 1e-3,  # ... read at this false-accept rate
+    calibrated: Calibrated | None = None,  # from a calibration report (see facebank.build_index)
     build_id: str | None = None,
     make_current: bool = True,
+    pipeline: dict | None = None,  # the resolved pipeline config, recorded in build_config.json
 ) -> Path:
-    """Build indexes for `spaces` of the bank; returns the build directory."""
+    """Build indexes for `spaces` of the bank; returns the build directory.
+
+    `facebank.build_index` is this function with a calibration report path (`threshold_from`,
+    `far`) in place of `calibrated`."""
     import faiss
 
     start = time.time()
@@ -124,7 +139,7 @@ def build_index(
             if s not in bank.spaces:
                 raise UnknownSpace(f"space {s!r} is not in {bank_path}; it has: {', '.join(bank.spaces) or 'none'}")
         infos = {s: bank.space_info(s) for s in spaces}
-        thr = resolve_thresholds(spaces, given=thresholds, report=threshold_from, far=far,
+        thr = resolve_thresholds(spaces, given=thresholds, calibrated=calibrated,
                                  models={s: i.get("sha256") for s, i in infos.items()})
         ages, genders = bank.column("age"), bank.column("gender")
         annotated = bank.column("status") == STATUS_ANNOTATED
@@ -182,6 +197,10 @@ def build_index(
             secret = tmp / "secret.key"
             secret.write_bytes(os.urandom(32))
             os.chmod(secret, 0o600)
+            atomic_write_json(tmp / BUILD_CONFIG, {
+                "bank": str(Path(bank_path).resolve()), "spaces": spaces, "out": str(out), "kind": kind,
+                "thresholds": thr, "index_params": {s: m["index"]["params"] for s, m in space_meta.items()},
+                "build_id": build_id, "make_current": make_current, "pipeline": pipeline})
             atomic_write_json(tmp / "manifest.json", manifest)
             os.rename(tmp, final)
         finally:
@@ -216,7 +235,7 @@ def use_build(build_dir: str | os.PathLike) -> Path:
     return link
 
 
-def resolve_build(build: str | os.PathLike | None = None, *, out: str | os.PathLike = "index_builds") -> Path:
+def resolve_build(build: str | os.PathLike | None = None, *, out: str | os.PathLike = DEFAULT_BUILDS) -> Path:
     """A build directory: the given one, or `<out>/current`."""
     path = Path(build) if build else Path(out) / CURRENT
     if path.is_dir() and not (path / "manifest.json").exists() and (path / CURRENT).exists():

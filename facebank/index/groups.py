@@ -11,7 +11,7 @@ Age groups, in years, each the half-open range [lower, next lower):
     5      50-59   50 <= age < 60
     6      60+     60 <= age
 
-Genders: index 0 "female", index 1 "male" ("f", "woman", "m", "man" are accepted, any case).
+Genders: index 0 "female", index 1 "male" (spellings as in facebank.labels: f, w, woman, m, man, any case).
 
 A group code is `age_index * 2 + gender_index` (0..13), stored as int16 next to the vectors.
 `widen_age` gives the order in which neighbouring age groups are tried when a group has no
@@ -20,11 +20,11 @@ eligible target (the "widen_age" fallback policy): nearest first, the younger on
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
 
+from facebank import labels
 from facebank.errors import InputError
 
 __all__ = [
@@ -41,42 +41,24 @@ __all__ = [
     "widen_age_codes",
 ]
 
-AGE_GROUPS: tuple[str, ...] = ("0-12", "13-19", "20-29", "30-39", "40-49", "50-59", "60+")
-GENDERS: tuple[str, ...] = ("female", "male")
+AGE_GROUPS: tuple[str, ...] = labels.AGE_GROUPS
+GENDERS: tuple[str, ...] = labels.GENDERS
 N_GROUPS = len(AGE_GROUPS) * len(GENDERS)
 
 # Lower bounds of age groups 1..6; searchsorted(side="right") maps an age to its group index.
-_AGE_EDGES = np.array([13.0, 20.0, 30.0, 40.0, 50.0, 60.0])
-_GENDER_ALIASES = {"f": 0, "female": 0, "woman": 0, "m": 1, "male": 1, "man": 1}
+_AGE_EDGES = np.array(labels.AGE_EDGES)
 _AGE_INDEX = {label: i for i, label in enumerate(AGE_GROUPS)}
-
-
-def _age_index(age: float) -> int:
-    try:
-        a = float(age)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"age must be a number of years, got {age!r}") from exc
-    if not math.isfinite(a) or a < 0:
-        raise InputError(f"age must be finite and >= 0, got {age!r}")
-    return int(np.searchsorted(_AGE_EDGES, a, side="right"))
+age_group = labels.age_group  # one parser: facebank.labels
 
 
 def _gender_index(gender: str) -> int:
-    key = gender.strip().lower() if isinstance(gender, str) else None
-    if key not in _GENDER_ALIASES:
-        raise InputError(f"gender must be one of {sorted(_GENDER_ALIASES)}, got {gender!r}")
-    return _GENDER_ALIASES[key]
+    return labels.gender_code(gender, strict=True)
 
 
 def _age_group_index(label: str) -> int:
     if label not in _AGE_INDEX:
         raise InputError(f"age group must be one of {list(AGE_GROUPS)}, got {label!r}")
     return _AGE_INDEX[label]
-
-
-def age_group(age: float) -> str:
-    """The label of the age group an age in years falls in ("0-12" ... "60+")."""
-    return AGE_GROUPS[_age_index(age)]
 
 
 def gender_name(gender: str) -> str:

@@ -17,18 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from facebank.errors import SourceError
+from facebank.labels import AGE_CATEGORIES, metadata_attributes  # noqa: F401  (the export's labels; old import path)
 from facebank.sources.base import IMAGE_SUFFIXES, SourceItem
 
 SOURCE = "generated_photos"
-
-# generated.photos age categories in years [low, high): the model's estimate is kept inside them.
-AGE_CATEGORIES: dict[str, tuple[float, float]] = {
-    "infant": (0.0, 3.0),
-    "child": (3.0, 13.0),
-    "young-adult": (16.0, 36.0),
-    "adult": (30.0, 60.0),
-    "elderly": (60.0, 100.0),
-}
 
 _SIZE = re.compile(r"_(\d+)\.(jpe?g|png|webp)$", re.IGNORECASE)
 _CSV_FIELDS = {"Emotion": "emotion", "Hair_length": "hair_length", "Hair_color": "hair_color", "Eye": "eye_color",
@@ -166,16 +158,3 @@ def _item(tree: _Tree, base: str, ref: str, source_id: str, meta: dict) -> Sourc
             return SourceItem(SOURCE, source_id, metadata=meta, rejection=("missing_file", f"{ref} not found"))
         name = alt
     return SourceItem(SOURCE, source_id, data=tree.read(name), metadata=meta)
-
-
-def metadata_attributes(meta: dict) -> dict:
-    """Age category, its year range and gender from generated.photos metadata (empty when absent)."""
-    out: dict = {}
-    age = str(meta.get("age", "")).strip().lower()
-    if age in AGE_CATEGORIES:
-        out["age_category"] = age
-        out["age_range"] = AGE_CATEGORIES[age]
-    gender = str(meta.get("gender", "")).strip().lower()
-    if gender in ("female", "male"):
-        out["gender"] = gender
-    return out

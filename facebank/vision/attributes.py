@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from facebank.errors import FaceRejected, InputError, ModelError
-from facebank.vision.registry import file_sha256, find_model_file, onnx_session
+from facebank.vision.model_files import file_sha256, find_model_file, onnx_session
 from facebank.vision.types import Attributes, Detection, ModelInfo
 
 __all__ = ["AgeGenderEstimator", "InsightFaceGenderAge", "centred_crop"]

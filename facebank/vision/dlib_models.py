@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from facebank.errors import InputError, ModelError
-from facebank.vision.registry import file_sha256
+from facebank.vision.model_files import file_sha256
 from facebank.vision.types import Detection, ModelInfo
 
 try:

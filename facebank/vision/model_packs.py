@@ -3,7 +3,7 @@
 LICENSE: InsightFace's pretrained models (the buffalo_* packs included) are released for
 non-commercial research purposes only. Fetching them here does not grant any other use.
 
-A pack is a zip of ONNX files. `fetch_pack` downloads it once into a cache (facebank.download:
+A pack is a zip of ONNX files. `fetch_pack` downloads it once into a cache (facebank._io.download:
 the zip's sha256 is recorded on first download, or pinned by the caller, and checked on every
 later use), extracts it safely into a temporary directory beside the destination, checks that the
 ONNX files facebank uses are there and open in onnxruntime, writes a manifest of every file's
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-from facebank.download import cache_record, check_sha256_hex, fetch, is_url, sha256_file
+from facebank._io.download import cache_record, check_sha256_hex, fetch, is_url, sha256_file
 from facebank.errors import InputError, ModelError, SourceError
 
 __all__ = ["DEFAULT_DEST", "LICENSE_NOTICE", "MANIFEST_NAME", "PACKS", "ModelPack", "extract_zip", "fetch_pack",
@@ -125,7 +125,7 @@ def extract_zip(zip_path: PathLike, target: PathLike) -> list[str]:
 
 def _check_onnx(directory: Path, pack: ModelPack | None, label: str) -> None:
     """ModelError unless the files facebank uses are present and onnxruntime opens them."""
-    from facebank.vision.registry import onnx_session
+    from facebank.vision.model_files import onnx_session
 
     names = pack.required if pack else tuple(sorted(p.name for p in directory.glob("*.onnx")))
     missing = [n for n in names if not (directory / n).is_file()]

@@ -19,7 +19,7 @@ import numpy as np
 
 from facebank.errors import ConfigError, InputError, ModelError
 from facebank.vision.align import align_face
-from facebank.vision.registry import file_sha256, onnx_session
+from facebank.vision.model_files import file_sha256, onnx_session
 from facebank.vision.types import Detection, ModelInfo
 
 __all__ = ["PRESETS", "EmbedderContract", "OnnxEmbedder", "resolve_contract"]

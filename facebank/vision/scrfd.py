@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from facebank.errors import InputError, ModelError
-from facebank.vision.registry import file_sha256, onnx_session
+from facebank.vision.model_files import file_sha256, onnx_session
 from facebank.vision.types import Detection, ModelInfo
 
 __all__ = ["ScrfdDetector", "nms"]

@@ -1,7 +1,7 @@
 """Find a network file: a local path as is, or an http(s) URL downloaded once into a cache.
 
 The generic part (cache, sha256 record checked on every later use, atomic download) lives in
-facebank.download; this module keeps the StyleGAN names and the `--network` advice.
+facebank._io.download; this module keeps the StyleGAN names and the `--network` advice.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
-from facebank.download import _download, fetch, sha256_file
+from facebank._io.download import _download, fetch, sha256_file
 
 __all__ = ["FFHQ_URL", "resolve_network", "sha256_file"]
 

@@ -1,0 +1,36 @@
+"""`facebank build`: the whole pipeline from a config (facebank.workflow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from facebank.cli.common import cli_errors, emit, progress_bar
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+def build(
+    config: Annotated[Path, typer.Option(help="Build config, e.g. data/default.toml.")] = Path("data/default.toml"),
+    source: Annotated[list[str], typer.Option("--source", help="Use this face source instead of the config's (repeatable).")] = [],
+    bank: Annotated[Optional[Path], typer.Option("--bank", "-b", help="Override the config's bank path.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the whole pipeline from a config: sources -> bank -> embeddings -> index -> sample picks."""
+    from facebank.workflow import run_build
+    from facebank.config import load_config, source_from_path
+
+    with cli_errors():
+        cfg = load_config(config)
+        if source:
+            cfg = cfg.__class__(**{**cfg.__dict__, "sources": tuple(source_from_path(s) for s in source)})
+        if bank:
+            cfg = cfg.__class__(**{**cfg.__dict__, "bank": str(bank)})
+        result = run_build(cfg, progress=progress_bar)
+        emit(result, as_json=as_json, human=result.get("text", ""))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(build)

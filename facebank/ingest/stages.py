@@ -1,0 +1,226 @@
+"""Source -> detect + align -> attributes -> (embeddings) -> bank. Resumable and never silent.
+
+Every image either becomes a face in the bank or a row in the bank's rejection log with a reason.
+Re-running the same ingest skips what the bank already holds (by content hash) and what it
+already rejected (by content hash, source id and stage), so a killed run finishes without
+duplicates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from facebank.bank import BankWriter, Rejection, open_bank
+from facebank.bank.records import content_sha256
+from facebank.bank.schema import STATUS_ANNOTATED, STATUS_GENERATED, STATUS_REJECTED
+from facebank.config import SpaceConfig, VisionConfig
+from facebank.errors import InputError
+from facebank.ingest.annotator import Annotator, encoded
+from facebank.ingest.workers import (annotate_job, annotate_row_job, embed_pair, init_annotator, init_embedder,
+                                     pool)
+from facebank.sources.base import SourceItem
+from facebank.vision.registry import load_embedder
+
+__all__ = ["Progress", "Summary", "annotate_bank", "embed_bank", "ingest"]
+
+Progress = Callable[[int], None]  # called with the number of items just finished
+
+
+@dataclass
+class Summary:
+    """What a run did, for the CLI summary and `--json`."""
+
+    added: int = 0
+    already_in_bank: int = 0
+    duplicates: list[str] = field(default_factory=list)  # source ids whose bytes were already in
+    rejected: Counter = field(default_factory=Counter)  # reason -> count
+    rejected_items: list[dict] = field(default_factory=list)
+    embedded: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["rejected"] = dict(self.rejected)
+        return d
+
+
+def ingest(
+    bank_path: str,
+    items: Iterable[SourceItem],
+    *,
+    vision: VisionConfig = VisionConfig(),
+    spaces: Iterable[SpaceConfig] = (),
+    progress: Progress | None = None,
+    annotator: Annotator | None = None,
+    batch_size: int = 64,  # faces per pending batch: at most this much work is lost to a kill
+    commit_every: int = 2048,  # faces between commits (each copies the bank once)
+    workers: int = 1,  # processes that detect, annotate and embed; 0 = one per CPU
+) -> Summary:
+    """Add every face of `items` to the bank at `bank_path` (created if missing)."""
+    start = time.perf_counter()
+    summary = Summary()
+    spaces = tuple(spaces)
+    annotator = annotator or Annotator(vision, spaces)
+    with BankWriter(bank_path, batch_size=batch_size, commit_every=commit_every) as writer:
+        for space in annotator.embedders:
+            writer.register_space(space, annotator.space_info(space))
+        writer.log("ingest_start", models=annotator.models())
+
+        todo = []
+        for item in items:
+            if _screen(writer, item, summary):
+                todo.append(item)
+            elif progress:
+                progress(1)
+        with pool(workers, init_annotator, (vision, spaces), local=annotator) as run:
+            for item, (record, reason) in zip(todo, run(annotate_job, todo)):
+                if record is not None:
+                    writer.add_face(record)
+                    summary.added += 1
+                else:
+                    _reject(writer, item, summary, content_sha256(encoded(item)), *reason, "annotate")
+                if progress:
+                    progress(1)
+        writer.log("ingest_end", added=summary.added, rejected=dict(summary.rejected), duplicates=summary.duplicates)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _reject(writer: BankWriter, item: SourceItem, summary: Summary, sha: str, reason: str, detail: str,
+            stage: str) -> None:
+    writer.add_rejection(Rejection(item.source, item.source_id, sha, reason, detail, stage))
+    summary.rejected[reason] += 1
+    summary.rejected_items.append({"source_id": item.source_id, "reason": reason, "detail": detail})
+
+
+def _screen(writer: BankWriter, item: SourceItem, summary: Summary) -> bool:
+    """True when the item still needs annotating; records why not otherwise."""
+    if item.rejection is not None:
+        _reject(writer, item, summary, "", *item.rejection, "read")
+        return False
+    sha = content_sha256(encoded(item))
+    if writer.has_content(sha):
+        summary.already_in_bank += 1
+        summary.duplicates.append(item.source_id)
+        return False
+    if writer.was_rejected(sha, item.source_id, "annotate"):
+        summary.rejected["already_rejected"] += 1
+        return False
+    writer.mark_seen(sha)  # a second copy later in this run is a duplicate, not a second face
+    return True
+
+
+def embed_bank(
+    bank_path: str,
+    space: SpaceConfig,
+    *,
+    progress: Progress | None = None,
+    total: Callable[[int], None] | None = None,
+    workers: int = 1,  # embedding processes; 0 = one per CPU
+) -> Summary:
+    """Compute the `space` embedding of every face that lacks one (resumable)."""
+    start = time.perf_counter()
+    summary = Summary()
+    with open_bank(bank_path) as bank:
+        embedder = load_embedder(space.space, space.model_path, space.contract)
+        info = {"model": embedder.info.name, "sha256": embedder.info.sha256, "dim": int(embedder.dim),
+                "version": embedder.info.version}
+        annotated = bank.column("status") == STATUS_ANNOTATED  # others have no face to embed
+        if space.space in bank.spaces:
+            old = bank.space_info(space.space)
+            if old.get("sha256") != info["sha256"] or int(old["dim"]) != info["dim"]:
+                raise InputError(
+                    f"space {space.space!r} in {bank_path} was made by {old.get('model')}; "
+                    f"choose another space name for {info['model']}"
+                )
+            todo = np.flatnonzero(~bank.present(space.space) & annotated)
+        else:
+            todo = np.flatnonzero(annotated)
+        summary.already_in_bank = len(bank) - len(todo)
+        if total:
+            total(len(todo))
+        with BankWriter(bank_path, create=False) as writer:
+            writer.log("embed_start", space=space.space, model=info)
+            def jobs():
+                for row in todo:
+                    face = bank.face(int(row), spaces=[])
+                    yield face.id, (face.image_bytes(), face.box, face.landmarks, face.id)
+
+            # The pool's feeder thread reads the jobs from `bank`; this thread only uses `writer`.
+            with pool(workers, init_embedder, (space,), local=embedder) as run:
+                for fid, vec in run(embed_pair, jobs()):
+                    writer.set_embeddings(space.space, info, [fid], vec[None, :])
+                    summary.embedded += 1
+                    if progress:
+                        progress(1)
+            writer.log("embed_end", space=space.space, embedded=summary.embedded)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def annotate_bank(
+    bank_path: str,
+    vision: VisionConfig = VisionConfig(),
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+    total: Callable[[int], None] | None = None,
+    workers: int = 1,  # annotation processes; 0 = one per CPU
+) -> Summary:
+    """Annotate the bank's faces: detect + align + age/gender for generated faces not yet
+    annotated, and (re-)estimate age and gender of the others with `vision.attributes`.
+
+    Without `force`, faces that already carry this model's estimate are skipped, so an
+    interrupted run resumes where it stopped. A generated face with no usable face in it stays
+    in the bank (its seed is not retried) with status "rejected" and a reason in the log.
+    """
+    start = time.perf_counter()
+    summary = Summary()
+    annotator = Annotator(vision)
+    name = annotator.attributes.info.name
+    with open_bank(bank_path) as bank:
+        status = bank.column("status")
+        done = (bank.column("attribute_model") == name) & np.isfinite(bank.column("model_age"))
+        new = status == STATUS_GENERATED
+        redo = (status == STATUS_ANNOTATED) & (force | ~done)
+        todo = np.flatnonzero(new | redo)
+        summary.already_in_bank = len(bank) - len(todo)
+        categories, meta_genders = bank.column("meta_age_category"), bank.column("meta_gender")
+        if total:
+            total(len(todo))
+
+        def jobs():  # read by the pool's feeder thread; this thread only writes
+            for row in todo:
+                face = bank.face(int(row), spaces=[])
+                meta = dict(face.provenance.get("metadata", {})) if new[row] else {}
+                if not new[row]:
+                    if categories[row]:
+                        meta["age"] = categories[row]
+                    if meta_genders[row] in (0, 1):
+                        meta["gender"] = ("female", "male")[meta_genders[row]]
+                yield (face.id, bool(new[row]), SourceItem(face.source, face.source_id, data=face.image_bytes(),
+                                                           metadata=meta), face.box, face.landmarks)
+
+        with BankWriter(bank_path, create=False) as writer:
+            writer.log("annotate_start", models=annotator.models(), force=force)
+            with pool(workers, init_annotator, (vision, ()), local=annotator) as run:
+                for fid, item, cols, reason in run(annotate_row_job, jobs()):
+                    if cols is None:
+                        writer.add_rejection(Rejection(item.source, item.source_id, content_sha256(item.data),
+                                                       reason[0], reason[1], "annotate"))
+                        summary.rejected[reason[0]] += 1
+                        cols = {"status": STATUS_REJECTED}
+                    else:
+                        cols["status"] = STATUS_ANNOTATED
+                        summary.added += 1
+                    writer.set_attributes([fid], {k: np.array([v]) for k, v in cols.items()})
+                    if progress:
+                        progress(1)
+            writer.log("annotate_end", annotated=summary.added, rejected=dict(summary.rejected))
+    summary.seconds = time.perf_counter() - start
+    return summary

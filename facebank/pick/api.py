@@ -1,0 +1,77 @@
+"""Module-level picking: `facebank.pick_target(embedding, build=...)` with the session opened once.
+
+Sessions are cached per (build directory, bank path, dtype), so a pipeline that calls
+`pick_target` per face pays for opening the bank and loading the vectors only on its first call.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+
+from facebank.index.build import resolve_build
+from facebank.pick.session import FaceBank, Target
+
+_sessions: dict[tuple, FaceBank] = {}
+_lock = threading.Lock()
+
+
+def open_facebank(build: str | os.PathLike | None = None, *, bank: str | os.PathLike | None = None,
+                  dtype: str = "float32", secret: bytes | None = None) -> FaceBank:
+    """The cached FaceBank for a build (default `index_builds/current`) and its bank."""
+    build_dir = resolve_build(build)
+    key = (str(build_dir), str(bank) if bank else None, dtype, secret)
+    with _lock:
+        session = _sessions.get(key)
+        if session is None:
+            session = _sessions[key] = FaceBank(build_dir, bank=bank, dtype=dtype, secret=secret)
+        return session
+
+
+def pick_target(embedding, *, build: str | os.PathLike | None = None, bank: str | os.PathLike | None = None,
+                space: str | None = None, age: float | None = None, gender: str | None = None, threshold=None,
+                mode: str = "random", rng=None, key: bytes | str | None = None, exclude=(),
+                fallback: str = "error", secret: bytes | None = None) -> Target:
+    """A random synthetic face guaranteed dissimilar to `embedding` in every space it gives.
+
+    Args:
+        embedding: (d,) array for `space` (or the build's only space), or a dict space -> (d,).
+        build, bank: which index build (default `index_builds/current`) and bank (default: the
+            one the build was made from).
+        age, gender: the real face's age in years and gender; the target comes from that group.
+        threshold: a cosine, or dict space -> cosine; default: the build's calibrated thresholds.
+        mode: "random" (uniform over eligible targets) or "furthest" (the least similar one; with
+            an ivf/hnsw build, the least similar of the index's proposals).
+        rng / key: a numpy Generator, or a key (e.g. photo id + face index) that makes the pick
+            reproducible under `secret` and unlinkable across keys.
+        exclude: face ids never to return. fallback: "error" or "widen_age".
+
+    Raises:
+        NoEligibleTarget, InvalidEmbedding, UnknownSpace, StaleIndex, InputError.
+    """
+    return open_facebank(build, bank=bank, secret=secret).pick_target(
+        embedding, space=space, age=age, gender=gender, threshold=threshold, mode=mode, rng=rng, key=key,
+        exclude=exclude, fallback=fallback)
+
+
+def pick_targets(embeddings, *, build: str | os.PathLike | None = None, bank: str | os.PathLike | None = None,
+                 space: str | None = None, ages: Sequence | None = None, genders: Sequence | None = None,
+                 threshold=None, mode: str = "random", rng=None, keys: Sequence | None = None, exclude=(),
+                 fallback: str = "error", secret: bytes | None = None) -> list[Target]:
+    """`pick_target` for a batch: (B, d) or dict space -> (B, d); one Target per row."""
+    return open_facebank(build, bank=bank, secret=secret).pick_targets(
+        embeddings, space=space, ages=ages, genders=genders, threshold=threshold, mode=mode, rng=rng, keys=keys,
+        exclude=exclude, fallback=fallback)
+
+
+def pick_for_photo(faces: Sequence[Mapping], *, build: str | os.PathLike | None = None,
+                   bank: str | os.PathLike | None = None, threshold=None, mode: str = "random", rng=None,
+                   key: bytes | str | None = None, exclude=(), fallback: str = "error",
+                   secret: bytes | None = None) -> list[Target]:
+    """Distinct targets for every real face of one photo, each dissimilar to all of them.
+
+    `faces`: mappings with `embedding` (array or dict space -> array), optional `space`, `age`, `gender`.
+    """
+    return open_facebank(build, bank=bank, secret=secret).pick_for_photo(
+        faces, threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback)

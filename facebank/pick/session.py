@@ -1,0 +1,314 @@
+"""Picking against a bank and one of its index builds: open once, pick many times.
+
+`FaceBank` binds a build to its bank (refusing a stale one), maps ages and genders to groups,
+applies the fallback policy, and returns `Target`s that give access to the face a swapper needs.
+The exactness of every pick lives in `facebank.index.picker`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facebank.bank import Face, open_bank
+from facebank.config import DEFAULT_BUILDS
+from facebank.errors import InputError, NoEligibleTarget, StaleIndex, UnknownSpace
+from facebank.index import groups as G
+from facebank.index.build import resolve_build
+from facebank.index.manifest import read_manifest
+from facebank.index.picker import Picker, PickResult
+
+MODES = ("random", "furthest")
+FALLBACKS = ("error", "widen_age")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A synthetic face picked for a query, with the exact similarity in every space."""
+
+    id: str
+    row: int  # bank row
+    similarities: dict[str, float]
+    thresholds: dict[str, float]
+    age: float
+    gender: str
+    group: str  # the target's own age/gender group
+    requested_group: str  # what the query asked for ("any" when unconstrained)
+    fallback: str | None  # None, or what the fallback policy did ("widen_age:20-29")
+    mode: str
+    method: str  # rejection | scan | furthest | index_furthest (proposed by an ivf/hnsw index)
+    _bank: object = field(default=None, repr=False, compare=False)
+
+    def face(self) -> Face:
+        """Everything the bank holds about the target (crop, landmarks, attributes, vectors)."""
+        return self._bank.face(self.row)
+
+    def crop(self) -> np.ndarray:
+        """The aligned 112x112 RGB crop."""
+        return self._bank.crop(self.row)
+
+    def image_bytes(self) -> bytes:
+        return self._bank.image_bytes(self.row)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
+def _as_query(embedding, space: str | None, spaces: list[str]) -> dict[str, np.ndarray]:
+    if isinstance(embedding, Mapping):
+        query = dict(embedding)
+    else:
+        if space is None:
+            if len(spaces) != 1:
+                raise InputError(f"give space= (the build has {', '.join(spaces)}) or a dict of space -> embedding")
+            space = spaces[0]
+        query = {space: embedding}
+    if not query:
+        raise InputError("the query has no embedding")
+    for s in query:
+        if s not in spaces:
+            raise UnknownSpace(f"space {s!r} is not in this build; it has: {', '.join(spaces)}")
+    return query
+
+
+def _plan(first: str | None, gender: str | None, fallback: str) -> list[tuple[list[int] | None, str]]:
+    genders = [gender] if gender is not None else list(G.GENDERS)
+    if first is None:
+        if gender is None:
+            return [(None, "any")]
+        return [([G.group_code(a, gender) for a in G.AGE_GROUPS], f"any/{gender}")]
+    ages = [first] + (list(G.widen_age(first)) if fallback == "widen_age" else [])
+    return [([G.group_code(a, g) for g in genders], f"{a}/{gender or 'any'}") for a in ages]
+
+
+class FaceBank:
+    """A bank and one of its index builds, opened once and reused across picks.
+
+    Args:
+        build: a build directory, or the builds folder (its `current` is used); None: `out/current`.
+        bank: the bank file; None: the path recorded in the build's manifest.
+        dtype: "float32", or "float16" to halve memory (picks stay exact; see Picker).
+        secret: bytes that `key=` picks derive their randomness from; None: the build's
+            `secret.key` (keys then give the same target whenever this build is used), or a
+            fresh random secret when the build has none.
+    """
+
+    def __init__(self, build: str | os.PathLike | None = None, *, bank: str | os.PathLike | None = None,
+                 dtype: str = "float32", secret: bytes | None = None, out: str | os.PathLike = DEFAULT_BUILDS):
+        self.build_dir = resolve_build(build, out=out)
+        self.manifest = read_manifest(self.build_dir)
+        self.bank_path = Path(bank or self.manifest["bank"]["path"])
+        self.bank = open_bank(self.bank_path)
+        self._bank_stat = self._stat()
+        self._check_fresh()
+        self.spaces = sorted(self.manifest["spaces"])
+        self.thresholds = {s: float(m["threshold"]) for s, m in self.manifest["spaces"].items()}
+        self.rows = np.load(self.build_dir / "rows.npy")
+        self.ids = np.load(self.build_dir / "ids.npy")
+        self.codes = np.load(self.build_dir / "groups.npy")
+        self._index_row = {fid.decode(): i for i, fid in enumerate(self.ids)}
+        # Plain ndarray views of the memory maps: same mapped pages, no memmap subclass cost per access.
+        vectors = {s: np.load(self.build_dir / f"vectors.{s}.npy", mmap_mode="r").view(np.ndarray)
+                   for s in self.spaces}
+        self._plans: dict[tuple, list] = {}
+        self._labels = [G.group_label(c) for c in range(G.N_GROUPS)]
+        if secret is None:
+            key_file = self.build_dir / "secret.key"
+            secret = key_file.read_bytes() if key_file.is_file() else secrets.token_bytes(32)
+        self.picker = Picker(vectors, self.codes, dtype=dtype, secret=secret)
+        self._ages = self.bank.column("age")
+        self._genders = self.bank.column("gender")
+        # Approximate FAISS indexes (ivf, hnsw) propose candidates for furthest picks; the exact
+        # picker decides. Flat builds need no index at pick time: the exact scan is the index.
+        self._approx = {s: m["index"]["type"] for s, m in self.manifest["spaces"].items()
+                        if m["index"]["type"] != "flat"}
+        self._faiss: dict = {}
+        self.furthest_candidates = 256
+
+    # -- freshness --
+    def _stat(self) -> tuple[int, int]:
+        st = os.stat(self.bank_path)
+        return st.st_ino, st.st_mtime_ns
+
+    def _check_fresh(self) -> None:
+        if self.bank.content_hash != self.manifest["bank"]["content_hash"]:
+            raise StaleIndex(
+                f"build {self.manifest['build_id']} was made from another bank content than {self.bank_path} "
+                f"holds now ({self.manifest['bank']['content_hash'][:12]} != {self.bank.content_hash[:12]}); "
+                "rebuild the index"
+            )
+
+    def _recheck(self) -> None:
+        # The bank is only ever replaced whole (os.replace), so a changed inode or mtime is the signal.
+        if self._stat() != self._bank_stat:
+            self.bank.close()
+            self.bank = open_bank(self.bank_path)
+            self._bank_stat = self._stat()
+            self._check_fresh()
+
+    # -- groups --
+    def _group_plan(self, age: float | None, gender: str | None, fallback: str) -> list[tuple[list[int] | None, str]]:
+        """Group-code sets to try in order, with their labels (cached: a plan depends on the
+        age group, gender and fallback only)."""
+        if fallback not in FALLBACKS:
+            raise InputError(f"fallback must be one of {', '.join(FALLBACKS)}, got {fallback!r}")
+        if age is not None and (not np.isfinite(age) or age < 0):
+            raise InputError(f"age must be a non-negative number of years, got {age}")
+        key = (None if age is None else G.age_group(float(age)), None if gender is None else G.gender_name(gender),
+               fallback)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = _plan(*key)
+        return plan
+
+    def _index_rows(self, exclude: Iterable) -> set[int]:
+        out = set()
+        for e in exclude:
+            if isinstance(e, str):
+                if e in self._index_row:
+                    out.add(self._index_row[e])
+            else:
+                raise InputError(f"exclude takes face ids (str), got {type(e).__name__}")
+        return out
+
+    def _thresholds(self, query: Mapping, threshold) -> dict[str, float]:
+        if threshold is None:
+            return {s: self.thresholds[s] for s in query}
+        if isinstance(threshold, Mapping):
+            return {s: float(threshold.get(s, self.thresholds[s])) for s in query}
+        if len(query) != 1:
+            raise InputError("a single threshold needs a single-space query; give a dict of space -> threshold")
+        return {next(iter(query)): float(threshold)}
+
+    def _target(self, res: PickResult, thresholds, requested: str, fallback_used: str | None, mode: str) -> Target:
+        bank_row = int(self.rows[res.row])
+        code = int(self.codes[res.row])
+        return Target(
+            id=self.ids[res.row].decode(), row=bank_row, similarities=dict(res.similarities),
+            thresholds=dict(thresholds), age=float(self._ages[bank_row]),
+            gender={0: "female", 1: "male"}.get(int(self._genders[bank_row]), "unknown"),
+            group=self._labels[code], requested_group=requested, fallback=fallback_used, mode=mode,
+            method=res.method, _bank=self.bank,
+        )
+
+    # -- the API --
+    def pick_target(self, embedding, *, space: str | None = None, age: float | None = None,
+                    gender: str | None = None, threshold=None, mode: str = "random",
+                    rng: np.random.Generator | None = None, key: bytes | str | None = None,
+                    exclude: Iterable[str] = (), fallback: str = "error") -> Target:
+        """A synthetic face dissimilar to `embedding` in every space it gives; see facebank.pick_target."""
+        return self.pick_for_photo([{"embedding": embedding, "space": space, "age": age, "gender": gender}],
+                                   threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude,
+                                   fallback=fallback)[0]
+
+    def pick_targets(self, embeddings, *, space: str | None = None, ages: Sequence | None = None,
+                     genders: Sequence | None = None, threshold=None, mode: str = "random",
+                     rng: np.random.Generator | None = None, keys: Sequence | None = None,
+                     exclude: Iterable[str] = (), fallback: str = "error") -> list[Target]:
+        """One target per query (independent picks; targets may repeat across queries).
+
+        `embeddings` is (B, d) for one space, or a dict space -> (B, d). Without ages/genders,
+        keys or fallbacks the whole batch goes to `Picker.pick_batch` at once.
+        """
+        self._recheck()
+        query = _as_query(embeddings, space, self.spaces)
+        thresholds = self._thresholds(query, threshold)
+        if mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        sizes = {np.shape(v)[0] if np.ndim(v) == 2 else -1 for v in query.values()}
+        if len(sizes) != 1 or -1 in sizes:
+            raise InputError("batch embeddings must be (B, d) arrays with the same B in every space")
+        b = sizes.pop()
+        if ages is None and genders is None and fallback == "error":
+            res = self.picker.pick_batch(query, thresholds=thresholds, mode=mode, rng=rng, keys=keys,
+                                         exclude=self._index_rows(exclude))
+            return [self._target(r, thresholds, "any", None, mode) for r in res]
+        out = []
+        for i in range(b):
+            out.append(self.pick_target({s: np.asarray(v)[i] for s, v in query.items()},
+                                        age=None if ages is None else ages[i],
+                                        gender=None if genders is None else genders[i], threshold=threshold,
+                                        mode=mode, rng=rng, key=None if keys is None else keys[i],
+                                        exclude=exclude, fallback=fallback))
+        return out
+
+    def pick_for_photo(self, faces: Sequence[Mapping], *, threshold=None, mode: str = "random",
+                       rng: np.random.Generator | None = None, key: bytes | str | None = None,
+                       exclude: Iterable[str] = (), fallback: str = "error") -> list[Target]:
+        """Distinct targets for all real faces of one photo, each dissimilar to every one of them.
+
+        Each face is a mapping with `embedding` (array or dict space -> array), optional `space`,
+        `age` and `gender`.
+        """
+        self._recheck()
+        if mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if not faces:
+            raise InputError("no faces given")
+        queries = [_as_query(f["embedding"], f.get("space"), self.spaces) for f in faces]
+        spaces = set(queries[0])
+        if any(set(q) != spaces for q in queries):
+            raise InputError("every face of a photo must give the same spaces")
+        thresholds = self._thresholds(queries[0], threshold)
+        plans = [self._group_plan(f.get("age"), f.get("gender"), fallback) for f in faces]
+        taken = self._index_rows(exclude)
+        gen = self.picker._rng(rng, key)  # one generator for the whole photo: keyed picks reproduce
+        # Every face is checked against every face of the photo, not only its own. One face: the
+        # picker validates the query itself (its fast path); invalid input raises before any pick.
+        qry = self.picker._prepare(queries, thresholds) if len(queries) > 1 or mode == "furthest" else None
+        out = []
+        for i, plan in enumerate(plans):
+            last: NoEligibleTarget | None = None
+            for step, (codes, label) in enumerate(plan):
+                try:
+                    res = self._proposed_furthest(queries, thresholds, codes, taken) if mode == "furthest" else None
+                    if res is None and len(queries) == 1:  # one face: the picker's fast path applies
+                        res = self.picker.pick(queries[0], thresholds=thresholds, groups=codes, mode=mode, rng=gen,
+                                               exclude=taken)
+                    elif res is None:
+                        res = self.picker._pick_one(qry, codes, mode, gen, taken, prefix=f"face {i}: ")
+                except NoEligibleTarget as exc:
+                    last = exc
+                    continue
+                taken.add(res.row)
+                out.append(self._target(res, thresholds, plan[0][1], None if step == 0 else f"widen_age:{label}", mode))
+                break
+            else:
+                if len(plan) == 1:
+                    raise last
+                tried = ", ".join(label for _, label in plan)
+                raise NoEligibleTarget(f"no eligible target in any of {tried}; last: {last}",
+                                       group_size=last.group_size, too_similar=last.too_similar, group=plan[0][1])
+        return out
+
+    def _proposed_furthest(self, queries: list[dict], thresholds: dict, codes, taken: set[int]):
+        """Furthest pick among an approximate index's proposals, or None (then the exact scan decides)."""
+        spaces = [s for s in queries[0] if s in self._approx]
+        if not spaces:
+            return None
+        import faiss
+
+        cand = []
+        for s in spaces:
+            if s not in self._faiss:
+                self._faiss[s] = faiss.read_index(str(self.build_dir / f"index.{s}.faiss"))
+            q = np.stack([np.asarray(f[s], dtype=np.float32) for f in queries])
+            q = -q / np.linalg.norm(q, axis=1, keepdims=True)  # most similar to -q = least similar to q
+            _, rows = self._faiss[s].search(np.ascontiguousarray(q), self.furthest_candidates)
+            cand.append(rows.ravel())
+        return self.picker.furthest_among(queries, np.concatenate(cand), thresholds=thresholds, groups=codes,
+                                          exclude=taken)
+
+    def close(self) -> None:
+        self.bank.close()
+
+    def __enter__(self) -> FaceBank:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

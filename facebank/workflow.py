@@ -1,0 +1,148 @@
+"""The whole-pipeline build (`facebank build`): every stage from a config, resumable at every stage.
+
+sources -> bank (ingest / generate + annotate) -> embeddings per space -> index build -> sample
+picks. Each stage skips what the bank already holds, so re-running after a kill finishes the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from facebank.config import DEFAULT_BUILDS, BuildConfig, SourceConfig
+from facebank.errors import SourceError
+
+ProgressFactory = Callable[[str], contextlib.AbstractContextManager]
+
+
+def calibrated_thresholds(report: str | os.PathLike, far: float):
+    """The thresholds of a calibration report (facebank audit) at `far`, as `index.build.Calibrated`."""
+    from facebank.audit.calibration import thresholds_from_report
+    from facebank.index.build import Calibrated
+
+    return Calibrated(thresholds_from_report(report, far), f"calibration report {report} at FAR {far:g}")
+
+
+def build_index(
+    bank_path: str | os.PathLike,
+    *,
+    spaces: list[str] | None = None,  # None: every space of the bank
+    out: str | os.PathLike = DEFAULT_BUILDS,
+    kind: str = "flat",  # FAISS index type per space: flat (exact) | ivf | hnsw
+    thresholds: dict[str, float] | None = None,  # space -> cosine; overrides the rest
+    threshold_from: str | None = None,  # a calibration report (facebank audit) ...
+    far: float = 1e-3,  # ... read at this false-accept rate
+    build_id: str | None = None,
+    make_current: bool = True,
+) -> Path:
+    """Build indexes for `spaces` of the bank; returns the build directory (`facebank.build_index`).
+
+    The index stage itself (facebank.index.build.build_index) takes calibrated thresholds as
+    values; this reads them from the report first.
+    """
+    from facebank.index import build
+
+    calibrated = calibrated_thresholds(threshold_from, far) if threshold_from else None
+    return build.build_index(bank_path, spaces=spaces, out=out, kind=kind, thresholds=thresholds,
+                             calibrated=calibrated, build_id=build_id, make_current=make_current)
+
+
+@contextlib.contextmanager
+def _no_progress(_description: str):
+    yield (lambda n=1: None), (lambda n: None)
+
+
+def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) -> dict:
+    from facebank.ingest import annotate_bank, generate_to_bank, ingest
+
+    if src.kind == "stylegan":
+        from facebank.sources.stylegan_source import GenerateConfig
+
+        gen = GenerateConfig(network=src.path, seeds=src.seeds, psi=src.psi, class_idx=src.class_idx,
+                             device=src.device, cache_dir=cfg.cache_dir, sha256=src.sha256)
+        try:
+            with progress("generate") as (advance, set_total):
+                g = generate_to_bank(cfg.bank, gen, progress=advance, total=set_total)
+        except SourceError as exc:
+            raise SourceError(
+                f"the StyleGAN source {src.path} cannot be had ({exc}). Offline or no network pickle yet? "
+                "Give a local face source instead: `make bank SOURCE=<folder or generated.photos export>` "
+                "or `facebank build --source PATH`"
+            ) from exc
+        with progress("annotate") as (advance, set_total):
+            a = annotate_bank(cfg.bank, cfg.vision, progress=advance, total=set_total, workers=cfg.workers)
+        return {"kind": "stylegan", "path": src.path, "generated": g.generated, "already": g.already_in_bank,
+                "annotated": a.added, "rejected": dict(a.rejected)}
+    if src.kind == "generated_photos":
+        from facebank.sources.generated_photos import iter_generated_photos as iterate
+    else:
+        from facebank.sources.folder import iter_folder as iterate
+    items = list(iterate(src.path))
+    with progress(f"ingest {Path(src.path).name}") as (advance, set_total):
+        set_total(len(items))
+        s = ingest(cfg.bank, items, vision=cfg.vision, spaces=cfg.spaces, progress=advance, workers=cfg.workers)
+    return {"kind": src.kind, "path": src.path, "added": s.added, "already": s.already_in_bank,
+            "duplicates": len(s.duplicates), "rejected": dict(s.rejected)}
+
+
+def run_build(cfg: BuildConfig, *, progress: ProgressFactory = _no_progress) -> dict:
+    """Run every stage of `cfg`; returns a summary (and a `text` for people)."""
+    from facebank.pick.api import open_facebank
+    from facebank.bank import open_bank
+    from facebank.index.build import build_index as build_stage, resolve_build
+    from facebank.index.manifest import read_manifest
+    from facebank.ingest import embed_bank
+
+    if not cfg.sources:
+        raise SourceError(
+            "no face source: the config names none. Give one: `make bank SOURCE=<folder or generated.photos "
+            "export>` or `facebank build --source PATH`"
+        )
+    Path(cfg.bank).parent.mkdir(parents=True, exist_ok=True)
+    result: dict = {"bank": cfg.bank, "sources": [], "spaces": {}}
+    for src in cfg.sources:
+        result["sources"].append(_run_source(cfg, src, progress))
+    for space in cfg.spaces:
+        with progress(f"embed {space.space}") as (advance, set_total):
+            e = embed_bank(cfg.bank, space, progress=advance, total=set_total, workers=cfg.workers)
+        result["spaces"][space.space] = {"embedded": e.embedded, "already": e.already_in_bank}
+    with open_bank(cfg.bank) as bank:
+        content = bank.content_hash
+        faces = len(bank)
+    spaces = list(cfg.index.spaces) or [s.space for s in cfg.spaces]
+    build_dir = None
+    with contextlib.suppress(Exception):  # reuse the current build when it already matches the bank
+        current = resolve_build(None, out=cfg.index.out)
+        m = read_manifest(current)
+        if m["bank"]["content_hash"] == content and sorted(m["spaces"]) == sorted(spaces) \
+                and Path(m["bank"]["path"]) == Path(cfg.bank).resolve():
+            build_dir = current
+    if build_dir is None:
+        build_dir = build_stage(cfg.bank, spaces=spaces, out=cfg.index.out, kind=cfg.index.kind,
+                                thresholds=dict(cfg.index.thresholds) or None, pipeline=cfg.to_dict())
+    result["build"] = str(build_dir)
+    session = open_facebank(build_dir, bank=cfg.bank)
+    rng = np.random.default_rng(0)
+    picks = []
+    for idx in rng.choice(len(session.ids), size=min(cfg.sample_picks, len(session.ids)), replace=False):
+        query_id = session.ids[idx].decode()
+        face = session.bank.face(query_id)
+        t = session.pick_target({s: face.embeddings[s] for s in session.spaces}, age=face.age, gender=face.gender,
+                                rng=rng, exclude=[query_id], fallback="widen_age")
+        picks.append({"query": query_id, "target": t.id, "group": t.group, "similarities": t.similarities,
+                      "thresholds": t.thresholds})
+    result["sample_picks"] = picks
+    lines = [f"bank {cfg.bank}: {faces} faces"]
+    for s in result["sources"]:
+        lines.append(f"  source {s['kind']} {s['path']}: " + ", ".join(
+            f"{k}={v}" for k, v in s.items() if k not in ("kind", "path")))
+    lines.append(f"index build {build_dir} (spaces {', '.join(spaces)})")
+    for p in picks:
+        sims = ", ".join(f"{s} {v:.3f} <= {p['thresholds'][s]:.3f}" for s, v in p["similarities"].items())
+        lines.append(f"  pick for {p['query']} -> {p['target']} ({p['group']}): {sims}")
+    result["text"] = "\n".join(lines)
+    return result
