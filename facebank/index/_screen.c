@@ -1,6 +1,6 @@
 /* The rejection loop of facebank's random picks, in C: draws, float32 screening, exclusions.
  *
- * `screen` runs, for queries b = st[0] .. B-1 in turn, the loop that Picker._pick_one runs in
+ * `screen` runs, for queries b = st[0] .. B-1 in turn, the loop that facebank.index.draws.draw_loop runs in
  * numpy, word for word: blocks of raw 64-bit words from the numpy bit generator (its `next_raw`,
  * what `random_raw` returns), shifted to `bits` bits, kept when below m (so they stay uniform),
  * mapped through the group's member rows, and screened by their float32 similarities (in each

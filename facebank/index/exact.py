@@ -2,7 +2,7 @@
 and the float64 / correctly rounded re-checks that decide rows inside a bound.
 
 The picker (facebank.index.picker) decides eligibility with these pieces; see its docstring for
-why the decision is exact.
+why the decision is exact. `Space.exact_one` is the one exact check of one row.
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ import numpy as np
 from facebank.errors import InputError, InvalidEmbedding
 from facebank.index import screen
 
-__all__ = ["BatchPick", "PickResult", "rng_for_key", "unit_queries"]
+__all__ = ["BatchPick", "PickResult", "Space", "make_space", "rng_for_key", "unit_queries"]
 
 _U32 = 2.0**-24  # unit roundoff of float32
 _U16 = 2.0**-11  # unit roundoff of float16 (normal range)
 _SUB16 = 2.0**-25  # half the float16 subnormal spacing: absolute rounding error below 2^-14
-_new = object.__new__
 
 
 def rng_for_key(key: bytes | str, secret: bytes) -> np.random.Generator:
@@ -120,33 +119,28 @@ class BatchPick:
     methods: np.ndarray
 
 
-class _Space:
-    """One identity space: storage rows, the float32 rows for exact re-checks, and the error bound."""
+_SCAN_CHUNK = 16384  # rows per chunk of a scan or a float16 conversion: bounds temporary memory
 
-    def __init__(self, name: str, data: np.ndarray, exact: np.ndarray | None, max_norm: float):
-        self.name = name
-        self.data = data  # (n, d) float32 or float16, what the fast path reads
-        self.exact = exact  # (n, d) float32 rows for re-checks, or None (fp16 without a source)
-        self.dim = data.shape[1]
-        d = self.dim
-        gamma = d * _U32 / (1 - d * _U32)  # float32 dot product of length d, any summation order
-        if data.dtype == np.float32:
-            # |fl32(q.v) - q.v| <= gamma_d * sum|q_i v_i| <= gamma_d * ||q|| * ||v||.
-            coef = gamma * max_norm
-        else:
-            # h = fp16(v): |h_i - v_i| <= 2^-11 |v_i| + 2^-25, so |q.h - q.v| <= 2^-11 ||q|| ||v||
-            # + 2^-25 sqrt(d) ||q||; plus the float32 accumulation gamma_d * ||q|| * ||h|| with
-            # ||h|| <= (1 + 2^-11) ||v|| + 2^-25 sqrt(d).
-            coef = (gamma * (1 + _U16) + _U16) * max_norm + (gamma + 1) * _SUB16 * math.sqrt(d)
-        self.coef = coef * 1.01 + 1e-12  # slack for the float64 norms that enter the bound
-        self.margin = self.coef * (1 + 1e-6)  # ||q|| <= 1 + 2^-24 (+ float64 noise): see _Query
-        self.f32 = data.dtype == np.float32
-        # float32 rows for exact similarities: the exact source, else float32 storage, else None
-        self.src = exact if exact is not None else (data if self.f32 else None)
-        self.src_nd = isinstance(self.src, np.ndarray)
-        self.screen = screen.usable(data)  # rows the compiled loop can read in place
-        g64 = d * 2.0**-53 / (1 - d * 2.0**-53)  # float64 sum of d exact products
-        self.e64 = g64 * max_norm * (1 + 1e-6) * 1.01 + 1e-300
+
+@dataclass(frozen=True, eq=False)
+class Space:
+    """One identity space: storage rows, the float32 rows for exact re-checks, and the error bounds.
+
+    Made by `make_space`. `margin` bounds |float32 similarity - exact similarity| for a unit
+    query (see there); `e64` bounds the error of a float64 dot product of two float32 vectors.
+    """
+
+    name: str
+    data: np.ndarray  # (n, d) float32 or float16, what the fast path reads
+    exact: np.ndarray | None  # (n, d) float32 rows for re-checks, or None (fp16 without a source)
+    dim: int
+    coef: float
+    margin: float
+    f32: bool
+    src: object  # float32 rows for exact similarities: the exact source, else float32 storage, else None
+    src_nd: bool
+    screen: bool  # rows the compiled loop can read in place
+    e64: float
 
     def block(self, rows: np.ndarray | slice) -> np.ndarray:
         """float32 (k, d) rows of the fast path (a view for a slice of float32 storage)."""
@@ -165,11 +159,20 @@ class _Space:
         return got[np.searchsorted(order, rows)]
 
     def exact_one(self, row: int, q64: np.ndarray, thr: float) -> float | None:
-        """Exact similarity (max over the F faces of q64 (F, d)) of one row, or None without a
-        float32 source. See `refine`: compared with `thr`, the value decides exactly."""
+        """The exact one-row check: the similarity of one row to q64, exact where it decides
+        against `thr` (see `refine`), or None without a float32 source.
+
+        q64: float64 (d,), one face (a single dot product, the fast path's form), or (F, d), the
+        maximum over F faces."""
         src = self.src
         if src is None:
             return None
+        if q64.ndim == 1:
+            r64 = np.asarray(src[row], dtype=np.float64)
+            ex = float(np.dot(r64, q64))
+            if -self.e64 <= ex - thr <= self.e64:
+                ex = math.fsum((r64 * q64).tolist())
+            return ex
         if self.src_nd:
             v = src[row:row + 1].astype(np.float64)
         else:
@@ -188,6 +191,13 @@ class _Space:
             out[i] = self.refine(f[i].tolist(), ex[i], q64[i:i + 1] if per_row else q64, thr)
         return out
 
+    def settle(self, f: np.ndarray, rows: np.ndarray, q64, thr: float) -> np.ndarray:
+        """f: float64 (k,) similarities of `rows` to the k faces of q64 (row j to face j); those
+        within the float64 error bound of `thr` are replaced by `exact_one`'s value."""
+        for j in np.flatnonzero(np.abs(f - thr) <= self.e64).tolist():  # rare
+            f[j] = self.exact_one(int(rows[j]), q64[j:j + 1], thr)
+        return f
+
     def refine(self, f: list[float], v: np.ndarray, q64: np.ndarray, thr: float) -> float:
         """max over faces of f (float64 dot products of v with each row of q64), each made exact
         where it matters: a float64 dot product of two float32 vectors is off by at most e64 (the
@@ -202,37 +212,62 @@ class _Space:
         return max(f)
 
 
-class _Rows64:
-    """The float64 copy of a batch's float32 (B, d) queries, made row by row on indexing: q64[i],
-    q64[i:j] and q64[rows] give what q.astype(np.float64)[...] would, without the (B, d) copy."""
+def make_space(name: str, v, dtype: str, exact) -> Space:
+    """A Space of rows `v` (n, d): the fast-path storage in `dtype`, the float32 rows for exact
+    re-checks (`exact`, else `v` when float32) and the error bounds, copying only when needed."""
+    data, ex = _storage(name, v, dtype, exact)
+    max_norm = _max_norm(name, data)
+    d = data.shape[1]
+    gamma = d * _U32 / (1 - d * _U32)  # float32 dot product of length d, any summation order
+    if data.dtype == np.float32:
+        # |fl32(q.v) - q.v| <= gamma_d * sum|q_i v_i| <= gamma_d * ||q|| * ||v||.
+        coef = gamma * max_norm
+    else:
+        # h = fp16(v): |h_i - v_i| <= 2^-11 |v_i| + 2^-25, so |q.h - q.v| <= 2^-11 ||q|| ||v||
+        # + 2^-25 sqrt(d) ||q||; plus the float32 accumulation gamma_d * ||q|| * ||h|| with
+        # ||h|| <= (1 + 2^-11) ||v|| + 2^-25 sqrt(d).
+        coef = (gamma * (1 + _U16) + _U16) * max_norm + (gamma + 1) * _SUB16 * math.sqrt(d)
+    coef = coef * 1.01 + 1e-12  # slack for the float64 norms that enter the bound
+    f32 = data.dtype == np.float32
+    src = ex if ex is not None else (data if f32 else None)
+    g64 = d * 2.0**-53 / (1 - d * 2.0**-53)  # float64 sum of d exact products
+    return Space(name=name, data=data, exact=ex, dim=d, coef=coef,
+                 margin=coef * (1 + 1e-6),  # ||q|| <= 1 + 2^-24 (+ float64 noise): see facebank.index.query
+                 f32=f32, src=src, src_nd=isinstance(src, np.ndarray), screen=screen.usable(data),
+                 e64=g64 * max_norm * (1 + 1e-6) * 1.01 + 1e-300)
 
-    def __init__(self, q: np.ndarray):
-        self.q = q
-        self.shape = q.shape
 
-    def __getitem__(self, idx) -> np.ndarray:
-        return self.q[idx].astype(np.float64)
+def _storage(name, v, dtype, exact):
+    """(fast-path array, float32 source or None) of one space, copying only when needed."""
+    src = v if v.dtype == np.float32 and v.flags.c_contiguous else None
+    if dtype == "float32":
+        data = src if src is not None else np.ascontiguousarray(v, dtype=np.float32)
+        return data, None
+    if v.dtype == np.float16 and v.flags.c_contiguous:
+        data = v
+    else:
+        data = np.empty(v.shape, dtype=np.float16)
+        for i in range(0, v.shape[0], _SCAN_CHUNK):  # chunked: no full-size float32 temporary
+            chunk = np.asarray(v[i:i + _SCAN_CHUNK], dtype=np.float32)
+            if np.abs(chunk).max(initial=0) >= 65504:
+                raise InputError(f"vectors[{name!r}] has values beyond the float16 range")
+            data[i:i + _SCAN_CHUNK] = chunk  # round to nearest, what the error bound assumes
+    if exact is None:
+        exact = src if src is not None else (v if v.dtype == np.float32 else None)
+    elif getattr(exact, "shape", None) != v.shape:
+        raise InputError(f"exact[{name!r}] must have shape {v.shape}")
+    return data, exact
 
 
-class _Query:
-    """Validated queries: per space (space, float32 (F, d) unit rows, their float64 copy, threshold,
-    error margin of an approximate similarity).
-
-    `one` is set for the common case of one space and one face: (space, float32 (d,) query,
-    float64 (1, d) query, threshold, threshold - margin, threshold + margin); the rejection hot
-    path then needs no per-part loop.
-    """
-
-    def __init__(self, parts: list[tuple[_Space, np.ndarray, float]]):
-        self.parts = []
-        for sp, q, thr in parts:
-            # q is a float64 unit vector rounded to float32: ||q|| <= 1 + 2^-24 (+ float64 noise).
-            # A batch's float64 copy is made only for the rows asked for (rare: band re-checks).
-            q64 = q.astype(np.float64) if q.shape[0] <= 64 else _Rows64(q)
-            self.parts.append((sp, q, q64, thr, sp.margin))
-        self.margin = max(p[4] for p in self.parts)  # bounds |approx score - exact score|
-        if len(parts) == 1 and parts[0][1].shape[0] == 1:
-            sp, q, q64, thr, mg = self.parts[0]
-            self.one = (sp, q[0], q64, thr, thr - mg, thr + mg)
-        else:
-            self.one = None
+def _max_norm(name, data) -> float:
+    """Largest row norm of the float32 rows (bounded from the float16 rows when only those exist)."""
+    top = 0.0
+    for i in range(0, data.shape[0], 2048):  # small chunks: little temporary memory
+        c = np.asarray(data[i:i + 2048], dtype=np.float64)
+        sq = np.einsum("ij,ij->i", c, c)
+        if not np.isfinite(sq).all():
+            raise InputError(f"vectors[{name!r}] has rows with NaN or infinity")
+        top = max(top, float(np.sqrt(sq.max(initial=0))))
+    if data.dtype == np.float16:  # ||v|| <= (||h|| + 2^-25 sqrt d) / (1 - 2^-11)
+        top = (top + _SUB16 * math.sqrt(data.shape[1])) / (1 - _U16)
+    return top

@@ -1,14 +1,51 @@
-"""Similarities of a batch's picks: float64, exact where they decide, without a (B, d) float64 copy."""
+"""Batches of random picks: B sequential picks in one call of the compiled loop, and their
+similarities (float64, exact where they decide) without a (B, d) float64 copy."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from facebank.index import scan, screen
+from facebank.index.exact import BatchPick, PickResult
+from facebank.index.query import Query
 
-def batch_similarities(qry, rows_out: np.ndarray) -> dict[str, np.ndarray]:
-    """space -> float64 (B,) similarity of each query's row, exact where it decides (as `_result`)."""
+__all__ = ["as_arrays", "as_list", "batch_picks", "batch_similarities"]
+
+_NO_ROWS = np.empty(0, np.int64)
+
+
+def batch_picks(picker, qry: Query, groups, members, desc: str, excluded_set: set[int], gen) -> BatchPick:
+    """Random picks for the B queries of `qry`, one after another from one generator: pick b
+    equals `Picker.pick` of query row b (in every space) with the generator where pick b - 1 left it."""
+    b_all = qry.rows
+    m = picker.n if members is None else members.size
+    if m == picker.n:
+        members = None  # a group of every row: its members are 0..n-1, the draws themselves
+    parts = qry.screen_parts()
+    if not (m and screen.AVAILABLE and parts is not None and screen.usable_members(members)):
+        res = [picker.pick_query(qry.row(b), groups, "random", gen, excluded_set, prefix=f"query {b}: ")
+               for b in range(b_all)]
+        return as_arrays(res, [p.space.name for p in qry.parts])
+    excluded = np.array(sorted(excluded_set), np.int64) if excluded_set else _NO_ROWS
+
+    def on_limit(b: int, tries: int) -> int:  # as `Picker.scan_pick`: a uniform choice after a scan
+        qb = qry.row(b)
+        elig, _, size = scan.scan(qb, picker.n, members, excluded, want_score=False)
+        if elig.size == 0:
+            raise scan.no_target(qb, desc, size, 0, prefix=f"query {b}: ")
+        return int(elig[gen.integers(elig.size)])
+
+    rows, tries, scanned = screen.screen_picks(gen, picker.n, parts, members, m, b_all, 1, picker.draw_plan(m),
+                                               excluded, lambda b, row: qry.row(b).admits(row), on_limit)
+    tries[scanned] += m
+    return BatchPick(rows, batch_similarities(qry, rows), tries, np.where(scanned, "scan", "rejection"))
+
+
+def batch_similarities(qry: Query, rows_out: np.ndarray) -> dict[str, np.ndarray]:
+    """space -> float64 (B,) similarity of each query's row, exact where it decides (as `Picker._result`)."""
     sims = {}
-    for sp, q, q64, thr, _ in qry.parts:
+    for p in qry.parts:
+        sp, q, q64, thr = p.space, p.q, p.q64, p.threshold
         out = np.empty(rows_out.size)
         for i in range(0, rows_out.size, 1024):  # chunks: bounded temporaries
             r, qi = rows_out[i:i + 1024], q[i:i + 1024]
@@ -19,9 +56,18 @@ def batch_similarities(qry, rows_out: np.ndarray) -> dict[str, np.ndarray]:
                 f = np.einsum("kd,kd->k", sp.src.take(r, axis=0), qi, dtype=np.float64)
             else:
                 f = sp.exact_many(r, q64[i:i + 1024], thr, per_row=True)
-            # ... made exact where they decide, as in `_Space.exact_many`
-            for j in np.flatnonzero(np.abs(f - thr) <= sp.e64).tolist():
-                f[j] = sp.exact_one(int(r[j]), q64[i + j:i + j + 1], thr)
-            out[i:i + 1024] = f
+            out[i:i + 1024] = sp.settle(f, r, q64[i:i + 1024], thr)  # ... made exact where they decide
         sims[sp.name] = out
     return sims
+
+
+def as_list(b: BatchPick) -> list[PickResult]:
+    cols = {s: v.tolist() for s, v in b.similarities.items()}
+    return [PickResult(r, {s: c[i] for s, c in cols.items()}, t, m)
+            for i, (r, t, m) in enumerate(zip(b.rows.tolist(), b.tries.tolist(), b.methods.tolist()))]
+
+
+def as_arrays(res: list[PickResult], names: list[str]) -> BatchPick:
+    return BatchPick(np.array([r.row for r in res], np.int64),
+                     {s: np.array([r.similarities[s] for r in res]) for s in names},
+                     np.array([r.tries for r in res], np.int64), np.array([r.method for r in res]))

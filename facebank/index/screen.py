@@ -1,7 +1,7 @@
 """Random picks through the compiled rejection loop (`_screen.c`): the same draws, the same rows.
 
-`Picker` verifies random draws in blocks of numpy calls; for one space the compiled loop
-does the same work without a numpy call per block: it reads the generator's raw words in the same
+The numpy reference loop (facebank.index.draws.draw_loop) verifies random draws in blocks of
+numpy calls; the compiled loop does the same work without a numpy call per block: it reads the generator's raw words in the same
 blocks, screens each draw with a float32 dot product and stops at the first draw below the error
 band. Draws inside the band, and queries whose draws run out, come back here and are decided
 exactly by the caller, as the numpy loop decides them. So a seeded pick returns the same row, the
@@ -50,10 +50,10 @@ def usable_members(members: np.ndarray | None) -> bool:
 
 
 def screen_one(gen: np.random.Generator, n: int, parts: tuple, members: np.ndarray | None, m: int, faces: int,
-               consts: tuple, excluded: np.ndarray, decide: Callable[[int], bool]) -> tuple[int, int]:
+               plan, excluded: np.ndarray, decide: Callable[[int], bool]) -> tuple[int, int]:
     """`screen_picks` for one query, with less per-call work: (row, tries), or (-1, tries) once
-    the draw limit is reached (the caller then scans)."""
-    limit, _, _, _, bits, words, cap = consts
+    the draw limit is reached (the caller then scans). The twin of facebank.index.draws.draw_loop."""
+    limit, bits, words, cap = plan.limit, plan.bits, plan.words_i64, plan.cap
     work = np.empty(_ST + 2 + cap, np.int64)
     bg = gen.bit_generator
     resume = False
@@ -73,7 +73,7 @@ def screen_one(gen: np.random.Generator, n: int, parts: tuple, members: np.ndarr
 
 
 def screen_picks(gen: np.random.Generator, n: int, parts: tuple, members: np.ndarray | None, m: int, b_all: int,
-                 faces: int, consts: tuple, excluded: np.ndarray, decide: Callable[[int, int], bool],
+                 faces: int, plan, excluded: np.ndarray, decide: Callable[[int, int], bool],
                  on_limit: Callable[[int, int], int]):
     """One random pick for each of `b_all` queries, in query order.
 
@@ -82,14 +82,14 @@ def screen_picks(gen: np.random.Generator, n: int, parts: tuple, members: np.nda
             (b_all * faces, d) unit rows, threshold - margin, threshold + margin) per space; query
             b is rows b * faces .. b * faces + faces - 1 of every space's queries.
         members: the group's rows (int64, increasing) or None for all rows; m: their number.
-        consts: the picker's draw constants for a group of m rows (`Picker._draw_constants`).
+        plan: the draw plan of a group of m rows (facebank.index.draws.DrawPlan).
         excluded: int64 increasing rows never returned.
         decide(b, row): exact eligibility of a draw of query b within the error band of a space.
         on_limit(b, tries): the row query b gets after `tries` failed draws (the exact scan).
     Returns:
         rows int64 (B,), tries int64 (B,) (draws verified; scans not counted), scanned bool (B,).
     """
-    limit, _, _, _, bits, words, cap = consts
+    limit, bits, words, cap = plan.limit, plan.bits, plan.words_i64, plan.cap
     if b_all == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.zeros(0, bool)
     work = np.empty(_ST + 2 * b_all + cap, np.int64)  # state, rows, tries, the current block

@@ -257,10 +257,10 @@ class FaceBank:
         thresholds = self._thresholds(queries[0], threshold)
         plans = [self._group_plan(f.get("age"), f.get("gender"), fallback) for f in faces]
         taken = self._index_rows(exclude)
-        gen = self.picker._rng(rng, key)  # one generator for the whole photo: keyed picks reproduce
+        gen = self.picker.generator(rng, key)  # one generator for the whole photo: keyed picks reproduce
         # Every face is checked against every face of the photo, not only its own. One face: the
         # picker validates the query itself (its fast path); invalid input raises before any pick.
-        qry = self.picker._prepare(queries, thresholds) if len(queries) > 1 or mode == "furthest" else None
+        qry = self.picker.prepare(queries, thresholds) if len(queries) > 1 or mode == "furthest" else None
         out = []
         for i, plan in enumerate(plans):
             last: NoEligibleTarget | None = None
@@ -271,7 +271,7 @@ class FaceBank:
                         res = self.picker.pick(queries[0], thresholds=thresholds, groups=codes, mode=mode, rng=gen,
                                                exclude=taken)
                     elif res is None:
-                        res = self.picker._pick_one(qry, codes, mode, gen, taken, prefix=f"face {i}: ")
+                        res = self.picker.pick_query(qry, codes, mode, gen, taken, prefix=f"face {i}: ")
                 except NoEligibleTarget as exc:
                     last = exc
                     continue
