@@ -17,7 +17,7 @@ from PIL import Image
 from facebank.audit.calibration import CalibrationReport, eer, thresholds_from_report
 from facebank.audit.dedupe import dedupe_bank
 from facebank.audit.pixel_metrics import pixel_similarity_matrix, ssim
-from facebank.audit.run import run_audit
+from facebank.audit.run import AuditConfig, run_audit
 from facebank.bank import open_bank
 from facebank.bank.schema import STATUS_ANNOTATED, STATUS_REMOVED
 from facebank.errors import InputError
@@ -225,7 +225,7 @@ def test_bank_distributions(audit, bank2):
 
 
 def test_bank_only_audit_states_its_sample(tmp_path, bank2):
-    out = run_audit(bank=bank2, out=tmp_path / "r", max_pairs=500, near_duplicate_above={"dlib": 0.97})
+    out = run_audit(AuditConfig(bank=bank2, out=tmp_path / "r", max_pairs=500, near_duplicate_above={"dlib": 0.97}))
     md = out.read_text()
     assert "a uniform sample of 500 of 780 pairs" in md
     stats = {r["space"]: r for r in _csv(tmp_path / "r" / "tables" / "bank_similarity_stats.csv")}

@@ -1,5 +1,10 @@
 """kill -9 in the middle of an ingest: the bank still opens, and a re-run ends equal to an
-uninterrupted run (same faces, same vectors, no duplicates)."""
+uninterrupted run (same faces, same vectors, no duplicates).
+
+Each child prints a line per finished item and "DONE" when it returns; the parent kills it
+after a given number of lines, then checks that the kill landed mid-run: the child died of
+SIGKILL without printing "DONE", and the bank holds a partial state.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,12 @@ import subprocess
 import sys
 import time
 
-import h5py
 import numpy as np
+import pytest
 
-from facebank.bank import open_bank
+from facebank.bank import BankWriter, open_bank
+
+pytestmark = pytest.mark.slow
 
 SCRIPT = """
 import sys
@@ -23,38 +30,63 @@ root, bank = sys.argv[1], sys.argv[2]
 items = []
 for folder in ("age_child", "age_adult"):
     items += [i for i in iter_generated_photos(root + "/" + folder) if i.data][:20]
-ingest(bank, items, spaces=[SpaceConfig("dlib")], batch_size=3, commit_every=6)
+ingest(bank, items, spaces=[SpaceConfig("dlib")], batch_size=3, commit_every=6, progress=lambda n: print("item", flush=True))
+print("DONE", flush=True)
+"""
+
+GENERATE = """
+import sys
+from facebank.ingest import generate_to_bank
+from facebank.sources.stylegan_source import GenerateConfig
+net, bank = sys.argv[1], sys.argv[2]
+generate_to_bank(bank, GenerateConfig(network=net, seeds="0-47", psi=0.7, batch_size=4),
+                 progress=lambda n: print("item", flush=True), pending_every=4)
+print("DONE", flush=True)
 """
 
 
-def _faces_committed(path) -> int:
-    try:
-        with h5py.File(path, "r") as f:
-            return f["faces/id"].shape[0]
-    except (OSError, KeyError):
-        return -1
+def _run_and_kill(args: list[str], after_items: int) -> int:
+    """Run a child, SIGKILL it once it has reported `after_items` items; returns the items it reported.
 
-
-def _run_and_kill(assets, bank, at_least: int, delay: float) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(assets / "generated_photos"), str(bank)])
+    Fails unless the kill landed while the child was still running (it never printed DONE)."""
+    proc = subprocess.Popen([sys.executable, "-c", *args], stdout=subprocess.PIPE, text=True)
+    seen, done = 0, False
     try:
         deadline = time.time() + 240
-        while _faces_committed(bank) < at_least and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        time.sleep(delay)
+        while seen < after_items and time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:  # the child exited before the kill
+                break
+            done |= line.strip() == "DONE"
+            seen += line.strip() == "item"
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        proc.stdout.close()
+    assert not done and proc.returncode == -signal.SIGKILL, f"the child finished before the kill ({seen} items)"
+    assert seen == after_items
+    return seen
+
+
+def _faces_after_recovery(bank) -> int:
+    with BankWriter(str(bank)):  # opening a writer applies what the killed run left pending
+        pass
+    with open_bank(bank) as b:
+        return len(b)
 
 
 def test_kill_minus_9_then_rerun_equals_uninterrupted(assets, small_bank, tmp_path):
     bank = tmp_path / "crash.h5"
-    for at_least, delay in ((0, 0.0), (6, 0.13), (12, 0.41)):
-        _run_and_kill(assets, bank, at_least, delay)
+    args = [SCRIPT, str(assets / "generated_photos"), str(bank)]
+    held = []
+    for after_items in (2, 18, 30):
+        _run_and_kill(args, after_items)
         with open_bank(bank) as b:  # must open after every kill
-            assert len(b) <= 40
             assert len(set(b.ids)) == len(b)
-    subprocess.run([sys.executable, "-c", SCRIPT, str(assets / "generated_photos"), str(bank)], check=True)
+        held.append(_faces_after_recovery(bank))
+        assert held[-1] < 40  # a partial bank: the run was cut short
+    assert held == sorted(held)  # nothing committed is lost to a later kill
+    subprocess.run([sys.executable, "-c", *args], check=True, stdout=subprocess.DEVNULL)
     with open_bank(bank) as got, open_bank(small_bank) as ref:
         assert sorted(got.ids) == sorted(ref.ids)
         assert len(set(got.ids)) == len(got)
@@ -67,34 +99,23 @@ def test_kill_minus_9_then_rerun_equals_uninterrupted(assets, small_bank, tmp_pa
     assert not list((tmp_path / "crash.h5.pending").glob("*.h5"))
 
 
-GENERATE = """
-import sys
-from facebank.ingest import generate_to_bank
-from facebank.sources.stylegan_source import GenerateConfig
-net, bank = sys.argv[1], sys.argv[2]
-generate_to_bank(bank, GenerateConfig(network=net, seeds="0-47", psi=0.7, batch_size=4))
-"""
-
-
 def test_generate_killed_resumes_at_first_missing_seed(stylegan_fixtures, tmp_path):
     from facebank.ingest import generate_to_bank
     from facebank.sources.stylegan_source import GenerateConfig
 
     net = str(stylegan_fixtures / "tiny32.pkl")
+    cfg = GenerateConfig(network=net, seeds="0-47", psi=0.7, batch_size=4)
     ref = tmp_path / "ref.h5"
-    generate_to_bank(str(ref), GenerateConfig(network=net, seeds="0-47", psi=0.7, batch_size=4))
+    generate_to_bank(str(ref), cfg)
     bank = tmp_path / "g.h5"
-    proc = subprocess.Popen([sys.executable, "-c", GENERATE, net, str(bank)])
-    deadline = time.time() + 120
-    pending = tmp_path / "g.h5.pending"
-    while proc.poll() is None and time.time() < deadline and not (pending.is_dir() and any(pending.iterdir())):
-        time.sleep(0.01)
-    time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = len(open_bank(bank)) if bank.exists() else 0
-    summary = generate_to_bank(str(bank), GenerateConfig(network=net, seeds="0-47", psi=0.7, batch_size=4))
+    _run_and_kill([GENERATE, net, str(bank)], 10)
+    before = _faces_after_recovery(bank)
+    assert 0 < before < 48  # a partial bank: some seeds stored, the rest still missing
+    with open_bank(bank) as got:
+        have = set(got.column("source_id"))
+    summary = generate_to_bank(str(bank), cfg)
     with open_bank(bank) as got, open_bank(ref) as want:
-        assert summary.generated + summary.already_in_bank == 48 and summary.already_in_bank >= before
+        assert summary.already_in_bank == before and summary.generated == 48 - before
         assert sorted(got.ids) == sorted(want.ids) and len(set(got.ids)) == 48
         assert sorted(got.column("source_id")) == sorted(want.column("source_id"))
+        assert have <= set(want.column("source_id"))

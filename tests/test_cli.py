@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -90,36 +91,57 @@ def test_index_build_verify_pick(bank, tmp_path, assets):
     _one_line_error(invoke("pick", "--embedding", q, "--build", builds), 1, "StaleIndex")
 
 
-def test_bad_input_is_one_line(tmp_path, bank):
-    _one_line_error(invoke("ingest", "folder", tmp_path / "nope", "--bank", tmp_path / "b.h5"), 2, "does not exist")
-    _one_line_error(invoke("ingest", "generated-photos", tmp_path / "nope", "--bank", tmp_path / "b.h5"), 2)
-    _one_line_error(invoke("info", "--bank", tmp_path / "missing.h5"), 2, "does not exist")
+def _junk(tmp_path):
     junk = tmp_path / "junk.h5"
     junk.write_bytes(b"nope")
-    _one_line_error(invoke("info", "--bank", junk), 1, "BankError")
+    return junk
+
+
+def _future_schema(bank):
     with h5py.File(bank, "r+") as f:
         f.attrs["schema_version"] = 7
-    _one_line_error(invoke("info", "--bank", bank), 1, "SchemaVersionError", "version 7")
-    _one_line_error(invoke("embed", "--bank", bank, "--space", "dlib"), 1, "SchemaVersionError")
-    wrong_model = tmp_path / "model.onnx"
-    wrong_model.write_bytes(b"not onnx")
-    other = tmp_path / "other.h5"
-    shutil.copy(junk, other)
-    _one_line_error(invoke("index", "build", "--bank", tmp_path / "none.h5", "--out", tmp_path), 2)
-    _one_line_error(invoke("generate", "--network", tmp_path / "none.pkl", "--bank", tmp_path / "g.h5",
-                           "--seeds", "0-1"), 2, "not found")
-    _one_line_error(invoke("generate", "--network", wrong_model, "--bank", tmp_path / "g.h5", "--seeds", "0-1"), 1,
-                    "ModelError")
-    _one_line_error(invoke("build", "--config", tmp_path / "none.toml"), 2, "ConfigError")
-    # A location nobody may write to (sysfs refuses new files even to root).
-    _one_line_error(invoke("ingest", "folder", tmp_path, "--bank", "/sys/facebank-test.h5"), 2)
+    return bank
 
 
-def test_embed_with_wrong_model_file(bank, tmp_path):
+def _not_onnx(tmp_path):
     wrong = tmp_path / "model.onnx"
     wrong.write_bytes(b"not an onnx file")
-    _one_line_error(invoke("embed", "--bank", bank, "--space", "mobilefacenet_128d", "--model", wrong), 1,
-                    "ModelError")
+    return wrong
+
+
+# (arguments from (tmp_path, a fresh copy of the small bank), exit code, words the one line must hold)
+BAD_INPUT = {
+    "ingest folder: no such folder": (lambda t, b: ("ingest", "folder", t / "nope", "--bank", t / "b.h5"), 2,
+                                      ("does not exist",)),
+    "ingest generated-photos: no such export": (
+        lambda t, b: ("ingest", "generated-photos", t / "nope", "--bank", t / "b.h5"), 2, ()),
+    "info: no such bank": (lambda t, b: ("info", "--bank", t / "missing.h5"), 2, ("does not exist",)),
+    "info: not a bank": (lambda t, b: ("info", "--bank", _junk(t)), 1, ("BankError",)),
+    "info: future schema": (lambda t, b: ("info", "--bank", _future_schema(b())), 1,
+                            ("SchemaVersionError", "version 7")),
+    "embed: future schema": (lambda t, b: ("embed", "--bank", _future_schema(b()), "--space", "dlib"), 1,
+                             ("SchemaVersionError",)),
+    "embed: not an ONNX model": (
+        lambda t, b: ("embed", "--bank", b(), "--space", "mobilefacenet_128d", "--model", _not_onnx(t)), 1,
+        ("ModelError",)),
+    "index build: no such bank": (lambda t, b: ("index", "build", "--bank", t / "none.h5", "--out", t), 2, ()),
+    "generate: no such network": (
+        lambda t, b: ("generate", "--network", t / "none.pkl", "--bank", t / "g.h5", "--seeds", "0-1"), 2,
+        ("not found",)),
+    "generate: not a network": (
+        lambda t, b: ("generate", "--network", _not_onnx(t), "--bank", t / "g.h5", "--seeds", "0-1"), 1,
+        ("ModelError",)),
+    "build: no such config": (lambda t, b: ("build", "--config", t / "none.toml"), 2, ("ConfigError",)),
+    # A location nobody may write to (sysfs refuses new files even to root).
+    "ingest: unwritable bank location": (
+        lambda t, b: ("ingest", "folder", t, "--bank", "/sys/facebank-test.h5"), 2, ()),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_is_one_line(case, tmp_path, request):
+    args, code, needles = BAD_INPUT[case]
+    _one_line_error(invoke(*args(tmp_path, lambda: request.getfixturevalue("bank"))), code, *needles)
 
 
 def test_generate_tiny_network_resumable(tmp_path, stylegan_fixtures):
@@ -154,6 +176,9 @@ def test_build_from_config_with_source_override(tmp_path, assets):
     assert len(out["sample_picks"]) == 3
     for p in out["sample_picks"]:
         assert p["similarities"]["dlib"] <= p["thresholds"]["dlib"] and p["query"] != p["target"]
+    made_with = json.loads((tmp_path / "builds" / Path(out["build"]).name / "build_config.json").read_text())
+    assert made_with["pipeline"]["bank"] == str(tmp_path / "b.h5")
+    assert made_with["pipeline"]["sources"] == [{**made_with["pipeline"]["sources"][0], "kind": "folder", "path": str(src)}]
     again = json.loads(invoke("build", "--config", cfg, "--source", src, "--json").stdout)
     assert again["sources"][0]["added"] == 0 and again["build"] == out["build"]  # nothing new: same build
 

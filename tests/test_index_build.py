@@ -279,3 +279,13 @@ def test_builds_in_the_same_second_get_distinct_ids(small_bank, tmp_path):
     b = build_index(small_bank, out=tmp_path, kind="hnsw")
     assert a != b and a.is_dir() and b.is_dir()
     assert resolve_build(tmp_path) == b.resolve()
+
+
+def test_build_config_beside_manifest(small_bank, tmp_path):
+    b = build_index(small_bank, out=tmp_path, thresholds={"dlib": 0.9}, build_id="cfg")
+    cfg = json.loads((b / "build_config.json").read_text())
+    m = read_manifest(b)
+    assert cfg["bank"] == m["bank"]["path"] and cfg["spaces"] == ["dlib"] and cfg["kind"] == "flat"
+    assert cfg["thresholds"] == {"dlib": {"value": 0.9, "source": "given"}}
+    assert cfg["index_params"] == {"dlib": m["spaces"]["dlib"]["index"]["params"]}
+    assert cfg["build_id"] == "cfg" and cfg["pipeline"] is None

@@ -37,7 +37,7 @@ from facebank.index import groups as G
 from facebank.index.picker import unit_queries
 from facebank.sources.base import IMAGE_SUFFIXES
 
-__all__ = ["run_audit"]
+__all__ = ["AuditConfig", "run_audit"]
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 MODES = ("random", "furthest")
@@ -337,27 +337,42 @@ def _cuts(near_duplicate_above: float | Mapping[str, float], spaces: Sequence[st
     return {s: float(near_duplicate_above) for s in spaces}
 
 
-def run_audit(
-    *,
-    bank: str | os.PathLike,
-    build: str | os.PathLike | None = None,  # index build dir; needed for the pick audit
-    labelled: str | os.PathLike | None = None,  # folder of identity-labelled real photos
-    identities: str | os.PathLike | None = None,  # CSV file,identity_id (default: labelled/identities.csv)
-    queries: str | os.PathLike | None = None,  # folder of real photos; every face is a query
-    out: str | os.PathLike,
-    far_levels: Sequence[float] = (1e-2, 1e-3, 1e-4),
-    score_far: float = 1e-3,  # the calibrated threshold picks are scored at (if supported)
-    max_pairs: int = 200_000,  # bank pairs scored per space (sampled above it)
-    near_duplicate_above: float | Mapping[str, float] = 0.99,  # per space, or one cut for all
-    max_pixel_candidates: int = 500,  # bank crops the pixel-metric picks search
-    groups: bool = True,  # pick from the query's estimated age/gender group, as the pipeline does
-    seed: int = 0,
-    models: Mapping[str, str] | None = None,  # space -> ONNX path for non-dlib spaces
-    progress: Progress | None = None,
-) -> Path:
-    """Write the audit report folder `out` and return the path of its `report.md`."""
+@dataclass(frozen=True)
+class AuditConfig:
+    """What an audit reads and how: the inputs of `run_audit`, each section only when its inputs are given."""
+
+    bank: str | os.PathLike
+    out: str | os.PathLike  # the report folder
+    build: str | os.PathLike | None = None  # index build dir; needed for the pick audit
+    labelled: str | os.PathLike | None = None  # folder of identity-labelled real photos
+    identities: str | os.PathLike | None = None  # CSV file,identity_id (default: labelled/identities.csv)
+    queries: str | os.PathLike | None = None  # folder of real photos; every face is a query
+    far_levels: Sequence[float] = (1e-2, 1e-3, 1e-4)
+    score_far: float = 1e-3  # the calibrated threshold picks are scored at (if supported)
+    max_pairs: int = 200_000  # bank pairs scored per space (sampled above it)
+    near_duplicate_above: float | Mapping[str, float] = 0.99  # per space, or one cut for all
+    max_pixel_candidates: int = 500  # bank crops the pixel-metric picks search
+    groups: bool = True  # pick from the query's estimated age/gender group, as the pipeline does
+    seed: int = 0
+    models: Mapping[str, str] | None = None  # space -> ONNX path for non-dlib spaces
+
+
+def run_audit(config: AuditConfig | None = None, /, *, progress: Progress | None = None, **fields: Any) -> Path:
+    """Write the audit report folder `config.out` and return the path of its `report.md`.
+
+    `run_audit(AuditConfig(bank=..., out=...))`, or the same fields as keywords.
+    """
+    return _run_audit(config if config is not None else AuditConfig(**fields), progress)
+
+
+def _run_audit(cfg: AuditConfig, progress: Progress | None) -> Path:
     from facebank.pick.session import FaceBank
 
+    bank, build, labelled, identities, queries, out = cfg.bank, cfg.build, cfg.labelled, cfg.identities, \
+        cfg.queries, cfg.out
+    far_levels, score_far, max_pairs, near_duplicate_above = cfg.far_levels, cfg.score_far, cfg.max_pairs, \
+        cfg.near_duplicate_above
+    max_pixel_candidates, groups, seed, models = cfg.max_pixel_candidates, cfg.groups, cfg.seed, cfg.models
     out = Path(out)
     bank_path = Path(bank)
     if not bank_path.is_file():

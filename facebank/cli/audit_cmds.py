@@ -61,7 +61,7 @@ def audit_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Write an audit report: bank distributions, calibration, pick audit, pixel metrics, plots."""
-    from facebank.audit.run import run_audit
+    from facebank.audit.run import AuditConfig, run_audit
 
     with cli_errors():
         _check_path("--bank", bank, folder=False)
@@ -71,9 +71,10 @@ def audit_cmd(
         _check_path("--queries", queries, folder=True)
         models = parse_pairs(model, "--model", shape="SPACE=PATH", must_exist=True)
         with _stages() as progress:
-            path = run_audit(bank=bank, build=build, labelled=labelled, identities=identities, queries=queries,
-                             out=out, max_pairs=max_pairs, near_duplicate_above=near_duplicate_above, seed=seed, groups=groups,
-                             models=models, progress=progress)
+            cfg = AuditConfig(bank=bank, out=out, build=build, labelled=labelled, identities=identities,
+                              queries=queries, max_pairs=max_pairs, near_duplicate_above=near_duplicate_above, seed=seed,
+                              groups=groups, models=models)
+            path = run_audit(cfg, progress=progress)
         data = {"report": str(path), "folder": str(path.parent)}
         if (path.parent / "calibration.json").exists():
             data["calibration"] = str(path.parent / "calibration.json")

@@ -124,8 +124,6 @@ def build_index(
 
     `facebank.build_index` is this function with a calibration report path (`threshold_from`,
     `far`) in place of `calibrated`."""
-    import faiss
-
     start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,18 +139,7 @@ def build_index(
         infos = {s: bank.space_info(s) for s in spaces}
         thr = resolve_thresholds(spaces, given=thresholds, calibrated=calibrated,
                                  models={s: i.get("sha256") for s, i in infos.items()})
-        ages, genders = bank.column("age"), bank.column("gender")
-        annotated = bank.column("status") == STATUS_ANNOTATED
-        usable = annotated & np.isfinite(ages) & np.isin(genders, (0, 1))
-        excluded = {"not_annotated": int((~annotated).sum()), "no_age_or_gender": int((annotated & ~usable).sum())}
-        for s in spaces:
-            missing = ~bank.present(s)
-            excluded[f"no_vector:{s}"] = int((missing & usable).sum())
-            usable &= ~missing
-        rows = np.flatnonzero(usable)
-        if len(rows) == 0:
-            raise InputError(f"no face of {bank_path} has age, gender and a vector in {', '.join(spaces)}")
-        codes = G.group_codes(ages[rows], np.where(genders[rows] == 0, "female", "male"))
+        rows, codes, excluded = _usable_rows(bank, bank_path, spaces)
         if build_id is None:
             base = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{bank.content_hash[:8]}"
             build_id = next(b for b in (base, *(f"{base}-{k}" for k in range(2, 1000))) if not (out / b).exists())
@@ -166,19 +153,7 @@ def build_index(
             np.save(tmp / "rows.npy", rows.astype(np.int64))
             np.save(tmp / "ids.npy", np.array(bank.ids[rows].tolist(), dtype="S16"))
             np.save(tmp / "groups.npy", codes.astype(np.int16))
-            space_meta = {}
-            for s in spaces:
-                vectors = np.ascontiguousarray(bank.vectors(s)[rows], dtype=np.float32)
-                np.save(tmp / f"vectors.{s}.npy", vectors)
-                params: dict = {}
-                faiss.write_index(_faiss_index(kind, vectors, params), str(tmp / f"index.{s}.faiss"))
-                space_meta[s] = {
-                    "dim": int(infos[s]["dim"]), "model": infos[s].get("model"), "model_sha256": infos[s].get("sha256"),
-                    "threshold": thr[s]["value"], "threshold_source": thr[s]["source"],
-                    "index": {"type": kind, "faiss_class": _faiss_name(kind), "params": params},
-                    "files": {f"vectors.{s}.npy": sha256_file(tmp / f"vectors.{s}.npy"),
-                              f"index.{s}.faiss": sha256_file(tmp / f"index.{s}.faiss")},
-                }
+            space_meta = {s: _write_space(tmp, bank, rows, s, infos[s], thr[s], kind) for s in spaces}
             counts = {G.group_label(int(c)): int(n) for c, n in zip(*np.unique(codes, return_counts=True))}
             manifest = {
                 "kind": KIND, "format_version": FORMAT_VERSION, "build_id": build_id,
@@ -208,6 +183,40 @@ def build_index(
     if make_current:
         use_build(final)
     return final
+
+
+def _usable_rows(bank, bank_path, spaces: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(bank rows that enter the build, their group codes, counts of the faces left out by reason)."""
+    ages, genders = bank.column("age"), bank.column("gender")
+    annotated = bank.column("status") == STATUS_ANNOTATED
+    usable = annotated & np.isfinite(ages) & np.isin(genders, (0, 1))
+    excluded = {"not_annotated": int((~annotated).sum()), "no_age_or_gender": int((annotated & ~usable).sum())}
+    for s in spaces:
+        missing = ~bank.present(s)
+        excluded[f"no_vector:{s}"] = int((missing & usable).sum())
+        usable &= ~missing
+    rows = np.flatnonzero(usable)
+    if len(rows) == 0:
+        raise InputError(f"no face of {bank_path} has age, gender and a vector in {', '.join(spaces)}")
+    codes = G.group_codes(ages[rows], np.where(genders[rows] == 0, "female", "male"))
+    return rows, codes, excluded
+
+
+def _write_space(tmp: Path, bank, rows: np.ndarray, s: str, info: dict, thr: dict, kind: str) -> dict:
+    """Write one space's exact vectors and FAISS index into `tmp`; returns its manifest entry."""
+    import faiss
+
+    vectors = np.ascontiguousarray(bank.vectors(s)[rows], dtype=np.float32)
+    np.save(tmp / f"vectors.{s}.npy", vectors)
+    params: dict = {}
+    faiss.write_index(_faiss_index(kind, vectors, params), str(tmp / f"index.{s}.faiss"))
+    return {
+        "dim": int(info["dim"]), "model": info.get("model"), "model_sha256": info.get("sha256"),
+        "threshold": thr["value"], "threshold_source": thr["source"],
+        "index": {"type": kind, "faiss_class": _faiss_name(kind), "params": params},
+        "files": {f"vectors.{s}.npy": sha256_file(tmp / f"vectors.{s}.npy"),
+                  f"index.{s}.faiss": sha256_file(tmp / f"index.{s}.faiss")},
+    }
 
 
 def _faiss_name(kind: str) -> str:

@@ -4,4 +4,5 @@ The index layer no longer holds the session; this module is outside the layers c
 imports upward only to keep `from facebank.index.session import FaceBank` working.
 """
 
-from facebank.pick.session import FALLBACKS, MODES, FaceBank, Target  # noqa: F401
+from facebank.pick.options import FALLBACKS, MODES  # noqa: F401
+from facebank.pick.session import FaceBank, Target  # noqa: F401

@@ -48,13 +48,14 @@ def generate_to_bank(
     *,
     progress: Callable[[int], None] | None = None,
     total: Callable[[int], None] | None = None,
+    pending_every: int = 64,  # faces per pending batch: at most this much work is lost to a kill
 ) -> GenerateSummary:
     """Generate the faces of `cfg.seeds` that the bank does not hold yet and store them."""
     start = time.perf_counter()
     source = StyleGanSource(cfg)
     seeds = source.seeds
     summary = GenerateSummary(network_sha256=source.network_sha256, seeds=cfg.seeds)
-    with BankWriter(bank_path) as writer:  # opening it first applies what a killed run left pending
+    with BankWriter(bank_path, batch_size=pending_every) as writer:  # opening it first applies what a killed run left pending
         with open_bank(bank_path) as bank:
             have = set(bank.column("source_id")[bank.column("source") == SOURCE])
         todo = [s for s in seeds if source.source_id(s) not in have]

@@ -1,5 +1,6 @@
 """Module-level picking: `facebank.pick_target(embedding, build=...)` with the session opened once.
 
+The keyword signatures build one PickOptions, which goes through the session to the picker.
 Sessions are cached per (build directory, bank path, dtype), so a pipeline that calls
 `pick_target` per face pays for opening the bank and loading the vectors only on its first call.
 """
@@ -11,6 +12,7 @@ import threading
 from collections.abc import Mapping, Sequence
 
 from facebank.index.build import resolve_build
+from facebank.pick.options import PickOptions
 from facebank.pick.session import FaceBank, Target
 
 _sessions: dict[tuple, FaceBank] = {}
@@ -50,9 +52,9 @@ def pick_target(embedding, *, build: str | os.PathLike | None = None, bank: str 
     Raises:
         NoEligibleTarget, InvalidEmbedding, UnknownSpace, StaleIndex, InputError.
     """
-    return open_facebank(build, bank=bank, secret=secret).pick_target(
-        embedding, space=space, age=age, gender=gender, threshold=threshold, mode=mode, rng=rng, key=key,
-        exclude=exclude, fallback=fallback)
+    options = PickOptions(threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback)
+    face = {"embedding": embedding, "space": space, "age": age, "gender": gender}
+    return open_facebank(build, bank=bank, secret=secret).pick_faces([face], options)[0]
 
 
 def pick_targets(embeddings, *, build: str | os.PathLike | None = None, bank: str | os.PathLike | None = None,
@@ -60,9 +62,9 @@ def pick_targets(embeddings, *, build: str | os.PathLike | None = None, bank: st
                  threshold=None, mode: str = "random", rng=None, keys: Sequence | None = None, exclude=(),
                  fallback: str = "error", secret: bytes | None = None) -> list[Target]:
     """`pick_target` for a batch: (B, d) or dict space -> (B, d); one Target per row."""
-    return open_facebank(build, bank=bank, secret=secret).pick_targets(
-        embeddings, space=space, ages=ages, genders=genders, threshold=threshold, mode=mode, rng=rng, keys=keys,
-        exclude=exclude, fallback=fallback)
+    options = PickOptions(threshold=threshold, mode=mode, rng=rng, exclude=exclude, fallback=fallback)
+    return open_facebank(build, bank=bank, secret=secret).pick_rows(embeddings, options, space=space, ages=ages,
+                                                                    genders=genders, keys=keys)
 
 
 def pick_for_photo(faces: Sequence[Mapping], *, build: str | os.PathLike | None = None,
@@ -73,5 +75,5 @@ def pick_for_photo(faces: Sequence[Mapping], *, build: str | os.PathLike | None 
 
     `faces`: mappings with `embedding` (array or dict space -> array), optional `space`, `age`, `gender`.
     """
-    return open_facebank(build, bank=bank, secret=secret).pick_for_photo(
-        faces, threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback)
+    options = PickOptions(threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback)
+    return open_facebank(build, bank=bank, secret=secret).pick_faces(faces, options)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from facebank.errors import FaceRejected, InputError
+from facebank.pick.options import PickOptions
 from facebank.pick.session import FaceBank, Target
 from facebank.vision.image_io import decode_image
 from facebank.vision.registry import load_attribute_model, load_detector, load_embedder
@@ -59,7 +60,6 @@ def pick_for_image(session: FaceBank, path: str | Path, *, models: dict[str, str
     faces = analyse_photo(image, spaces=session.spaces, models=models)
     if not faces:
         raise InputError(f"no face found in {path}")
-    targets = session.pick_for_photo(
-        [{"embedding": f.embeddings, "age": f.age, "gender": f.gender} for f in faces],
-        mode=mode, rng=rng, key=key, fallback=fallback)
+    targets = session.pick_faces([{"embedding": f.embeddings, "age": f.age, "gender": f.gender} for f in faces],
+                                 PickOptions(mode=mode, rng=rng, key=key, fallback=fallback))
     return list(zip(faces, targets))

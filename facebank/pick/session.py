@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +22,8 @@ from facebank.index import groups as G
 from facebank.index.build import resolve_build
 from facebank.index.manifest import read_manifest
 from facebank.index.picker import Picker, PickResult
-
-MODES = ("random", "furthest")
-FALLBACKS = ("error", "widen_age")
+from facebank.labels import check_age, gender_name
+from facebank.pick.options import FALLBACKS, MODES, PickOptions
 
 
 @dataclass(frozen=True)
@@ -157,9 +156,7 @@ class FaceBank:
         age group, gender and fallback only)."""
         if fallback not in FALLBACKS:
             raise InputError(f"fallback must be one of {', '.join(FALLBACKS)}, got {fallback!r}")
-        if age is not None and (not np.isfinite(age) or age < 0):
-            raise InputError(f"age must be a non-negative number of years, got {age}")
-        key = (None if age is None else G.age_group(float(age)), None if gender is None else G.gender_name(gender),
+        key = (None if age is None else G.age_group(check_age(age)), None if gender is None else G.gender_name(gender),
                fallback)
         plan = self._plans.get(key)
         if plan is None:
@@ -191,20 +188,19 @@ class FaceBank:
         return Target(
             id=self.ids[res.row].decode(), row=bank_row, similarities=dict(res.similarities),
             thresholds=dict(thresholds), age=float(self._ages[bank_row]),
-            gender={0: "female", 1: "male"}.get(int(self._genders[bank_row]), "unknown"),
+            gender=gender_name(int(self._genders[bank_row])),
             group=self._labels[code], requested_group=requested, fallback=fallback_used, mode=mode,
             method=res.method, _bank=self.bank,
         )
 
-    # -- the API --
+    # -- the API: the keyword forms build one PickOptions; pick_faces and pick_rows do the work --
     def pick_target(self, embedding, *, space: str | None = None, age: float | None = None,
                     gender: str | None = None, threshold=None, mode: str = "random",
                     rng: np.random.Generator | None = None, key: bytes | str | None = None,
                     exclude: Iterable[str] = (), fallback: str = "error") -> Target:
         """A synthetic face dissimilar to `embedding` in every space it gives; see facebank.pick_target."""
-        return self.pick_for_photo([{"embedding": embedding, "space": space, "age": age, "gender": gender}],
-                                   threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude,
-                                   fallback=fallback)[0]
+        options = PickOptions(threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback)
+        return self.pick_faces([{"embedding": embedding, "space": space, "age": age, "gender": gender}], options)[0]
 
     def pick_targets(self, embeddings, *, space: str | None = None, ages: Sequence | None = None,
                      genders: Sequence | None = None, threshold=None, mode: str = "random",
@@ -215,27 +211,8 @@ class FaceBank:
         `embeddings` is (B, d) for one space, or a dict space -> (B, d). Without ages/genders,
         keys or fallbacks the whole batch goes to `Picker.pick_batch` at once.
         """
-        self._recheck()
-        query = _as_query(embeddings, space, self.spaces)
-        thresholds = self._thresholds(query, threshold)
-        if mode not in MODES:
-            raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        sizes = {np.shape(v)[0] if np.ndim(v) == 2 else -1 for v in query.values()}
-        if len(sizes) != 1 or -1 in sizes:
-            raise InputError("batch embeddings must be (B, d) arrays with the same B in every space")
-        b = sizes.pop()
-        if ages is None and genders is None and fallback == "error":
-            res = self.picker.pick_batch(query, thresholds=thresholds, mode=mode, rng=rng, keys=keys,
-                                         exclude=self._index_rows(exclude))
-            return [self._target(r, thresholds, "any", None, mode) for r in res]
-        out = []
-        for i in range(b):
-            out.append(self.pick_target({s: np.asarray(v)[i] for s, v in query.items()},
-                                        age=None if ages is None else ages[i],
-                                        gender=None if genders is None else genders[i], threshold=threshold,
-                                        mode=mode, rng=rng, key=None if keys is None else keys[i],
-                                        exclude=exclude, fallback=fallback))
-        return out
+        options = PickOptions(threshold=threshold, mode=mode, rng=rng, exclude=exclude, fallback=fallback)
+        return self.pick_rows(embeddings, options, space=space, ages=ages, genders=genders, keys=keys)
 
     def pick_for_photo(self, faces: Sequence[Mapping], *, threshold=None, mode: str = "random",
                        rng: np.random.Generator | None = None, key: bytes | str | None = None,
@@ -245,7 +222,36 @@ class FaceBank:
         Each face is a mapping with `embedding` (array or dict space -> array), optional `space`,
         `age` and `gender`.
         """
+        options = PickOptions(threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback)
+        return self.pick_faces(faces, options)
+
+    def pick_rows(self, embeddings, options: PickOptions, *, space: str | None = None, ages: Sequence | None = None,
+                  genders: Sequence | None = None, keys: Sequence | None = None) -> list[Target]:
+        """`pick_targets` with its options as one object (`options.key` is unused: give `keys`)."""
         self._recheck()
+        query = _as_query(embeddings, space, self.spaces)
+        thresholds = self._thresholds(query, options.threshold)
+        if options.mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}, got {options.mode!r}")
+        sizes = {np.shape(v)[0] if np.ndim(v) == 2 else -1 for v in query.values()}
+        if len(sizes) != 1 or -1 in sizes:
+            raise InputError("batch embeddings must be (B, d) arrays with the same B in every space")
+        b = sizes.pop()
+        if ages is None and genders is None and options.fallback == "error":
+            res = self.picker.pick_batch(query, thresholds=thresholds, mode=options.mode, rng=options.rng, keys=keys,
+                                         exclude=self._index_rows(options.exclude))
+            return [self._target(r, thresholds, "any", None, options.mode) for r in res]
+        out = []
+        for i in range(b):
+            face = {"embedding": {s: np.asarray(v)[i] for s, v in query.items()},
+                    "age": None if ages is None else ages[i], "gender": None if genders is None else genders[i]}
+            out += self.pick_faces([face], replace(options, key=None if keys is None else keys[i]))
+        return out
+
+    def pick_faces(self, faces: Sequence[Mapping], options: PickOptions) -> list[Target]:
+        """`pick_for_photo` (and `pick_target`, one face) with its options as one object."""
+        self._recheck()
+        mode = options.mode
         if mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if not faces:
@@ -254,37 +260,42 @@ class FaceBank:
         spaces = set(queries[0])
         if any(set(q) != spaces for q in queries):
             raise InputError("every face of a photo must give the same spaces")
-        thresholds = self._thresholds(queries[0], threshold)
-        plans = [self._group_plan(f.get("age"), f.get("gender"), fallback) for f in faces]
-        taken = self._index_rows(exclude)
-        gen = self.picker.generator(rng, key)  # one generator for the whole photo: keyed picks reproduce
+        thresholds = self._thresholds(queries[0], options.threshold)
+        plans = [self._group_plan(f.get("age"), f.get("gender"), options.fallback) for f in faces]
+        taken = self._index_rows(options.exclude)
+        gen = self.picker.generator(options.rng, options.key)  # one generator for the whole photo: keyed picks reproduce
         # Every face is checked against every face of the photo, not only its own. One face: the
         # picker validates the query itself (its fast path); invalid input raises before any pick.
         qry = self.picker.prepare(queries, thresholds) if len(queries) > 1 or mode == "furthest" else None
         out = []
         for i, plan in enumerate(plans):
-            last: NoEligibleTarget | None = None
-            for step, (codes, label) in enumerate(plan):
-                try:
-                    res = self._proposed_furthest(queries, thresholds, codes, taken) if mode == "furthest" else None
-                    if res is None and len(queries) == 1:  # one face: the picker's fast path applies
-                        res = self.picker.pick(queries[0], thresholds=thresholds, groups=codes, mode=mode, rng=gen,
-                                               exclude=taken)
-                    elif res is None:
-                        res = self.picker.pick_query(qry, codes, mode, gen, taken, prefix=f"face {i}: ")
-                except NoEligibleTarget as exc:
-                    last = exc
-                    continue
-                taken.add(res.row)
-                out.append(self._target(res, thresholds, plan[0][1], None if step == 0 else f"widen_age:{label}", mode))
-                break
-            else:
-                if len(plan) == 1:
-                    raise last
-                tried = ", ".join(label for _, label in plan)
-                raise NoEligibleTarget(f"no eligible target in any of {tried}; last: {last}",
-                                       group_size=last.group_size, too_similar=last.too_similar, group=plan[0][1])
+            res, step = self._pick_in_plan(i, plan, queries, qry, thresholds, mode, gen, taken)
+            taken.add(res.row)
+            out.append(self._target(res, thresholds, plan[0][1], None if step == 0 else f"widen_age:{plan[step][1]}",
+                                    mode))
         return out
+
+    def _pick_in_plan(self, i: int, plan: list, queries: list[dict], qry, thresholds: dict, mode: str, gen,
+                      taken: set[int]) -> tuple[PickResult, int]:
+        """Face i's pick from the first group of its plan that has an eligible target: (result, step)."""
+        last: NoEligibleTarget | None = None
+        for step, (codes, _label) in enumerate(plan):
+            try:
+                res = self._proposed_furthest(queries, thresholds, codes, taken) if mode == "furthest" else None
+                if res is None and len(queries) == 1:  # one face: the picker's fast path applies
+                    res = self.picker.pick(queries[0], thresholds=thresholds, groups=codes, mode=mode, rng=gen,
+                                           exclude=taken)
+                elif res is None:
+                    res = self.picker.pick_query(qry, codes, mode, gen, taken, prefix=f"face {i}: ")
+            except NoEligibleTarget as exc:
+                last = exc
+                continue
+            return res, step
+        if len(plan) == 1:
+            raise last
+        tried = ", ".join(label for _, label in plan)
+        raise NoEligibleTarget(f"no eligible target in any of {tried}; last: {last}",
+                               group_size=last.group_size, too_similar=last.too_similar, group=plan[0][1])
 
     def _proposed_furthest(self, queries: list[dict], thresholds: dict, codes, taken: set[int]):
         """Furthest pick among an approximate index's proposals, or None (then the exact scan decides)."""
