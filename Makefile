@@ -22,7 +22,9 @@ $(VENV)/.installed: pyproject.toml setup.py facebank/index/_screen.c
 bank: install
 	$(FACEBANK) build --config $(CONFIG) --bank $(BANK) $(if $(SOURCE),--source $(SOURCE),)
 
+# The import contracts first (pyproject.toml [tool.importlinter]): a cycle or an upward import fails.
 test: install
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: install

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facebank.config import DEFAULT_BUILDS, BuildConfig, SourceConfig
+from facebank.config import BuildConfig, SourceConfig
 from facebank.errors import SourceError
 
 ProgressFactory = Callable[[str], contextlib.AbstractContextManager]
@@ -27,28 +27,19 @@ def calibrated_thresholds(report: str | os.PathLike, far: float):
     return Calibrated(thresholds_from_report(report, far), f"calibration report {report} at FAR {far:g}")
 
 
-def build_index(
-    bank_path: str | os.PathLike,
-    *,
-    spaces: list[str] | None = None,  # None: every space of the bank
-    out: str | os.PathLike = DEFAULT_BUILDS,
-    kind: str = "flat",  # FAISS index type per space: flat (exact) | ivf | hnsw
-    thresholds: dict[str, float] | None = None,  # space -> cosine; overrides the rest
-    threshold_from: str | None = None,  # a calibration report (facebank audit) ...
-    far: float = 1e-3,  # ... read at this false-accept rate
-    build_id: str | None = None,
-    make_current: bool = True,
-) -> Path:
-    """Build indexes for `spaces` of the bank; returns the build directory (`facebank.build_index`).
+def build_index(bank_path: str | os.PathLike, *, threshold_from: str | None = None, far: float = 1e-3,
+                **options) -> Path:
+    """Build indexes for the bank's spaces; returns the build directory (`facebank.build_index`).
 
-    The index stage itself (facebank.index.build.build_index) takes calibrated thresholds as
-    values; this reads them from the report first.
+    threshold_from / far: a calibration report (facebank audit) and the false-accept rate to read
+    it at. The other options are those of the index stage, facebank.index.build.build_index
+    (spaces, out, kind, thresholds, build_id, make_current), which takes calibrated thresholds
+    as values: this reads them from the report first.
     """
     from facebank.index import build
 
     calibrated = calibrated_thresholds(threshold_from, far) if threshold_from else None
-    return build.build_index(bank_path, spaces=spaces, out=out, kind=kind, thresholds=thresholds,
-                             calibrated=calibrated, build_id=build_id, make_current=make_current)
+    return build.build_index(bank_path, calibrated=calibrated, **options)
 
 
 @contextlib.contextmanager

@@ -212,6 +212,7 @@ def test_calibrate_needs_both_kinds_of_pair():
         calibrate({"s": EMB}, ["A", "B", "C", "D"])
 
 
+@pytest.mark.slow
 def test_calibrate_on_real_labelled_photos(assets):
     """61 real photos of 13 people through the real MobileFaceNet ONNX model.
 

@@ -60,6 +60,7 @@ def data(tmp_path_factory, small_bank, assets):
     return {"root": root, "labelled": labelled, "queries": queries, "build": build, "n": len(rows)}
 
 
+@pytest.mark.slow
 def test_audit_command(data, small_bank):
     out = data["root"] / "report"
     r = invoke("audit", "--bank", small_bank, "--build", data["build"], "--labelled", data["labelled"],
@@ -86,6 +87,7 @@ def test_audit_command(data, small_bank):
     _one_line_error(r, 2, "not supported")
 
 
+@pytest.mark.slow
 def test_audit_command_errors(data, small_bank, tmp_path):
     out = tmp_path / "r"
     _one_line_error(invoke("audit", "--bank", small_bank, "--labelled", tmp_path / "missing", "--out", out),

@@ -25,6 +25,8 @@ from facebank import build_index
 from facebank.index.manifest import read_manifest
 from facebank.index.picker import unit_queries
 
+pytestmark = pytest.mark.slow  # the module's banks and audit report are built once: over a minute
+
 MFN = "mobilefacenet_128d"
 QUERY_PHOTOS = ("img1.jpg", "img17.jpg", "img26.jpg", "img47.jpg", "img58.jpg")
 

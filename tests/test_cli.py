@@ -38,6 +38,7 @@ def bank(small_bank, tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_ingest_folder_embed_info(tmp_path, assets):
     src = tmp_path / "faces"
     src.mkdir()
@@ -59,6 +60,7 @@ def test_ingest_folder_embed_info(tmp_path, assets):
     assert sum(info["groups"].values()) == 4 and all(k.startswith("0-12/") for k in info["groups"])
 
 
+@pytest.mark.slow
 def test_index_build_verify_pick(bank, tmp_path, assets):
     builds = tmp_path / "builds"
     r = invoke("index", "build", "--bank", bank, "--out", builds, "--json")
@@ -144,6 +146,7 @@ def test_bad_input_is_one_line(case, tmp_path, request):
     _one_line_error(invoke(*args(tmp_path, lambda: request.getfixturevalue("bank"))), code, *needles)
 
 
+@pytest.mark.slow
 def test_generate_tiny_network_resumable(tmp_path, stylegan_fixtures):
     bank = tmp_path / "g.h5"
     net = stylegan_fixtures / "tiny64.pkl"
@@ -159,6 +162,7 @@ def test_generate_tiny_network_resumable(tmp_path, stylegan_fixtures):
     assert info["status"] == {"rejected": 15} and sum(info["rejections"].values()) == 15
 
 
+@pytest.mark.slow
 def test_build_from_config_with_source_override(tmp_path, assets):
     src = tmp_path / "export"
     src.mkdir()

@@ -73,3 +73,27 @@ def test_widen_age_nearest_first():
     assert G.widen_age("60+")[0] == "50-59"
     code = G.group_code("30-39", "m")
     assert G.widen_age_codes(code) == tuple(G.group_code(a, "m") for a in G.widen_age("30-39"))
+
+
+# -- the one parser (facebank.labels): queries strict, stored metadata lenient, same spellings --
+
+@pytest.mark.parametrize("spelling, code", [("f", 0), ("W", 0), (" woman", 0), ("Female", 0), ("m", 1), ("MAN", 1),
+                                            ("male ", 1)])
+def test_one_gender_parser_everywhere(spelling, code):
+    from facebank import labels
+    from facebank.bank import schema
+
+    assert labels.gender_code(spelling) == labels.gender_code(spelling, strict=True) == code
+    assert schema.gender_code(spelling) == code  # the bank's name delegates to it
+    assert G.gender_name(spelling) == G.GENDERS[code]  # and so do queries
+
+
+@pytest.mark.parametrize("bad", ["x", "", None, 1, "females"])
+def test_unknown_gender_is_unknown_in_metadata_and_an_error_in_queries(bad):
+    from facebank import labels
+    from facebank.bank import schema
+
+    assert labels.gender_code(bad) == schema.gender_code(bad) == labels.GENDER_UNKNOWN
+    with pytest.raises(InputError):
+        labels.gender_code(bad, strict=True)
+    assert schema.gender_name(labels.GENDER_UNKNOWN) == "unknown"

@@ -54,6 +54,7 @@ def test_manifest(built, small_bank):
     assert verify_build(built)["ok"]
 
 
+@pytest.mark.slow
 def test_verify_catches_damage_and_staleness(built, small_bank, tmp_path, assets):
     copy = tmp_path / built.name
     shutil.copytree(built, copy)

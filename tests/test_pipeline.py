@@ -6,6 +6,7 @@ import io
 import shutil
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from facebank.bank import open_bank
@@ -55,6 +56,7 @@ def _png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_rejections_are_recorded_with_reasons(tmp_path, gp_items):
     face = np.asarray(Image.open(io.BytesIO(gp_items[25].data)).convert("RGB"))
     two = np.concatenate([face, np.asarray(Image.open(io.BytesIO(gp_items[26].data)).convert("RGB"))], axis=1)
@@ -82,6 +84,7 @@ def test_rejections_are_recorded_with_reasons(tmp_path, gp_items):
         assert len(b) == 1 and len(b.rejections()) == 5
 
 
+@pytest.mark.slow
 def test_embed_and_annotate_resume(small_bank, tmp_path):
     bank = tmp_path / "b.h5"
     shutil.copy(small_bank, bank)
@@ -95,6 +98,7 @@ def test_embed_and_annotate_resume(small_bank, tmp_path):
     np.testing.assert_array_equal(open_bank(bank).column("age"), before)  # deterministic models, any process
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_bank(small_bank, gp_items, tmp_path):
     bank = tmp_path / "b.h5"
     s = ingest(str(bank), gp_items[:12], spaces=[SpaceConfig("dlib")], workers=2)

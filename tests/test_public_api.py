@@ -28,3 +28,40 @@ def test_every_error_is_under_the_root_and_exported():
 
 def test_unknown_space_message_is_not_quoted():
     assert str(errors.UnknownSpace("space 'x' is not here")) == "space 'x' is not here"
+
+
+def test_deprecated_paths_reexport_the_new_objects():
+    import facebank.api
+    import facebank.build
+    import facebank.download
+    import facebank.files
+    import facebank.index.session
+    import facebank.photo
+    import facebank.pipeline
+    from facebank import _io, ingest, pick, workflow  # noqa: F401
+    import facebank._io.download
+    import facebank._io.files
+    import facebank.pick.api
+    import facebank.pick.photo
+    import facebank.pick.session
+
+    assert facebank.pipeline.ingest is facebank.ingest.ingest
+    assert facebank.pipeline.SpaceConfig is facebank.config.SpaceConfig
+    assert facebank.build.run_build is facebank.workflow.run_build
+    assert facebank.photo.pick_for_image is facebank.pick.photo.pick_for_image
+    assert facebank.api.pick_target is facebank.pick.api.pick_target is facebank.pick_target
+    assert facebank.index.session.FaceBank is facebank.pick.session.FaceBank is facebank.FaceBank
+    assert facebank.files.atomic_write_json is facebank._io.files.atomic_write_json
+    assert facebank.download.sha256_file is facebank._io.download.sha256_file
+
+
+def test_reading_a_config_loads_no_vision_library(tmp_path):
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('bank = "b.h5"\n[vision]\ndetector = "dlib"\n[[spaces]]\nspace = "dlib"\n')
+    code = ("import sys; from facebank.config import load_config; load_config(sys.argv[1]); "
+            "print(sorted(m for m in ('cv2', 'skimage', 'dlib', 'onnxruntime', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

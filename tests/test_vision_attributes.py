@@ -48,6 +48,7 @@ def estimates(labelled_faces):
     return out
 
 
+@pytest.mark.slow
 def test_attributes_are_well_formed(estimates):
     for attributes, _, _ in estimates:
         assert attributes.gender in ("female", "male")

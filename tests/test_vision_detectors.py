@@ -80,6 +80,7 @@ def test_fixed_size_model_keeps_its_input_size(scrfd_detectors):
     assert scrfd_detectors["scrfd_500m_bnkps.onnx"].input_size == (640, 640)
 
 
+@pytest.mark.slow
 def test_scrfd_and_dlib_agree(gp_images, dlib_detector, scrfd_detectors):
     scrfd = scrfd_detectors["det_2.5g.onnx"]
     ious, ssims, shifts = [], [], []

@@ -50,6 +50,7 @@ def _verification(ids: list[str], vectors: np.ndarray) -> tuple[float, float, fl
     return float(genuine.mean()), float(impostor.mean()), float(auc)
 
 
+@pytest.mark.slow
 def test_dlib_space_separates_identities(identity_faces):
     embedder = load_embedder("dlib")
     assert isinstance(embedder, Embedder) and (embedder.space, embedder.dim) == ("dlib", 128)
