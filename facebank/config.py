@@ -46,7 +46,8 @@ class SourceConfig:
     seeds: str = "0-9999"  # stylegan only
     psi: float = 0.7  # stylegan truncation
     class_idx: int | None = None  # stylegan conditional networks
-    device: str = "cpu"
+    device: str = "auto"  # stylegan: auto (CUDA when available, else CPU) | cpu | cuda | cuda:N
+    image_format: str = "png:1"  # stylegan: how images are stored, png[:LEVEL] | webp | jpeg[:QUALITY]
     sha256: str | None = None  # expected network checksum, when known
 
 

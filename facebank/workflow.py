@@ -54,20 +54,27 @@ def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) 
         from facebank.sources.stylegan_source import GenerateConfig
 
         gen = GenerateConfig(network=src.path, seeds=src.seeds, psi=src.psi, class_idx=src.class_idx,
-                             device=src.device, cache_dir=cfg.cache_dir, sha256=src.sha256)
+                             device=src.device, image_format=src.image_format, cache_dir=cfg.cache_dir,
+                             sha256=src.sha256)
         try:
+            # One overlapped pass: the generator makes faces while worker processes encode,
+            # annotate and embed them, so a GPU is not kept waiting on the CPU stages.
             with progress("generate") as (advance, set_total):
-                g = generate_to_bank(cfg.bank, gen, progress=advance, total=set_total)
+                g = generate_to_bank(cfg.bank, gen, vision=cfg.vision, spaces=cfg.spaces, workers=cfg.workers,
+                                     progress=advance, total=set_total)
         except SourceError as exc:
             raise SourceError(
                 f"the StyleGAN source {src.path} cannot be had ({exc}). Offline or no network pickle yet? "
                 "Give a local face source instead: `make bank SOURCE=<folder or generated.photos export>` "
                 "or `facebank build --source PATH`"
             ) from exc
+        # Finishes faces a run of `facebank generate --no-annotate` (or an older version) left behind.
         with progress("annotate") as (advance, set_total):
             a = annotate_bank(cfg.bank, cfg.vision, progress=advance, total=set_total, workers=cfg.workers)
-        return {"kind": "stylegan", "path": src.path, "generated": g.generated, "already": g.already_in_bank,
-                "annotated": a.added, "rejected": dict(a.rejected)}
+        rejected = g.rejected + a.rejected
+        return {"kind": "stylegan", "path": src.path, "device": g.device, "image_format": g.image_format,
+                "generated": g.generated, "already": g.already_in_bank, "annotated": g.annotated + a.added,
+                "rejected": dict(rejected)}
     if src.kind == "generated_photos":
         from facebank.sources.generated_photos import iter_generated_photos as iterate
     else:

@@ -1,4 +1,4 @@
-"""`facebank generate`: StyleGAN2-ADA faces into the bank, resumable, then annotated."""
+"""`facebank generate`: StyleGAN2-ADA faces into the bank, resumable, encoded and annotated in worker processes."""
 
 from __future__ import annotations
 
@@ -20,16 +20,20 @@ def generate(
     class_idx: Annotated[Optional[int], typer.Option("--class", help="Class of a conditional network.")] = None,
     noise_mode: Annotated[str, typer.Option(help="const (deterministic), random or none.")] = "const",
     batch: Annotated[str, typer.Option(help="Batch size, or auto.")] = "auto",
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")] = "auto",
+    image_format: Annotated[str, typer.Option(
+        help="How images are stored: png[:LEVEL] (lossless, default png:1), webp (lossless) or jpeg[:QUALITY].")
+    ] = "png:1",
     cache_dir: Annotated[Path, typer.Option(help="Where downloaded networks are kept.")] = Path("data/cache"),
     sha256: Annotated[Optional[str], typer.Option(help="Expected sha256 of the network file.")] = None,
-    annotate: Annotated[bool, typer.Option(help="Detect, align and annotate the new faces afterwards.")] = True,
-    workers: Annotated[int, typer.Option(help="Annotation processes (0 = one per CPU).")] = 0,
+    annotate: Annotated[bool, typer.Option(help="Detect, align and annotate the new faces in the same pass.")] = True,
+    workers: Annotated[int, typer.Option(help="Encoding/annotation processes (0 = one per CPU, 1 = none).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Generate one face per seed with our StyleGAN2-ADA generator and store it with its seed and w."""
-    from facebank.errors import InputError
+    from facebank.cli.common import err
     from facebank.config import VisionConfig
+    from facebank.errors import InputError
     from facebank.ingest import annotate_bank, generate_to_bank
     from facebank.sources.stylegan_source import GenerateConfig
 
@@ -38,21 +42,24 @@ def generate(
             raise InputError(f"--batch takes a positive integer or auto, got {batch!r}")
         cfg = GenerateConfig(network=network, seeds=seeds, psi=psi, cutoff=cutoff, class_idx=class_idx,
                              noise_mode=noise_mode, batch_size=batch if batch == "auto" else int(batch),
-                             device=device, cache_dir=str(cache_dir), sha256=sha256)
+                             device=device, image_format=image_format, cache_dir=str(cache_dir), sha256=sha256)
         with progress_bar("generate") as (advance, set_total):
-            summary = generate_to_bank(str(bank), cfg, progress=advance, total=set_total)
+            summary = generate_to_bank(str(bank), cfg, vision=VisionConfig() if annotate else None, workers=workers,
+                                       progress=advance, total=set_total, say=err.print)
         result = asdict(summary)
+        result["rejected"] = dict(summary.rejected)
+        if annotate:  # faces an earlier --no-annotate run left unannotated
+            with progress_bar("annotate earlier faces") as (advance, set_total):
+                earlier = annotate_bank(str(bank), VisionConfig(), progress=advance, total=set_total, workers=workers)
+            summary.annotated += earlier.added
+            summary.rejected += earlier.rejected
+            result.update(annotated=summary.annotated, rejected=dict(summary.rejected))
+        human = (f"generated {summary.generated} faces ({summary.faces_per_s:.1f} faces/s) on {summary.device}, "
+                 f"stored as {summary.image_format}; {summary.already_in_bank} already in the bank; "
+                 f"network sha256 {summary.network_sha256[:16]}")
         if annotate:
-            with progress_bar("annotate") as (advance, set_total):
-                result["annotate"] = annotate_bank(str(bank), VisionConfig(), progress=advance,
-                                                   total=set_total, workers=workers).to_dict()
-            result["annotate"].pop("rejected_items", None)
-        human = (f"generated {summary.generated} faces ({summary.faces_per_s:.1f} faces/s), "
-                 f"{summary.already_in_bank} already in the bank; network sha256 {summary.network_sha256[:16]}")
-        if annotate:
-            a = result["annotate"]
-            human += f"\nannotated {a['added']}, rejected: " + (
-                ", ".join(f"{k}={v}" for k, v in a["rejected"].items()) or "none")
+            human += f"\nannotated {summary.annotated}, rejected: " + (
+                ", ".join(f"{k}={v}" for k, v in summary.rejected.items()) or "none")
         emit(result, as_json=as_json, human=human)
 
 

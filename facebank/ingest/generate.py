@@ -1,21 +1,29 @@
-"""Generated faces into the bank: the StyleGAN source's items stored as they come, resumable by source id.
+"""Generated faces into the bank, with the write path off the generator's critical path.
 
-Generated faces are stored before any detection (status "generated", the provenance the source
-gives, no box or crop yet); `annotate_bank` detects, aligns and estimates them later.
+The generator runs in this process (on the GPU when there is one). Every face it makes goes to a
+pool of worker processes that encode it (the bank's image format, `png:1` by default) and, when
+asked, detect, align, estimate age and gender and embed it, while the generator makes the next
+batch. Results come back in seed order and this process alone writes them, so the bank is the
+same whatever the number of workers: the same rows in the same order, bit for bit, as generating
+first and running `annotate_bank` and `embed_bank` afterwards.
+
+Resumable by source id: a killed run loses at most one pending batch and a re-run generates only
+the seeds the bank does not hold. A generated face without one usable face in it stays in the
+bank with status "rejected" and a reason in the rejection log, so its seed is not retried.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from facebank.bank import BankWriter, FaceRecord, open_bank
-from facebank.bank.schema import CROP_SIZE, STATUS_GENERATED
-from facebank.sources.base import SourceItem
+from facebank.bank import BankWriter, Rejection, open_bank
+from facebank.config import SpaceConfig, VisionConfig
+from facebank.ingest.store_workers import StorePlan, StoreWorker, ordered_map
 from facebank.sources.stylegan_source import SOURCE, GenerateConfig, StyleGanSource
+from facebank.vision.image_encode import parse_image_format
 
 __all__ = ["GenerateSummary", "generate_to_bank"]
 
@@ -24,52 +32,72 @@ __all__ = ["GenerateSummary", "generate_to_bank"]
 class GenerateSummary:
     generated: int = 0
     already_in_bank: int = 0
+    annotated: int = 0  # faces annotated in the same pass (0 unless `vision` was given)
+    rejected: Counter = field(default_factory=Counter)  # reason -> count, annotation in the same pass
+    embedded: dict = field(default_factory=dict)  # space -> faces embedded in the same pass
     network_sha256: str = ""
     seeds: str = ""
+    device: str = ""  # where the generator ran ("cuda:0", "cpu")
+    image_format: str = ""  # how the images were stored ("png:1")
+    workers: int = 0  # encoding (and annotating) processes; 0 = in this process
     seconds: float = 0.0
     faces_per_s: float = 0.0
     extra: dict = field(default_factory=dict)
-
-
-def generated_record(item: SourceItem) -> FaceRecord:
-    """The bank record of a generated face: its image and provenance, nothing detected yet."""
-    image = item.pixels
-    return FaceRecord(
-        source=item.source, source_id=item.source_id, image=item.data, image_format="png",
-        width=image.shape[1], height=image.shape[0], box=np.full(4, np.nan, np.float32),
-        landmarks=np.full((5, 2), np.nan, np.float32), detector="",
-        crop=np.zeros((CROP_SIZE, CROP_SIZE, 3), np.uint8), provenance=item.metadata, status=STATUS_GENERATED,
-    )
 
 
 def generate_to_bank(
     bank_path: str,
     cfg: GenerateConfig,
     *,
+    vision: VisionConfig | None = None,  # annotate in the same pass (None: store as "generated")
+    spaces: tuple[SpaceConfig, ...] = (),  # embed in the same pass (needs vision)
+    workers: int = 0,  # encoding/annotating processes; 0 = one per CPU, 1 = in this process
     progress: Callable[[int], None] | None = None,
     total: Callable[[int], None] | None = None,
     pending_every: int = 64,  # faces per pending batch: at most this much work is lost to a kill
+    say: Callable[[str], None] | None = None,  # one line for people: which device, which format
 ) -> GenerateSummary:
     """Generate the faces of `cfg.seeds` that the bank does not hold yet and store them."""
     start = time.perf_counter()
+    fmt = parse_image_format(cfg.image_format)  # bad input fails before the network loads
+    plan = StorePlan(image_format=fmt, vision=vision, spaces=tuple(spaces) if vision else ())
     source = StyleGanSource(cfg)
-    seeds = source.seeds
-    summary = GenerateSummary(network_sha256=source.network_sha256, seeds=cfg.seeds)
+    summary = GenerateSummary(network_sha256=source.network_sha256, seeds=cfg.seeds, device=str(source.device),
+                              image_format=fmt.spec)
+    local = StoreWorker(plan)
     with BankWriter(bank_path, batch_size=pending_every) as writer:  # opening it first applies what a killed run left pending
         with open_bank(bank_path) as bank:
             have = set(bank.column("source_id")[bank.column("source") == SOURCE])
-        todo = [s for s in seeds if source.source_id(s) not in have]
-        summary.already_in_bank = len(seeds) - len(todo)
+        todo = [s for s in source.seeds if source.source_id(s) not in have]
+        summary.already_in_bank = len(source.seeds) - len(todo)
+        for space, info in local.space_infos().items():
+            writer.register_space(space, info)
         if total:
             total(len(todo))
+        if say:
+            say(f"generating {len(todo)} faces on {summary.device}, stored as {fmt.spec}"
+                + (", annotated" if vision else "") + (f" and embedded in {', '.join(s.space for s in plan.spaces)}"
+                                                        if plan.spaces else ""))
         writer.log("generate_start", network=str(cfg.network), network_sha256=source.network_sha256, seeds=cfg.seeds,
-                   psi=cfg.psi, todo=len(todo))
-        for item in source.items(todo):
-            writer.add_face(generated_record(item))
-            summary.generated += 1
-            if progress:
-                progress(1)
-        writer.log("generate_end", generated=summary.generated)
+                   psi=cfg.psi, todo=len(todo), device=summary.device, image_format=fmt.spec,
+                   models=local.models())
+        with ordered_map(plan, workers, local=local) as (run, n_workers):
+            summary.workers = n_workers
+            for record, rejection in run(source.items(todo)):
+                writer.add_face(record)
+                summary.generated += 1
+                if rejection is not None:
+                    writer.add_rejection(Rejection(record.source, record.source_id, record.content_sha256,
+                                                   *rejection, "annotate"))
+                    summary.rejected[rejection[0]] += 1
+                elif vision is not None:
+                    summary.annotated += 1
+                for space in record.embeddings:
+                    summary.embedded[space] = summary.embedded.get(space, 0) + 1
+                if progress:
+                    progress(1)
+        writer.log("generate_end", generated=summary.generated, annotated=summary.annotated,
+                   rejected=dict(summary.rejected))
     summary.seconds = time.perf_counter() - start
     summary.faces_per_s = summary.generated / summary.seconds if summary.seconds else 0.0
     return summary

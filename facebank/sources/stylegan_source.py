@@ -1,12 +1,12 @@
 """StyleGAN2-ADA faces as source items: one face per seed, each with a stable source id.
 
-`StyleGanSource` resolves and loads the network once, names every seed's face
-(`source_id(network sha256, psi, class, seed)`) before generating it, and yields the seeds it is
-asked for as `SourceItem`s like every other source: the PNG the generator made, and as metadata
-the face's provenance (seed, psi, class, noise mode, the network's sha256 and the w vector).
-`facebank.ingest.generate` stores them, skipping the source ids the bank already holds, so a
-killed run resumes at the first missing seed; detection, alignment and attributes follow in
-`facebank annotate` like for every other source.
+`StyleGanSource` resolves and loads the network once on its device ("auto": CUDA when there is
+one), names every seed's face (`source_id(network sha256, psi, class, seed)`) before generating
+it, and yields the seeds it is asked for as `SourceItem`s like every other source: the pixels the
+generator made (encoding them is the writer's job, done in worker processes off the generator's
+critical path) and as metadata the face's provenance (seed, psi, class, noise mode, the network's
+sha256 and the w vector). `facebank.ingest.generate` stores them, skipping the source ids the
+bank already holds, so a killed run resumes at the first missing seed.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import numpy as np
 
 from facebank.errors import InputError
 from facebank.sources.base import SourceItem
-from facebank.vision.image_io import encode_png
 
 SOURCE = "stylegan"
 
@@ -34,7 +33,8 @@ class GenerateConfig:
     class_idx: int | None = None
     noise_mode: str = "const"
     batch_size: int | str = "auto"
-    device: str = "cpu"
+    device: str = "auto"  # auto (CUDA when available, else CPU) | cpu | cuda | cuda:N
+    image_format: str = "png:1"  # how generated pixels are stored: png[:LEVEL] | webp | jpeg[:Q]
     cache_dir: str = "data/cache"
     sha256: str | None = None  # expected network checksum
 
@@ -56,27 +56,28 @@ class StyleGanSource:
     """The faces of `cfg.seeds` from one network, loaded once (the checksum names every face)."""
 
     def __init__(self, cfg: GenerateConfig):
-        from facebank.sources.stylegan import load_generator, parse_seeds, resolve_network
+        from facebank.sources.stylegan import load_generator, parse_seeds, resolve_device, resolve_network
 
         self.cfg = cfg
         self.seeds = parse_seeds(cfg.seeds)
         if not math.isfinite(cfg.psi):
             raise InputError(f"psi must be finite, got {cfg.psi}")
+        self.device = resolve_device(cfg.device)  # checked before any download or load
         path = resolve_network(cfg.network, cache_dir=cfg.cache_dir, expected_sha256=cfg.sha256)
-        self.generator, info = load_generator(path, device=cfg.device)
+        self.generator, info = load_generator(path, device=self.device)
         self.network_sha256 = info["sha256"]
 
     def source_id(self, seed: int) -> str:
         return source_id(self.network_sha256, self.cfg.psi, self.cfg.class_idx, seed)
 
     def items(self, seeds: Iterable[int]) -> Iterator[SourceItem]:
-        """One item per seed, in order: PNG bytes and pixels, the provenance as metadata."""
+        """One item per seed, in order: the pixels (not yet encoded), the provenance as metadata."""
         from facebank.sources.stylegan import generate_images
 
         cfg, sha = self.cfg, self.network_sha256
         for seed, image, ws in generate_images(self.generator, list(seeds), psi=cfg.psi, cutoff=cfg.cutoff,
                                                class_idx=cfg.class_idx, noise_mode=cfg.noise_mode,
-                                               batch_size=cfg.batch_size, device=cfg.device):
+                                               batch_size=cfg.batch_size, device=self.device):
             provenance = {
                 "source": SOURCE, "seed": int(seed), "psi": cfg.psi, "cutoff": cfg.cutoff,
                 "class_idx": cfg.class_idx, "noise_mode": cfg.noise_mode, "network": str(cfg.network),
@@ -85,4 +86,4 @@ class StyleGanSource:
                 "w": encode_w(ws[0]), "w_dim": int(ws.shape[1]), "num_ws": int(ws.shape[0]),
                 "w_rows_equal": bool(np.all(ws == ws[:1])), "models": {"generator": sha[:16]},
             }
-            yield SourceItem(SOURCE, self.source_id(seed), data=encode_png(image), metadata=provenance, pixels=image)
+            yield SourceItem(SOURCE, self.source_id(seed), metadata=provenance, pixels=image)

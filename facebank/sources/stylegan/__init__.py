@@ -6,7 +6,7 @@ from __future__ import annotations
 from facebank.sources.stylegan.download import FFHQ_URL, resolve_network
 from facebank.sources.stylegan.network import Generator
 from facebank.sources.stylegan.pickle_loader import load_generator, save_generator
-from facebank.sources.stylegan.sampling import generate_images, parse_seeds, to_uint8, z_from_seed
+from facebank.sources.stylegan.sampling import generate_images, parse_seeds, resolve_device, to_uint8, z_from_seed
 
 __all__ = [
     "FFHQ_URL",
@@ -14,6 +14,7 @@ __all__ = [
     "generate_images",
     "load_generator",
     "parse_seeds",
+    "resolve_device",
     "resolve_network",
     "save_generator",
     "to_uint8",

@@ -15,7 +15,7 @@ import torch
 
 from facebank.errors import InputError
 
-__all__ = ["auto_batch_size", "generate_images", "parse_seeds", "to_uint8", "z_from_seed"]
+__all__ = ["auto_batch_size", "generate_images", "parse_seeds", "resolve_device", "to_uint8", "z_from_seed"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,27 @@ def parse_seeds(text: str) -> list[int]:
             raise InputError(f"bad seed range {part.strip()!r}: need 0 <= A <= B <= {MAX_SEED}")
         seeds.extend(range(lo, hi + 1))
     return seeds
+
+
+def resolve_device(text: Union[str, torch.device]) -> torch.device:
+    """'auto' -> CUDA when torch sees a GPU, else the CPU; 'cpu', 'cuda', 'cuda:N' checked here.
+
+    A typo or a missing GPU is bad input with one line, not a torch traceback later.
+    """
+    if isinstance(text, torch.device):
+        text = str(text)
+    name = str(text).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {text!r}")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {text!r}: torch sees no CUDA GPU here (use --device auto or cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"device {text!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
 
 
 def auto_batch_size(G: torch.nn.Module, device: torch.device) -> int:
