@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 from PIL import Image
 
+from facebank.bank import copy_bank
 from facebank.bank import open_bank
 from facebank.pipeline import SpaceConfig, VisionConfig, annotate_bank, combine_attributes, embed_bank, ingest
 from facebank.sources.base import SourceItem
@@ -83,7 +84,7 @@ def test_rejections_are_recorded_with_reasons(tmp_path, gp_items):
 
 def test_embed_and_annotate_resume(small_bank, tmp_path):
     bank = tmp_path / "b.h5"
-    shutil.copy(small_bank, bank)
+    copy_bank(small_bank, bank)  # a bank is its file and its fragments folder
     s = embed_bank(str(bank), SpaceConfig("dlib"))
     assert s.embedded == 0 and s.already_in_bank == 40
     before = open_bank(bank).column("age")
