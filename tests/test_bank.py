@@ -158,5 +158,6 @@ def test_copy_of_bank_is_independent(small_bank, tmp_path):
     with open_bank(copy) as a, open_bank(small_bank) as b:
         assert a.content_hash == b.content_hash
     with BankWriter(copy) as w:  # writing the copy leaves the original alone
+        w.register_space("s", INFO)
         w.add_face(_record(99))
     assert len(open_bank(copy)) == len(open_bank(small_bank)) + 1
