@@ -11,9 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from facebank.bank import copy_bank
 from facebank import FaceBank, build_index, use_build, verify_build
-from facebank.bank import open_bank
+from facebank.bank import copy_bank, open_bank
 from facebank.errors import (ConfigError, IndexBuildError, InputError, InvalidEmbedding, NoEligibleTarget, StaleIndex,
                              UnknownSpace)
 from facebank.index import groups as G
