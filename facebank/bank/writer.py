@@ -62,10 +62,7 @@ def create_bank(path: str | os.PathLike) -> Path:
     if path.exists():
         raise InputError(f"{path} already exists")
     _check_writable_dir(path.parent)
-    try:
-        write_top(path, empty_manifest(f"{path.name}.d"), time.time())
-    except OSError as exc:
-        raise BankError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    write_top(path, empty_manifest(f"{path.name}.d"), time.time())  # an OSError names the path itself
     return path
 
 
