@@ -9,6 +9,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
+from facebank.bank import copy_bank
 from facebank.audit.calibration import thresholds_from_report
 from facebank.audit.dedupe import dedupe_bank
 from facebank.bank import open_bank
@@ -109,7 +110,7 @@ def test_audit_command_bank_only(small_bank, tmp_path):
 
 def test_dedupe_command(small_bank, tmp_path):
     bank = tmp_path / "bank.h5"
-    shutil.copy(small_bank, bank)
+    copy_bank(small_bank, bank)  # a bank is its file and its fragments folder
     expected = dedupe_bank(bank, space="dlib", above=0.99, dry_run=True)["removed"]
     assert expected  # different synthetic children reach 0.99 in dlib's space
     r = invoke("dedupe", "--bank", bank, "--space", "dlib", "--above", 0.99, "--dry-run", "--json")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from facebank.bank import copy_bank
 from facebank.audit.calibration import CalibrationReport, eer, thresholds_from_report
 from facebank.audit.dedupe import dedupe_bank
 from facebank.audit.pixel_metrics import pixel_similarity_matrix, ssim
@@ -258,7 +259,7 @@ def dup_bank(tmp_path, small_bank, gp_items):
     from facebank.sources.base import SourceItem
 
     path = tmp_path / "bank.h5"
-    shutil.copy(small_bank, path)
+    copy_bank(small_bank, path)  # a bank is its file and its fragments folder
     buf = io.BytesIO()
     Image.open(io.BytesIO(gp_items[25].data)).convert("RGB").save(buf, "JPEG", quality=90)
     dup = SourceItem("folder", "reencoded.jpg", data=buf.getvalue())

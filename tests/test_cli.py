@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from facebank.bank import copy_bank
 from facebank.bank import open_bank
 from facebank.cli import app
 
@@ -34,7 +35,7 @@ def _one_line_error(result, code: int, *needles: str) -> None:
 @pytest.fixture()
 def bank(small_bank, tmp_path):
     path = tmp_path / "bank.h5"
-    shutil.copy(small_bank, path)
+    copy_bank(small_bank, path)  # a bank is its file and its fragments folder
     return path
 
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from facebank import FaceBank, build_index, use_build, verify_build
-from facebank.bank import open_bank
+from facebank.bank import copy_bank, open_bank
 from facebank.errors import (ConfigError, IndexBuildError, InputError, InvalidEmbedding, NoEligibleTarget, StaleIndex,
                              UnknownSpace)
 from facebank.index import groups as G
@@ -64,7 +64,7 @@ def test_verify_catches_damage_and_staleness(built, small_bank, tmp_path, assets
     with pytest.raises(IndexBuildError, match="checksum"):
         verify_build(copy)
     bank = tmp_path / "bank.h5"
-    shutil.copy(small_bank, bank)
+    copy_bank(small_bank, bank)  # a bank is its file and its fragments folder
     fresh = build_index(bank, out=tmp_path / "b2")
     from facebank.ingest import ingest
     from facebank.sources.generated_photos import iter_generated_photos
@@ -227,7 +227,7 @@ def test_removing_a_face_makes_the_build_stale(small_bank, tmp_path):
     from facebank.bank.schema import STATUS_REMOVED
 
     bank = tmp_path / "bank.h5"
-    shutil.copy(small_bank, bank)
+    copy_bank(small_bank, bank)  # a bank is its file and its fragments folder
     b = build_index(bank, out=tmp_path / "builds")
     with BankWriter(bank) as w:
         w.set_attributes([open_bank(bank).ids[0]], {"status": np.array([STATUS_REMOVED])})

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from facebank.bank import copy_bank
 from facebank.bank import open_bank
 from facebank.config import SpaceConfig, VisionConfig
 from facebank.ingest import annotate_bank, combine_attributes, embed_bank, ingest
@@ -87,7 +87,7 @@ def test_rejections_are_recorded_with_reasons(tmp_path, gp_items):
 @pytest.mark.slow
 def test_embed_and_annotate_resume(small_bank, tmp_path):
     bank = tmp_path / "b.h5"
-    shutil.copy(small_bank, bank)
+    copy_bank(small_bank, bank)  # a bank is its file and its fragments folder
     s = embed_bank(str(bank), SpaceConfig("dlib"))
     assert s.embedded == 0 and s.already_in_bank == 40
     before = open_bank(bank).column("age")

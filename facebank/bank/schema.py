@@ -12,7 +12,7 @@ import numpy as np
 from facebank import labels
 
 FORMAT = "facebank-bank"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: one file copied whole on every commit (facebank/bank/v1); 2: fragments
 KNOWN_FEATURES: frozenset[str] = frozenset()  # required features this reader understands
 
 CROP_SIZE = 112

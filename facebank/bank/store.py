@@ -22,6 +22,10 @@ def check_header(f: h5py.File, path: os.PathLike | str) -> None:
     if fmt != schema.FORMAT:
         raise BankError(f"{path} is not a facebank bank (format {fmt!r})")
     version = int(f.attrs.get("schema_version", -1))
+    if version == 1:
+        raise SchemaVersionError(
+            f"{path} has bank schema version 1; convert it with `facebank bank upgrade --bank {path}`"
+        )
     if version != schema.SCHEMA_VERSION:
         raise SchemaVersionError(
             f"{path} has bank schema version {version}; this facebank reads version {schema.SCHEMA_VERSION}"
@@ -77,6 +81,7 @@ class Bank:
             raise BankError(f"{self.path} is not a readable HDF5 bank ({exc})") from exc
         try:
             check_header(self._f, self.path)
+            self._check_fragments()
         except Exception:
             self._f.close()
             raise
@@ -91,6 +96,16 @@ class Bank:
         self._groups = {s: self._f["embeddings"][s] for s in self._f["embeddings"]}
         self._vec = {s: g["vectors"] for s, g in self._groups.items()}
         self._cols: dict[str, np.ndarray] = {}
+
+    def _check_fragments(self) -> None:
+        """A missing fragment would read as fill values through the virtual datasets: refuse instead."""
+        manifest = json.loads(self._f.attrs["manifest"])
+        directory = self.path.parent / manifest["dir"]
+        missing = [fr["name"] for fr in manifest["fragments"] if not (directory / fr["name"]).is_file()]
+        if missing:
+            raise BankError(f"{self.path} lacks {len(missing)} fragment file(s) in {directory}, e.g. {missing[0]}; "
+                            f"a bank is its file and that folder (copy both, or use facebank.bank.copy_bank)")
+        self.manifest = manifest
 
     # -- shape of the bank --
     def __len__(self) -> int:

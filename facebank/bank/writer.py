@@ -1,17 +1,17 @@
-"""Crash-safe, resumable writes to a bank.
-
-HDF5 has no journal: a process killed while it updates a file in place can leave metadata that
-no longer opens. So the bank file itself is only ever replaced whole:
+"""Crash-safe, resumable writes to a bank (schema version 2, see SCHEMA.md).
 
 1. new work is buffered and written as small *pending batch* files in `<bank>.pending/`, each
-   written under a temporary name and moved into place with `os.replace` (atomic);
-2. `commit()` copies the bank, applies every pending batch to the copy, and `os.replace`s the
-   copy over the bank, then deletes the applied batches.
+   written under a temporary name and moved into place with `os.replace` (atomic), so a kill
+   loses at most one batch;
+2. `commit()` merges the pending batches into ONE new immutable fragment in `<bank>.d/` (only
+   the new data: facebank/bank/commit.py), writes a new small top file and `os.replace`s it
+   over `<bank>`, then deletes the applied batches.
 
-A kill at any moment leaves the previous bank (which opens) plus complete pending batches that
-the next writer applies first. Applying a batch is idempotent (faces are keyed by content hash,
-rejections by (content, source id, stage), embeddings by face id), so a kill between the replace
-and the deletion of the batches cannot duplicate anything. One writer at a time (`flock`).
+A kill at any moment leaves the previous top file (which opens) and its fragments, complete
+pending batches that the next writer applies first, and maybe an orphan fragment that no top
+file references (the next writer removes it). The top file names the batches it applied, so a
+kill between the switch and the deletion of the batches cannot apply them twice. One writer at
+a time (`flock` on `<bank>.lock`).
 """
 
 from __future__ import annotations
@@ -20,17 +20,15 @@ import fcntl
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from facebank._version import __version__
 from facebank.bank import schema
-from facebank.bank.integrity import compute_content_hash
+from facebank.bank.commit import CommitState, commit_pending
+from facebank.bank.layout import empty_manifest, fragment_dir, read_manifest, write_top
 from facebank.bank.records import FaceRecord, Rejection
 from facebank.bank.store import check_header
 from facebank.errors import BankError, BankLockedError, InputError
@@ -49,9 +47,13 @@ ATTRIBUTE_COLUMNS = frozenset({
 
 def _create_columns(group: h5py.Group, columns: dict, n: int = 0) -> None:
     for name, (dtype, shape) in columns.items():
-        # No compression: crops gzip to only ~75% of their size but cost ~200 us more per read.
         group.create_dataset(name, shape=(n, *shape), maxshape=(None, *shape), dtype=dtype,
                              chunks=(schema.chunk_rows(name), *shape))
+
+
+def _fsync(name: str) -> None:
+    with open(name, "rb") as fh:
+        os.fsync(fh.fileno())
 
 
 def create_bank(path: str | os.PathLike) -> Path:
@@ -60,26 +62,7 @@ def create_bank(path: str | os.PathLike) -> Path:
     if path.exists():
         raise InputError(f"{path} already exists")
     _check_writable_dir(path.parent)
-    tmp = _tmp_name(path)
-    try:
-        with h5py.File(tmp, "w", libver=("v110", "latest")) as f:
-            f.attrs["format"] = schema.FORMAT
-            f.attrs["schema_version"] = schema.SCHEMA_VERSION
-            f.attrs["required_features"] = json.dumps(sorted(schema.KNOWN_FEATURES))
-            f.attrs["writer"] = f"facebank {__version__}"
-            f.attrs["created"] = time.time()
-            f.attrs["updated"] = time.time()
-            f.attrs["models"] = "{}"
-            _create_columns(f.create_group("faces"), schema.FACE_COLUMNS)
-            _create_columns(f.create_group("rejections"), schema.REJECTION_COLUMNS)
-            f.create_group("embeddings")
-            f.create_dataset("log", shape=(0,), maxshape=(None,), dtype=schema.STR, chunks=(64,))
-            f.attrs["content_hash"] = compute_content_hash(f)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_top(path, empty_manifest(f"{path.name}.d"), time.time())  # an OSError names the path itself
     return path
 
 
@@ -89,20 +72,6 @@ def _check_writable_dir(directory: Path) -> None:
         raise InputError(f"directory {directory} does not exist")
     if not os.access(directory, os.W_OK):
         raise InputError(f"cannot write in {directory}: read-only location")
-
-
-def _tmp_name(path: Path) -> str:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)  # mkstemp makes 0600; a bank is an ordinary shared file
-    return name
-
-
-def _fsync(name: str) -> None:
-    with open(name, "rb") as fh:
-        os.fsync(fh.fileno())
 
 
 class BankWriter:
@@ -119,7 +88,7 @@ class BankWriter:
         *,
         create: bool = True,  # create the bank if it does not exist
         batch_size: int = 64,  # faces per pending batch file
-        commit_every: int = 2048,  # faces between automatic commits (each copies the bank once)
+        commit_every: int = 2048,  # faces between automatic commits (each writes one fragment)
     ):
         self.path = Path(path)
         self.batch_size = batch_size
@@ -146,7 +115,9 @@ class BankWriter:
         self._attributes: list[tuple[list[str], dict[str, np.ndarray]]] = []
         self._since_commit = 0
         self._seen: set[str] = set()
+        self._state: CommitState
         self._load_known()
+        self._remove_orphans()
         if self._pending_files():
             self.commit()  # finish what a killed writer left behind
 
@@ -154,17 +125,30 @@ class BankWriter:
     def _load_known(self) -> None:
         with h5py.File(self.path, "r") as f:
             check_header(f, self.path)
-            self._known = {h.decode() for h in f["faces/content_sha256"][:]}
+            manifest = read_manifest(f)
+            shas = {h.decode() for h in f["faces/content_sha256"][:]}
+            ids = [h.decode() for h in f["faces/id"][:]]
             rej = f["rejections"]
-            self._rejected = {
-                (h.decode(), s, st)
-                for h, s, st in zip(rej["content_sha256"][:], rej["source_id"].asstr()[:], rej["stage"].asstr()[:])
-            }
-            self._ids = {h.decode() for h in f["faces/id"][:]}
+            rejected = set(zip(rej["content_sha256"][:], rej["source_id"].asstr()[:], rej["stage"].asstr()[:]))
+            created = float(f.attrs["created"])
+        self._state = CommitState(manifest, created, ids, {fid: i for i, fid in enumerate(ids)}, shas, rejected)
+        self._known = set(shas)
+        self._rejected = {(h.decode(), s, st) for h, s, st in rejected}
         for name in self._pending_files():
             with h5py.File(name, "r") as p:
                 if "faces" in p:
                     self._known.update(h.decode() for h in p["faces/content_sha256"][:])
+
+    def _remove_orphans(self) -> None:
+        """Delete fragment files no version references (left by a killed commit, compact or upgrade)."""
+        m = self._state.manifest
+        directory = fragment_dir(self.path, m)
+        if not directory.is_dir():
+            return
+        live = {fr["name"] for fr in m["fragments"]} | set(m["retired"])
+        for p in directory.iterdir():
+            if p.name not in live and (p.name.startswith("frag-") or p.name.startswith(".frag-")):
+                p.unlink()
 
     def has_content(self, sha256_hex: str) -> bool:
         """True when a face with these bytes is in the bank, buffered, or being processed."""
@@ -276,31 +260,20 @@ class BankWriter:
         self._attributes = []
 
     def commit(self) -> None:
-        """Apply every pending batch to a copy of the bank and replace the bank with it."""
+        """Merge every pending batch into one new fragment and switch the bank to the new version."""
         self.flush()
         pending = self._pending_files()
         self._since_commit = 0
         if not pending:
             return
-        tmp = _tmp_name(self.path)
         try:
-            shutil.copyfile(self.path, tmp)
-            with h5py.File(tmp, "r+") as f:
-                for name in pending:
-                    with h5py.File(name, "r") as p:
-                        _apply_batch(f, p, self._ids)
-                f.attrs["updated"] = time.time()
-                f.attrs["writer"] = f"facebank {__version__}"
-                f.attrs["content_hash"] = compute_content_hash(f)
-            _fsync(tmp)
-            os.replace(tmp, self.path)
+            commit_pending(self.path, self._state, pending)
         except OSError as exc:
+            self._load_known()  # the commit did not happen: forget what it had noted
             raise BankError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        for name in pending:
-            os.unlink(name)
+        except BaseException:
+            self._load_known()
+            raise
         log.debug("committed %d pending batches to %s", len(pending), self.path)
 
     def close(self) -> None:
@@ -339,87 +312,3 @@ def _write_rows(group: h5py.Group, columns: dict, rows: list) -> None:
                 ds[i] = v
         else:
             ds[...] = np.asarray(values, dtype=ds.dtype)
-
-
-def _append(dst: h5py.Dataset, values: np.ndarray) -> None:
-    n = dst.shape[0]
-    dst.resize((n + len(values), *dst.shape[1:]))
-    if dst.dtype.kind == "O":
-        for i, v in enumerate(values):
-            dst[n + i] = v
-    else:
-        dst[n:] = values
-
-
-def _apply_batch(f: h5py.File, p: h5py.File, ids: set[str]) -> None:
-    """Apply one pending batch to the open bank copy `f`, skipping what it already holds."""
-    if "faces" in p:
-        pf = p["faces"]
-        known = {h.decode() for h in f["faces/content_sha256"][:]}
-        keep = [i for i, h in enumerate(pf["content_sha256"][:]) if h.decode() not in known]
-        if keep:
-            n_before = f["faces/id"].shape[0]
-            for name in schema.FACE_COLUMNS:
-                _append(f["faces"][name], pf[name][keep] if pf[name].dtype.kind != "O" else [pf[name][i] for i in keep])
-            n_after = n_before + len(keep)
-            for g in f["embeddings"].values():  # new faces have no vectors yet in existing spaces
-                g["vectors"].resize((n_after, g["vectors"].shape[1]))
-                g["present"].resize((n_after,))
-                g["present"][n_before:] = False
-            ids.update(h.decode() for h in pf["id"][keep])
-    if "rejections" in p:
-        pr, fr = p["rejections"], f["rejections"]
-        known = set(zip(fr["content_sha256"][:], fr["source_id"].asstr()[:], fr["stage"].asstr()[:]))
-        keep = [
-            i for i, key in enumerate(zip(pr["content_sha256"][:], pr["source_id"].asstr()[:], pr["stage"].asstr()[:]))
-            if key not in known
-        ]
-        if keep:
-            for name in schema.REJECTION_COLUMNS:
-                _append(fr[name], pr[name][keep] if pr[name].dtype.kind != "O" else [pr[name][i] for i in keep])
-    if "embeddings" in p:
-        row_of = {h.decode(): i for i, h in enumerate(f["faces/id"][:])}
-        for space, pg in p["embeddings"].items():
-            info = json.loads(pg.attrs["info"])
-            g = _space_group(f, space, info)
-            rows = np.array([row_of[h.decode()] for h in pg["ids"][:] if h.decode() in row_of], dtype=np.int64)
-            vecs = pg["vectors"][:][[h.decode() in row_of for h in pg["ids"][:]]]
-            if len(rows):
-                order = np.argsort(rows)  # h5py fancy indexing needs increasing, unique rows
-                rows, vecs = rows[order], vecs[order]
-                rows, first = np.unique(rows, return_index=True)
-                g["vectors"][rows] = vecs[first]
-                g["present"][rows] = True
-    if "attributes" in p:
-        row_of = {h.decode(): i for i, h in enumerate(f["faces/id"][:])}
-        for g in p["attributes"].values():
-            rows = [row_of.get(h.decode(), -1) for h in g["ids"][:]]
-            for name in g:
-                if name == "ids":
-                    continue
-                values = g[name].asstr()[:] if g[name].dtype.kind == "O" else g[name][:]
-                for r, v in zip(rows, values):
-                    if r >= 0:
-                        f["faces"][name][r] = v
-    if "log" in p:
-        _append(f["log"], list(p["log"].asstr()[:]))
-
-
-def _space_group(f: h5py.File, space: str, info: dict) -> h5py.Group:
-    n, dim = f["faces/id"].shape[0], int(info["dim"])
-    if space in f["embeddings"]:
-        g = f["embeddings"][space]
-        old = json.loads(g.attrs["info"])
-        if int(old["dim"]) != dim or old.get("sha256") != info.get("sha256"):
-            raise InputError(
-                f"space {space!r} was made by {old.get('model')} ({old.get('sha256', '')[:12]}), "
-                f"not {info.get('model')} ({info.get('sha256', '')[:12]}); use another space name"
-            )
-        return g
-    g = f["embeddings"].create_group(space)
-    g.attrs["info"] = json.dumps(info, sort_keys=True)
-    g.create_dataset("vectors", shape=(n, dim), maxshape=(None, dim), dtype=np.float32,
-                     chunks=(schema.VECTOR_CHUNK_ROWS, dim))
-    g.create_dataset("present", shape=(n,), maxshape=(None,), dtype=bool, chunks=(schema.ROW_CHUNK,), fillvalue=False)
-    return g
-

@@ -1,0 +1,226 @@
+"""Schema version 2 on disk: immutable fragment files, a manifest, and the small top file.
+
+`<bank>` is one small HDF5 file, the current version: root attributes (the manifest among them)
+and HDF5 virtual datasets that map every column onto the fragment files in `<bank>.d/`, so plain
+h5py opens the bank as one file. Fragments are written once, under a temporary name, fsynced and
+`os.replace`d; a new version is a new top file `os.replace`d over `<bank>`. See SCHEMA.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from facebank._version import __version__
+from facebank.bank import schema
+
+__all__ = ["FragmentWriter", "content_hash", "empty_manifest", "fragment_dir", "row_sum", "write_top"]
+
+HASH_TAG = b"facebank-bank-content-v2"
+HASHED_COLUMNS = ("id", "age", "gender", "status")  # and every space's vectors of present rows
+_MOD = 1 << 256
+TABLES = {"faces": schema.FACE_COLUMNS, "rejections": schema.REJECTION_COLUMNS, "log": {"log": (schema.STR, ())}}
+
+
+def empty_manifest(dir_name: str) -> dict:
+    return {"dir": dir_name, "version": 0, "rows": {"faces": 0, "rejections": 0, "log": 0},
+            "spaces": {}, "fragments": [], "retired": [], "applied_batches": []}
+
+
+def fragment_dir(bank: Path, manifest: dict) -> Path:
+    return bank.parent / manifest["dir"]
+
+
+def columns_of(table: str) -> dict:
+    """name -> (dtype, row shape) of a table; `emb/<space>` tables need the space's dim."""
+    return TABLES[table]
+
+
+def space_columns(dim: int) -> dict:
+    return {"vectors": (np.float32, (dim,)), "present": (np.bool_, ())}
+
+
+# -- the content hash (see SCHEMA.md, "Content hash") --
+def row_sum(key: str, start: int, values: np.ndarray, present: np.ndarray | None = None) -> int:
+    """sum mod 2^256 of sha256(tag | key | row | value bytes) over the rows (present ones only, if given).
+
+    Row sums add up over any split of the rows into fragments, so merging fragments keeps the hash.
+    """
+    values = np.ascontiguousarray(values)
+    if values.dtype.kind in "fiub" and values.dtype.byteorder == ">":
+        values = values.astype(values.dtype.newbyteorder("<"))
+    prefix = HASH_TAG + b"\0" + key.encode() + b"\0"
+    total = 0
+    for i in range(len(values)):
+        if present is not None and not present[i]:
+            continue
+        digest = hashlib.sha256(prefix + (start + i).to_bytes(8, "little") + values[i].tobytes()).digest()
+        total += int.from_bytes(digest, "big")
+    return total % _MOD
+
+
+def content_hash(manifest: dict) -> str:
+    """sha256 over the face count, the summed row digests of id/age/gender/status and every space's."""
+    sums: dict[str, int] = {}
+    for frag in manifest["fragments"]:
+        for part in frag["parts"]:
+            for key, hexsum in part.get("sums", {}).items():
+                name = key if part["table"] == "faces" else part["table"]
+                sums[name] = (sums.get(name, 0) + int(hexsum, 16)) % _MOD
+    body = {
+        "faces": manifest["rows"]["faces"],
+        "columns": {c: f"{sums.get(c, 0):064x}" for c in HASHED_COLUMNS},
+        "spaces": {s: {"sha256": info.get("sha256"), "dim": int(info["dim"]), "vectors": f"{sums.get('emb/' + s, 0):064x}"}
+                   for s, info in sorted(manifest["spaces"].items())},
+    }
+    return hashlib.sha256(HASH_TAG + json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+# -- fragments --
+def _fsync_path(path: Path | str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class FragmentWriter:
+    """One new fragment file: parts (a table's row range and some of its columns), written once."""
+
+    def __init__(self, directory: Path, seq: int):
+        directory.mkdir(exist_ok=True)
+        self.directory = directory
+        self.name = f"frag-{seq:08d}-{uuid.uuid4().hex[:8]}.h5"
+        self.tmp = directory / f".{self.name}.tmp"
+        self.f = h5py.File(self.tmp, "w", libver=("v110", "latest"))
+        self.parts: list[dict] = []
+
+    def part(self, table: str, start: int, stop: int, columns: dict, dim: int | None = None) -> h5py.Group:
+        """Create the datasets of one part; returns its group (filled by the caller, then `seal`ed)."""
+        group = self.f.create_group(f"p{len(self.parts)}")
+        specs = space_columns(dim) if table.startswith("emb/") else columns_of(table)
+        for name in columns:
+            dtype, shape = specs[name]
+            rows = schema.chunk_rows(name) if table == "faces" else schema.ROW_CHUNK
+            if name == "vectors":
+                rows = schema.VECTOR_CHUNK_ROWS
+            n = stop - start  # 0 for a part that grows as rows are appended
+            group.create_dataset(name, shape=(n, *shape), maxshape=(None, *shape), dtype=dtype,
+                                 chunks=(min(rows, n) if n else rows, *shape))
+        self.parts.append({"table": table, "group": group.name.lstrip("/"), "start": start, "stop": stop,
+                           "columns": sorted(columns), "sums": {}})
+        return group
+
+    def seal(self, group: h5py.Group) -> None:
+        """Compute the part's row sums from what it holds (call once its rows are final)."""
+        part = next(p for p in self.parts if p["group"] == group.name.lstrip("/"))
+        if part["table"] == "faces":
+            for c in HASHED_COLUMNS:
+                if c in group:
+                    part["sums"][c] = f"{row_sum(c, part['start'], group[c][:]):064x}"
+        elif part["table"].startswith("emb/"):
+            key = part["table"]
+            part["sums"]["vectors"] = f"{row_sum(key, part['start'], group['vectors'][:], group['present'][:]):064x}"
+
+    def close(self) -> dict | None:
+        """Fsync and move the file into place; returns its manifest entry (None when it holds no part)."""
+        self.f.close()
+        if not self.parts:
+            os.unlink(self.tmp)
+            return None
+        _fsync_path(self.tmp)
+        final = self.directory / self.name
+        os.replace(self.tmp, final)
+        _fsync_path(self.directory)
+        return {"name": self.name, "bytes": final.stat().st_size, "sha256": _file_sha256(final), "parts": self.parts}
+
+    def abort(self) -> None:
+        try:
+            self.f.close()
+        finally:
+            if self.tmp.exists():
+                os.unlink(self.tmp)
+
+
+# -- the top file --
+def _tmp_top(bank: Path) -> str:
+    fd, name = tempfile.mkstemp(prefix=f".{bank.name}.", suffix=".tmp", dir=bank.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)  # mkstemp makes 0600; a bank is an ordinary shared file
+    return name
+
+
+def _sources(manifest: dict, table: str, column: str) -> list[tuple[int, int, str, str]]:
+    out = []
+    for frag in manifest["fragments"]:
+        for part in frag["parts"]:
+            if part["table"] == table and column in part["columns"] and part["stop"] > part["start"]:
+                out.append((part["start"], part["stop"], f"{manifest['dir']}/{frag['name']}", f"{part['group']}/{column}"))
+    return sorted(out)
+
+
+def _virtual(parent: h5py.Group, name: str, manifest: dict, table: str, column: str, spec, n: int,
+             fill=None) -> None:
+    dtype, shape = spec
+    layout = h5py.VirtualLayout(shape=(n, *shape), dtype=dtype)
+    for start, stop, file_name, dset in _sources(manifest, table, column):
+        layout[start:stop] = h5py.VirtualSource(file_name, dset, shape=(stop - start, *shape), dtype=dtype)
+    parent.create_virtual_dataset(name, layout, fillvalue=fill)
+
+
+def write_top(bank: Path, manifest: dict, created: float) -> None:
+    """Write the top file for `manifest` under a temporary name and switch `<bank>` to it (atomic)."""
+    tmp = _tmp_top(bank)
+    try:
+        with h5py.File(tmp, "w", libver=("v110", "latest")) as f:
+            f.attrs["format"] = schema.FORMAT
+            f.attrs["schema_version"] = schema.SCHEMA_VERSION
+            f.attrs["required_features"] = json.dumps(sorted(schema.KNOWN_FEATURES))
+            f.attrs["writer"] = f"facebank {__version__}"
+            f.attrs["created"] = created
+            f.attrs["updated"] = time.time()
+            f.attrs["version"] = manifest["version"]
+            f.attrs["content_hash"] = content_hash(manifest)
+            f.attrs["manifest"] = json.dumps(manifest, sort_keys=True)
+            rows = manifest["rows"]
+            for table in ("faces", "rejections"):
+                g = f.create_group(table)
+                for col, spec in TABLES[table].items():
+                    _virtual(g, col, manifest, table, col, spec, rows[table])
+            _virtual(f, "log", manifest, "log", "log", TABLES["log"]["log"], rows["log"])
+            emb = f.create_group("embeddings")
+            for space, info in sorted(manifest["spaces"].items()):
+                g = emb.create_group(space)
+                g.attrs["info"] = json.dumps(info, sort_keys=True)
+                specs = space_columns(int(info["dim"]))
+                _virtual(g, "vectors", manifest, f"emb/{space}", "vectors", specs["vectors"], rows["faces"], 0.0)
+                _virtual(g, "present", manifest, f"emb/{space}", "present", specs["present"], rows["faces"], False)
+        _fsync_path(tmp)
+        os.replace(tmp, bank)
+        _fsync_path(bank.parent)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_manifest(f: h5py.File) -> dict:
+    return json.loads(f.attrs["manifest"])

@@ -1,0 +1,204 @@
+"""Whole-bank operations on schema version 2: upgrade from version 1, compact, copy.
+
+Each writes new fragments first, then switches `<bank>` to a new top file (atomic), and removes
+files no version references only after the switch, so a kill at any point leaves a bank that
+opens (a version-1 bank until `upgrade` switches) and re-running finishes the job.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import h5py
+
+from facebank.bank import schema
+from facebank.bank.layout import FragmentWriter, empty_manifest, fragment_dir, read_manifest, write_top
+from facebank.bank.store import check_header
+from facebank.bank.v1 import SCHEMA_VERSION as V1
+from facebank.errors import BankError, BankLockedError, InputError
+
+__all__ = ["compact_bank", "copy_bank", "upgrade_bank"]
+
+_READ_ROWS = 256  # rows read at a time while rewriting, so that images never load whole
+
+
+@contextmanager
+def _locked(bank: Path):
+    if not bank.is_file():
+        raise InputError(f"bank {bank} does not exist")
+    fh = open(f"{bank}.lock", "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise BankLockedError(f"another process is writing to {bank}") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+def _copy_rows(src: h5py.Group, dst: h5py.Group, columns, a: int, b: int) -> None:
+    """Copy rows [a, b) of `columns` from `src` (any layout) to `dst` rows [0, b - a)."""
+    for name in columns:
+        s, d = src[name], dst[name]
+        for lo in range(a, b, _READ_ROWS):
+            hi = min(b, lo + _READ_ROWS)
+            if s.dtype.kind == "O":
+                for i, v in enumerate(s[lo:hi]):
+                    d[lo - a + i] = v
+            else:
+                d[lo - a:hi - a] = s[lo:hi]
+
+
+def _write_range(fw: FragmentWriter, f: h5py.File, spaces: dict, a: int, b: int) -> None:
+    """All face columns and every space's vectors of rows [a, b) of the open bank `f`, as parts of `fw`."""
+    g = fw.part("faces", a, b, list(schema.FACE_COLUMNS))
+    _copy_rows(f["faces"], g, schema.FACE_COLUMNS, a, b)
+    fw.seal(g)
+    for space, info in spaces.items():
+        present = f["embeddings"][space]["present"][a:b]
+        if present.any():
+            g = fw.part(f"emb/{space}", a, b, ["vectors", "present"], dim=int(info["dim"]))
+            _copy_rows(f["embeddings"][space], g, ["vectors", "present"], a, b)
+            fw.seal(g)
+
+
+def _write_tables(fw: FragmentWriter, f: h5py.File, rows: dict) -> None:
+    """The whole rejection table and log as parts of `fw`."""
+    for table, cols in (("rejections", schema.REJECTION_COLUMNS), ("log", ["log"])):
+        if rows[table]:
+            g = fw.part(table, 0, rows[table], list(cols))
+            _copy_rows(f if table == "log" else f[table], g, cols, 0, rows[table])
+
+
+def _rewrite(bank: Path, f: h5py.File, manifest: dict, runs: list[tuple[int, int]], keep: list[dict]) -> dict:
+    """Fragments for `runs` (row ranges) plus the tables; returns the new manifest (not yet switched to)."""
+    new = copy.deepcopy(manifest)
+    new.update(fragments=list(keep), retired=[], applied_batches=manifest.get("applied_batches", []))
+    new["version"] += 1
+    directory = fragment_dir(bank, new)
+    for i, (a, b) in enumerate(runs):
+        fw = FragmentWriter(directory, new["version"])
+        try:
+            _write_range(fw, f, new["spaces"], a, b)
+            if i == len(runs) - 1:
+                _write_tables(fw, f, new["rows"])
+            entry = fw.close()
+        except BaseException:
+            fw.abort()
+            raise
+        new["fragments"].append(entry)
+    if not runs and (new["rows"]["rejections"] or new["rows"]["log"]):
+        fw = FragmentWriter(directory, new["version"])
+        _write_tables(fw, f, new["rows"])
+        new["fragments"].append(fw.close())
+    new["fragments"].sort(key=lambda fr: min((p["start"] for p in fr["parts"] if p["table"] == "faces"), default=1 << 62))
+    return new
+
+
+def _remove_unreferenced(bank: Path, manifest: dict) -> int:
+    directory = fragment_dir(bank, manifest)
+    live = {fr["name"] for fr in manifest["fragments"]}
+    removed = 0
+    for p in directory.iterdir() if directory.is_dir() else []:
+        if p.name not in live and (p.name.startswith("frag-") or p.name.startswith(".frag-")):
+            p.unlink()
+            removed += 1
+    return removed
+
+
+def upgrade_bank(bank: str | os.PathLike, *, target_rows: int = 2048) -> dict:
+    """Convert a version-1 bank to version 2 in place. Returns what was done."""
+    bank = Path(bank)
+    with _locked(bank):
+        with h5py.File(bank, "r") as f:
+            version = int(f.attrs.get("schema_version", -1))
+            if version == schema.SCHEMA_VERSION:
+                check_header(f, bank)
+                return {"bank": str(bank), "upgraded": False, "schema_version": version}
+            if f.attrs.get("format") != schema.FORMAT or version != V1:
+                raise BankError(f"{bank} is not a version-1 facebank bank (schema version {version})")
+            manifest = empty_manifest(f"{bank.name}.d")
+            _remove_unreferenced(bank, manifest)  # a killed upgrade's fragments: start again
+            n = f["faces/id"].shape[0]
+            manifest["rows"] = {"faces": n, "rejections": f["rejections/reason"].shape[0], "log": f["log"].shape[0]}
+            manifest["spaces"] = {s: json.loads(g.attrs["info"]) for s, g in f["embeddings"].items()}
+            runs = [(a, min(n, a + target_rows)) for a in range(0, n, target_rows)]
+            new = _rewrite(bank, f, manifest, runs, [])
+            created = float(f.attrs["created"])
+        new["version"] = 1
+        write_top(bank, new, created)
+    return {"bank": str(bank), "upgraded": True, "schema_version": schema.SCHEMA_VERSION,
+            "faces": new["rows"]["faces"], "fragments": len(new["fragments"])}
+
+
+def _segment_files(manifest: dict) -> dict[tuple[int, int], set[str]]:
+    out: dict[tuple[int, int], set[str]] = {}
+    for fr in manifest["fragments"]:
+        for p in fr["parts"]:
+            if p["table"] == "faces" or p["table"].startswith("emb/"):
+                out.setdefault((p["start"], p["stop"]), set()).add(fr["name"])
+    return out
+
+
+def compact_bank(bank: str | os.PathLike, *, target_rows: int = 2048) -> dict:
+    """Merge small fragments into fragments of about `target_rows` rows; content and content hash stay."""
+    if target_rows < 1:
+        raise InputError("--target-rows must be at least 1")
+    bank = Path(bank)
+    with _locked(bank):
+        with h5py.File(bank, "r") as f:
+            check_header(f, bank)
+            manifest = read_manifest(f)
+            segs = _segment_files(manifest)
+            by_name = {fr["name"]: fr for fr in manifest["fragments"]}
+            runs, keep, cur = [], [], None
+            for (a, b), names in sorted(segs.items()):
+                frag = by_name[next(iter(names))]
+                alone = len(names) == 1 and all((p["start"], p["stop"]) == (a, b) and p["table"] != "log"
+                                                and p["table"] != "rejections" for p in frag["parts"])
+                if alone and b - a >= target_rows:  # already a whole fragment of its own: keep it
+                    keep.append(frag)
+                    cur = None
+                elif cur is not None and b - cur[0] <= target_rows and cur[1] == a:
+                    cur[1] = b
+                else:
+                    cur = [a, b]
+                    runs.append(cur)
+            before = len(manifest["fragments"]) + len(manifest["retired"])
+            new = _rewrite(bank, f, manifest, [tuple(r) for r in runs], keep)
+            created = float(f.attrs["created"])
+        write_top(bank, new, created)
+        removed = _remove_unreferenced(bank, new)
+    return {"bank": str(bank), "fragments_before": before, "fragments": len(new["fragments"]), "removed": removed}
+
+
+def copy_bank(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy a bank (its top file and fragments; fragments are immutable, so they are hard-linked when possible)."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        raise InputError(f"{dst} already exists")
+    with h5py.File(src, "r") as f:
+        check_header(f, src)
+        manifest = read_manifest(f)
+        created = float(f.attrs["created"])
+    new = copy.deepcopy(manifest)
+    new.update(dir=f"{dst.name}.d", retired=[])
+    out = fragment_dir(dst, new)
+    out.mkdir(exist_ok=True)
+    for fr in manifest["fragments"]:
+        source = fragment_dir(src, manifest) / fr["name"]
+        try:
+            os.link(source, out / fr["name"])
+        except OSError:
+            shutil.copyfile(source, out / fr["name"])
+    write_top(dst, new, created)
+    return dst

@@ -1,0 +1,42 @@
+"""`facebank bank upgrade` and `facebank bank compact`: the bank's on-disk format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from facebank.cli.common import cli_errors, out
+
+bank_app = typer.Typer(help="The bank's on-disk format: upgrade from version 1, compact fragments.",
+                       no_args_is_help=True)
+
+BankOpt = Annotated[Path, typer.Option("--bank", "-b", help="The bank file.")]
+
+
+@bank_app.command()
+def upgrade(bank: BankOpt,
+            target_rows: Annotated[int, typer.Option(help="Faces per fragment.")] = 2048) -> None:
+    """Convert a version-1 bank to version 2 in place (kill-safe; re-run to finish)."""
+    from facebank.bank import upgrade_bank
+
+    with cli_errors():
+        result = upgrade_bank(bank, target_rows=target_rows)
+    out.print(json.dumps(result), markup=False, highlight=False)
+
+
+@bank_app.command()
+def compact(bank: BankOpt,
+            target_rows: Annotated[int, typer.Option(help="Faces per merged fragment.")] = 2048) -> None:
+    """Merge small fragments; the content and content hash stay the same (index builds stay valid)."""
+    from facebank.bank import compact_bank
+
+    with cli_errors():
+        result = compact_bank(bank, target_rows=target_rows)
+    out.print(json.dumps(result), markup=False, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bank_app, name="bank")
