@@ -143,9 +143,9 @@ class Bank:
         values = ds[:]
         return values.astype(str) if values.dtype.kind == "S" else values
 
-    def vectors(self, space: str) -> np.ndarray:
-        """(n, d) float32 unit vectors of `space`, rows of faces without one are zero."""
-        return self._space(space)["vectors"][:]
+    def vectors(self, space: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """(n, d) float32 unit vectors of `space` (rows start..stop), rows of faces without one are zero."""
+        return self._space(space)["vectors"][start:stop]
 
     def present(self, space: str) -> np.ndarray:
         """(n,) bool: which faces have a vector in `space`."""

@@ -16,7 +16,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -34,6 +34,7 @@ from facebank.index import groups as G
 from facebank.index.manifest import FORMAT_VERSION, KIND, read_manifest
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
+_BLOCK_ROWS = 65536  # rows per read when an index build streams a space's vectors
 CURRENT = "current"
 BUILD_CONFIG = "build_config.json"
 
@@ -88,24 +89,27 @@ def resolve_thresholds(
     return out
 
 
-def _faiss_index(kind: str, vectors: np.ndarray, params: dict):
+def _empty_index(kind: str, d: int, params: dict, n: int, read: Callable[[int, int], np.ndarray], block: int):
+    """An empty FAISS index of `kind` for n vectors of dim d (IVF trained on an even sample of them)."""
     import faiss
 
-    n, d = vectors.shape
     if kind == "flat":
-        index = faiss.IndexFlatIP(d)
-    elif kind == "ivf":
+        return faiss.IndexFlatIP(d)
+    if kind == "ivf":
         nlist = int(params.setdefault("nlist", max(1, min(4 * int(np.sqrt(n)), n // 39 or 1))))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(vectors)
+        # FAISS trains on at most 256 points per list; an even stride over the rows gives it no more
+        # than that (all rows when they are fewer), without holding every vector twice.
+        step = max(1, n // (256 * nlist))
+        index.train(np.concatenate([np.asarray(read(a, min(a + block, n)), np.float32)[::step]
+                                    for a in range(0, n, block)]))
         index.nprobe = int(params.setdefault("nprobe", min(nlist, 16)))
-    elif kind == "hnsw":
+        return index
+    if kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, int(params.setdefault("M", 32)), faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = int(params.setdefault("efSearch", 128))
-    else:
-        raise InputError(f"index kind must be one of {', '.join(INDEX_KINDS)}, got {kind!r}")
-    index.add(vectors)
-    return index
+        return index
+    raise InputError(f"index kind must be one of {', '.join(INDEX_KINDS)}, got {kind!r}")
 
 
 def build_index(
@@ -204,19 +208,40 @@ def _usable_rows(bank, bank_path, spaces: list[str]) -> tuple[np.ndarray, np.nda
 
 def _write_space(tmp: Path, bank, rows: np.ndarray, s: str, info: dict, thr: dict, kind: str) -> dict:
     """Write one space's exact vectors and FAISS index into `tmp`; returns its manifest entry."""
-    import faiss
+    def read(a: int, b: int) -> np.ndarray:  # rows[a:b] (sorted) from one contiguous slab of the bank
+        lo, hi = int(rows[a]), int(rows[b - 1]) + 1
+        return bank.vectors(s, lo, hi)[rows[a:b] - lo]
 
-    vectors = np.ascontiguousarray(bank.vectors(s)[rows], dtype=np.float32)
-    np.save(tmp / f"vectors.{s}.npy", vectors)
-    params: dict = {}
-    faiss.write_index(_faiss_index(kind, vectors, params), str(tmp / f"index.{s}.faiss"))
+    params, files = write_space_files(tmp, s, read, len(rows), int(info["dim"]), kind)
     return {
         "dim": int(info["dim"]), "model": info.get("model"), "model_sha256": info.get("sha256"),
         "threshold": thr["value"], "threshold_source": thr["source"],
         "index": {"type": kind, "faiss_class": _faiss_name(kind), "params": params},
-        "files": {f"vectors.{s}.npy": sha256_file(tmp / f"vectors.{s}.npy"),
-                  f"index.{s}.faiss": sha256_file(tmp / f"index.{s}.faiss")},
+        "files": files,
     }
+
+
+def write_space_files(tmp: Path, s: str, read: Callable[[int, int], np.ndarray], n: int, dim: int, kind: str,
+                      *, block: int = _BLOCK_ROWS) -> tuple[dict, dict]:
+    """vectors.<s>.npy and index.<s>.faiss from `read(a, b)` -> rows a..b, streamed in blocks.
+
+    Peak memory is the FAISS index plus one block: the bank's vectors are never held twice (a
+    whole read, then a fancy-indexed copy, then the index's own copy was 3x the vectors).
+    Returns (index params, {file name: sha256}).
+    """
+    import faiss
+
+    path = tmp / f"vectors.{s}.npy"
+    params: dict = {}
+    index = _empty_index(kind, dim, params, n, read, block)
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": (n, dim)})
+        for a in range(0, n, block):
+            vectors = np.ascontiguousarray(read(a, min(a + block, n)), dtype="<f4")
+            fh.write(vectors.tobytes())
+            index.add(vectors)
+    faiss.write_index(index, str(tmp / f"index.{s}.faiss"))
+    return params, {f"vectors.{s}.npy": sha256_file(path), f"index.{s}.faiss": sha256_file(tmp / f"index.{s}.faiss")}
 
 
 def _faiss_name(kind: str) -> str:
