@@ -108,13 +108,20 @@ def test_threshold_from_calibration_report(small_bank, tmp_path):
     centres = rng.standard_normal((10, 128))
     x = np.repeat(centres, 20, axis=0) + 0.3 * rng.standard_normal((200, 128))
     report = calibrate({"dlib": (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)},
-                       np.repeat(np.arange(10), 20), fars=(1e-3,))
+                       np.repeat(np.arange(10), 20), fars=(1e-3,), conservative=True)
+    # 18,000 impostor pairs: a plain FAR 1e-3 threshold has 18 above (not supported); the
+    # conservative one has fewer above and its 95% upper bound <= 1e-3, which is supported.
+    t = report.spaces["dlib"].thresholds[0]
+    assert t.supported and t.ci_high <= 1e-3 and t.n_above < 18
     path = tmp_path / "calibration.json"
     report.save(path)
     b = build_index(small_bank, out=tmp_path / "b", threshold_from=str(path), far=1e-3)
     s = read_manifest(b)["spaces"]["dlib"]
-    assert s["threshold"] == pytest.approx(report.spaces["dlib"].thresholds[0].threshold)
+    assert s["threshold"] == pytest.approx(t.threshold)
     assert "calibration report" in s["threshold_source"]
+    cal = s["threshold_calibration"]
+    assert (cal["n_above"], cal["n_impostor_pairs"], cal["conservative"]) == (t.n_above, 18000, True)
+    assert cal["ci95"] == [t.ci_low, t.ci_high]
 
 
 def test_pick_for_real_photo(session, real_faces):

@@ -60,12 +60,23 @@ def resolve_thresholds(
         if space in given:
             out[space] = {"value": float(given[space]), "source": "given"}
         elif space in from_report:
-            out[space] = {"value": float(from_report[space]), "source": f"calibration report {report} at FAR {far:g}"}
+            out[space] = {"value": float(from_report[space]), "source": f"calibration report {report} at FAR {far:g}",
+                          "calibration": _report_entry(report, space, far)}
         elif space in defaults.get("spaces", {}) and (
             models is None or defaults["spaces"][space].get("sha256") == models.get(space)
         ):
             d = defaults["spaces"][space]
-            out[space] = {"value": float(d["threshold"]), "source": d["source"]}
+            # The shipped file holds several FARs (at_far); the build's FAR picks one.
+            at = d.get("at_far", {}).get(f"{far:g}")
+            value = at["threshold"] if at else d["threshold"]
+            src = d["source"]
+            if at and far != defaults.get("far"):
+                src = (f"default at FAR {far:g}: {at['n_above']} of {at['n_impostor_pairs']:,} impostor pairs above, "
+                       f"FAR 95% CI [{at['ci95'][0]:.2e}, {at['ci95'][1]:.2e}] (data: see threshold_calibration)")
+            out[space] = {"value": float(value), "source": src,
+                          "calibration": {"far": far if at else defaults.get("far"), **(at or {}),
+                                          "conservative": defaults.get("conservative", False),
+                                          "data": defaults.get("data", [])}}
         else:
             raise ConfigError(
                 f"no threshold for space {space!r}: pass --threshold {space}=<cosine> or "
@@ -74,6 +85,17 @@ def resolve_thresholds(
         if not -1.0 <= out[space]["value"] <= 1.0:
             raise ConfigError(f"threshold for {space!r} must be a cosine in [-1, 1], got {out[space]['value']}")
     return out
+
+
+def _report_entry(report: str, space: str, far: float) -> dict:
+    """The calibration figures behind a threshold read from a report, for the manifest."""
+    from facebank.audit.calibration import CalibrationReport
+
+    rep = CalibrationReport.load(report)
+    t = rep.spaces[space].at_far(far)
+    return {"far": far, "threshold": t.threshold, "n_impostor_pairs": t.n_impostor_pairs, "n_above": t.n_above,
+            "achieved_far": t.achieved_far, "ci95": [t.ci_low, t.ci_high], "supported": t.supported,
+            "conservative": t.conservative, "data": list(rep.data) or rep.source}
 
 
 def _faiss_index(kind: str, vectors: np.ndarray, params: dict):
@@ -160,6 +182,7 @@ def build_index(
                 space_meta[s] = {
                     "dim": int(infos[s]["dim"]), "model": infos[s].get("model"), "model_sha256": infos[s].get("sha256"),
                     "threshold": thr[s]["value"], "threshold_source": thr[s]["source"],
+                    "threshold_calibration": thr[s].get("calibration"),
                     "index": {"type": kind, "faiss_class": _faiss_name(kind), "params": params},
                     "files": {f"vectors.{s}.npy": sha256_file(tmp / f"vectors.{s}.npy"),
                               f"index.{s}.faiss": sha256_file(tmp / f"index.{s}.faiss")},
