@@ -138,7 +138,9 @@ def test_calibration_json_feeds_index_build(audit, bank2, assets):
     m = read_manifest(build)
     for s, t in thr.items():
         assert m["spaces"][s]["threshold"] == t
-        assert "calibration.json" in m["spaces"][s]["threshold_source"] and "0.001" in m["spaces"][s]["threshold_source"]
+        assert "calibration.json" in m["spaces"][s]["threshold_source"] and "0.01" in m["spaces"][s]["threshold_source"]
+        cal = m["spaces"][s]["threshold_calibration"]
+        assert cal["far"] == 1e-2 and cal["conservative"] and cal["ci95"][1] <= 1e-2 and cal["n_impostor_pairs"] == n_imp
 
 
 def test_calibration_numbers_recomputed(audit):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import textwrap
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -186,9 +187,10 @@ def plot_eligible_shares(
     else:
         ax.set_title(title, fontsize=9)
     ax.set_xscale("log")
-    ax.set_xlabel("FAR of the threshold (looser recogniser <- -> stricter recogniser)")
+    ax.set_xlabel("FAR of the threshold (stricter recogniser, higher cosine <- -> looser recogniser, lower cosine)")
     ax.set_ylabel("share of the group's faces eligible (mean over queries)")
-    ax.set_ylim(-0.02, 1.02)
+    low = min(r["mean_eligible_share"] for r in rows)
+    ax.set_ylim(max(0.0, low - 0.1 * (1.0 - low) - 0.01), 1.0 + 0.05 * (1.0 - low) + 0.002)  # zoom on the spread
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, ncol=2, loc="lower right")
     fig.tight_layout()
@@ -246,7 +248,10 @@ def plot_pick_grid(
     cols = 2 if n <= 4 else 4  # two pairs per row when there are many
     pairs_per_row = cols // 2
     rows = -(-n // pairs_per_row)
-    fig = Figure(figsize=(2.2 * cols, 2.5 * rows + 0.4))
+    # Captions wrap to the pair's width and each row gets room for its longest caption.
+    wrapped = [textwrap.fill(c, 34) for c in (captions or [])[:n]]
+    lines = max((w.count("\n") + 1 for w in wrapped), default=0)
+    fig = Figure(figsize=(2.2 * cols, (2.3 + 0.16 * lines) * rows + 0.5))
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
@@ -257,8 +262,8 @@ def plot_pick_grid(
         at.imshow(t[k])
         aq.set_title(f"query {k}", fontsize=8)
         at.set_title("target", fontsize=8)
-        if captions is not None:
-            at.text(0.5, -0.06, captions[k], transform=at.transAxes, ha="center", va="top", fontsize=7)
+        if captions is not None:  # centred under the pair, not under the target alone
+            at.text(-0.05, -0.04, wrapped[k], transform=at.transAxes, ha="center", va="top", fontsize=7)
     fig.suptitle(title + (f" (first {n} of {q.shape[0]})" if n < q.shape[0] else ""))
     # Leave the top band to the title: tight_layout alone lets it overlap the first row's labels.
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))

@@ -189,5 +189,6 @@ def write_report(
         doc["sections"].append(entry)
     atomic_write_text(out_dir / "report.json", json.dumps(doc, indent=1) + "\n")
     atomic_write_text(out_dir / "report.html", render_html(title, sections, html_tables, html_images, out_dir,
-                                                           _md_cell, _fieldnames, _MD_MAX_ROWS))
+                                                           lambda v: _md_cell(v).replace("\\|", "|"), _fieldnames,
+                                                           _MD_MAX_ROWS))
     return atomic_write_text(out_dir / "report.md", "\n".join(md))

@@ -298,7 +298,7 @@ def _pick_sections(session, bank, photos, queries, score_thr, *, seed, max_pixel
         for f in faces:
             pp = P.pick_by_pixel_metric(f.crop, crops, metric=metric, mode="furthest")
             row = int(cand[pp.index])
-            got.append((row, _score(f, bank, row, spaces)))
+            got.append((row, {**_score(f, bank, row, spaces), f"pixel:{metric}": pp.value}))
         picks[(f"pixel:{metric}", "furthest")] = got
         _tick(progress, "pixel picks", k + 1, len(P.METRICS))
     match, per_query, pixel_rows, grids = [], [], [], {"emb": [], "pix": []}
@@ -315,7 +315,8 @@ def _pick_sections(session, bank, photos, queries, score_thr, *, seed, max_pixel
             pixel_rows.append({**row, **{f"sim_{s}": sc[s] for s in spaces}})
         ok = [k for k, tc in enumerate(tcrops) if tc is not None]
         if ok:
-            caps = [f"{faces[k].name}: " + " / ".join(f"{s} {got[k][1][s]:.2f}" for s in spaces) for k in ok]
+            shown = ([a] if a.startswith("pixel:") else []) + list(spaces)  # a pixel grid shows its metric first
+            caps = [f"{faces[k].name}: " + " / ".join(f"{s} {got[k][1][s]:.2f}" for s in shown) for k in ok]
             grids["pix" if a.startswith("pixel:") else "emb"].append(plots.plot_pick_grid(
                 img_dir / f"picks_{a.replace(':', '_')}_{mode}.png", np.stack([faces[k].crop for k in ok]),
                 np.stack([tcrops[k] for k in ok]), captions=caps, title=f"picked with {a}, {mode}"))
