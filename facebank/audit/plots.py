@@ -170,8 +170,9 @@ def plot_eligible_shares(
     fig = Figure(figsize=(8, 4.8))
     ax = fig.add_subplot()
     groups = sorted({r["group"] for r in rows})
-    cmap = [f"C{k % 10}" for k in range(len(groups))]
-    for g, colour in zip(groups, cmap):
+    ages = sorted({g.split("/")[0] for g in groups})
+    for g in groups:  # one colour per age group, solid for female, dashed for male
+        colour = f"C{ages.index(g.split('/')[0]) % 10}"
         mine = sorted((r for r in rows if r["group"] == g), key=lambda r: r["far"])
         style = "-" if "female" in g else "--"
         ax.plot([r["far"] for r in mine], [r["mean_eligible_share"] for r in mine], style, marker="o", markersize=3,
