@@ -20,11 +20,21 @@ ProgressFactory = Callable[[str], contextlib.AbstractContextManager]
 
 
 def calibrated_thresholds(report: str | os.PathLike, far: float):
-    """The thresholds of a calibration report (facebank audit) at `far`, as `index.build.Calibrated`."""
-    from facebank.audit.calibration import thresholds_from_report
+    """The thresholds of a calibration report (facebank audit) at `far`, as `index.build.Calibrated`,
+    with the figures behind each one (counts, interval, data) for the build's manifest."""
+    from facebank.audit.calibration import CalibrationReport, thresholds_from_report
     from facebank.index.build import Calibrated
 
-    return Calibrated(thresholds_from_report(report, far), f"calibration report {report} at FAR {far:g}")
+    thresholds = thresholds_from_report(report, far)
+    rep = CalibrationReport.load(report)
+    figures = {}
+    for space in thresholds:
+        t = rep.spaces[space].at_far(far)
+        figures[space] = {"far": far, "threshold": t.threshold, "n_impostor_pairs": t.n_impostor_pairs,
+                          "n_above": t.n_above, "achieved_far": t.achieved_far, "ci95": [t.ci_low, t.ci_high],
+                          "supported": t.supported, "conservative": t.conservative,
+                          "data": list(rep.data) or rep.source}
+    return Calibrated(thresholds, f"calibration report {report} at FAR {far:g}", figures)
 
 
 def build_index(bank_path: str | os.PathLike, *, threshold_from: str | None = None, far: float = 1e-3,
@@ -39,7 +49,7 @@ def build_index(bank_path: str | os.PathLike, *, threshold_from: str | None = No
     from facebank.index import build
 
     calibrated = calibrated_thresholds(threshold_from, far) if threshold_from else None
-    return build.build_index(bank_path, calibrated=calibrated, **options)
+    return build.build_index(bank_path, calibrated=calibrated, far=far, **options)
 
 
 @contextlib.contextmanager

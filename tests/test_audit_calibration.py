@@ -100,23 +100,24 @@ TIED = [0.1, 0.3, 0.3, 0.3, 0.5, 0.9, 0.2, 0.0, -0.1, -0.2]
 
 
 @pytest.mark.parametrize(
-    "far, threshold, achieved, supported",
+    "far, threshold, achieved",
     [
-        (0.05, 0.9, 0.0, False),  # k = 0: the top score; 10 pairs < ceil(1/0.05) = 20
-        (0.1, 0.5, 0.1, True),  # k = 1
-        (0.2, 0.3, 0.2, True),  # k = 2
-        (0.25, 0.3, 0.2, True),  # k = 2 (2.5 rounded down)
-        (0.3, 0.3, 0.2, True),  # k = 3 lands inside the tie: still 2 accepted above 0.3
-        (0.5, 0.2, 0.5, True),  # k = 5: s[5] = 0.2, above it .9 .5 .3 .3 .3
+        (0.05, 0.9, 0.0),  # k = 0: the top score
+        (0.1, 0.5, 0.1),  # k = 1
+        (0.2, 0.3, 0.2),  # k = 2
+        (0.25, 0.3, 0.2),  # k = 2 (2.5 rounded down)
+        (0.3, 0.3, 0.2),  # k = 3 lands inside the tie: still 2 accepted above 0.3
+        (0.5, 0.2, 0.5),  # k = 5: s[5] = 0.2, above it .9 .5 .3 .3 .3
     ],
 )
-def test_threshold_at_far_with_ties(far, threshold, achieved, supported):
+def test_threshold_at_far_with_ties(far, threshold, achieved):
     r = threshold_at_far(TIED, far)
     assert r.threshold == pytest.approx(threshold)
     assert r.achieved_far == pytest.approx(achieved)
-    assert r.supported is supported
-    assert r.n_impostor_pairs == 10
-    assert (r.note == "") is supported
+    assert r.n_above == round(achieved * 10)
+    # 10 pairs: never 30 above, and even k = 0 has an upper bound of 0.31 > far.
+    assert r.supported is False and "not supported" in r.note
+    assert r.n_impostor_pairs == 10 and not r.conservative
 
 
 def test_threshold_at_far_float_rounding():
@@ -130,7 +131,15 @@ def test_threshold_at_far_float_rounding():
 def test_unsupported_note_says_why():
     r = threshold_at_far(np.linspace(-1, 1, 1690), 1e-4)
     assert not r.supported
-    assert "1690" in r.note and "10000" in r.note
+    assert "0 of 1690" in r.note and "needs 30" in r.note and "37,000" in r.note
+
+
+def test_fixed_count_rule_for_support():
+    # 1690 distinct scores at FAR 1e-3: k = 1 above, upper bound 0.0033 > 1e-3: not supported
+    # (the old rule, n >= 1/FAR, called this supported). 30 above at FAR 1e-2 of 3000: supported.
+    assert not threshold_at_far(np.linspace(-1, 1, 1690), 1e-3).supported
+    r = threshold_at_far(np.linspace(-1, 1, 3000), 1e-2)
+    assert r.n_above == 30 and r.supported and r.ci_high > 1e-2
 
 
 @pytest.mark.parametrize("far", [0.0, 1.0, -0.1, 2.0])
@@ -153,7 +162,9 @@ def test_threshold_at_far_properties(imp, far):
     arr = np.asarray(imp)
     assert r.achieved_far == np.count_nonzero(arr > r.threshold) / arr.size
     assert r.achieved_far <= far  # whether supported or not
-    assert r.supported == (arr.size >= math.ceil(round(1 / far, 9)))
+    assert r.n_above == np.count_nonzero(arr > r.threshold)
+    assert r.supported == (r.n_above >= 30 or r.ci_high <= far)
+    assert r.ci_low <= r.achieved_far <= r.ci_high
     # Minimal: the threshold is a score, and any lower threshold also accepts it, exceeding far.
     assert r.threshold in arr
     if r.threshold > arr.min():
@@ -181,24 +192,31 @@ def test_report_round_trip_and_thresholds_from_report(tmp_path):
     s = rep.spaces["toy"]
     assert s.n_genuine == 4 and s.n_impostor == 24 and s.dim == 2
     doc = json.loads(rep.to_json())
-    assert doc["format_version"] == 1 and doc["kind"] == "facebank.calibration"
+    assert doc["format_version"] == 2 and doc["kind"] == "facebank.calibration"
     back = CalibrationReport.from_json(rep.to_json())
     assert back.spaces == rep.spaces and back.fars == rep.fars and back.source == "toy"
-
-    path = rep.save(tmp_path / "cal.json")
-    th = thresholds_from_report(path, 0.1)
-    assert th == {"toy": s.at_far(0.1).threshold, "toy2": rep.spaces["toy2"].at_far(0.1).threshold}
-    with pytest.raises(InputError, match="not supported"):
-        thresholds_from_report(path, 1e-3)  # 24 pairs < 1000
-    with pytest.raises(InputError, match="no threshold at FAR"):
-        thresholds_from_report(path, 1e-2)
     assert len(rep.rows()) == 4
+    with pytest.raises(InputError, match="not supported"):
+        thresholds_from_report(rep.save(tmp_path / "toy.json"), 0.1)  # 24 pairs
+
+    # 400 random faces of 200 people: 79,600 impostor pairs; FAR 1e-2 is supported, 1e-5 is not.
+    rng = np.random.default_rng(1)
+    big = rng.standard_normal((400, 16))
+    labels = np.repeat(np.arange(200), 2)
+    rep = calibrate({"r": big}, labels, fars=(1e-2, 1e-5), conservative=True)
+    path = rep.save(tmp_path / "cal.json")
+    assert thresholds_from_report(path, 1e-2) == {"r": rep.spaces["r"].at_far(1e-2).threshold}
+    assert CalibrationReport.load(path).conservative
+    with pytest.raises(InputError, match="not supported"):
+        thresholds_from_report(path, 1e-5)
+    with pytest.raises(InputError, match="no threshold at FAR"):
+        thresholds_from_report(path, 1e-3)
 
 
 def test_from_json_refuses_other_versions(tmp_path):
     rep = calibrate({"toy": EMB}, IDS, fars=(0.5,))
     doc = json.loads(rep.to_json())
-    doc["format_version"] = 2
+    doc["format_version"] = 1
     with pytest.raises(InputError, match="format_version"):
         CalibrationReport.from_json(json.dumps(doc))
     with pytest.raises(InputError):
@@ -243,7 +261,9 @@ def test_calibrate_on_real_labelled_photos(assets):
     n_gen = int(sum(c * (c - 1) // 2 for c in counts))
     assert (rep.n_faces, rep.n_identities) == (61, 13)
     assert s.n_genuine == n_gen and s.n_genuine + s.n_impostor == 61 * 60 // 2
-    assert [t.supported for t in s.thresholds] == [True, True, False]  # ~1.7k pairs: not 1e-4
+    # ~1.7k pairs: FAR 1e-2 has ~17 pairs above, 1e-3 one or two: neither is supported.
+    assert [t.n_above for t in s.thresholds] == [int(t.achieved_far * s.n_impostor) for t in s.thresholds]
+    assert [t.supported for t in s.thresholds] == [False, False, False]
     assert "not supported" in s.thresholds[2].note
     assert all(t.achieved_far <= t.far for t in s.thresholds)
     assert s.genuine.mean > s.impostor.mean

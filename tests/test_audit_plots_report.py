@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -77,6 +78,13 @@ def test_write_report(tmp_path, scores):
     doc = json.loads((out / "report.json").read_text())
     assert [s["title"] for s in doc["sections"]] == ["Calibration", "Empty"]
     assert not [p for p in out.rglob("*.tmp")]
+    # report.html: self-contained (the PNG inline as a data URI), cells escaped.
+    page = (out / "report.html").read_text()
+    png = base64.b64encode((out / "images" / "nn.png").read_bytes()).decode()
+    assert f"src='data:image/png;base64,{png}'" in page and "<h2>Calibration</h2>" in page
+    assert "<td>a|b</td>" in page and "<td>arcface</td>" in page and "images/nn.png" not in page
+    write_report(tmp_path / "r2", [Section("<script>", "a <b> c")])
+    assert "<script>" not in (tmp_path / "r2" / "report.html").read_text().split("</style>")[1]
 
 
 def test_report_refuses_missing_image(tmp_path):

@@ -68,7 +68,9 @@ def audit(tmp_path_factory, bank2, queries, assets, mfn_path):
     root = tmp_path_factory.mktemp("audit")
     build = build_index(bank2, out=root / "builds")
     out = run_audit(bank=bank2, build=build, labelled=assets / "deepface_faces", queries=queries,
-                    out=root / "report", models={MFN: str(mfn_path)}, groups=False)  # whole-bank picks
+                    out=root / "report", models={MFN: str(mfn_path)}, groups=False,  # whole-bank picks
+                    # 1,690 impostor pairs: only a conservative FAR 1e-2 threshold is supported by them.
+                    conservative=True, score_far=1e-2)
     return {"report": out.parent, "build": build, "root": root}
 
 
@@ -120,24 +122,29 @@ def test_calibration_json_feeds_index_build(audit, bank2, assets):
     sizes = np.unique([r["identity_id"] for r in ident], return_counts=True)[1]
     n_gen = sum(comb(int(k), 2) for k in sizes)
     n_imp = comb(len(ident), 2) - n_gen  # every labelled photo has a face
-    thr = thresholds_from_report(rep / "calibration.json", 1e-3)
+    thr = thresholds_from_report(rep / "calibration.json", 1e-2)
     rows = _csv(rep / "tables" / "calibration_thresholds.csv")
     assert set(thr) == {"dlib", MFN}
     for r in rows:
         assert int(r["n_impostor_pairs"]) == n_imp and int(r["n_genuine_pairs"]) == n_gen
-        assert r["supported"] == str(n_imp >= round(1 / float(r["far"])))
-        if float(r["far"]) == 1e-3:
-            assert float(r["threshold"]) == thr[r["space"]]
+        assert r["conservative"] == "True" and float(r["ci95_high"]) <= float(r["far"]) or r["supported"] == "False"
+        assert r["supported"] == str(int(r["n_above"]) >= 30 or float(r["ci95_high"]) <= float(r["far"]))
+        assert float(r["achieved_far"]) == int(r["n_above"]) / n_imp
+        if float(r["far"]) == 1e-2:
+            assert float(r["threshold"]) == thr[r["space"]] and r["supported"] == "True"
     md = (rep / "report.md").read_text()
-    assert f"{n_imp:,} impostor pairs" in md and "NOT supported: needs 10,000" in md
-    with pytest.raises(InputError, match="not supported"):
-        thresholds_from_report(rep / "calibration.json", 1e-4)
+    assert f"of {n_imp:,} impostor pairs above" in md and "NOT supported" in md and "95% CI" in md
+    for far in (1e-3, 1e-4):  # even 0 pairs above has an upper bound of 3.7 / 1,690 = 2.2e-3
+        with pytest.raises(InputError, match="not supported"):
+            thresholds_from_report(rep / "calibration.json", far)
     build = build_index(bank2, out=audit["root"] / "builds2", threshold_from=str(rep / "calibration.json"),
-                        far=1e-3, make_current=False)
+                        far=1e-2, make_current=False)
     m = read_manifest(build)
     for s, t in thr.items():
         assert m["spaces"][s]["threshold"] == t
-        assert "calibration.json" in m["spaces"][s]["threshold_source"] and "0.001" in m["spaces"][s]["threshold_source"]
+        assert "calibration.json" in m["spaces"][s]["threshold_source"] and "0.01" in m["spaces"][s]["threshold_source"]
+        cal = m["spaces"][s]["threshold_calibration"]
+        assert cal["far"] == 1e-2 and cal["conservative"] and cal["ci95"][1] <= 1e-2 and cal["n_impostor_pairs"] == n_imp
 
 
 def test_calibration_numbers_recomputed(audit):
@@ -193,8 +200,8 @@ def test_match_rates_are_counts(audit):
         assert int(r["n_queries"]) == len(mine) and int(r["n_matched"]) == matched
         assert float(r["match_rate"]) == matched / (len(mine) - int(r["n_no_pick"]))
     used = {r["space"]: float(r["score_threshold"]) for r in _csv(rep / "tables" / "thresholds_used.csv")}
-    cal = thresholds_from_report(rep / "calibration.json", 1e-3)
-    assert used == cal  # scored at the calibrated thresholds
+    cal = thresholds_from_report(rep / "calibration.json", 1e-2)
+    assert used == cal  # scored at the calibrated thresholds (score_far 1e-2)
 
 
 def test_pixel_metrics_recomputed(audit, bank2, query_faces):

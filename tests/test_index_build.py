@@ -47,7 +47,13 @@ def test_manifest(built, small_bank):
         assert m["bank"]["content_hash"] == bank.content_hash and m["rows"] == len(bank)
     s = m["spaces"]["dlib"]
     assert s["dim"] == 128 and s["index"]["faiss_class"] == "IndexFlatIP"
-    assert "1690 impostor pairs" in s["threshold_source"]  # the shipped calibration says what it rests on
+    # The shipped calibration says what it rests on: counts, interval, data with checksums.
+    assert "of 379,204 impostor pairs above" in s["threshold_source"] and "95% CI" in s["threshold_source"]
+    cal = s["threshold_calibration"]
+    assert cal["far"] == 1e-3 and cal["conservative"] and cal["ci95"][1] <= 1e-3 and cal["supported"]
+    assert s["threshold"] == cal["threshold"] and cal["n_above"] < cal["plain_n_above"]
+    assert {d["folder"]: d["files"] for d in cal["data"]} == {"deepface_faces": 61, "labelled_aligned112": 871}
+    assert all(len(d["sha256"]) == 64 for d in cal["data"])
     assert set(m["versions"]) >= {"facebank", "faiss", "numpy", "h5py", "python"}
     assert sum(m["groups"].values()) == m["rows"]
     assert resolve_build(None, out=built.parent) == built  # made current
@@ -102,6 +108,14 @@ def test_thresholds_must_come_from_somewhere(small_bank, tmp_path):
     assert read_manifest(b)["spaces"]["dlib"]["threshold_source"] == "given"
 
 
+def test_default_threshold_at_far_1e4(small_bank, tmp_path):
+    # The shipped file holds FAR 1e-3 and 1e-4; a build's FAR picks its entry (a higher cosine).
+    b3 = read_manifest(build_index(small_bank, out=tmp_path / "a", make_current=False))["spaces"]["dlib"]
+    b4 = read_manifest(build_index(small_bank, out=tmp_path / "b", far=1e-4, make_current=False))["spaces"]["dlib"]
+    assert b4["threshold"] > b3["threshold"] and b4["threshold_calibration"]["far"] == 1e-4
+    assert b4["threshold_calibration"]["ci95"][1] <= 1e-4 and "FAR 0.0001" in b4["threshold_source"]
+
+
 def test_threshold_from_calibration_report(small_bank, tmp_path):
     from facebank.audit.calibration import calibrate
 
@@ -109,13 +123,20 @@ def test_threshold_from_calibration_report(small_bank, tmp_path):
     centres = rng.standard_normal((10, 128))
     x = np.repeat(centres, 20, axis=0) + 0.3 * rng.standard_normal((200, 128))
     report = calibrate({"dlib": (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)},
-                       np.repeat(np.arange(10), 20), fars=(1e-3,))
+                       np.repeat(np.arange(10), 20), fars=(1e-3,), conservative=True)
+    # 18,000 impostor pairs: a plain FAR 1e-3 threshold has 18 above (not supported); the
+    # conservative one has fewer above and its 95% upper bound <= 1e-3, which is supported.
+    t = report.spaces["dlib"].thresholds[0]
+    assert t.supported and t.ci_high <= 1e-3 and t.n_above < 18
     path = tmp_path / "calibration.json"
     report.save(path)
     b = build_index(small_bank, out=tmp_path / "b", threshold_from=str(path), far=1e-3)
     s = read_manifest(b)["spaces"]["dlib"]
-    assert s["threshold"] == pytest.approx(report.spaces["dlib"].thresholds[0].threshold)
+    assert s["threshold"] == pytest.approx(t.threshold)
     assert "calibration report" in s["threshold_source"]
+    cal = s["threshold_calibration"]
+    assert (cal["n_above"], cal["n_impostor_pairs"], cal["conservative"]) == (t.n_above, 18000, True)
+    assert cal["ci95"] == [t.ci_low, t.ci_high]
 
 
 def test_pick_for_real_photo(session, real_faces):

@@ -1,66 +1,73 @@
-"""Calibrate facebank's default thresholds on identity-labelled real photos.
+"""Calibrate facebank's default thresholds on identity-labelled real faces.
 
-Writes facebank/index/default_thresholds.json: per space, the cosine at which a recogniser using
-that space accepts impostor pairs at the chosen FAR, with how many impostor pairs it rests on.
-Run: python tools/calibrate_defaults.py --photos ../shared/assets/deepface_faces --far 1e-3
+Writes facebank/index/default_thresholds.json: per space and per FAR (1e-3 and 1e-4), the cosine
+at which a recogniser using that space accepts impostor pairs at that rate, chosen conservatively
+by default (the 95% Clopper-Pearson upper bound on the achieved FAR is <= the asked FAR), with
+the impostor pair count, how many lie above, the interval, and the data (names, counts, sha256).
+Both labelled sets are pooled; pairs are only scored inside each set.
+
+Run: python tools/calibrate_defaults.py     (defaults: ../shared/assets/{deepface_faces,labelled_aligned112})
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
-import numpy as np
-
-from facebank.audit.calibration import calibrate
-from facebank.vision.image_io import decode_image
-from facebank.vision.registry import load_detector, load_embedder
+from facebank.audit.api import calibrate, load_embedders
+from facebank.audit.calibration import threshold_at_far
+from facebank.audit.labelled import LabelledSet
 
 ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT.parent / "shared/assets"
+
+
+def _entry(t) -> dict:
+    return {"threshold": round(t.threshold, 6), "n_impostor_pairs": t.n_impostor_pairs, "n_above": t.n_above,
+            "achieved_far": t.achieved_far, "ci95": [t.ci_low, t.ci_high], "supported": t.supported,
+            "conservative": t.conservative}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--photos", default=str(ROOT.parent / "shared/assets/deepface_faces"))
-    ap.add_argument("--identities", default=None)
-    ap.add_argument("--far", type=float, default=1e-3)
-    ap.add_argument("--onnx", default=str(ROOT.parent / "shared/assets/onnx_embedders/mobilefacenet_128d.onnx"))
+    ap.add_argument("--photos", default=str(ASSETS / "deepface_faces"), help="labelled photos (detected)")
+    ap.add_argument("--aligned", default=str(ASSETS / "labelled_aligned112"), help="labelled aligned 112 crops")
+    ap.add_argument("--fars", default="1e-3,1e-4")
+    ap.add_argument("--default-far", type=float, default=1e-3, help="the FAR a build uses unless told")
+    ap.add_argument("--plain", action="store_true", help="point-estimate thresholds instead of conservative ones")
+    ap.add_argument("--onnx", default=str(ASSETS / "onnx_embedders/mobilefacenet_128d.onnx"))
     ap.add_argument("--out", default=str(ROOT / "facebank/index/default_thresholds.json"))
     args = ap.parse_args()
-    photos = Path(args.photos)
-    ident = dict(csv.reader(open(args.identities or photos / "identities.csv")))
-    ident.pop("file", None)
-    detector = load_detector("dlib")
-    embedders = {"dlib": load_embedder("dlib")}
-    if Path(args.onnx).exists():
-        embedders["mobilefacenet_128d"] = load_embedder("mobilefacenet_128d", args.onnx)
-    vecs = {s: [] for s in embedders}
-    labels = []
-    for name, who in sorted(ident.items()):
-        image = decode_image((photos / name).read_bytes(), name=name)
-        dets = detector.detect(image)
-        if not dets:
-            print(f"skip {name}: no face")
-            continue
-        det = max(dets, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
-        for s, e in embedders.items():
-            vecs[s].append(e.embed(image, det))
-        labels.append(who)
-    report = calibrate({s: np.stack(v) for s, v in vecs.items()}, np.array(labels), fars=(1e-2, args.far),
-                       source=str(photos))
-    out = {"comment": "written by tools/calibrate_defaults.py; thresholds are cosines: sim <= threshold is dissimilar",
-           "far": args.far, "spaces": {}}
+    fars = tuple(float(f) for f in args.fars.split(","))
+    embedders = load_embedders(["dlib", "mobilefacenet_128d"], {"mobilefacenet_128d": args.onnx})
+    sets = [LabelledSet(Path(args.photos)), LabelledSet(Path(args.aligned), aligned=True)]
+    report = calibrate(sets, embedders=embedders, fars=fars, conservative=not args.plain)
+    data = [{k: d[k] for k in ("folder", "files", "identities", "faces_used", "aligned", "sha256")} for d in report.data]
+    out = {"comment": ("written by tools/calibrate_defaults.py; thresholds are cosines: sim <= threshold is "
+                       "dissimilar. A recogniser accepts a pair when sim > threshold; at_far[FAR] holds the "
+                       "threshold, the impostor pairs above it and the 95% Clopper-Pearson interval on its FAR"),
+           "far": args.default_far, "fars": list(fars), "conservative": report.conservative,
+           "interval": "Clopper-Pearson, two-sided 95%, over impostor pairs (pairs sharing a face are correlated: "
+                       "the interval treats them as independent)",
+           "data": data, "spaces": {}}
     for s, cal in report.spaces.items():
-        t = next(t for t in cal.thresholds if t.far == args.far)
+        at = {f"{t.far:g}": _entry(t) for t in cal.thresholds}
+        for t in cal.thresholds:  # the point estimate beside it, to show what the bound costs
+            plain = threshold_at_far(report.scores[s][1], t.far)
+            at[f"{t.far:g}"]["plain_threshold"] = round(plain.threshold, 6)
+            at[f"{t.far:g}"]["plain_n_above"] = plain.n_above
+        d = at[f"{args.default_far:g}"]
         out["spaces"][s] = {
-            "threshold": round(float(t.threshold), 6), "model": embedders[s].info.name, "sha256": embedders[s].info.sha256,
-            "source": (f"impostor score at FAR {args.far:g} on {len(labels)} identity-labelled real photos of "
-                       f"{len(set(labels))} people ({t.n_impostor_pairs} impostor pairs, "
-                       f"{'supported' if t.supported else 'NOT supported: ' + t.note}); EER {cal.eer:.3f}"),
+            "threshold": d["threshold"], "model": embedders[s].info.name, "sha256": embedders[s].info.sha256,
+            "n_genuine_pairs": cal.n_genuine, "eer": round(cal.eer, 6), "eer_resolved": cal.eer_resolved,
+            "at_far": at,
+            "source": (f"default: {'conservative ' if report.conservative else ''}impostor threshold at FAR "
+                       f"{args.default_far:g} on {report.n_faces} labelled real faces of {report.n_identities} people "
+                       f"({' + '.join(x['folder'] for x in data)}): {d['n_above']} of {d['n_impostor_pairs']:,} impostor "
+                       f"pairs above, FAR 95% CI [{d['ci95'][0]:.2e}, {d['ci95'][1]:.2e}]"),
         }
-        print(s, out["spaces"][s])
+        print(s, json.dumps(out["spaces"][s], indent=1))
     Path(args.out).write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
 
 

@@ -7,8 +7,18 @@ dissimilar enough when `score <= t`. Hence, at threshold t:
     FAR(t) = #{impostor > t} / n_impostor      (different people wrongly accepted)
     FRR(t) = #{genuine <= t} / n_genuine       (same person wrongly rejected)
 
-A FAR figure is *supported* only when n_impostor >= ceil(1/far): with fewer pairs a single
-false accept is already a rate above `far`, so the figure says nothing about it.
+Every threshold comes with k = #{impostor > t}, n, and the Clopper-Pearson 95% interval on k / n
+(`facebank.audit.stats`). Two ways to pick it:
+- plain: the smallest t with k / n <= far (the point estimate meets the asked rate);
+- conservative: the smallest t whose interval's upper bound is <= far (the data show, at 95%,
+  that the true rate is at most far: the choice for a privacy guarantee).
+
+A figure is *supported* when k >= 30 (the rate is measured: its interval spans about +/-36%)
+or when the interval's upper bound is <= far (the bound itself is the claim; Clopper-Pearson is
+exact for any k). Otherwise it rests on a handful of pairs and says little.
+
+The EER comes with its resolution, 1/n_genuine and 1/n_impostor: an EER below 1/n_genuine lies
+below the smallest non-zero FRR the genuine pairs can show, and is flagged as unresolved.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import numpy as np
 
 from facebank._io.files import atomic_write_text
 from facebank.errors import InputError
+from facebank.audit.stats import MIN_ABOVE, clopper_pearson, conservative_count, largest_count_at_most
 
 __all__ = [
     "FORMAT_VERSION",
@@ -34,13 +45,14 @@ __all__ = [
     "ThresholdAtFar",
     "calibrate",
     "eer",
+    "eer_point",
     "pair_scores",
     "roc_det",
     "threshold_at_far",
     "thresholds_from_report",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: counts above, intervals, conservative choice, EER resolution
 _KIND = "facebank.calibration"
 DEFAULT_FARS = (1e-2, 1e-3, 1e-4)
 
@@ -67,13 +79,15 @@ def _scores(x: Any, name: str) -> np.ndarray:
     return x
 
 
-def pair_scores(embeddings: Any, identities: Any) -> tuple[np.ndarray, np.ndarray]:
+def pair_scores(embeddings: Any, identities: Any, subsets: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Cosine scores of all unordered pairs i < j, split by identity.
 
     Args:
         embeddings: (n, d) float, one row per photo; normalised here (a copy), so unit rows
             are not required.
         identities: (n,) labels of any hashable dtype; equal labels = same person.
+        subsets: optional (n,) labels of the data set each row comes from; pairs across data
+            sets are left out (two sets labelled apart may hold the same person under two ids).
     Returns:
         (genuine, impostor): float64 1-d arrays, pairs in row-major (i, j) order.
     """
@@ -82,6 +96,12 @@ def pair_scores(embeddings: Any, identities: Any) -> tuple[np.ndarray, np.ndarra
     if ids.shape != (x.shape[0],):
         raise InputError(f"identities must have shape ({x.shape[0]},), got {ids.shape}")
     i, j = np.triu_indices(x.shape[0], k=1)
+    if subsets is not None:
+        sub = np.asarray(subsets)
+        if sub.shape != ids.shape:
+            raise InputError(f"subsets must have shape {ids.shape}, got {sub.shape}")
+        keep = sub[i] == sub[j]
+        i, j = i[keep], j[keep]
     # float64 products of float32 rows: the scores the picker compares, without accumulation error.
     sims = (x.astype(np.float64) @ x.T.astype(np.float64))[i, j]
     same = ids[i] == ids[j]
@@ -126,22 +146,33 @@ def eer(genuine: Any, impostor: Any) -> tuple[float, float]:
     The operating point where |FAR - FRR| is smallest (the higher threshold on a tie); the EER
     is (FAR + FRR) / 2 there. No interpolation: on small sets the rate stays a count ratio.
     """
-    curve = roc_det(genuine, impostor)
+    e, t, _, _ = eer_point(roc_det(genuine, impostor))
+    return e, t
+
+
+def eer_point(curve: Curve) -> tuple[float, float, float, float]:
+    """(eer, threshold, far, frr) at the EER point of `curve` (the rule of `eer`)."""
     gap = np.abs(curve.far - curve.frr)
     k = int(np.flatnonzero(gap == gap.min())[-1])
-    return float((curve.far[k] + curve.frr[k]) / 2), float(curve.thresholds[k])
+    return (float((curve.far[k] + curve.frr[k]) / 2), float(curve.thresholds[k]),
+            float(curve.far[k]), float(curve.frr[k]))
 
 
 @dataclass(frozen=True)
 class ThresholdAtFar:
-    """The threshold at a target false-accept rate, and whether the data can support it."""
+    """The threshold at a target false-accept rate, how many impostor pairs lie above it, and
+    the 95% Clopper-Pearson interval on the rate it achieves."""
 
     far: float  # the target rate
-    threshold: float  # smallest t with #{impostor > t} / n <= far
+    threshold: float  # an impostor score; pairs scoring above it are accepted
     n_impostor_pairs: int
-    supported: bool  # n_impostor_pairs >= ceil(1 / far)
-    achieved_far: float  # #{impostor > threshold} / n, <= far
+    supported: bool  # n_above >= 30, or ci_high <= far (module docstring)
+    achieved_far: float  # n_above / n_impostor_pairs
     note: str = ""
+    n_above: int = 0  # impostor pairs scoring > threshold
+    ci_low: float = 0.0  # 95% Clopper-Pearson interval on achieved_far
+    ci_high: float = 1.0
+    conservative: bool = False  # chosen so that ci_high <= far (when the data allow it)
 
 
 def _min_pairs(far: float) -> int:
@@ -149,36 +180,32 @@ def _min_pairs(far: float) -> int:
     return math.ceil(round(1.0 / far, 9))
 
 
-def threshold_at_far(impostor: Any, far: float) -> ThresholdAtFar:
-    """Smallest threshold at which the impostor acceptance rate (score > t) is at most `far`.
+def threshold_at_far(impostor: Any, far: float, *, conservative: bool = False) -> ThresholdAtFar:
+    """The threshold at `far` on impostor scores, with its count above and its interval.
 
-    With impostor scores sorted descending s[0] >= s[1] >= ..., k = floor(far * n) impostors may
-    be accepted, so t = s[k]: every score above it is one of the k, and any lower t accepts s[k]
-    too. When far * n < 1 this is the highest impostor score (achieved FAR 0).
+    With impostor scores sorted descending s[0] >= s[1] >= ..., allowing k accepted pairs gives
+    t = s[k]: every score above it is one of the k, and any lower t accepts s[k] too.
+    Plain: k is the largest with k / n <= far. Conservative: k is the largest whose
+    Clopper-Pearson upper bound is <= far; when even k = 0 is above far (too few pairs), t is
+    the highest impostor score and the entry is not supported.
     """
     imp = _scores(impostor, "impostor")
     far = float(far)
     if not 0.0 < far < 1.0:
         raise InputError(f"far must be in (0, 1), got {far}")
     n = imp.size
-    k = int(math.floor(far * n))
-    # Make k the largest count with k / n <= far exactly as achieved_far is computed below.
-    while (k + 1) / n <= far:
-        k += 1
-    while k > 0 and k / n > far:
-        k -= 1
+    k = conservative_count(n, far) if conservative else largest_count_at_most(n, far)
     desc = np.sort(imp)[::-1]
-    threshold = float(desc[min(k, n - 1)])
-    achieved = float(np.count_nonzero(imp > threshold) / n)
-    need = _min_pairs(far)
-    supported = n >= need
+    threshold = float(desc[min(k or 0, n - 1)])
+    above = int(np.count_nonzero(imp > threshold))
+    lo, hi = clopper_pearson(above, n)
+    supported = above >= MIN_ABOVE or hi <= far
     note = ""
     if not supported:
-        note = (
-            f"not supported: {n} impostor pairs, FAR {far:g} needs at least {need} "
-            f"(one false accept is already a rate of {1 / n:.3g})"
-        )
-    return ThresholdAtFar(far, threshold, n, supported, achieved, note)
+        need = _min_pairs(far)
+        note = (f"not supported: {above} of {n} impostor pairs above it (needs {MIN_ABOVE}, or a 95% upper bound "
+                f"<= {far:g}, which needs about {math.ceil(3.7 * need):,} pairs; has {hi:.3g})")
+    return ThresholdAtFar(far, threshold, n, supported, above / n, note, above, lo, hi, bool(conservative))
 
 
 @dataclass(frozen=True)
@@ -214,6 +241,25 @@ class SpaceCalibration:
     thresholds: tuple[ThresholdAtFar, ...]
     genuine: ScoreStats
     impostor: ScoreStats
+    eer_far: float = float("nan")  # the two rates at the EER point
+    eer_frr: float = float("nan")
+
+    @property
+    def eer_resolution(self) -> tuple[float, float]:
+        """(1 / n_genuine, 1 / n_impostor): the smallest non-zero FRR and FAR the pairs can show."""
+        return 1.0 / self.n_genuine, 1.0 / self.n_impostor
+
+    @property
+    def eer_resolved(self) -> bool:
+        """False when the EER lies below 1 / n_genuine: the genuine pairs cannot measure it."""
+        return self.eer >= 1.0 / self.n_genuine
+
+    @property
+    def eer_text(self) -> str:
+        if self.eer_resolved:
+            return f"EER {self.eer:.3%} (resolution {1 / self.n_genuine:.3%} genuine, {1 / self.n_impostor:.2g} impostor)"
+        return (f"EER below {1 / self.n_genuine:.3%}, the genuine pairs' resolution (1/{self.n_genuine:,}; "
+                f"computed {self.eer:.3%}, not resolved)")
 
     def at_far(self, far: float) -> ThresholdAtFar | None:
         """The entry for `far` (compared with a relative tolerance of 1e-9), or None."""
@@ -233,6 +279,8 @@ class CalibrationReport:
     n_identities: int
     fars: tuple[float, ...]
     source: str = ""  # free text: which labelled data this came from
+    conservative: bool = False  # thresholds chosen so that the 95% upper bound is <= far
+    data: tuple = ()  # per labelled set: folder, files, identities, sha256, faces used (facebank.audit.api)
     format_version: int = FORMAT_VERSION
     # The raw scores, for plots and CSVs; not part of the JSON document.
     scores: Mapping[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
@@ -243,10 +291,11 @@ class CalibrationReport:
         for s in self.spaces.values():
             for t in s.thresholds:
                 out.append({
-                    "space": s.space, "far": t.far, "threshold": t.threshold,
-                    "n_impostor_pairs": t.n_impostor_pairs, "supported": t.supported,
-                    "achieved_far": t.achieved_far, "n_genuine_pairs": s.n_genuine,
-                    "eer": s.eer, "eer_threshold": s.eer_threshold, "note": t.note,
+                    "space": s.space, "far": t.far, "threshold": t.threshold, "conservative": t.conservative,
+                    "n_impostor_pairs": t.n_impostor_pairs, "n_above": t.n_above, "achieved_far": t.achieved_far,
+                    "ci95_low": t.ci_low, "ci95_high": t.ci_high, "supported": t.supported,
+                    "n_genuine_pairs": s.n_genuine, "eer": s.eer, "eer_threshold": s.eer_threshold,
+                    "eer_resolved": s.eer_resolved, "note": t.note,
                 })
         return out
 
@@ -259,10 +308,14 @@ class CalibrationReport:
             "n_faces": self.n_faces,
             "n_identities": self.n_identities,
             "fars": list(self.fars),
+            "conservative": self.conservative,
+            "data": list(self.data),
+            "interval": "Clopper-Pearson, two-sided 95%, over impostor pairs",
             "spaces": {
                 name: {
                     "dim": s.dim, "n_genuine": s.n_genuine, "n_impostor": s.n_impostor,
-                    "eer": s.eer, "eer_threshold": s.eer_threshold,
+                    "eer": s.eer, "eer_threshold": s.eer_threshold, "eer_far": s.eer_far, "eer_frr": s.eer_frr,
+                    "eer_resolution": list(s.eer_resolution), "eer_resolved": s.eer_resolved,
                     "thresholds": [t.__dict__ for t in s.thresholds],
                     "genuine": s.genuine.__dict__, "impostor": s.impostor.__dict__,
                 }
@@ -297,11 +350,14 @@ class CalibrationReport:
                     eer_threshold=float(s["eer_threshold"]),
                     thresholds=tuple(ThresholdAtFar(**t) for t in s["thresholds"]),
                     genuine=ScoreStats(**s["genuine"]), impostor=ScoreStats(**s["impostor"]),
+                    eer_far=float(s["eer_far"]), eer_frr=float(s["eer_frr"]),
                 )
                 for name, s in doc["spaces"].items()
             }
             return cls(spaces=spaces, n_faces=int(doc["n_faces"]), n_identities=int(doc["n_identities"]),
-                       fars=tuple(float(f) for f in doc["fars"]), source=str(doc.get("source", "")))
+                       fars=tuple(float(f) for f in doc["fars"]), source=str(doc.get("source", "")),
+                       conservative=bool(doc.get("conservative", False)),
+                       data=tuple(doc.get("data", ())))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"calibration report is malformed: {exc!r}") from exc
 
@@ -330,6 +386,8 @@ def calibrate(
     *,
     fars: Sequence[float] = DEFAULT_FARS,
     source: str = "",
+    conservative: bool = False,
+    subsets: Any = None,
 ) -> CalibrationReport:
     """Calibrate every space on the same labelled photos.
 
@@ -338,27 +396,31 @@ def calibrate(
         identities: (n,) identity labels.
         fars: target false-accept rates.
         source: free text recorded in the report (e.g. the labelled folder).
+        conservative: pick each threshold so that the 95% upper bound on its FAR is <= far.
+        subsets: (n,) data-set label of each row; only pairs inside one data set are scored.
     """
     ids = np.asarray(identities)
     if not embeddings_by_space:
         raise InputError("embeddings_by_space is empty")
     spaces, scores = {}, {}
     for name, emb in embeddings_by_space.items():
-        gen, imp = pair_scores(emb, ids)
+        gen, imp = pair_scores(emb, ids, subsets)
         if gen.size == 0 or imp.size == 0:
             raise InputError(
                 f"space {name!r}: need genuine and impostor pairs, got {gen.size} and {imp.size} "
                 "(every identity once, or only one identity?)"
             )
-        e, e_t = eer(gen, imp)
+        e, e_t, e_far, e_frr = eer_point(roc_det(gen, imp))
         spaces[name] = SpaceCalibration(
             space=name, dim=int(np.shape(emb)[1]), n_genuine=int(gen.size), n_impostor=int(imp.size),
-            eer=e, eer_threshold=e_t, thresholds=tuple(threshold_at_far(imp, f) for f in fars),
-            genuine=ScoreStats.of(gen), impostor=ScoreStats.of(imp),
+            eer=e, eer_threshold=e_t,
+            thresholds=tuple(threshold_at_far(imp, f, conservative=conservative) for f in fars),
+            genuine=ScoreStats.of(gen), impostor=ScoreStats.of(imp), eer_far=e_far, eer_frr=e_frr,
         )
         scores[name] = (gen, imp)
     return CalibrationReport(spaces=spaces, n_faces=int(ids.size), n_identities=int(np.unique(ids).size),
-                             fars=tuple(float(f) for f in fars), source=source, scores=scores)
+                             fars=tuple(float(f) for f in fars), source=source, conservative=bool(conservative),
+                             scores=scores)
 
 
 def thresholds_from_report(path: str | os.PathLike, far: float) -> dict[str, float]:

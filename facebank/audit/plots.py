@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import textwrap
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -21,7 +22,7 @@ from facebank.audit.calibration import Curve
 from facebank._io.files import atomic_write_bytes
 from facebank.errors import InputError
 
-__all__ = ["plot_det", "plot_nn_histogram", "plot_pick_grid", "plot_score_histogram"]
+__all__ = ["plot_det", "plot_eligible_shares", "plot_nn_histogram", "plot_pick_grid", "plot_score_histogram"]
 
 _DPI = 100
 _COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:olive", "tab:cyan", "tab:pink")
@@ -84,48 +85,115 @@ def plot_det(
     curve: Curve,
     *,
     eer: tuple[float, float] | None = None,
-    normal_axes: bool = False,
+    normal_axes: bool = True,
+    operating_points: Mapping[str, float] | None = None,
     title: str = "DET curve",
 ) -> Path:
-    """DET curve: FAR against FRR, log-log (or probit axes, norm.ppf, with `normal_axes`).
+    """DET curve: FAR against FRR on probit axes (norm.ppf, as bob.measure and pyeer draw them),
+    or log-log with `normal_axes=False`.
 
-    A rate of 0 has no place on either axis, so it is drawn at the axis floor, half of one pair
-    (0.5 / n), which the axes start at; a rate of 1 on probit axes is drawn at 1 - that.
+    Points are drawn where they are. A rate of 0 has no place on either axis: such points are
+    drawn on a hatched band below the axis floor (half of one pair, 0.5 / n) and labelled
+    "0", so a zero is never mistaken for a small rate.
     Args:
-        eer: (eer, threshold) from `calibration.eer`, marked as a point.
+        eer: (eer, threshold) from `calibration.eer`; the marker sits at the curve's own
+            (FAR, FRR) at that threshold, labelled with the EER.
+        operating_points: label -> threshold (e.g. the build threshold, each FAR's), each
+            marked at its (FAR, FRR) on the curve.
     """
     far_floor, frr_floor = 0.5 / curve.n_impostor, 0.5 / curve.n_genuine
-    far = np.clip(np.asarray(curve.far, dtype=np.float64), far_floor, 1 - far_floor if normal_axes else 1)
-    frr = np.clip(np.asarray(curve.frr, dtype=np.float64), frr_floor, 1 - frr_floor if normal_axes else 1)
-    fig = Figure(figsize=(5.5, 5.5))
+    tf = norm.ppf if normal_axes else np.log10
+    zero_x, zero_y = tf(far_floor), tf(frr_floor)
+
+    def xy(far: Any, frr: Any) -> tuple[np.ndarray, np.ndarray]:
+        far, frr = np.atleast_1d(np.asarray(far, np.float64)), np.atleast_1d(np.asarray(frr, np.float64))
+        x = np.where(far > 0, tf(np.clip(far, far_floor, 1 - far_floor)), zero_x)
+        y = np.where(frr > 0, tf(np.clip(frr, frr_floor, 1 - frr_floor)), zero_y)
+        return x, y
+
+    def at(t: float) -> tuple[float, float]:
+        k = int(np.clip(np.searchsorted(curve.thresholds, t, side="right") - 1, 0, len(curve.thresholds) - 1))
+        return float(curve.far[k]), float(curve.frr[k])
+
+    fig = Figure(figsize=(6, 6))
     ax = fig.add_subplot()
-    tf = norm.ppf if normal_axes else (lambda v: v)
-    ax.plot(tf(far), tf(frr), drawstyle="steps-post", color="tab:blue",
+    x, y = xy(curve.far, curve.frr)
+    ax.plot(x, y, drawstyle="steps-post", color="tab:blue",
             label=f"{curve.n_genuine:,} genuine / {curve.n_impostor:,} impostor pairs")
+    for k, (label, t) in enumerate((operating_points or {}).items()):
+        f, r = at(t)
+        px, py = xy(f, r)
+        ax.plot(px, py, "s", color=_COLOURS[k % len(_COLOURS)], markersize=6,
+                label=f"{label}: t={t:.3f}, FAR {f:.2g}, FRR {r:.2g}")
     if eer is not None:
-        e = float(np.clip(eer[0], max(far_floor, frr_floor), 0.5))
-        ax.plot(tf(e), tf(e), "o", color="tab:red", label=f"EER {eer[0]:.3%} at {eer[1]:.3f}")
-    lo_x, lo_y = tf(far_floor), tf(frr_floor)
-    if normal_axes:
-        ticks = np.array([1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5, 0.8, 0.95])
-        for setter, label, lo in ((ax.set_xticks, ax.set_xticklabels, far_floor),
-                                  (ax.set_yticks, ax.set_yticklabels, frr_floor)):
-            keep = ticks[ticks >= lo]
-            setter(norm.ppf(keep))
-            label([f"{t:g}" for t in keep])
-        # A margin below the floor keeps a line lying on it visible.
-        ax.set_xlim(lo_x - 0.1, norm.ppf(1 - far_floor))
-        ax.set_ylim(lo_y - 0.1, norm.ppf(1 - frr_floor))
-    else:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlim(lo_x * 0.7, 1.0)  # margin: a line on the floor stays visible
-        ax.set_ylim(lo_y * 0.7, 1.0)
-    ax.set_xlabel("false accept rate (impostor > t)")
-    ax.set_ylabel("false reject rate (genuine <= t)")
+        f, r = at(eer[1])
+        px, py = xy(f, r)
+        ax.plot(px, py, "o", color="black", markersize=7, fillstyle="none",
+                label=f"EER {eer[0]:.3%} at t={eer[1]:.3f} (FAR {f:.2g}, FRR {r:.2g})")
+    ticks = np.array([1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.5, 0.8, 0.95])
+    for setter, labeller, lo, z in ((ax.set_xticks, ax.set_xticklabels, far_floor, zero_x),
+                                    (ax.set_yticks, ax.set_yticklabels, frr_floor, zero_y)):
+        keep = ticks[(ticks > 2 * lo) & (ticks <= 0.6)]
+        setter(np.r_[z, tf(keep)])
+        labeller(["0"] + [f"{t:g}" for t in keep])
+    top_x = top_y = tf(0.6) if normal_axes else 0.0  # DET plots stop past the middle: errors above 60% say little
+    m = 0.15 if normal_axes else 0.1
+    ax.set_xlim(zero_x - m, top_x)
+    ax.set_ylim(zero_y - m, top_y)
+    # The zero band: between the axis edge and the first real tick, rates there are exactly 0.
+    ax.axvspan(zero_x - m, zero_x + m / 2, color="0.9", hatch="//", zorder=0)
+    ax.axhspan(zero_y - m, zero_y + m / 2, color="0.9", hatch="//", zorder=0)
+    scale = "probit (normal deviate)" if normal_axes else "log10"
+    ax.set_xlabel(f"false accept rate (impostor > t), {scale} axis")
+    ax.set_ylabel(f"false reject rate (genuine <= t), {scale} axis")
     ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_eligible_shares(
+    path: str | os.PathLike,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    build_threshold: float | None = None,
+    title: str = "Eligible bank faces per group",
+) -> Path:
+    """Mean eligible share per age/gender group (lines) against the threshold's FAR (log x axis).
+
+    Args:
+        rows: from `capacity.eligible_share_rows` (group, far, threshold, mean_eligible_share).
+    """
+    if not rows:
+        raise InputError("plot_eligible_shares needs rows")
+    fig = Figure(figsize=(8, 4.8))
+    ax = fig.add_subplot()
+    groups = sorted({r["group"] for r in rows})
+    ages = sorted({g.split("/")[0] for g in groups})
+    for g in groups:  # one colour per age group, solid for female, dashed for male
+        colour = f"C{ages.index(g.split('/')[0]) % 10}"
+        mine = sorted((r for r in rows if r["group"] == g), key=lambda r: r["far"])
+        style = "-" if "female" in g else "--"
+        ax.plot([r["far"] for r in mine], [r["mean_eligible_share"] for r in mine], style, marker="o", markersize=3,
+                color=colour, label=f"{g} ({mine[0]['faces']})")
+    fars = sorted({r["far"] for r in rows})
+    unsup = [f for f in fars if not next(r for r in rows if r["far"] == f)["supported"]]
+    if unsup:
+        ax.axvspan(min(unsup) / 1.5, max(unsup) * 1.5, color="0.92", zorder=0, label="threshold not supported")
+    if build_threshold is not None:
+        thr = {r["far"]: r["threshold"] for r in rows}
+        ax.set_title(f"{title}\n(build threshold {build_threshold:.3f}; FAR thresholds "
+                     + ", ".join(f"{f:g}: {thr[f]:.3f}" for f in fars[::2]) + ")", fontsize=9)
+    else:
+        ax.set_title(title, fontsize=9)
+    ax.set_xscale("log")
+    ax.set_xlabel("FAR of the threshold (stricter recogniser, higher cosine <- -> looser recogniser, lower cosine)")
+    ax.set_ylabel("share of the group's faces eligible (mean over queries)")
+    low = min(r["mean_eligible_share"] for r in rows)
+    ax.set_ylim(max(0.0, low - 0.1 * (1.0 - low) - 0.01), 1.0 + 0.05 * (1.0 - low) + 0.002)  # zoom on the spread
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -181,7 +249,10 @@ def plot_pick_grid(
     cols = 2 if n <= 4 else 4  # two pairs per row when there are many
     pairs_per_row = cols // 2
     rows = -(-n // pairs_per_row)
-    fig = Figure(figsize=(2.2 * cols, 2.5 * rows + 0.4))
+    # Captions wrap to the pair's width and each row gets room for its longest caption.
+    wrapped = [textwrap.fill(c, 34) for c in (captions or [])[:n]]
+    lines = max((w.count("\n") + 1 for w in wrapped), default=0)
+    fig = Figure(figsize=(2.2 * cols, (2.3 + 0.16 * lines) * rows + 0.5))
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
@@ -192,8 +263,8 @@ def plot_pick_grid(
         at.imshow(t[k])
         aq.set_title(f"query {k}", fontsize=8)
         at.set_title("target", fontsize=8)
-        if captions is not None:
-            at.text(0.5, -0.06, captions[k], transform=at.transAxes, ha="center", va="top", fontsize=7)
+        if captions is not None:  # centred under the pair, not under the target alone
+            at.text(-0.05, -0.04, wrapped[k], transform=at.transAxes, ha="center", va="top", fontsize=7)
     fig.suptitle(title + (f" (first {n} of {q.shape[0]})" if n < q.shape[0] else ""))
     # Leave the top band to the title: tight_layout alone lets it overlap the first row's labels.
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))

@@ -4,6 +4,7 @@ The caller assembles `Section`s (from the bank, a calibration, a pick audit); th
 lays them out. Layout of `out_dir`:
 
     report.md            the readable report, images embedded by relative path
+    report.html          the same, self-contained: images embedded as data URIs
     report.json          every section's title, text, tables and image paths
     tables/<slug>.csv    one file per table (all rows)
     tables/<slug>.json   the same rows as JSON
@@ -29,6 +30,7 @@ from typing import Any, Mapping, Sequence
 
 from facebank.errors import InputError
 from facebank._io.files import atomic_write_text
+from facebank.audit.html import render_html
 
 __all__ = ["Section", "rows_to_csv", "write_csv", "write_report"]
 
@@ -156,7 +158,9 @@ def write_report(
     used_images: set[str] = set()
     md = [f"# {title}\n"]
     doc: dict[str, Any] = {"title": title, "sections": []}
-    for section in sections:
+    html_tables: dict[int, list] = {}
+    html_images: dict[int, list] = {}
+    for i, section in enumerate(sections):
         if not isinstance(section, Section):
             raise InputError(f"sections must be Section objects, got {type(section).__name__}")
         md.append(f"## {section.title}\n")
@@ -176,10 +180,15 @@ def write_report(
             atomic_write_text(out_dir / f"tables/{slug}.json", json.dumps(json_rows, indent=1) + "\n")
             md.append(f"### {name}\n\n" + _md_table(rows, csv_rel))
             entry["tables"][name] = {"csv": csv_rel, "json": f"tables/{slug}.json", "rows": json_rows}
+            html_tables.setdefault(i, []).append((name, rows, csv_rel))
         for image in section.images:
             rel = _place_image(Path(image), out_dir, used_images)
             md.append(f"![{Path(rel).stem}]({rel})\n")
             entry["images"].append(rel)
+            html_images.setdefault(i, []).append(rel)
         doc["sections"].append(entry)
     atomic_write_text(out_dir / "report.json", json.dumps(doc, indent=1) + "\n")
+    atomic_write_text(out_dir / "report.html", render_html(title, sections, html_tables, html_images, out_dir,
+                                                           lambda v: _md_cell(v).replace("\\|", "|"), _fieldnames,
+                                                           _MD_MAX_ROWS))
     return atomic_write_text(out_dir / "report.md", "\n".join(md))

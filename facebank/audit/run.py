@@ -27,6 +27,7 @@ from facebank.audit import distributions as D
 from facebank.audit import pixel_metrics as P
 from facebank.audit import plots
 from facebank.audit.calibration import CalibrationReport, calibrate, eer, roc_det
+from facebank.audit.labelled import LabelledSet, load_labelled, read_identities
 from facebank.audit.pick_audit import match_rate_table, per_query_rows
 from facebank.audit.report import Section, write_csv, write_report
 from facebank._io.files import atomic_write_text
@@ -182,23 +183,15 @@ def _bank_section(bank, spaces, build_thr, *, max_pairs, cut, seed, out, progres
 
 
 def _read_identities(labelled: Path, identities: Path) -> list[tuple[Path, str]]:
-    try:
-        with open(identities, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames or not {"file", "identity_id"} <= set(reader.fieldnames):
-                raise InputError(f"{identities} needs the columns file,identity_id (has {reader.fieldnames})")
-            rows = [(labelled / r["file"], r["identity_id"]) for r in reader]
-    except OSError as exc:
-        raise InputError(f"cannot read identities CSV {identities}: {exc.strerror or exc}") from exc
-    missing = [p.name for p, _ in rows if not p.is_file()]
-    if missing:
-        raise InputError(f"{identities} lists {len(missing)} files not in {labelled}: {', '.join(missing[:5])}")
-    return rows
+    return read_identities(labelled, identities)
 
 
-def _calibration_section(photos, labelled, identities, spaces, fars, build_thr, pair_sims, *,
-                         out, progress) -> tuple[Section, CalibrationReport]:
-    img_dir = out / "images"
+def _labelled_faces(photos, labelled, identities, spaces, aligned, progress):
+    """(file names, labels, space -> embeddings, aligned crops) of the labelled set."""
+    if aligned:
+        lf = load_labelled(LabelledSet(labelled, identities, True), photos.embedders, progress=progress)
+        photos.skipped += lf.skipped
+        return lf.files, lf.labels, lf.embeddings, lf.crops
     listed = _read_identities(labelled, identities)
     faces, labels = [], []
     for k, (path, who) in enumerate(listed):
@@ -208,36 +201,53 @@ def _calibration_section(photos, labelled, identities, spaces, fars, build_thr, 
             faces.append(found[0])  # the largest face is the labelled person
             labels.append(who)
     _tick(progress, "calibration photos", len(listed), len(listed))
-    emb = {s: np.stack([f.embeddings[s] for f in faces]) for s in spaces}
-    report = calibrate(emb, np.array(labels), fars=fars, source=str(labelled))
+    return ([f.photo for f in faces], labels, {s: np.stack([f.embeddings[s] for f in faces]) for s in spaces},
+            [f.crop for f in faces])
+
+
+def _calibration_section(photos, labelled, identities, spaces, fars, build_thr, pair_sims, *,
+                         out, progress, aligned=False, conservative=False) -> tuple[Section, CalibrationReport, tuple]:
+    img_dir = out / "images"
+    n_listed = len(_read_identities(labelled, identities))
+    files, labels, emb, crops = _labelled_faces(photos, labelled, identities, spaces, aligned, progress)
+    if len(files) < 2:
+        raise InputError(f"fewer than two labelled faces found in {labelled}")
+    report = calibrate(emb, np.array(labels), fars=fars, source=str(labelled), conservative=conservative)
     report.save(out / "calibration.json")
-    i, j = np.triu_indices(len(faces), k=1)
+    i, j = np.triu_indices(len(files), k=1)
     same = np.array(labels)[i] == np.array(labels)[j]
     score_rows, images, text = [], [], []
     for s, cal in report.spaces.items():
         gen, imp = report.scores[s]
         # pair_scores returns genuine then impostor pairs, each in row-major (i, j) order.
         for (a, b), sc in zip(zip(i[same], j[same]), gen):
-            score_rows.append({"space": s, "photo_a": faces[a].photo, "photo_b": faces[b].photo, "genuine": True, "score": sc})
+            score_rows.append({"space": s, "photo_a": files[a], "photo_b": files[b], "genuine": True, "score": sc})
         for (a, b), sc in zip(zip(i[~same], j[~same]), imp):
-            score_rows.append({"space": s, "photo_a": faces[a].photo, "photo_b": faces[b].photo, "genuine": False, "score": sc})
+            score_rows.append({"space": s, "photo_a": files[a], "photo_b": files[b], "genuine": False, "score": sc})
         marks = {f"FAR {t.far:g}": t.threshold for t in cal.thresholds if t.supported}
+        ops = {**marks, **({"build": build_thr[s]} if s in build_thr else {})}
         marks.update({"EER": cal.eer_threshold, **({"build": build_thr[s]} if s in build_thr else {})})
         images.append(plots.plot_score_histogram(img_dir / f"calibration_{s}.png", genuine=gen, impostor=imp,
                                                  bank=pair_sims.get(s), thresholds=marks,
                                                  title=f"{s}: genuine, impostor and bank-pair similarities"))
-        images.append(plots.plot_det(img_dir / f"det_{s}.png", roc_det(gen, imp), eer=eer(gen, imp), title=f"{s}: DET"))
-        figs = "; ".join(f"FAR {t.far:g}: {t.threshold:.4f} from {t.n_impostor_pairs:,} impostor pairs"
-                         + ("" if t.supported else f" (NOT supported: needs {int(np.ceil(round(1 / t.far, 9))):,})")
-                         for t in cal.thresholds)
+        images.append(plots.plot_det(img_dir / f"det_{s}.png", roc_det(gen, imp), eer=eer(gen, imp),
+                                     operating_points=ops, title=f"{s}: DET"))
+        figs = "; ".join(f"FAR {t.far:g}: {t.threshold:.4f}, {t.n_above:,} of {t.n_impostor_pairs:,} impostor pairs above "
+                         f"(FAR {t.achieved_far:.2e}, 95% CI [{t.ci_low:.2e}, {t.ci_high:.2e}])"
+                         + ("" if t.supported else " NOT supported") for t in cal.thresholds)
         text.append(f"- **{s}**: {cal.n_genuine:,} genuine / {cal.n_impostor:,} impostor pairs; "
-                    f"EER {cal.eer:.4f} at {cal.eer_threshold:.4f}; {figs}.")
-    head = (f"{len(faces)} of {len(listed)} labelled photos of {report.n_identities} identities from `{labelled}` "
-            f"(largest face of each). A FAR figure is supported when the impostor pairs number at least 1/FAR. "
-            f"Saved as `calibration.json`: `facebank index build --threshold-from calibration.json --far 1e-3`.")
+                    f"{cal.eer_text} at {cal.eer_threshold:.4f}; {figs}.")
+    what = "aligned crops (embedded as they are)" if aligned else "photos (largest face of each)"
+    how = ("conservative: each threshold is the lowest whose 95% Clopper-Pearson upper bound on the FAR is <= the "
+           "asked FAR" if conservative else "each threshold is the lowest whose measured FAR is <= the asked FAR")
+    head = (f"{len(files)} of {n_listed} labelled {what} of {report.n_identities} identities from `{labelled}`; {how}. "
+            f"A figure is supported when at least 30 impostor pairs lie above its threshold, or when its 95% upper "
+            f"bound is <= the asked FAR. Intervals treat pairs as independent (pairs sharing a face are not), so "
+            f"they are somewhat narrow. Saved as `calibration.json`: "
+            f"`facebank index build --threshold-from calibration.json --far 1e-3`.")
     text.append(f"\nEvery pair's score: {_raw(out, score_rows, 'calibration_scores')}.")
     tables = {"calibration thresholds": report.rows()}
-    return Section("Calibration", head + "\n\n" + "\n".join(text), tables, images), report
+    return Section("Calibration", head + "\n\n" + "\n".join(text), tables, images), report, (labels, emb, crops)
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -288,7 +298,7 @@ def _pick_sections(session, bank, photos, queries, score_thr, *, seed, max_pixel
         for f in faces:
             pp = P.pick_by_pixel_metric(f.crop, crops, metric=metric, mode="furthest")
             row = int(cand[pp.index])
-            got.append((row, _score(f, bank, row, spaces)))
+            got.append((row, {**_score(f, bank, row, spaces), f"pixel:{metric}": pp.value}))
         picks[(f"pixel:{metric}", "furthest")] = got
         _tick(progress, "pixel picks", k + 1, len(P.METRICS))
     match, per_query, pixel_rows, grids = [], [], [], {"emb": [], "pix": []}
@@ -305,7 +315,8 @@ def _pick_sections(session, bank, photos, queries, score_thr, *, seed, max_pixel
             pixel_rows.append({**row, **{f"sim_{s}": sc[s] for s in spaces}})
         ok = [k for k, tc in enumerate(tcrops) if tc is not None]
         if ok:
-            caps = [f"{faces[k].name}: " + " / ".join(f"{s} {got[k][1][s]:.2f}" for s in spaces) for k in ok]
+            shown = ([a] if a.startswith("pixel:") else []) + list(spaces)  # a pixel grid shows its metric first
+            caps = [f"{faces[k].name}: " + " / ".join(f"{s} {got[k][1][s]:.2f}" for s in shown) for k in ok]
             grids["pix" if a.startswith("pixel:") else "emb"].append(plots.plot_pick_grid(
                 img_dir / f"picks_{a.replace(':', '_')}_{mode}.png", np.stack([faces[k].crop for k in ok]),
                 np.stack([tcrops[k] for k in ok]), captions=caps, title=f"picked with {a}, {mode}"))
@@ -355,6 +366,9 @@ class AuditConfig:
     groups: bool = True  # pick from the query's estimated age/gender group, as the pipeline does
     seed: int = 0
     models: Mapping[str, str] | None = None  # space -> ONNX path for non-dlib spaces
+    aligned: bool = False  # labelled images are aligned 112 crops (facebank.audit.labelled)
+    conservative: bool = False  # thresholds whose 95% upper bound on the FAR is <= the FAR
+    heldout: Mapping[str, str] | None = None  # space -> model of recognisers the build does not use
 
 
 def run_audit(config: AuditConfig | None = None, /, *, progress: Progress | None = None, **fields: Any) -> Path:
@@ -373,6 +387,7 @@ def _run_audit(cfg: AuditConfig, progress: Progress | None) -> Path:
     far_levels, score_far, max_pairs, near_duplicate_above = cfg.far_levels, cfg.score_far, cfg.max_pairs, \
         cfg.near_duplicate_above
     max_pixel_candidates, groups, seed, models = cfg.max_pixel_candidates, cfg.groups, cfg.seed, cfg.models
+    aligned, conservative, heldout = cfg.aligned, cfg.conservative, cfg.heldout
     out = Path(out)
     bank_path = Path(bank)
     if not bank_path.is_file():
@@ -398,16 +413,25 @@ def _run_audit(cfg: AuditConfig, progress: Progress | None) -> Path:
                   "labelled": str(labelled) if labelled else None, "identities": str(identities) if identities else None,
                   "queries": str(queries) if queries else None, "far_levels": list(fars), "score_far": score_far,
                   "max_pairs": max_pairs, "near_duplicate_above": _cuts(near_duplicate_above, spaces),
-                  "max_pixel_candidates": max_pixel_candidates, "groups": groups, "seed": seed, "models": dict(models or {})}
+                  "max_pixel_candidates": max_pixel_candidates, "groups": groups, "seed": seed, "models": dict(models or {}),
+                  "aligned": aligned, "conservative": conservative, "heldout": dict(heldout or {})}
         sec, pair_sims = _bank_section(b, spaces, build_thr, max_pairs=max_pairs, seed=seed, out=out,
                                        cut=_cuts(near_duplicate_above, spaces), progress=progress)
         sections = [sec]
         photos = _Photos(spaces, dict(models or {}), b, groups) if (labelled or queries) else None
         report = None
         if labelled is not None:
-            sec, report = _calibration_section(photos, Path(labelled), Path(identities), spaces, fars, build_thr,
-                                               pair_sims, out=out, progress=progress)
+            sec, report, lab = _calibration_section(photos, Path(labelled), Path(identities), spaces, fars, build_thr,
+                                                    pair_sims, out=out, progress=progress, aligned=aligned,
+                                                    conservative=conservative)
             sections.append(sec)
+            if session is not None:
+                from facebank.audit.api import load_embedders
+                from facebank.audit.privacy import privacy_section
+
+                held = load_embedders(list(heldout or {}), heldout) if heldout else {}
+                sections.append(privacy_section(session, b, report, labels=lab[0], embeddings=lab[1], crops=lab[2],
+                                                heldout=held, out=out, seed=seed, progress=progress))
         score_thr, thr_rows = {}, []
         for s in spaces:
             entry = report.spaces[s].at_far(score_far) if report else None

@@ -58,6 +58,11 @@ def audit_cmd(
     groups: Annotated[bool, typer.Option("--groups/--no-groups",
                                          help="Pick from each query's estimated age/gender group (as the pipeline does).")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the pair sample and the random picks.")] = 0,
+    aligned: Annotated[bool, typer.Option("--aligned", help="LABELLED holds aligned 112 crops, not photos.")] = False,
+    conservative: Annotated[bool, typer.Option("--conservative",
+                                               help="Thresholds whose 95% upper bound on the FAR is <= the FAR.")] = False,
+    heldout: Annotated[list[str], typer.Option("--heldout",
+                                               help="SPACE=MODEL of a recogniser the build does not use (repeatable; dlib=dlib).")] = [],
     as_json: JsonOpt = False,
 ) -> None:
     """Write an audit report: bank distributions, calibration, pick audit, pixel metrics, plots."""
@@ -70,10 +75,12 @@ def audit_cmd(
         _check_path("--identities", identities, folder=False)
         _check_path("--queries", queries, folder=True)
         models = parse_pairs(model, "--model", shape="SPACE=PATH", must_exist=True)
+        held = parse_pairs(heldout, "--heldout", shape="SPACE=MODEL")
         with _stages() as progress:
             cfg = AuditConfig(bank=bank, out=out, build=build, labelled=labelled, identities=identities,
                               queries=queries, max_pairs=max_pairs, near_duplicate_above=near_duplicate_above, seed=seed,
-                              groups=groups, models=models)
+                              groups=groups, models=models, aligned=aligned, conservative=conservative,
+                              heldout=held or None)
             path = run_audit(cfg, progress=progress)
         data = {"report": str(path), "folder": str(path.parent)}
         if (path.parent / "calibration.json").exists():

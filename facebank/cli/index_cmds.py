@@ -23,7 +23,7 @@ def build_cmd(
     kind: Annotated[str, typer.Option(help="FAISS index: flat (exact), ivf or hnsw.")] = "flat",
     threshold: Annotated[list[str], typer.Option("--threshold", help="SPACE=COSINE (repeatable).")] = [],
     threshold_from: Annotated[Optional[Path], typer.Option(help="A calibration report (facebank audit).")] = None,
-    far: Annotated[float, typer.Option(help="False-accept rate to read from --threshold-from.")] = 1e-3,
+    far: Annotated[float, typer.Option(help="False-accept rate read from --threshold-from or the shipped defaults (1e-3, 1e-4).")] = 1e-3,
     no_use: Annotated[bool, typer.Option("--no-use", help="Do not make it the current build.")] = False,
     as_json: JsonOpt = False,
 ) -> None:

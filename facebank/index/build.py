@@ -17,7 +17,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -45,6 +45,7 @@ class Calibrated:
 
     thresholds: Mapping[str, float]
     source: str  # recorded as each space's threshold_source, e.g. "calibration report R at FAR 0.001"
+    calibration: Mapping[str, dict] = field(default_factory=dict)  # space -> counts, interval, data (manifest)
 
 
 def default_thresholds() -> dict:
@@ -58,6 +59,7 @@ def resolve_thresholds(
     *,
     given: dict[str, float] | None = None,
     calibrated: Calibrated | None = None,
+    far: float = 1e-3,  # which of the shipped defaults' FARs applies
     models: dict[str, str] | None = None,
 ) -> dict[str, dict]:
     """space -> {value, source}: given values first, then calibrated ones, then the defaults.
@@ -73,12 +75,23 @@ def resolve_thresholds(
         if space in given:
             out[space] = {"value": float(given[space]), "source": "given"}
         elif space in from_report:
-            out[space] = {"value": float(from_report[space]), "source": calibrated.source}
+            out[space] = {"value": float(from_report[space]), "source": calibrated.source,
+                          "calibration": dict(calibrated.calibration.get(space, {}))}
         elif space in defaults.get("spaces", {}) and (
             models is None or defaults["spaces"][space].get("sha256") == models.get(space)
         ):
             d = defaults["spaces"][space]
-            out[space] = {"value": float(d["threshold"]), "source": d["source"]}
+            # The shipped file holds several FARs (at_far); the build's FAR picks one.
+            at = d.get("at_far", {}).get(f"{far:g}")
+            value = at["threshold"] if at else d["threshold"]
+            src = d["source"]
+            if at and far != defaults.get("far"):
+                src = (f"default at FAR {far:g}: {at['n_above']} of {at['n_impostor_pairs']:,} impostor pairs above, "
+                       f"FAR 95% CI [{at['ci95'][0]:.2e}, {at['ci95'][1]:.2e}] (data: see threshold_calibration)")
+            out[space] = {"value": float(value), "source": src,
+                          "calibration": {"far": far if at else defaults.get("far"), **(at or {}),
+                                          "conservative": defaults.get("conservative", False),
+                                          "data": defaults.get("data", [])}}
         else:
             raise ConfigError(
                 f"no threshold for space {space!r}: pass --threshold {space}=<cosine> or "
@@ -120,6 +133,7 @@ def build_index(
     kind: str = "flat",  # FAISS index type per space: flat (exact) | ivf | hnsw
     thresholds: dict[str, float] | None = None,  # space -> cosine; overrides the rest
     calibrated: Calibrated | None = None,  # from a calibration report (see facebank.build_index)
+    far: float = 1e-3,  # the false-accept rate of the shipped default thresholds to use
     build_id: str | None = None,
     make_current: bool = True,
     pipeline: dict | None = None,  # the resolved pipeline config, recorded in build_config.json
@@ -141,7 +155,7 @@ def build_index(
             if s not in bank.spaces:
                 raise UnknownSpace(f"space {s!r} is not in {bank_path}; it has: {', '.join(bank.spaces) or 'none'}")
         infos = {s: bank.space_info(s) for s in spaces}
-        thr = resolve_thresholds(spaces, given=thresholds, calibrated=calibrated,
+        thr = resolve_thresholds(spaces, given=thresholds, calibrated=calibrated, far=far,
                                  models={s: i.get("sha256") for s, i in infos.items()})
         rows, codes, excluded = _usable_rows(bank, bank_path, spaces)
         if build_id is None:
@@ -216,6 +230,7 @@ def _write_space(tmp: Path, bank, rows: np.ndarray, s: str, info: dict, thr: dic
     return {
         "dim": int(info["dim"]), "model": info.get("model"), "model_sha256": info.get("sha256"),
         "threshold": thr["value"], "threshold_source": thr["source"],
+        "threshold_calibration": thr.get("calibration"),
         "index": {"type": kind, "faiss_class": _faiss_name(kind), "params": params},
         "files": files,
     }
