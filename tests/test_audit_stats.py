@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import binom
 
 from facebank.audit.calibration import calibrate, eer, eer_point, roc_det, threshold_at_far
-from facebank.audit.stats import clopper_pearson, conservative_count, largest_count_at_most
+from facebank.audit.stats import clopper_pearson, conservative_count, largest_count_at_most, privacy_count
 from facebank.errors import InputError
 
 TIED = [0.1, 0.3, 0.3, 0.3, 0.5, 0.9, 0.2, 0.0, -0.1, -0.2]  # descending: .9 .5 .3 .3 .3 .2 .1 0 -.1 -.2
@@ -64,6 +64,30 @@ def test_conservative_threshold_hand_computed():
     assert (r.threshold, r.n_above, r.supported) == (0.9, 0, False)
     plain = threshold_at_far(TIED, 0.5)
     assert (plain.threshold, plain.n_above) == (0.2, 5) and plain.ci_high > 0.5
+
+
+def test_privacy_count_is_the_smallest_count_bounded_below():
+    # n = 10: lower(3) = 0.0667, lower(4) = 0.1216 (Beta(0.025; k, n - k + 1)).
+    assert clopper_pearson(3, 10)[0] == pytest.approx(0.0667, abs=1e-4)
+    assert clopper_pearson(4, 10)[0] == pytest.approx(0.1216, abs=1e-4)
+    assert privacy_count(10, 0.1) == 4
+    assert privacy_count(10, 0.69) == 10 and privacy_count(10, 0.7) is None  # lower(10) = 0.6915
+    for n, far in ((377_514, 1e-4), (377_514, 1e-3), (1000, 0.05), (10, 0.1)):
+        k = privacy_count(n, far)
+        assert clopper_pearson(k - 1, n)[0] < far <= clopper_pearson(k, n)[0]
+        assert k >= largest_count_at_most(n, far)  # the other side of the point estimate
+
+
+def test_privacy_threshold_hand_computed_with_ties():
+    # far 0.1, n 10: k = 4, s[4] = 0.3 but only 2 pairs lie above 0.3 (three tie at it), so the
+    # threshold moves below the ties to 0.2: 5 pairs above, lower bound 0.187 >= 0.1.
+    r = threshold_at_far(TIED, 0.1, conservative="privacy")
+    assert (r.threshold, r.n_above, r.bound, r.conservative) == (0.2, 5, "privacy", True)
+    assert r.ci_low >= 0.1 and r.supported
+    far_side = threshold_at_far(TIED, 0.5, conservative="far")
+    privacy_side = threshold_at_far(TIED, 0.5, conservative="privacy")
+    plain = threshold_at_far(TIED, 0.5)
+    assert privacy_side.threshold <= plain.threshold <= far_side.threshold
 
 
 def test_eer_resolution_is_flagged():

@@ -54,7 +54,7 @@ def calibrate(
     models: Mapping[str, str] | None = None,
     embedders: Mapping[str, Any] | None = None,
     fars: Sequence[float] = DEFAULT_FARS,
-    conservative: bool = False,
+    conservative: bool | str = False,  # True/'far' | 'privacy' (facebank.audit.calibration)
     progress: Any = None,
 ) -> CalibrationReport:
     """Calibrate thresholds on one or more labelled folders (photos, or aligned crops).

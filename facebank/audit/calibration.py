@@ -10,8 +10,13 @@ dissimilar enough when `score <= t`. Hence, at threshold t:
 Every threshold comes with k = #{impostor > t}, n, and the Clopper-Pearson 95% interval on k / n
 (`facebank.audit.stats`). Two ways to pick it:
 - plain: the smallest t with k / n <= far (the point estimate meets the asked rate);
-- conservative: the smallest t whose interval's upper bound is <= far (the data show, at 95%,
-  that the true rate is at most far: the choice for a privacy guarantee).
+- conservative "far": the smallest t whose interval's upper bound is <= far (the data show, at
+  95%, that a recogniser deciding at t accepts impostors at a rate of at most far);
+- conservative "privacy": the largest t whose interval's lower bound is >= far (the data show, at
+  95%, that t lies at or below the score where a recogniser run at `far` starts accepting, so
+  every target at or under t is one that recogniser rejects). This is the side the picker's
+  guarantee needs; the shipped defaults use it. The two bounds sit on either side of the point
+  estimate, a few impostor pairs apart once k is in the hundreds.
 
 A figure is *supported* when k >= 30 (the rate is measured: its interval spans about +/-36%)
 or when the interval's upper bound is <= far (the bound itself is the claim; Clopper-Pearson is
@@ -34,7 +39,9 @@ import numpy as np
 
 from facebank._io.files import atomic_write_text
 from facebank.errors import InputError
-from facebank.audit.stats import MIN_ABOVE, clopper_pearson, conservative_count, largest_count_at_most
+from facebank.audit.stats import (
+    MIN_ABOVE, clopper_pearson, conservative_count, largest_count_at_most, privacy_count,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -172,7 +179,8 @@ class ThresholdAtFar:
     n_above: int = 0  # impostor pairs scoring > threshold
     ci_low: float = 0.0  # 95% Clopper-Pearson interval on achieved_far
     ci_high: float = 1.0
-    conservative: bool = False  # chosen so that ci_high <= far (when the data allow it)
+    conservative: bool = False  # chosen with a 95% bound (see `bound`), not the point estimate
+    bound: str = "none"  # none | far (ci_high <= far) | privacy (ci_low >= far)
 
 
 def _min_pairs(far: float) -> int:
@@ -180,32 +188,52 @@ def _min_pairs(far: float) -> int:
     return math.ceil(round(1.0 / far, 9))
 
 
-def threshold_at_far(impostor: Any, far: float, *, conservative: bool = False) -> ThresholdAtFar:
+def _bound(conservative: bool | str) -> str:
+    """False -> none; True or "far" -> far; "privacy" -> privacy."""
+    if conservative in (False, None, "", "none"):
+        return "none"
+    if conservative is True or conservative == "far":
+        return "far"
+    if conservative == "privacy":
+        return "privacy"
+    raise InputError(f"conservative must be False, True/'far' or 'privacy', got {conservative!r}")
+
+
+def threshold_at_far(impostor: Any, far: float, *, conservative: bool | str = False) -> ThresholdAtFar:
     """The threshold at `far` on impostor scores, with its count above and its interval.
 
     With impostor scores sorted descending s[0] >= s[1] >= ..., allowing k accepted pairs gives
     t = s[k]: every score above it is one of the k, and any lower t accepts s[k] too.
     Plain: k is the largest with k / n <= far. Conservative: k is the largest whose
     Clopper-Pearson upper bound is <= far; when even k = 0 is above far (too few pairs), t is
-    the highest impostor score and the entry is not supported.
+    the highest impostor score and the entry is not supported. Privacy: k is the smallest whose
+    lower bound is >= far, and ties at t are let through (t moves below them) so that at least
+    k pairs lie above it.
     """
     imp = _scores(impostor, "impostor")
     far = float(far)
     if not 0.0 < far < 1.0:
         raise InputError(f"far must be in (0, 1), got {far}")
     n = imp.size
-    k = conservative_count(n, far) if conservative else largest_count_at_most(n, far)
+    bound = _bound(conservative)
     desc = np.sort(imp)[::-1]
-    threshold = float(desc[min(k or 0, n - 1)])
+    if bound == "privacy":
+        k = privacy_count(n, far)
+        k = n - 1 if k is None else min(k, n - 1)
+        below = desc[desc < desc[k]]  # ties at s[k] would keep some of the k at or under t
+        threshold = float(desc[k]) if np.count_nonzero(imp > desc[k]) >= k or below.size == 0 else float(below[0])
+    else:
+        k = conservative_count(n, far) if bound == "far" else largest_count_at_most(n, far)
+        threshold = float(desc[min(k or 0, n - 1)])
     above = int(np.count_nonzero(imp > threshold))
     lo, hi = clopper_pearson(above, n)
-    supported = above >= MIN_ABOVE or hi <= far
+    supported = above >= MIN_ABOVE or (hi <= far if bound != "privacy" else lo >= far)
     note = ""
     if not supported:
         need = _min_pairs(far)
         note = (f"not supported: {above} of {n} impostor pairs above it (needs {MIN_ABOVE}, or a 95% upper bound "
                 f"<= {far:g}, which needs about {math.ceil(3.7 * need):,} pairs; has {hi:.3g})")
-    return ThresholdAtFar(far, threshold, n, supported, above / n, note, above, lo, hi, bool(conservative))
+    return ThresholdAtFar(far, threshold, n, supported, above / n, note, above, lo, hi, bound != "none", bound)
 
 
 @dataclass(frozen=True)
@@ -279,7 +307,8 @@ class CalibrationReport:
     n_identities: int
     fars: tuple[float, ...]
     source: str = ""  # free text: which labelled data this came from
-    conservative: bool = False  # thresholds chosen so that the 95% upper bound is <= far
+    conservative: bool = False  # thresholds chosen with a 95% bound, not the point estimate
+    bound: str = "none"  # none | far (upper bound <= far) | privacy (lower bound >= far)
     data: tuple = ()  # per labelled set: folder, files, identities, sha256, faces used (facebank.audit.api)
     format_version: int = FORMAT_VERSION
     # The raw scores, for plots and CSVs; not part of the JSON document.
@@ -292,7 +321,7 @@ class CalibrationReport:
             for t in s.thresholds:
                 out.append({
                     "space": s.space, "far": t.far, "threshold": t.threshold, "conservative": t.conservative,
-                    "n_impostor_pairs": t.n_impostor_pairs, "n_above": t.n_above, "achieved_far": t.achieved_far,
+                    "bound": t.bound, "n_impostor_pairs": t.n_impostor_pairs, "n_above": t.n_above, "achieved_far": t.achieved_far,
                     "ci95_low": t.ci_low, "ci95_high": t.ci_high, "supported": t.supported,
                     "n_genuine_pairs": s.n_genuine, "eer": s.eer, "eer_threshold": s.eer_threshold,
                     "eer_resolved": s.eer_resolved, "note": t.note,
@@ -309,6 +338,7 @@ class CalibrationReport:
             "n_identities": self.n_identities,
             "fars": list(self.fars),
             "conservative": self.conservative,
+            "bound": self.bound,
             "data": list(self.data),
             "interval": "Clopper-Pearson, two-sided 95%, over impostor pairs",
             "spaces": {
@@ -357,6 +387,7 @@ class CalibrationReport:
             return cls(spaces=spaces, n_faces=int(doc["n_faces"]), n_identities=int(doc["n_identities"]),
                        fars=tuple(float(f) for f in doc["fars"]), source=str(doc.get("source", "")),
                        conservative=bool(doc.get("conservative", False)),
+                       bound=str(doc.get("bound", "far" if doc.get("conservative") else "none")),
                        data=tuple(doc.get("data", ())))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"calibration report is malformed: {exc!r}") from exc
@@ -386,7 +417,7 @@ def calibrate(
     *,
     fars: Sequence[float] = DEFAULT_FARS,
     source: str = "",
-    conservative: bool = False,
+    conservative: bool | str = False,
     subsets: Any = None,
 ) -> CalibrationReport:
     """Calibrate every space on the same labelled photos.
@@ -396,7 +427,8 @@ def calibrate(
         identities: (n,) identity labels.
         fars: target false-accept rates.
         source: free text recorded in the report (e.g. the labelled folder).
-        conservative: pick each threshold so that the 95% upper bound on its FAR is <= far.
+        conservative: False (point estimate), True or "far" (the 95% upper bound on each FAR is
+            <= far) or "privacy" (the 95% lower bound is >= far; see the module docstring).
         subsets: (n,) data-set label of each row; only pairs inside one data set are scored.
     """
     ids = np.asarray(identities)
@@ -419,7 +451,8 @@ def calibrate(
         )
         scores[name] = (gen, imp)
     return CalibrationReport(spaces=spaces, n_faces=int(ids.size), n_identities=int(np.unique(ids).size),
-                             fars=tuple(float(f) for f in fars), source=source, conservative=bool(conservative),
+                             fars=tuple(float(f) for f in fars), source=source,
+                             conservative=_bound(conservative) != "none", bound=_bound(conservative),
                              scores=scores)
 
 

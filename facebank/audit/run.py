@@ -238,8 +238,11 @@ def _calibration_section(photos, labelled, identities, spaces, fars, build_thr, 
         text.append(f"- **{s}**: {cal.n_genuine:,} genuine / {cal.n_impostor:,} impostor pairs; "
                     f"{cal.eer_text} at {cal.eer_threshold:.4f}; {figs}.")
     what = "aligned crops (embedded as they are)" if aligned else "photos (largest face of each)"
-    how = ("conservative: each threshold is the lowest whose 95% Clopper-Pearson upper bound on the FAR is <= the "
-           "asked FAR" if conservative else "each threshold is the lowest whose measured FAR is <= the asked FAR")
+    how = {"far": "conservative (far): each threshold is the lowest whose 95% Clopper-Pearson upper bound on the "
+                  "FAR is <= the asked FAR",
+           "privacy": "conservative (privacy): each threshold is the highest whose 95% Clopper-Pearson lower bound "
+                      "on the FAR is >= the asked FAR, so it lies at or below a recogniser's own threshold at that FAR",
+           }.get(report.bound, "each threshold is the lowest whose measured FAR is <= the asked FAR")
     head = (f"{len(files)} of {n_listed} labelled {what} of {report.n_identities} identities from `{labelled}`; {how}. "
             f"A figure is supported when at least 30 impostor pairs lie above its threshold, or when its 95% upper "
             f"bound is <= the asked FAR. Intervals treat pairs as independent (pairs sharing a face are not), so "
@@ -367,7 +370,7 @@ class AuditConfig:
     seed: int = 0
     models: Mapping[str, str] | None = None  # space -> ONNX path for non-dlib spaces
     aligned: bool = False  # labelled images are aligned 112 crops (facebank.audit.labelled)
-    conservative: bool = False  # thresholds whose 95% upper bound on the FAR is <= the FAR
+    conservative: bool | str = False  # True/"far": 95% upper bound <= FAR; "privacy": lower bound >= FAR
     heldout: Mapping[str, str] | None = None  # space -> model of recognisers the build does not use
 
 

@@ -17,7 +17,8 @@ from scipy.stats import beta
 
 from facebank.errors import InputError
 
-__all__ = ["CONFIDENCE", "MIN_ABOVE", "clopper_pearson", "conservative_count", "largest_count_at_most"]
+__all__ = ["CONFIDENCE", "MIN_ABOVE", "clopper_pearson", "conservative_count", "largest_count_at_most",
+           "privacy_count"]
 
 CONFIDENCE = 0.95
 # A measured rate rests on at least this many events: with k >= 30 the 95% interval spans about
@@ -68,3 +69,22 @@ def conservative_count(n: int, far: float, confidence: float = CONFIDENCE) -> in
         else:
             hi = mid - 1
     return lo
+
+
+def privacy_count(n: int, far: float, confidence: float = CONFIDENCE) -> int | None:
+    """The smallest k whose Clopper-Pearson lower bound is >= far, or None when even k = n is below.
+
+    The threshold that lets k impostor pairs above it then lies, at 95%, at or below the score
+    at which a recogniser run at `far` starts accepting: every target under it is one such a
+    recogniser rejects. The lower bound grows with k, so a binary search finds it.
+    """
+    if clopper_pearson(n, n, confidence)[0] < far:
+        return None
+    lo, hi = largest_count_at_most(n, far), n  # invariant: lower(hi) >= far
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if clopper_pearson(mid, n, confidence)[0] >= far:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi

@@ -61,6 +61,10 @@ def audit_cmd(
     aligned: Annotated[bool, typer.Option("--aligned", help="LABELLED holds aligned 112 crops, not photos.")] = False,
     conservative: Annotated[bool, typer.Option("--conservative",
                                                help="Thresholds whose 95% upper bound on the FAR is <= the FAR.")] = False,
+    privacy_bound: Annotated[bool, typer.Option(
+        "--privacy-bound",
+        help="Thresholds whose 95% lower bound on the FAR is >= the FAR: at or below a recogniser's own "
+             "threshold at that FAR (the shipped defaults' choice).")] = False,
     heldout: Annotated[list[str], typer.Option("--heldout",
                                                help="SPACE=MODEL of a recogniser the build does not use (repeatable; dlib=dlib).")] = [],
     as_json: JsonOpt = False,
@@ -79,7 +83,8 @@ def audit_cmd(
         with _stages() as progress:
             cfg = AuditConfig(bank=bank, out=out, build=build, labelled=labelled, identities=identities,
                               queries=queries, max_pairs=max_pairs, near_duplicate_above=near_duplicate_above, seed=seed,
-                              groups=groups, models=models, aligned=aligned, conservative=conservative,
+                              groups=groups, models=models, aligned=aligned,
+                              conservative="privacy" if privacy_bound else conservative,
                               heldout=held or None)
             path = run_audit(cfg, progress=progress)
         data = {"report": str(path), "folder": str(path.parent)}

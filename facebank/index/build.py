@@ -90,7 +90,7 @@ def resolve_thresholds(
                        f"FAR 95% CI [{at['ci95'][0]:.2e}, {at['ci95'][1]:.2e}] (data: see threshold_calibration)")
             out[space] = {"value": float(value), "source": src,
                           "calibration": {"far": far if at else defaults.get("far"), **(at or {}),
-                                          "conservative": defaults.get("conservative", False),
+                                          "conservative": defaults.get("conservative", False), "bound": defaults.get("bound", "far"),
                                           "data": defaults.get("data", [])}}
         else:
             raise ConfigError(
