@@ -32,6 +32,7 @@ bench: install
 	$(PY) tools/bench_pick.py
 	$(PY) tools/bench_api.py
 	$(PY) tools/bench_generate.py
+	$(PY) tools/bench_build.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
