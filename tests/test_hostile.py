@@ -200,3 +200,144 @@ def test_ingest_counts_add_up(tmp_path):
         _check_counts(s)
     s.rejected["no_face"] += 1
     _check_counts(s)
+
+
+# -- 3. one boundary for hostile input: CLI cases --
+
+def _bank_copy(built, tmp_path) -> Path:
+    from facebank.bank import copy_bank
+
+    dst = tmp_path / "bank.h5"
+    copy_bank(built[0], dst)
+    return dst
+
+
+def _attr(name, value):
+    def f(bank: Path):
+        with h5py.File(bank, "r+") as h:
+            h.attrs[name] = value
+    return f
+
+
+def _manifest(value):
+    def f(b: Path):
+        (b / "manifest.json").write_text(json.dumps(value))
+    return f
+
+
+def _manifest_field(path, value):
+    def f(b: Path):
+        m = json.loads((b / "manifest.json").read_text())
+        d = m
+        for k in path[:-1]:
+            d = d[k]
+        d[path[-1]] = value
+        (b / "manifest.json").write_text(json.dumps(m))
+    return f
+
+
+def _short_column(bank: Path) -> None:
+    with h5py.File(bank, "r+") as h:
+        del h["faces/age"]
+        h["faces/age"] = np.zeros(5, np.float32)
+
+
+BANK_DAMAGE = {
+    "column_lengths": (_short_column, 1),
+    "required_features_garbage": (_attr("required_features", "nope"), 1),
+    "schema_version_str": (_attr("schema_version", "two"), 1),
+    "not_hdf5": (lambda b: b.write_bytes(b"not an hdf5 file at all" * 10), 1),
+    "zero_byte": (lambda b: b.write_bytes(b""), 1),
+    "truncated": (lambda b: b.write_bytes(b.read_bytes()[:3000]), 1),
+    "manifest_attr_garbage": (_attr("manifest", "{not json"), 1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BANK_DAMAGE))
+@pytest.mark.parametrize("command", ["info", "pick"])
+def test_damaged_bank(built, tmp_path, case, command):
+    bank = _bank_copy(built, tmp_path)
+    damage, code = BANK_DAMAGE[case]
+    damage(bank)
+    if command == "info":
+        r = cli("info", "--bank", bank)
+    else:
+        q = tmp_path / "q.npy"
+        np.save(q, np.ones(DIM, np.float32))
+        r = cli("pick", "--embedding", q, "--build", built[1], "--bank", bank)
+    assert_one_line(r, code)
+    assert "internal" not in r.stderr
+
+
+def test_bank_path_is_a_directory(tmp_path):
+    (tmp_path / "d.h5").mkdir()
+    assert_one_line(cli("info", "--bank", tmp_path / "d.h5"), 1, "BankError")
+
+
+BUILD_DAMAGE = {
+    "manifest_list": (_manifest([1, 2]), "IndexBuildError"),
+    "manifest_only_kind": (_manifest({"kind": "facebank.index_build"}), "IndexBuildError"),
+    "manifest_rows_str": (_manifest_field(["rows"], "many"), "IndexBuildError"),
+    "manifest_spaces_list": (_manifest_field(["spaces"], ["s"]), "IndexBuildError"),
+    "manifest_dim_str": (_manifest_field(["spaces", "s", "dim"], "8"), "IndexBuildError"),
+    "manifest_threshold_str": (_manifest_field(["spaces", "s", "threshold"], "x"), "IndexBuildError"),
+    "manifest_files_traversal": (_manifest_field(["files", "../../x"], "0" * 64), "IndexBuildError"),
+    "manifest_bank_null": (_manifest_field(["bank"], None), "IndexBuildError"),
+    "vectors_missing": (lambda b: (b / "vectors.s.npy").unlink(), "IndexBuildError"),
+    "vectors_truncated": (_tamper_truncate, "IndexBuildError"),
+    "rows_pickle": (_tamper_pickle, "IndexBuildError"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BUILD_DAMAGE))
+@pytest.mark.parametrize("command", ["pick", "index info", "index verify"])
+def test_damaged_build(built, tmp_path, case, command):
+    b = _copy_build(built, tmp_path)
+    damage, kind = BUILD_DAMAGE[case]
+    damage(b)
+    if command == "pick":
+        q = tmp_path / "q.npy"
+        np.save(q, np.ones(DIM, np.float32))
+        r = cli("pick", "--embedding", q, "--build", b, "--bank", built[0])
+    elif command == "index info":
+        r = cli("index", "info", b)
+        if case.startswith(("vectors", "rows")):  # info reads only the manifest
+            assert r.exit_code == 0, r.stderr
+            return
+    else:
+        r = cli("index", "verify", b, "--bank", built[0])
+    assert_one_line(r, 1, kind)
+
+
+def _npy(tmp_path, make):
+    p = tmp_path / "q.npy"
+    make(p)
+    return p
+
+
+PICK_INPUT = {
+    "embedding_0d": (lambda p: np.save(p, np.array(1.0)), []),
+    "embedding_3d": (lambda p: np.save(p, np.ones((2, 2, DIM))), []),
+    "embedding_npz": (lambda p: np.savez(p.with_suffix(""), a=np.ones(DIM)) or p.with_suffix(".npz").rename(p), []),
+    "embedding_pickle": (lambda p: np.save(p, np.array([{}], dtype=object), allow_pickle=True), []),
+    "embedding_text": (lambda p: p.write_text("hello"), []),
+    "embedding_strings": (lambda p: np.save(p, np.array(["a"] * DIM)), []),
+    "embedding_wrong_dim": (lambda p: np.save(p, np.ones(DIM + 1)), []),
+    "embedding_nan": (lambda p: np.save(p, np.full(DIM, np.nan)), []),
+    "seed_negative": (lambda p: np.save(p, np.ones(DIM)), ["--seed", "-1"]),
+    "threshold_2": (lambda p: np.save(p, np.ones(DIM)), ["--threshold", "2"]),
+    "threshold_minus_2": (lambda p: np.save(p, np.ones(DIM)), ["--threshold", "-2"]),
+    "threshold_nan": (lambda p: np.save(p, np.ones(DIM)), ["--threshold", "nan"]),
+    "age_negative": (lambda p: np.save(p, np.ones(DIM)), ["--age", "-3"]),
+    "gender_bad": (lambda p: np.save(p, np.ones(DIM)), ["--gender", "x"]),
+    "mode_bad": (lambda p: np.save(p, np.ones(DIM)), ["--mode", "nope"]),
+    "space_unknown": (lambda p: np.save(p, np.ones(DIM)), ["--space", "nope"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PICK_INPUT))
+def test_pick_bad_input(built, tmp_path, case):
+    make, extra = PICK_INPUT[case]
+    q = _npy(tmp_path, make)
+    r = cli("pick", "--embedding", q, "--build", built[1], "--bank", built[0], *extra)
+    assert_one_line(r, 2)
