@@ -341,3 +341,169 @@ def test_pick_bad_input(built, tmp_path, case):
     q = _npy(tmp_path, make)
     r = cli("pick", "--embedding", q, "--build", built[1], "--bank", built[0], *extra)
     assert_one_line(r, 2)
+
+
+@pytest.mark.parametrize("args", [["--device", "nope"], ["--device", "cuda:99"], ["--seeds", "0-4294967295"],
+                                  ["--seeds", "5-1"], ["--seeds", "x"]])
+def test_generate_bad_options(tmp_path, args):
+    net = tmp_path / "net.pkl"
+    net.write_bytes(b"not a pickle")
+    r = cli("generate", "--network", net, "--bank", tmp_path / "b.h5", *args)
+    assert_one_line(r, 2, "InputError")
+
+
+# -- sources: one bad item is a rejection, never the end of the run --
+
+def _export(tmp_path, files: dict) -> Path:
+    root = tmp_path / "export"
+    for name, data in files.items():
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return root
+
+
+JSON_SHAPES = {
+    "meta_list": {"id": "a", "meta": [1], "urls": []},
+    "meta_null": {"id": "a", "meta": None, "urls": []},
+    "urls_not_dicts": {"id": "a", "meta": {}, "urls": [1, "x"]},
+    "url_int": {"id": "a", "meta": {}, "urls": [{"512": 5}]},
+    "urls_dict": {"id": "a", "meta": {}, "urls": {"512": "x.jpg"}},
+    "id_list": {"id": [1], "meta": {}, "urls": []},
+    "top_number": 42,
+    "faces_not_list": {"faces": {"a": 1}},
+    "faces_number": {"faces": 3},
+}
+
+
+@pytest.mark.parametrize("case", sorted(JSON_SHAPES))
+def test_generated_photos_json_shapes_are_rejections(tmp_path, case):
+    from facebank.sources.generated_photos import iter_generated_photos
+
+    root = _export(tmp_path, {"f.json": json.dumps(JSON_SHAPES[case])})
+    items = list(iter_generated_photos(root))
+    if case == "top_number":  # a number is JSON, not a face: nothing of it is a face
+        assert all(i.rejection for i in items)
+    else:
+        assert items and all(i.rejection and i.rejection[0] == "unreadable" for i in items), items
+
+
+def _bad_crc_zip(path: Path, data: bytes) -> None:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("1_512.jpg", data)
+        z.writestr("dataset.csv", "Image,Gender\n1_512.jpg,male\n")
+    raw = bytearray(path.read_bytes())
+    i = raw.find(data[:16])
+    raw[i + 20] ^= 0xFF  # the member's bytes change, its recorded CRC does not
+    path.write_bytes(bytes(raw))
+
+
+def test_source_faults_are_rejections(tmp_path, assets):
+    from facebank.sources.folder import iter_folder
+    from facebank.sources.generated_photos import iter_generated_photos
+
+    jpg = sorted((assets / "generated_photos" / "age_adult").glob("*.jpg"))[0].read_bytes()
+    # short CSV rows and rows without an Image value
+    root = _export(tmp_path / "csv", {"dataset.csv": "Image,Gender,Age\n1_512.jpg,male\n\n,female,adult\n",
+                                      "1_512.jpg": jpg})
+    items = list(iter_generated_photos(root))
+    assert [i.source_id for i in items if i.data] == ["1_512.jpg"]
+    assert [i.rejection[0] for i in items if not i.data] == ["unreadable"]
+    # a bad CRC
+    z = tmp_path / "e.zip"
+    _bad_crc_zip(z, jpg)
+    (item,) = list(iter_generated_photos(z))
+    assert item.rejection and item.rejection[0] == "unreadable" and "CRC" in item.rejection[1]
+    # a zip bomb member is refused by its ratio, without inflating it
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("1_512.jpg", b"\0" * (32 << 20))
+        zf.writestr("dataset.csv", "Image\n1_512.jpg\n")
+    (item,) = list(iter_generated_photos(bomb))
+    assert item.rejection and "cap" in item.rejection[1]
+    # a non-UTF-8 name and a symlink out of the folder, beside a good file
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "good.jpg").write_bytes(jpg)
+    with open(bytes(folder) + b"/bad\xff.jpg", "wb") as fh:
+        fh.write(jpg)
+    (tmp_path / "outside.jpg").write_bytes(jpg)
+    (folder / "link.jpg").symlink_to(tmp_path / "outside.jpg")
+    got = {i.source_id: (i.rejection or ("ok",))[0] for i in iter_folder(folder)}
+    assert got == {"good.jpg": "ok", "bad\\xff.jpg": "unreadable", "link.jpg": "unsafe_path"}, got
+    gp = {i.source_id: (i.rejection or ("ok",))[0] for i in iter_generated_photos(
+        _export(tmp_path / "gp", {"dataset.csv": "Image\ngood.jpg\n", "good.jpg": jpg}))}
+    assert gp == {"good.jpg": "ok"}
+
+
+def test_ingest_runs_past_a_bad_name(tmp_path, assets):
+    jpg = sorted((assets / "generated_photos" / "age_adult").glob("*.jpg"))[0].read_bytes()
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "good.jpg").write_bytes(jpg)
+    with open(bytes(folder) + b"/bad\xff.jpg", "wb") as fh:
+        fh.write(jpg[:100])
+    r = cli("ingest", "folder", folder, "--bank", tmp_path / "b.h5", "--json")
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["added"] == 1 and out["rejected"] == {"unreadable": 1} and out["items"] == 2
+
+
+# -- the Python API raises only facebank errors --
+
+API_CASES = {
+    "age_str": (lambda fb, q: fb.pick_target(q, age="abc"), InputError),
+    "threshold_str": (lambda fb, q: fb.pick_target(q, threshold="abc"), InputError),
+    "threshold_2": (lambda fb, q: fb.pick_target(q, threshold=2), InputError),
+    "threshold_nan": (lambda fb, q: fb.pick_target(q, threshold=float("nan")), InputError),
+    "threshold_unknown_space": (lambda fb, q: fb.pick_target(q, threshold={"nope": 0.1}), UnknownSpace),
+    "threshold_dict_str": (lambda fb, q: fb.pick_target(q, threshold={"s": "x"}), InputError),
+    "exclude_int": (lambda fb, q: fb.pick_target(q, exclude=5), InputError),
+    "exclude_ints": (lambda fb, q: fb.pick_target(q, exclude=[5]), InputError),
+    "too_few_ages": (lambda fb, q: fb.pick_targets(np.stack([q, q]), ages=[30]), InputError),
+    "ages_int": (lambda fb, q: fb.pick_targets(np.stack([q, q]), ages=30), InputError),
+    "too_few_keys": (lambda fb, q: fb.pick_targets(np.stack([q, q]), keys=["a"]), InputError),
+    "photo_no_embedding": (lambda fb, q: fb.pick_for_photo([{"age": 3}]), InputError),
+    "photo_not_mapping": (lambda fb, q: fb.pick_for_photo([q]), InputError),
+    "photo_mapping": (lambda fb, q: fb.pick_for_photo({"embedding": q}), InputError),
+    "photo_empty": (lambda fb, q: fb.pick_for_photo([]), InputError),
+    "gender_bad": (lambda fb, q: fb.pick_target(q, gender="x"), InputError),
+    "mode_bad": (lambda fb, q: fb.pick_target(q, mode="x"), InputError),
+    "fallback_bad": (lambda fb, q: fb.pick_target(q, age=30, fallback="x"), InputError),
+    "embedding_str": (lambda fb, q: fb.pick_target("abc"), InputError),
+    "embedding_none": (lambda fb, q: fb.pick_target(None), InputError),
+    "embedding_0d": (lambda fb, q: fb.pick_target(np.array(1.0)), InputError),
+    "space_unknown": (lambda fb, q: fb.pick_target(q, space="nope"), UnknownSpace),
+    "batch_1d": (lambda fb, q: fb.pick_targets(q), InputError),
+    "key_int": (lambda fb, q: fb.pick_target(q, key=5), InputError),
+}
+
+
+@pytest.mark.parametrize("case", sorted(API_CASES))
+def test_api_bad_arguments_raise_facebank_errors(built, case):
+    call, kind = API_CASES[case]
+    with FaceBank(built[1], bank=built[0]) as fb:
+        with pytest.raises(kind):
+            call(fb, np.ones(DIM, np.float32))
+
+
+def test_no_other_exception_leaks_from_the_api(built):
+    """Every hostile argument, in any of the public pick calls: a FacebankError or a pick."""
+    values = ["abc", 2, -2, float("nan"), None, 5, [5], {"nope": 1}, {"s": "x"}, np.array(1.0), b"\xff", [], {}]
+    with FaceBank(built[1], bank=built[0]) as fb:
+        q = np.ones(DIM, np.float32)
+        for name in ("age", "gender", "threshold", "exclude", "mode", "fallback", "key", "space", "rng"):
+            for v in values:
+                try:
+                    fb.pick_target(q, **{name: v})
+                except FacebankError:
+                    pass
+        for v in values + [[{"embedding": "x"}], [{"embedding": q, "age": "x"}], [{"embedding": {"nope": q}}]]:
+            try:
+                fb.pick_for_photo(v)
+            except FacebankError:
+                pass
+            try:
+                fb.pick_targets(v)
+            except FacebankError:
+                pass

@@ -61,6 +61,8 @@ class Target:
 
 
 def _as_query(embedding, space: str | None, spaces: list[str]) -> dict[str, np.ndarray]:
+    if space is not None and not isinstance(space, str):
+        raise InputError(f"space must be a space name (str), got {type(space).__name__}")
     if isinstance(embedding, Mapping):
         query = dict(embedding)
     else:
@@ -215,10 +217,14 @@ class FaceBank:
         return plan
 
     def _index_rows(self, exclude: Iterable) -> set[int]:
-        if isinstance(exclude, (str, bytes)) or not isinstance(exclude, Iterable):
-            raise InputError(f"exclude takes a list of face ids (str), got {type(exclude).__name__}")
+        try:
+            if isinstance(exclude, (str, bytes)):
+                raise TypeError
+            items = list(exclude)
+        except TypeError:
+            raise InputError(f"exclude takes a list of face ids (str), got {type(exclude).__name__}") from None
         out = set()
-        for e in exclude:
+        for e in items:
             if isinstance(e, str):
                 if e in self._index_row:
                     out.add(self._index_row[e])
