@@ -21,7 +21,10 @@ def check_header(f: h5py.File, path: os.PathLike | str) -> None:
     fmt = f.attrs.get("format")
     if fmt != schema.FORMAT:
         raise BankError(f"{path} is not a facebank bank (format {fmt!r})")
-    version = int(f.attrs.get("schema_version", -1))
+    raw = f.attrs.get("schema_version", -1)
+    if isinstance(raw, (bool, np.bool_)) or not isinstance(raw, (int, np.integer)):
+        raise SchemaVersionError(f"{path}: attribute schema_version must be an integer, got {raw!r}")
+    version = int(raw)
     if version == 1:
         raise SchemaVersionError(
             f"{path} has bank schema version 1; convert it with `facebank bank upgrade --bank {path}`"
@@ -30,10 +33,30 @@ def check_header(f: h5py.File, path: os.PathLike | str) -> None:
         raise SchemaVersionError(
             f"{path} has bank schema version {version}; this facebank reads version {schema.SCHEMA_VERSION}"
         )
-    required = set(json.loads(f.attrs.get("required_features", "[]")))
+    required = _json_attr(f, "required_features", path, "[]", list)
+    if not all(isinstance(x, str) for x in required):
+        raise BankError(f"{path}: attribute required_features must be a JSON list of names")
+    required = set(required)
+    for name in ("content_hash", "writer"):
+        if name in f.attrs and not isinstance(f.attrs[name], str):
+            raise BankError(f"{path}: attribute {name} must be a string, got {type(f.attrs[name]).__name__}")
+    if "content_hash" not in f.attrs:
+        raise BankError(f"{path}: attribute content_hash is missing")
     unknown = required - schema.KNOWN_FEATURES
     if unknown:
         raise SchemaVersionError(f"{path} requires features this facebank lacks: {', '.join(sorted(unknown))}")
+
+
+def _json_attr(f: h5py.File, name: str, path, default: str, kind: type):
+    """A root attribute holding JSON of the given kind; BankError naming it otherwise."""
+    raw = f.attrs.get(name, default)
+    try:
+        value = json.loads(raw if isinstance(raw, (str, bytes)) else "not json")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        value = None
+    if not isinstance(value, kind):
+        raise BankError(f"{path}: attribute {name} must be a JSON {kind.__name__}, got {str(raw)[:60]!r}")
+    return value
 
 
 @dataclass
@@ -86,6 +109,7 @@ class Bank:
             self._f.close()
             raise
         faces = self._f["faces"]
+        self._check_lengths()
         self.ids = np.array([h.decode() for h in faces["id"][:]], dtype=object)
         self._row_of = {fid: i for i, fid in enumerate(self.ids)}
         self.content_hash: str = str(self._f.attrs["content_hash"])
@@ -99,13 +123,34 @@ class Bank:
 
     def _check_fragments(self) -> None:
         """A missing fragment would read as fill values through the virtual datasets: refuse instead."""
-        manifest = json.loads(self._f.attrs["manifest"])
+        manifest = _json_attr(self._f, "manifest", self.path, "null", dict)
+        frags = manifest.get("fragments")
+        if not isinstance(manifest.get("dir"), str) or not isinstance(frags, list) or not all(
+                isinstance(fr, dict) and isinstance(fr.get("name"), str) for fr in frags):
+            raise BankError(f"{self.path}: attribute manifest lacks a valid dir or fragments list")
         directory = self.path.parent / manifest["dir"]
-        missing = [fr["name"] for fr in manifest["fragments"] if not (directory / fr["name"]).is_file()]
+        missing = [fr["name"] for fr in frags if not (directory / fr["name"]).is_file()]
         if missing:
             raise BankError(f"{self.path} lacks {len(missing)} fragment file(s) in {directory}, e.g. {missing[0]}; "
                             f"a bank is its file and that folder (copy both, or use facebank.bank.copy_bank)")
         self.manifest = manifest
+
+    def _check_lengths(self) -> None:
+        """Every /faces column and every space's datasets have one row per face, else BankError."""
+        try:
+            faces = self._f["faces"]
+            lengths = {f"faces/{k}": len(faces[k]) for k in faces}
+            for s in self._f["embeddings"]:
+                lengths.update({f"embeddings/{s}/{k}": len(self._f["embeddings"][s][k]) for k in ("vectors", "present")})
+        except (KeyError, TypeError, OSError) as exc:
+            raise BankError(f"{self.path}: its tables cannot be read ({exc})") from exc
+        if "faces/id" not in lengths:
+            raise BankError(f"{self.path}: has no faces/id column")
+        n = lengths["faces/id"]
+        bad = {k: v for k, v in lengths.items() if v != n}
+        if bad:
+            k = sorted(bad)[0]
+            raise BankError(f"{self.path}: column {k} has {bad[k]} rows, faces/id has {n}; the bank is damaged")
 
     # -- shape of the bank --
     def __len__(self) -> int:

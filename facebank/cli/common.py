@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -17,31 +19,42 @@ err = Console(stderr=True)
 out = Console()
 
 
+def _line(text: str) -> None:
+    """One line on stderr, whatever the message holds (HDF5 and zip errors span several lines)."""
+    err.print(" ".join(str(text).split()), markup=False, highlight=False, soft_wrap=True)
+
+
 @contextmanager
 def cli_errors() -> Iterator[None]:
     """Turn facebank's errors (and OS errors on user paths) into one line on stderr and an exit code.
 
-    2: bad input (a path, an option, a file of the wrong kind); 1: anything else facebank refused.
+    2: bad input (a path, an option, a file of the wrong kind); 1: anything else facebank refused;
+    3: a bug (any other exception: `error: internal: ...`; FACEBANK_DEBUG=1 shows the traceback).
     """
     try:
         yield
-    except typer.Exit:
+    except (typer.Exit, typer.Abort, click.exceptions.ClickException):
         raise
     except InputError as exc:
-        err.print(f"error: {type(exc).__name__}: {exc}", markup=False, highlight=False, soft_wrap=True)
+        _line(f"error: {type(exc).__name__}: {exc}")
         raise typer.Exit(2) from None
     except FacebankError as exc:
-        err.print(f"error: {type(exc).__name__}: {exc}", markup=False, highlight=False, soft_wrap=True)
+        _line(f"error: {type(exc).__name__}: {exc}")
         raise typer.Exit(1) from None
-    except (PermissionError, FileNotFoundError, IsADirectoryError) as exc:
-        err.print(f"error: {exc.strerror}: {exc.filename}", markup=False, highlight=False, soft_wrap=True)
+    except (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        _line(f"error: {type(exc).__name__}: {exc.strerror}: {exc.filename}")
         raise typer.Exit(2) from None
     except OSError as exc:  # a full disk, a read-only file system: the system's words, one line
-        err.print(f"error: {exc.strerror or exc}: {exc.filename or ''}", markup=False, highlight=False, soft_wrap=True)
+        _line(f"error: {type(exc).__name__}: {exc.strerror or exc}: {exc.filename or ''}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err.print("interrupted: finished work is kept; re-run the command to continue")
         raise typer.Exit(130) from None
+    except Exception as exc:  # a bug: one reportable line, the traceback only on request
+        if os.environ.get("FACEBANK_DEBUG") == "1":
+            raise
+        _line(f"error: internal: {type(exc).__name__}: {exc} (FACEBANK_DEBUG=1 shows the traceback)")
+        raise typer.Exit(3) from None
 
 
 @contextmanager

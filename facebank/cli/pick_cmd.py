@@ -34,6 +34,8 @@ def pick(
     with cli_errors():
         if (embedding is None) == (image is None):
             raise InputError("give exactly one of --embedding or --image")
+        if seed is not None and seed < 0:
+            raise InputError(f"--seed must be >= 0, got {seed}")
         session = open_facebank(build, bank=bank)
         rng = np.random.default_rng(seed)
         rows = []
@@ -49,8 +51,13 @@ def pick(
                 raise InputError(f"embedding file {embedding} does not exist")
             try:
                 q = np.load(embedding, allow_pickle=False)
-            except (ValueError, OSError) as exc:
+            except (ValueError, OSError, EOFError) as exc:
                 raise InputError(f"{embedding} is not a .npy array ({exc})") from exc
+            if not isinstance(q, np.ndarray):  # an .npz archive
+                q.close()
+                raise InputError(f"{embedding} is an .npz archive; give one .npy array (d,) or (B, d)")
+            if q.ndim not in (1, 2) or q.dtype.kind not in "fiu":
+                raise InputError(f"{embedding} must hold a real (d,) or (B, d) array, got {q.dtype} {q.shape}")
             queries = q if q.ndim == 2 else q[None, :]
             for qi in queries:
                 t = session.pick_target(qi, space=space, age=age, gender=gender, threshold=threshold, mode=mode,

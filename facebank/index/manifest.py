@@ -1,14 +1,20 @@
 """The build manifest (`index_builds/<build>/manifest.json`): what a build is and what it binds to.
 
-Documented in MANIFEST.md beside this file. A reader refuses other kinds and unknown versions.
+Documented in MANIFEST.md beside this file. A reader refuses other kinds and unknown versions,
+and a manifest whose fields have the wrong shape or type (each refusal names the field), so a
+damaged manifest is an IndexBuildError, never a KeyError deep inside a pick.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
+import numpy as np
+
+from facebank._io.download import sha256_file
 from facebank.errors import IndexBuildError
 
 KIND = "facebank.index_build"
@@ -23,10 +29,100 @@ def read_manifest(build_dir: str | os.PathLike) -> dict:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise IndexBuildError(f"{path} is not valid JSON ({exc})") from exc
+    except OSError as exc:
+        raise IndexBuildError(f"{path} cannot be read ({exc.strerror or exc})") from exc
+    if not isinstance(data, dict):
+        raise IndexBuildError(f"{path} is not a facebank index build manifest (a JSON {type(data).__name__})")
     if data.get("kind") != KIND:
         raise IndexBuildError(f"{path} is not a facebank index build manifest (kind {data.get('kind')!r})")
     if data.get("format_version") != FORMAT_VERSION:
         raise IndexBuildError(
-            f"{path} has manifest format version {data.get('format_version')}; this facebank reads {FORMAT_VERSION}"
+            f"{path} has manifest format version {data.get('format_version')!r}; this facebank reads {FORMAT_VERSION}"
         )
+    check_manifest(data, path)
     return data
+
+
+def _field(data: dict, key: str, kind, path, where: str = ""):
+    value = data.get(key) if isinstance(data, dict) else None
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if not ok:
+        want = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise IndexBuildError(f"{path}: field {where}{key} must be a {want}, got {type(value).__name__}")
+    return value
+
+
+def _files(data: dict, path, where: str) -> None:
+    files = _field(data, "files", dict, path, where)
+    for name, digest in files.items():
+        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise IndexBuildError(f"{path}: field {where}files has an unsafe file name {name!r}")
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise IndexBuildError(f"{path}: field {where}files[{name!r}] must be a sha256 hex string")
+
+
+def check_manifest(data: dict, path) -> None:
+    """Every field a reader relies on, with its type (IndexBuildError naming the first bad one)."""
+    _field(data, "build_id", str, path)
+    bank = _field(data, "bank", dict, path)
+    _field(bank, "path", str, path, "bank.")
+    _field(bank, "content_hash", str, path, "bank.")
+    if _field(data, "rows", int, path) < 0:
+        raise IndexBuildError(f"{path}: field rows must be >= 0")
+    _files(data, path, "")
+    for name in ("rows.npy", "ids.npy", "groups.npy"):
+        if name not in data["files"]:
+            raise IndexBuildError(f"{path}: field files lacks {name}")
+    spaces = _field(data, "spaces", dict, path)
+    if not spaces:
+        raise IndexBuildError(f"{path}: field spaces is empty")
+    for s, meta in spaces.items():
+        where = f"spaces.{s}."
+        if not isinstance(meta, dict):
+            raise IndexBuildError(f"{path}: field spaces.{s} must be an object")
+        if _field(meta, "dim", int, path, where) <= 0:
+            raise IndexBuildError(f"{path}: field {where}dim must be > 0")
+        thr = _field(meta, "threshold", (int, float), path, where)
+        if not (math.isfinite(thr) and -1.0 <= thr <= 1.0):
+            raise IndexBuildError(f"{path}: field {where}threshold must be a cosine in [-1, 1], got {thr!r}")
+        _field(_field(meta, "index", dict, path, where), "type", str, path, where + "index.")
+        _files(meta, path, where)
+        if f"vectors.{s}.npy" not in meta["files"]:
+            raise IndexBuildError(f"{path}: field {where}files lacks vectors.{s}.npy")
+
+
+def manifest_files(m: dict) -> dict[str, str]:
+    """file name -> sha256 of every file the manifest lists (top level and per space)."""
+    return {**m["files"], **{k: v for s in m["spaces"].values() for k, v in s["files"].items()}}
+
+
+def verify_files(build_dir: str | os.PathLike, m: dict) -> None:
+    """Recompute the sha256 of every listed file; IndexBuildError naming the first that differs.
+
+    ~1.3 GB/s with SHA-NI: 10k x 512 float32 (20 MB a space) costs ~16 ms, 1M x 512 ~1.6 s.
+    """
+    build_dir = Path(build_dir)
+    for name, digest in manifest_files(m).items():
+        file = build_dir / name
+        if not file.is_file():
+            raise IndexBuildError(f"{build_dir}: {name} is missing")
+        try:
+            actual = sha256_file(file)
+        except OSError as exc:
+            raise IndexBuildError(f"{build_dir}: {name} cannot be read ({exc.strerror or exc})") from exc
+        if actual != digest:
+            raise IndexBuildError(f"{build_dir}: {name} does not match its checksum in the manifest "
+                                  "(tampered with or damaged): rebuild the index")
+
+
+def load_array(build_dir: str | os.PathLike, name: str, *, dtype: str, shape: tuple, mmap: bool = False) -> np.ndarray:
+    """One .npy of a build, never unpickled, with the dtype and shape the manifest implies."""
+    file = Path(build_dir) / name
+    try:
+        a = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # a pickle, a truncated or foreign file
+        raise IndexBuildError(f"{build_dir}: {name} is not a readable .npy array ({exc})") from exc
+    if not isinstance(a, np.ndarray) or a.dtype != np.dtype(dtype) or a.shape != shape:
+        got = f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}"
+        raise IndexBuildError(f"{build_dir}: {name} must be {dtype} {shape}, got {got}")
+    return a

@@ -36,6 +36,7 @@ class Summary:
     """What a run did, for the CLI summary and `--json`."""
 
     added: int = 0
+    items: int = 0  # items the source listed: added + already_in_bank + sum(rejected) (ingest)
     already_in_bank: int = 0
     duplicates: list[str] = field(default_factory=list)  # source ids whose bytes were already in
     rejected: Counter = field(default_factory=Counter)  # reason -> count
@@ -73,6 +74,7 @@ def ingest(
 
         todo = []
         for item in items:
+            summary.items += 1
             if _screen(writer, item, summary):
                 todo.append(item)
             elif progress:
@@ -86,9 +88,17 @@ def ingest(
                     _reject(writer, item, summary, content_sha256(encoded(item)), *reason, "annotate")
                 if progress:
                     progress(1)
+        _check_counts(summary)
         writer.log("ingest_end", added=summary.added, rejected=dict(summary.rejected), duplicates=summary.duplicates)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _check_counts(summary: Summary) -> None:
+    """Nothing dropped silently: every listed item was added, already in the bank, or rejected."""
+    accounted = summary.added + summary.already_in_bank + sum(summary.rejected.values())
+    if accounted != summary.items:
+        raise RuntimeError(f"ingest accounted for {accounted} of {summary.items} items (a bug: please report it)")
 
 
 def _reject(writer: BankWriter, item: SourceItem, summary: Summary, sha: str, reason: str, detail: str,

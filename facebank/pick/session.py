@@ -7,6 +7,7 @@ The exactness of every pick lives in `facebank.index.picker`.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,10 +18,11 @@ import numpy as np
 
 from facebank.bank import Face, open_bank
 from facebank.config import DEFAULT_BUILDS
-from facebank.errors import InputError, NoEligibleTarget, StaleIndex, UnknownSpace
+from facebank.errors import IndexBuildError, InputError, NoEligibleTarget, StaleIndex, UnknownSpace
 from facebank.index import groups as G
 from facebank.index.build import resolve_build
-from facebank.index.manifest import read_manifest
+from facebank.index.exact import unit_queries
+from facebank.index.manifest import load_array, read_manifest, verify_files
 from facebank.index.picker import Picker, PickResult
 from facebank.labels import check_age, gender_name
 from facebank.pick.options import FALLBACKS, MODES, PickOptions
@@ -59,6 +61,8 @@ class Target:
 
 
 def _as_query(embedding, space: str | None, spaces: list[str]) -> dict[str, np.ndarray]:
+    if space is not None and not isinstance(space, str):
+        raise InputError(f"space must be a space name (str), got {type(space).__name__}")
     if isinstance(embedding, Mapping):
         query = dict(embedding)
     else:
@@ -73,6 +77,16 @@ def _as_query(embedding, space: str | None, spaces: list[str]) -> dict[str, np.n
         if s not in spaces:
             raise UnknownSpace(f"space {s!r} is not in this build; it has: {', '.join(spaces)}")
     return query
+
+
+def check_threshold(value, space: str) -> float:
+    """A cosine threshold, finite and in [-1, 1] (the same rule as the CLI and index builds)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputError(f"threshold for {space!r} must be a number (a cosine in [-1, 1]), got {value!r}")
+    t = float(value)
+    if not (math.isfinite(t) and -1.0 <= t <= 1.0):
+        raise InputError(f"threshold for {space!r} must be a cosine in [-1, 1], got {value!r}")
+    return t
 
 
 def _plan(first: str | None, gender: str | None, fallback: str) -> list[tuple[list[int] | None, str]]:
@@ -101,19 +115,26 @@ class FaceBank:
                  dtype: str = "float32", secret: bytes | None = None, out: str | os.PathLike = DEFAULT_BUILDS):
         self.build_dir = resolve_build(build, out=out)
         self.manifest = read_manifest(self.build_dir)
+        # Every file the picker reads is checked against the manifest before it is loaded, so a
+        # tampered, truncated or swapped file is refused here instead of deciding a pick.
+        verify_files(self.build_dir, self.manifest)
         self.bank_path = Path(bank or self.manifest["bank"]["path"])
         self.bank = open_bank(self.bank_path)
         self._bank_stat = self._stat()
         self._check_fresh()
         self.spaces = sorted(self.manifest["spaces"])
         self.thresholds = {s: float(m["threshold"]) for s, m in self.manifest["spaces"].items()}
-        self.rows = np.load(self.build_dir / "rows.npy")
-        self.ids = np.load(self.build_dir / "ids.npy")
-        self.codes = np.load(self.build_dir / "groups.npy")
+        m = self.manifest["rows"]
+        self.rows = load_array(self.build_dir, "rows.npy", dtype="int64", shape=(m,))
+        self.ids = load_array(self.build_dir, "ids.npy", dtype="S16", shape=(m,))
+        self.codes = load_array(self.build_dir, "groups.npy", dtype="int16", shape=(m,))
+        self._check_rows()
         self._index_row = {fid.decode(): i for i, fid in enumerate(self.ids)}
         # Plain ndarray views of the memory maps: same mapped pages, no memmap subclass cost per access.
-        vectors = {s: np.load(self.build_dir / f"vectors.{s}.npy", mmap_mode="r").view(np.ndarray)
+        vectors = {s: load_array(self.build_dir, f"vectors.{s}.npy", dtype="float32",
+                                 shape=(m, self.manifest["spaces"][s]["dim"]), mmap=True).view(np.ndarray)
                    for s in self.spaces}
+        self._vectors = vectors
         self._plans: dict[tuple, list] = {}
         self._labels = [G.group_label(c) for c in range(G.N_GROUPS)]
         if secret is None:
@@ -142,6 +163,38 @@ class FaceBank:
                 "rebuild the index"
             )
 
+    def _check_rows(self) -> None:
+        """The build's rows, ids and groups against the bank: a desynchronised build is refused."""
+        n = len(self.bank)
+        if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= n):
+            raise IndexBuildError(f"{self.build_dir}: rows.npy points outside the bank's {n} rows")
+        if len(self.codes) and (self.codes.min() < 0 or self.codes.max() >= G.N_GROUPS):
+            raise IndexBuildError(f"{self.build_dir}: groups.npy holds codes outside 0..{G.N_GROUPS - 1}")
+        if not np.array_equal(np.array(self.bank.ids[self.rows].tolist(), dtype="S16"), self.ids):
+            raise StaleIndex(f"{self.build_dir}: ids.npy does not match the bank's ids at rows.npy; rebuild the index")
+
+    def _guard(self, index_row: int, bank_row: int, queries: Sequence[Mapping], thresholds: Mapping) -> None:
+        """The last check before a target leaves: the BANK's own vector of that face, in every space
+        of the query, is the build's, and is within the threshold of every query face.
+
+        The picker decides on the build's vectors; this makes the guarantee rest on the bank's.
+        """
+        for s, t in thresholds.items():
+            stored = np.asarray(self.bank.vector(s, bank_row), dtype=np.float32)
+            if not np.array_equal(stored, self._vectors[s][index_row]):
+                raise StaleIndex(f"{self.build_dir}: vectors.{s}.npy row {index_row} differs from the bank's vector "
+                                 f"of face {self.bank.ids[bank_row]}; rebuild the index")
+            v = stored.astype(np.float64)
+            bound = len(v) * 2.0**-52  # |float64 dot - exact| for unit rows of float32 values
+            for q in queries:
+                u = unit_queries(q[s], space=s, dim=len(v))[0].astype(np.float64)
+                sim = float(u @ v)
+                if sim > t - bound:  # near or above the threshold: decide on the correctly rounded sum
+                    sim = math.fsum((u * v).tolist())  # float32 products are exact in float64
+                if not sim <= t:
+                    raise IndexBuildError(f"{self.build_dir}: the pick of face {self.bank.ids[bank_row]} has "
+                                          f"{s} similarity {sim:.6f} > {t} against the bank's vector; refused")
+
     def _recheck(self) -> None:
         # The bank is only ever replaced whole (os.replace), so a changed inode or mtime is the signal.
         if self._stat() != self._bank_stat:
@@ -164,8 +217,14 @@ class FaceBank:
         return plan
 
     def _index_rows(self, exclude: Iterable) -> set[int]:
+        try:
+            if isinstance(exclude, (str, bytes)):
+                raise TypeError
+            items = list(exclude)
+        except TypeError:
+            raise InputError(f"exclude takes a list of face ids (str), got {type(exclude).__name__}") from None
         out = set()
-        for e in exclude:
+        for e in items:
             if isinstance(e, str):
                 if e in self._index_row:
                     out.add(self._index_row[e])
@@ -177,13 +236,20 @@ class FaceBank:
         if threshold is None:
             return {s: self.thresholds[s] for s in query}
         if isinstance(threshold, Mapping):
-            return {s: float(threshold.get(s, self.thresholds[s])) for s in query}
+            for s in threshold:
+                if s not in self.thresholds:
+                    raise UnknownSpace(f"threshold for space {s!r}, which is not in this build; it has: "
+                                       f"{', '.join(self.spaces)}")
+            return {s: check_threshold(threshold[s], s) if s in threshold else self.thresholds[s] for s in query}
         if len(query) != 1:
             raise InputError("a single threshold needs a single-space query; give a dict of space -> threshold")
-        return {next(iter(query)): float(threshold)}
+        s = next(iter(query))
+        return {s: check_threshold(threshold, s)}
 
-    def _target(self, res: PickResult, thresholds, requested: str, fallback_used: str | None, mode: str) -> Target:
+    def _target(self, res: PickResult, thresholds, requested: str, fallback_used: str | None, mode: str,
+                queries: Sequence[Mapping]) -> Target:
         bank_row = int(self.rows[res.row])
+        self._guard(res.row, bank_row, queries, thresholds)
         code = int(self.codes[res.row])
         return Target(
             id=self.ids[res.row].decode(), row=bank_row, similarities=dict(res.similarities),
@@ -237,10 +303,16 @@ class FaceBank:
         if len(sizes) != 1 or -1 in sizes:
             raise InputError("batch embeddings must be (B, d) arrays with the same B in every space")
         b = sizes.pop()
+        for name, values in (("ages", ages), ("genders", genders), ("keys", keys)):
+            if values is not None and (isinstance(values, (str, bytes)) or not hasattr(values, "__len__")
+                                       or len(values) != b):
+                raise InputError(f"{name} must give one value per embedding ({b}), "
+                                 f"got {len(values) if hasattr(values, '__len__') else type(values).__name__}")
         if ages is None and genders is None and options.fallback == "error":
             res = self.picker.pick_batch(query, thresholds=thresholds, mode=options.mode, rng=options.rng, keys=keys,
                                          exclude=self._index_rows(options.exclude))
-            return [self._target(r, thresholds, "any", None, options.mode) for r in res]
+            return [self._target(r, thresholds, "any", None, options.mode, [{s: np.asarray(v)[i] for s, v in query.items()}])
+                    for i, r in enumerate(res)]
         out = []
         for i in range(b):
             face = {"embedding": {s: np.asarray(v)[i] for s, v in query.items()},
@@ -254,8 +326,12 @@ class FaceBank:
         mode = options.mode
         if mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if not faces:
-            raise InputError("no faces given")
+        if isinstance(faces, Mapping) or not isinstance(faces, Sequence) or not faces:
+            raise InputError(f"faces must be a non-empty list of mappings, got {type(faces).__name__}")
+        for i, f in enumerate(faces):
+            if not isinstance(f, Mapping) or "embedding" not in f:
+                raise InputError(f"face {i} must be a mapping with an 'embedding', got {type(f).__name__}"
+                                 + (f" with keys {sorted(map(str, f))}" if isinstance(f, Mapping) else ""))
         queries = [_as_query(f["embedding"], f.get("space"), self.spaces) for f in faces]
         spaces = set(queries[0])
         if any(set(q) != spaces for q in queries):
@@ -272,7 +348,7 @@ class FaceBank:
             res, step = self._pick_in_plan(i, plan, queries, qry, thresholds, mode, gen, taken)
             taken.add(res.row)
             out.append(self._target(res, thresholds, plan[0][1], None if step == 0 else f"widen_age:{plan[step][1]}",
-                                    mode))
+                                    mode, queries))
         return out
 
     def _pick_in_plan(self, i: int, plan: list, queries: list[dict], qry, thresholds: dict, mode: str, gen,

@@ -7,6 +7,27 @@ from dataclasses import dataclass, field
 import numpy as np
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+MAX_FILE_BYTES = 64 << 20  # no face image (nor an export's CSV/JSON) is near this; a larger file is refused
+
+
+def safe_name(name: str) -> tuple[str, bool]:
+    """(a name that HDF5 can store, whether `name` was valid UTF-8): undecodable bytes become \\xNN."""
+    try:
+        name.encode("utf-8")
+        return name, True
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"), False
+
+
+def inside(root, path) -> bool:
+    """Whether `path`, symlinks resolved, stays inside `root` (a link out of a source is refused)."""
+    from pathlib import Path
+
+    try:
+        Path(path).resolve().relative_to(Path(root).resolve())
+        return True
+    except (ValueError, OSError, RuntimeError):
+        return False
 
 
 @dataclass

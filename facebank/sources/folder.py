@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from facebank.errors import SourceError
-from facebank.sources.base import IMAGE_SUFFIXES, SourceItem
+from facebank.sources.base import IMAGE_SUFFIXES, MAX_FILE_BYTES, SourceItem, inside, safe_name
 
 SOURCE = "folder"
 
@@ -17,13 +17,22 @@ def iter_folder(path: str | Path, *, source: str = SOURCE) -> Iterator[SourceIte
     if not root.is_dir():
         raise SourceError(f"{root} is not a folder" if root.exists() else f"{root} does not exist")
     for p in sorted(q for q in root.rglob("*") if q.is_file() and not q.name.startswith(".")):
-        rel = p.relative_to(root).as_posix()
+        rel, ok = safe_name(p.relative_to(root).as_posix())
+        if not ok:  # one bad name is a rejection, never the end of the run
+            yield SourceItem(source, rel, rejection=("unreadable", "file name is not valid UTF-8"))
+            continue
+        if not inside(root, p):
+            yield SourceItem(source, rel, rejection=("unsafe_path", "a symlink that points outside the folder"))
+            continue
         if p.suffix.lower() not in IMAGE_SUFFIXES:
             if p.suffix.lower() in (".csv", ".json", ".txt", ".md"):
                 continue  # sidecar metadata, not a face
             yield SourceItem(source, rel, rejection=("unsupported_format", f"suffix {p.suffix or '(none)'}"))
             continue
         try:
+            if p.stat().st_size > MAX_FILE_BYTES:
+                yield SourceItem(source, rel, rejection=("unreadable", f"larger than {MAX_FILE_BYTES >> 20} MiB"))
+                continue
             data = p.read_bytes()
         except OSError as exc:
             yield SourceItem(source, rel, rejection=("unreadable", exc.strerror or str(exc)))

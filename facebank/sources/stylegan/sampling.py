@@ -38,6 +38,9 @@ def to_uint8(img: Union[torch.Tensor, np.ndarray]) -> np.ndarray:
     return x.to(torch.uint8).cpu().numpy()
 
 
+MAX_SEEDS_PER_RUN = 1_000_000  # a run of this many already takes hours; more is a typo or a bomb
+
+
 def parse_seeds(text: str) -> list[int]:
     """'0-9999,12,20-25' -> [0, 1, ..., 9999, 12, 20, ..., 25]; ranges are inclusive, order kept."""
     if not isinstance(text, str) or not text.strip():
@@ -51,6 +54,9 @@ def parse_seeds(text: str) -> list[int]:
         hi = int(match.group(2)) if match.group(2) is not None else lo
         if hi < lo or hi > MAX_SEED:
             raise InputError(f"bad seed range {part.strip()!r}: need 0 <= A <= B <= {MAX_SEED}")
+        if len(seeds) + (hi - lo + 1) > MAX_SEEDS_PER_RUN:  # checked before the list is built
+            raise InputError(f"seeds {text!r} name more than {MAX_SEEDS_PER_RUN} seeds; generate them in "
+                             "several runs (each resumes where the bank stands)")
         seeds.extend(range(lo, hi + 1))
     return seeds
 
