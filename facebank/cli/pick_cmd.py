@@ -41,9 +41,9 @@ def pick(
             from facebank.pick.photo import pick_for_image
 
             models = parse_pairs(model, "--model", shape="SPACE=PATH", must_exist=True)
-            for face, t in pick_for_image(session, image, models=models, mode=mode, rng=rng, fallback=fallback):
-                rows.append({"face": {"box": face.box, "age": round(face.age, 1), "gender": face.gender},
-                             "target": t.to_dict()})
+            for p in pick_for_image(session, image, models=models, mode=mode, rng=rng, fallback=fallback,
+                                    require_face=True):
+                rows.append(p.to_dict())
         else:
             if not embedding.is_file():
                 raise InputError(f"embedding file {embedding} does not exist")

@@ -29,3 +29,13 @@ class PickOptions:
     key: bytes | str | None = None
     exclude: Iterable[str] = ()
     fallback: str = "error"
+
+    def check(self) -> PickOptions:
+        """Refuse an unknown mode or fallback (one-line InputError) before any work is done."""
+        from facebank.errors import InputError
+
+        if self.mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.fallback not in FALLBACKS:
+            raise InputError(f"fallback must be one of {', '.join(FALLBACKS)}, got {self.fallback!r}")
+        return self

@@ -32,6 +32,7 @@ class Target:
 
     id: str
     row: int  # bank row
+    source_id: str  # the face's id in its source (file name, seed, generated.photos id)
     similarities: dict[str, float]
     thresholds: dict[str, float]
     age: float
@@ -52,7 +53,12 @@ class Target:
         return self._bank.crop(self.row)
 
     def image_bytes(self) -> bytes:
+        """The target's original encoded image, as it entered the bank."""
         return self._bank.image_bytes(self.row)
+
+    def image(self) -> np.ndarray:
+        """The target's original image decoded to RGB uint8 (H, W, 3)."""
+        return self.face().image()
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
@@ -128,6 +134,9 @@ class FaceBank:
                         if m["index"]["type"] != "flat"}
         self._faiss: dict = {}
         self.furthest_candidates = 256
+        self._source_ids: np.ndarray | None = None  # read on the first pick, not at open (a 1M bank's strings)
+        self._analysers: dict[tuple, object] = {}
+        self._on_close = None  # set by the module-level cache: leaving `with` evicts the session from it
 
     # -- freshness --
     def _stat(self) -> tuple[int, int]:
@@ -148,6 +157,7 @@ class FaceBank:
             self.bank.close()
             self.bank = open_bank(self.bank_path)
             self._bank_stat = self._stat()
+            self._source_ids = None
             self._check_fresh()
 
     # -- groups --
@@ -185,8 +195,11 @@ class FaceBank:
     def _target(self, res: PickResult, thresholds, requested: str, fallback_used: str | None, mode: str) -> Target:
         bank_row = int(self.rows[res.row])
         code = int(self.codes[res.row])
+        if self._source_ids is None:
+            self._source_ids = self.bank.column("source_id")
         return Target(
-            id=self.ids[res.row].decode(), row=bank_row, similarities=dict(res.similarities),
+            id=self.ids[res.row].decode(), row=bank_row, source_id=str(self._source_ids[bank_row]),
+            similarities=dict(res.similarities),
             thresholds=dict(thresholds), age=float(self._ages[bank_row]),
             gender=gender_name(int(self._genders[bank_row])),
             group=self._labels[code], requested_group=requested, fallback=fallback_used, mode=mode,
@@ -315,8 +328,43 @@ class FaceBank:
         return self.picker.furthest_among(queries, np.concatenate(cand), thresholds=thresholds, groups=codes,
                                           exclude=taken)
 
+    # -- photos: the models load once per session (prepare once, get many) --
+    def analyser(self, models: Mapping[str, str | os.PathLike] | None = None):
+        """The session's FaceAnalyser for its spaces and `models` (the model path of each non-dlib
+        space), created on first use and reused, so later photos cost inference only."""
+        from facebank.pick.analyse import FaceAnalyser
+
+        key = tuple(sorted((s, str(p)) for s, p in (models or {}).items() if s in self.spaces))
+        analyser = self._analysers.get(key)
+        if analyser is None:
+            sha = {s: m.get("model_sha256") for s, m in self.manifest["spaces"].items()}
+            analyser = self._analysers[key] = FaceAnalyser(self.spaces, models=dict(key), expected_sha256=sha)
+        return analyser
+
+    def analyse(self, image, *, models: Mapping[str, str | os.PathLike] | None = None) -> list:
+        """Every face of `image` (RGB array, path or bytes): box, landmarks, age, gender and an
+        embedding in each of the build's spaces (facebank.pick.analyse.PhotoFace)."""
+        return self.analyser(models).get(image)
+
+    def pick_for_image(self, image, *, models: Mapping[str, str | os.PathLike] | None = None,
+                       threshold: float | Mapping[str, float] | None = None, mode: str = "random",
+                       rng: np.random.Generator | None = None, key: bytes | str | None = None,
+                       exclude: Iterable[str] = (), fallback: str = "error") -> list:
+        """One distinct target per face of `image` (an RGB uint8 array, a path or encoded bytes).
+
+        Detects every face, estimates age and gender, embeds it in the build's spaces and picks
+        as `pick_for_photo` does (each target dissimilar to every face of the photo). Returns
+        `ImagePick(face, target)`s, [] when the photo has no face. Models load on the first call.
+        """
+        from facebank.pick.photo import pick_for_image
+
+        return pick_for_image(self, image, models=models, threshold=threshold, mode=mode, rng=rng, key=key,
+                              exclude=exclude, fallback=fallback)
+
     def close(self) -> None:
         self.bank.close()
+        if self._on_close is not None:
+            self._on_close(self)
 
     def __enter__(self) -> FaceBank:
         return self
