@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FACEBANK := $(VENV)/bin/facebank
-CONFIG ?= data/default.toml
+CONFIG ?= default
 BANK ?= data/bank.h5
 SOURCE ?=
 

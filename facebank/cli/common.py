@@ -39,6 +39,12 @@ def cli_errors() -> Iterator[None]:
     except OSError as exc:  # a full disk, a read-only file system: the system's words, one line
         err.print(f"error: {exc.strerror or exc}: {exc.filename or ''}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    except ImportError as exc:  # an optional dependency (faiss, insightface): name the extra to install
+        from facebank._io.deps import missing_dependency
+
+        e = missing_dependency(exc)
+        err.print(f"error: {type(e).__name__}: {e}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err.print("interrupted: finished work is kept; re-run the command to continue")
         raise typer.Exit(130) from None

@@ -24,7 +24,8 @@ def generate(
     image_format: Annotated[str, typer.Option(
         help="How images are stored: png[:LEVEL] (lossless, default png:1), webp (lossless) or jpeg[:QUALITY].")
     ] = "png:1",
-    cache_dir: Annotated[Path, typer.Option(help="Where downloaded networks are kept.")] = Path("data/cache"),
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        help="Where downloaded networks are kept (default: $FACEBANK_CACHE, else the user cache folder).")] = None,
     sha256: Annotated[Optional[str], typer.Option(help="Expected sha256 of the network file.")] = None,
     annotate: Annotated[bool, typer.Option(help="Detect, align and annotate the new faces in the same pass.")] = True,
     workers: Annotated[int, typer.Option(help="Encoding/annotation processes (0 = one per CPU, 1 = none).")] = 0,
@@ -42,7 +43,7 @@ def generate(
             raise InputError(f"--batch takes a positive integer or auto, got {batch!r}")
         cfg = GenerateConfig(network=network, seeds=seeds, psi=psi, cutoff=cutoff, class_idx=class_idx,
                              noise_mode=noise_mode, batch_size=batch if batch == "auto" else int(batch),
-                             device=device, image_format=image_format, cache_dir=str(cache_dir), sha256=sha256)
+                             device=device, image_format=image_format, cache_dir=None if cache_dir is None else str(cache_dir), sha256=sha256)
         with progress_bar("generate") as (advance, set_total):
             summary = generate_to_bank(str(bank), cfg, vision=VisionConfig() if annotate else None, workers=workers,
                                        progress=advance, total=set_total, say=err.print)

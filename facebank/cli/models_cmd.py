@@ -25,6 +25,7 @@ def fetch_cmd(
     dest: DestOpt = _DEFAULT_DEST,
     url: UrlOpt = None,
     sha256: Annotated[Optional[str], typer.Option("--sha256", help="Expected sha256 of the zip.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Where the downloaded zip is kept (default: DEST/.downloads).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Download a pack once (zip checksum recorded, or pinned with --sha256), extract it, check its models."""
@@ -32,7 +33,7 @@ def fetch_cmd(
 
     with cli_errors():
         err.print(f"note: {LICENSE_NOTICE}", markup=False, highlight=False, soft_wrap=True)
-        result = fetch_pack(name, dest=dest, url=url, expected_sha256=sha256)
+        result = fetch_pack(name, dest=dest, url=url, expected_sha256=sha256, cache_dir=cache_dir)
         where = "fetched into" if result["status"] == "fetched" else "already present at"
         human = f"{name}: {where} {result['path']} (zip sha256 {result['zip_sha256'] or 'unknown'})"
         emit(result, as_json=as_json, human=human)

@@ -26,6 +26,7 @@ import numpy as np
 from facebank._version import __version__
 from facebank.bank import open_bank
 from facebank.bank.schema import STATUS_ANNOTATED
+from facebank._io.deps import require
 from facebank._io.download import sha256_file
 from facebank.config import DEFAULT_BUILDS
 from facebank.errors import ConfigError, IndexBuildError, InputError, StaleIndex, UnknownSpace
@@ -89,7 +90,7 @@ def resolve_thresholds(
 
 
 def _faiss_index(kind: str, vectors: np.ndarray, params: dict):
-    import faiss
+    faiss = require("faiss")
 
     n, d = vectors.shape
     if kind == "flat":
@@ -204,7 +205,7 @@ def _usable_rows(bank, bank_path, spaces: list[str]) -> tuple[np.ndarray, np.nda
 
 def _write_space(tmp: Path, bank, rows: np.ndarray, s: str, info: dict, thr: dict, kind: str) -> dict:
     """Write one space's exact vectors and FAISS index into `tmp`; returns its manifest entry."""
-    import faiss
+    faiss = require("faiss")
 
     vectors = np.ascontiguousarray(bank.vectors(s)[rows], dtype=np.float32)
     np.save(tmp / f"vectors.{s}.npy", vectors)
@@ -224,8 +225,9 @@ def _faiss_name(kind: str) -> str:
 
 
 def _versions() -> dict:
-    import faiss
     import h5py
+
+    faiss = require("faiss")
 
     return {"facebank": __version__, "faiss": faiss.__version__, "numpy": np.__version__,
             "h5py": h5py.__version__, "python": platform.python_version()}

@@ -315,8 +315,9 @@ class FaceBank:
         spaces = [s for s in queries[0] if s in self._approx]
         if not spaces:
             return None
-        import faiss
+        from facebank._io.deps import require
 
+        faiss = require("faiss")
         cand = []
         for s in spaces:
             if s not in self._faiss:
