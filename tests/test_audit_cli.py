@@ -77,13 +77,13 @@ def test_audit_command(data, small_bank):
     assert {(x["mode"], x["picked_with"]) for x in rates} >= {("random", "dlib"), ("furthest", "dlib")}
     # The report's calibration feeds `index build --threshold-from`, and the manifest says so.
     thr = thresholds_from_report(res["calibration"], 1e-2)
-    r = invoke("index", "build", "--bank", small_bank, "--out", data["root"] / "builds2", "--threshold-from",
+    r = invoke("index", "build", "--bank", small_bank, "--builds", data["root"] / "builds2", "--threshold-from",
                res["calibration"], "--far", "1e-2", "--no-use", "--json")
     assert r.exit_code == 0, r.output
     m = read_manifest(_json(r)["build"])
     assert m["spaces"]["dlib"]["threshold"] == thr["dlib"]
     assert "calibration report" in m["spaces"]["dlib"]["threshold_source"]
-    r = invoke("index", "build", "--bank", small_bank, "--out", data["root"] / "builds3", "--threshold-from",
+    r = invoke("index", "build", "--bank", small_bank, "--builds", data["root"] / "builds3", "--threshold-from",
                res["calibration"], "--far", "1e-3", "--no-use")
     _one_line_error(r, 2, "not supported")
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from facebank._io.deps import require
-from facebank.cli.common import cli_errors, emit, progress_bar
+from facebank.cli.common import cli_errors, emit, examples, progress_bar
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
@@ -39,4 +39,7 @@ def build(
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(build)
+    app.command(epilog=examples(
+        "facebank build --source ../shared/assets/generated_photos",
+        "facebank build --config my_build.toml --bank data/bank.h5 --json",
+    ))(build)

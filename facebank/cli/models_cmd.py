@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from facebank.cli.common import cli_errors, emit, err
+from facebank.cli.common import cli_errors, emit, err, examples
 
 models_app = typer.Typer(
     help="Fetch and list InsightFace model packs (buffalo_l, ...). Non-commercial research use only.",
@@ -19,7 +19,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON 
 _DEFAULT_DEST = Path("~/.insightface/models")  # = model_packs.DEFAULT_DEST, without importing it at startup
 
 
-@models_app.command("fetch")
 def fetch_cmd(
     name: Annotated[str, typer.Argument(help="Pack name: buffalo_l, buffalo_m, buffalo_s, buffalo_sc.")],
     dest: DestOpt = _DEFAULT_DEST,
@@ -39,7 +38,6 @@ def fetch_cmd(
         emit(result, as_json=as_json, human=human)
 
 
-@models_app.command("list")
 def list_cmd(dest: DestOpt = _DEFAULT_DEST, as_json: JsonOpt = False) -> None:
     """Which packs are present under --dest, with their files' sha256."""
     from facebank.vision.model_packs import list_packs
@@ -64,4 +62,8 @@ def list_cmd(dest: DestOpt = _DEFAULT_DEST, as_json: JsonOpt = False) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    models_app.command("fetch", epilog=examples(
+        "facebank models fetch buffalo_l", "facebank models fetch buffalo_l --sha256 HEX --dest models/",
+    ))(fetch_cmd)
+    models_app.command("list", epilog=examples("facebank models list", "facebank models list --json"))(list_cmd)
     app.add_typer(models_app, name="models")
