@@ -125,7 +125,7 @@ BAD_INPUT = {
     "embed: future schema": (lambda t, b: ("embed", "--bank", _future_schema(b()), "--space", "dlib"), 1,
                              ("SchemaVersionError",)),
     "embed: not an ONNX model": (
-        lambda t, b: ("embed", "--bank", b(), "--space", "mobilefacenet_128d", "--model", _not_onnx(t)), 1,
+        lambda t, b: ("embed", "--bank", b(), "--model", f"mobilefacenet_128d={_not_onnx(t)}"), 1,
         ("ModelError",)),
     "index build: no such bank": (lambda t, b: ("index", "build", "--bank", t / "none.h5", "--builds", t), 2, ()),
     "generate: no such network": (

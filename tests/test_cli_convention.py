@@ -127,3 +127,15 @@ def test_pick_json_and_save_give_a_swapper_everything(built, tmp_path, assets):
     r = invoke("pick", "--image", assets / "deepface_faces" / "img1.jpg", "--build", builds, "--export",
                tmp_path / "o2", "--seed", 2, "--fallback", "widen_age")
     assert r.exit_code == 0 and len(list((tmp_path / "o2").glob("*.crop.png"))) == len(picks)
+
+
+def test_embed_model_takes_space_eq_path_and_the_old_bare_path(built, tmp_path):
+    bank, _, _ = built
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not onnx")
+    r = invoke("embed", "--bank", bank, "--model", f"mobilefacenet_128d={bad}")
+    assert r.exit_code == 1 and "ModelError" in r.stderr and "deprecated" not in r.stderr
+    r = invoke("embed", "--bank", bank, "--space", "mobilefacenet_128d", "--model", bad)
+    assert r.exit_code == 1 and "note: --model PATH is deprecated" in r.stderr and "ModelError" in r.stderr
+    r = invoke("embed", "--bank", bank, "--space", "arcface", "--model", f"mobilefacenet_128d={bad}")
+    assert r.exit_code == 2 and "different spaces" in r.stderr
