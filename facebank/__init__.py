@@ -29,8 +29,7 @@ from facebank.errors import (
 )
 from facebank.index.build import use_build, verify_build
 from facebank.pick.analyse import FaceAnalyser, PhotoFace
-from facebank.pick.photo import ImagePick
-from facebank.pick.session import FaceBank, Target
+from facebank.pick.session import FaceBank, ImagePick, Target
 from facebank.workflow import build_index
 
 __all__ = [

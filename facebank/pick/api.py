@@ -10,20 +10,17 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Union
-
 import numpy as np
 
 from facebank.index.build import resolve_build
-from facebank.pick.options import PickOptions
+from facebank.pick.options import Embedding, Embeddings, PickOptions, Threshold
 from facebank.pick.session import FaceBank, Target
 
-# A query embedding: a (d,) vector of the build's only space (or `space=`), or space -> (d,).
-Embedding = Union[np.ndarray, Sequence[float], Mapping[str, Union[np.ndarray, Sequence[float]]]]
-Threshold = Union[float, Mapping[str, float], None]
+from facebank.pick.analyse import FaceAnalyser, ImageInput, PhotoFace
+from facebank.pick.session import ImagePick
 
 _sessions: dict[tuple, FaceBank] = {}
-_analysers: dict[tuple, object] = {}
+_analysers: dict[tuple, FaceAnalyser] = {}
 _lock = threading.Lock()
 
 
@@ -76,7 +73,7 @@ def pick_target(embedding: Embedding, *, build: str | os.PathLike | None = None,
     return open_facebank(build, bank=bank, secret=secret).pick_faces([face], options)[0]
 
 
-def pick_targets(embeddings: np.ndarray | Mapping[str, np.ndarray], *, build: str | os.PathLike | None = None,
+def pick_targets(embeddings: Embeddings, *, build: str | os.PathLike | None = None,
                  bank: str | os.PathLike | None = None, space: str | None = None, ages: Sequence | None = None,
                  genders: Sequence | None = None, threshold: Threshold = None, mode: str = "random",
                  rng: np.random.Generator | None = None, keys: Sequence | None = None,
@@ -99,10 +96,11 @@ def pick_for_photo(faces: Sequence[Mapping], *, build: str | os.PathLike | None 
     return open_facebank(build, bank=bank, secret=secret).pick_faces(faces, options)
 
 
-def pick_for_image(image, *, build: str | os.PathLike | None = None, bank: str | os.PathLike | None = None,
+def pick_for_image(image: ImageInput, *, build: str | os.PathLike | None = None, bank: str | os.PathLike | None = None,
                    models: Mapping[str, str | os.PathLike] | None = None, threshold: Threshold = None,
                    mode: str = "random", rng: np.random.Generator | None = None, key: bytes | str | None = None,
-                   exclude: Iterable[str] = (), fallback: str = "error", secret: bytes | None = None) -> list:
+                   exclude: Iterable[str] = (), fallback: str = "error",
+                   secret: bytes | None = None) -> list[ImagePick]:
     """One distinct target per face of a real photo (an RGB uint8 array, a path or encoded bytes).
 
     Detection, age/gender and embeddings in the build's spaces run with models loaded once per
@@ -115,14 +113,12 @@ def pick_for_image(image, *, build: str | os.PathLike | None = None, bank: str |
         image, models=models, threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback)
 
 
-def analyse(image, *, spaces: Sequence[str] = ("dlib",), models: Mapping[str, str | os.PathLike] | None = None,
-            detector: str = "dlib", detector_path: str | os.PathLike | None = None) -> list:
+def analyse(image: ImageInput, *, spaces: Sequence[str] = ("dlib",), models: Mapping[str, str | os.PathLike] | None = None,
+            detector: str = "dlib", detector_path: str | os.PathLike | None = None) -> list[PhotoFace]:
     """Every face of a photo (box, landmarks, age, gender, embeddings in `spaces`), no bank needed.
 
     The analyser for (spaces, models, detector) is cached: models load on the first call only.
     """
-    from facebank.pick.analyse import FaceAnalyser
-
     key = (tuple(spaces), tuple(sorted((s, str(p)) for s, p in (models or {}).items())), detector,
            None if detector_path is None else str(detector_path))
     with _lock:

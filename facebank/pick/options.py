@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Union
 
 import numpy as np
 
-__all__ = ["FALLBACKS", "MODES", "PickOptions"]
+__all__ = ["FALLBACKS", "MODES", "Embedding", "Embeddings", "PickOptions", "Threshold"]
 
 MODES = ("random", "furthest")
 FALLBACKS = ("error", "widen_age")
+
+# A query embedding: a (d,) vector of the build's only space (or of `space=`), or space -> (d,).
+Embedding = Union[np.ndarray, Sequence[float], Mapping[str, Union[np.ndarray, Sequence[float]]]]
+# A batch: (B, d) for one space, or space -> (B, d).
+Embeddings = Union[np.ndarray, Mapping[str, np.ndarray]]
+# A cosine for a single-space query, space -> cosine, or None for the build's calibrated thresholds.
+Threshold = Union[float, Mapping[str, float], None]
 
 
 @dataclass(frozen=True)

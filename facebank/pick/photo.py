@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
 from facebank.errors import InputError
 from facebank.pick.analyse import ImageInput, PhotoFace, analyse_photo  # noqa: F401  (analyse_photo: old path)
-from facebank.pick.options import PickOptions
-from facebank.pick.session import FaceBank, Target
-
-
-@dataclass(frozen=True)
-class ImagePick:
-    """One real face of a photo and the synthetic target picked for it.
-
-    Unpacks as `(face, target)`, as the private pick_for_image's tuples did.
-    """
-
-    face: PhotoFace
-    target: Target
-
-    def __iter__(self) -> Iterator:
-        return iter((self.face, self.target))
-
-    def to_dict(self) -> dict:
-        return {"face": self.face.to_dict(), "target": self.target.to_dict()}
+from facebank.pick.options import PickOptions, Threshold
+from facebank.pick.session import FaceBank, ImagePick  # noqa: F401  (ImagePick: re-exported)
 
 
 def pick_for_image(session: FaceBank, image: ImageInput, *, models: Mapping[str, str] | None = None,
-                   threshold: float | Mapping[str, float] | None = None, mode: str = "random",
+                   threshold: Threshold = None, mode: str = "random",
                    rng: np.random.Generator | None = None, key: bytes | str | None = None,
                    exclude: Iterable[str] = (), fallback: str = "error",
                    require_face: bool = False) -> list[ImagePick]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,7 +23,8 @@ from facebank.index.build import resolve_build
 from facebank.index.manifest import read_manifest
 from facebank.index.picker import Picker, PickResult
 from facebank.labels import check_age, gender_name
-from facebank.pick.options import FALLBACKS, MODES, PickOptions
+from facebank.pick.analyse import FaceAnalyser, ImageInput, PhotoFace  # numpy only: models load on first use
+from facebank.pick.options import FALLBACKS, MODES, Embedding, Embeddings, PickOptions, Threshold
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,23 @@ class Target:
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
+@dataclass(frozen=True)
+class ImagePick:
+    """One real face of a photo and the synthetic target picked for it.
+
+    Unpacks as `(face, target)`, as the private pick_for_image's tuples did.
+    """
+
+    face: PhotoFace
+    target: Target
+
+    def __iter__(self) -> Iterator:
+        return iter((self.face, self.target))
+
+    def to_dict(self) -> dict:
+        return {"face": self.face.to_dict(), "target": self.target.to_dict()}
 
 
 def _as_query(embedding, space: str | None, spaces: list[str]) -> dict[str, np.ndarray]:
@@ -135,7 +153,7 @@ class FaceBank:
         self._faiss: dict = {}
         self.furthest_candidates = 256
         self._source_ids: np.ndarray | None = None  # read on the first pick, not at open (a 1M bank's strings)
-        self._analysers: dict[tuple, object] = {}
+        self._analysers: dict[tuple, FaceAnalyser] = {}
         self._on_close = None  # set by the module-level cache: leaving `with` evicts the session from it
 
     # -- freshness --
@@ -207,16 +225,16 @@ class FaceBank:
         )
 
     # -- the API: the keyword forms build one PickOptions; pick_faces and pick_rows do the work --
-    def pick_target(self, embedding, *, space: str | None = None, age: float | None = None,
-                    gender: str | None = None, threshold=None, mode: str = "random",
+    def pick_target(self, embedding: Embedding, *, space: str | None = None, age: float | None = None,
+                    gender: str | None = None, threshold: Threshold = None, mode: str = "random",
                     rng: np.random.Generator | None = None, key: bytes | str | None = None,
                     exclude: Iterable[str] = (), fallback: str = "error") -> Target:
         """A synthetic face dissimilar to `embedding` in every space it gives; see facebank.pick_target."""
         options = PickOptions(threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback)
         return self.pick_faces([{"embedding": embedding, "space": space, "age": age, "gender": gender}], options)[0]
 
-    def pick_targets(self, embeddings, *, space: str | None = None, ages: Sequence | None = None,
-                     genders: Sequence | None = None, threshold=None, mode: str = "random",
+    def pick_targets(self, embeddings: Embeddings, *, space: str | None = None, ages: Sequence | None = None,
+                     genders: Sequence | None = None, threshold: Threshold = None, mode: str = "random",
                      rng: np.random.Generator | None = None, keys: Sequence | None = None,
                      exclude: Iterable[str] = (), fallback: str = "error") -> list[Target]:
         """One target per query (independent picks; targets may repeat across queries).
@@ -227,7 +245,7 @@ class FaceBank:
         options = PickOptions(threshold=threshold, mode=mode, rng=rng, exclude=exclude, fallback=fallback)
         return self.pick_rows(embeddings, options, space=space, ages=ages, genders=genders, keys=keys)
 
-    def pick_for_photo(self, faces: Sequence[Mapping], *, threshold=None, mode: str = "random",
+    def pick_for_photo(self, faces: Sequence[Mapping], *, threshold: Threshold = None, mode: str = "random",
                        rng: np.random.Generator | None = None, key: bytes | str | None = None,
                        exclude: Iterable[str] = (), fallback: str = "error") -> list[Target]:
         """Distinct targets for all real faces of one photo, each dissimilar to every one of them.
@@ -238,7 +256,7 @@ class FaceBank:
         options = PickOptions(threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback)
         return self.pick_faces(faces, options)
 
-    def pick_rows(self, embeddings, options: PickOptions, *, space: str | None = None, ages: Sequence | None = None,
+    def pick_rows(self, embeddings: Embeddings, options: PickOptions, *, space: str | None = None, ages: Sequence | None = None,
                   genders: Sequence | None = None, keys: Sequence | None = None) -> list[Target]:
         """`pick_targets` with its options as one object (`options.key` is unused: give `keys`)."""
         self._recheck()
@@ -330,11 +348,9 @@ class FaceBank:
                                           exclude=taken)
 
     # -- photos: the models load once per session (prepare once, get many) --
-    def analyser(self, models: Mapping[str, str | os.PathLike] | None = None):
+    def analyser(self, models: Mapping[str, str | os.PathLike] | None = None) -> FaceAnalyser:
         """The session's FaceAnalyser for its spaces and `models` (the model path of each non-dlib
         space), created on first use and reused, so later photos cost inference only."""
-        from facebank.pick.analyse import FaceAnalyser
-
         key = tuple(sorted((s, str(p)) for s, p in (models or {}).items() if s in self.spaces))
         analyser = self._analysers.get(key)
         if analyser is None:
@@ -342,15 +358,15 @@ class FaceBank:
             analyser = self._analysers[key] = FaceAnalyser(self.spaces, models=dict(key), expected_sha256=sha)
         return analyser
 
-    def analyse(self, image, *, models: Mapping[str, str | os.PathLike] | None = None) -> list:
+    def analyse(self, image: ImageInput, *, models: Mapping[str, str | os.PathLike] | None = None) -> list[PhotoFace]:
         """Every face of `image` (RGB array, path or bytes): box, landmarks, age, gender and an
         embedding in each of the build's spaces (facebank.pick.analyse.PhotoFace)."""
         return self.analyser(models).get(image)
 
-    def pick_for_image(self, image, *, models: Mapping[str, str | os.PathLike] | None = None,
-                       threshold: float | Mapping[str, float] | None = None, mode: str = "random",
+    def pick_for_image(self, image: ImageInput, *, models: Mapping[str, str | os.PathLike] | None = None,
+                       threshold: Threshold = None, mode: str = "random",
                        rng: np.random.Generator | None = None, key: bytes | str | None = None,
-                       exclude: Iterable[str] = (), fallback: str = "error") -> list:
+                       exclude: Iterable[str] = (), fallback: str = "error") -> list[ImagePick]:
         """One distinct target per face of `image` (an RGB uint8 array, a path or encoded bytes).
 
         Detects every face, estimates age and gender, embeds it in the build's spaces and picks
