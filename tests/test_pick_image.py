@@ -107,3 +107,19 @@ def test_leaving_with_on_a_cached_session_evicts_it(build, small_bank):
     later = facebank.pick_target(q, build=build, rng=np.random.default_rng(0))
     assert later.crop().shape == (112, 112, 3)  # a fresh session, not the closed one
     assert facebank.open_facebank(build) is not fb
+
+
+def test_target_aligned_reproduces_the_stored_crop_and_scales(build, small_bank):
+    from facebank.vision.align import arcface_template
+
+    with FaceBank(build) as fb:
+        t = fb.pick_target(fb.bank.vectors("dlib")[5], rng=np.random.default_rng(3))
+        a112 = t.aligned(112)
+        # The bank's crop was aligned from the same image and landmarks at ingest.
+        assert np.abs(a112.astype(int) - t.crop().astype(int)).mean() < 1.0
+        assert t.aligned(128).shape == (128, 128, 3) and t.aligned(224).shape == (224, 224, 3)
+        np.testing.assert_allclose(arcface_template(224), arcface_template(112) * 2)
+        np.testing.assert_allclose(arcface_template(128)[:, 0], arcface_template(112)[:, 0] + 8,
+                                   rtol=0, atol=1e-4)
+        with pytest.raises(InputError):
+            t.aligned(3)

@@ -61,6 +61,14 @@ class Target:
         """The target's original image decoded to RGB uint8 (H, W, 3)."""
         return self.face().image()
 
+    def aligned(self, size: int = 112) -> np.ndarray:
+        """The target's original image warped to the ArcFace-family crop a swapper takes:
+        112 (ArcFace), 128 (inswapper, InsightFace's shifted template), 224 (twice 112), RGB uint8."""
+        from facebank.vision.align import align_to_swapper
+
+        face = self.face()
+        return align_to_swapper(face.image(), face.landmarks, size)
+
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
