@@ -2,20 +2,21 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FACEBANK := $(VENV)/bin/facebank
-CONFIG ?= data/default.toml
+CONFIG ?= default
 BANK ?= data/bank.h5
 SOURCE ?=
 
-.PHONY: install bank test bench clean
+.PHONY: install bank test bench clean constraints
 
 install: $(VENV)/.installed
 
 # setup.py and the C source too: the editable install compiles facebank/index/_screen.c in place.
-$(VENV)/.installed: pyproject.toml setup.py facebank/index/_screen.c
+$(VENV)/.installed: pyproject.toml constraints.txt setup.py facebank/index/_screen.c
 	test -d $(VENV) || python3 -m venv $(VENV)
 	# The CPU wheel of torch that lies on this machine; a bare `torch` pulls CUDA builds.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[cpu,dev]'
+	# constraints.txt: the exact versions CI tests (refresh: `make constraints`).
+	$(PY) -m pip install -q -c constraints.txt -e '.[cpu,dev]'
 	touch $@
 
 # Build the bank from the config's sources (or SOURCE), its index, and sample picks.
@@ -33,6 +34,10 @@ bench: install
 	$(PY) tools/bench_api.py
 	$(PY) tools/bench_generate.py
 	$(PY) tools/bench_build.py
+
+# Re-pin constraints.txt from the working venv (torch stays installed first, from torch==2.13.0).
+constraints: install
+	$(PY) tools/freeze_constraints.py > constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -8,7 +8,7 @@ The public surface, and nothing else:
 """
 
 from facebank._version import __version__
-from facebank.pick.api import open_facebank, pick_for_photo, pick_target, pick_targets
+from facebank.pick.api import analyse, open_facebank, pick_for_image, pick_for_photo, pick_target, pick_targets
 from facebank.bank import Bank, BankWriter, Face, open_bank
 from facebank.errors import (
     BankError,
@@ -18,6 +18,7 @@ from facebank.errors import (
     IndexBuildError,
     InputError,
     InvalidEmbedding,
+    MissingDependency,
     ModelError,
     NoEligibleTarget,
     SchemaVersionError,
@@ -28,7 +29,8 @@ from facebank.errors import (
     UnsafePickle,
 )
 from facebank.index.build import use_build, verify_build
-from facebank.pick.session import FaceBank, Target
+from facebank.pick.analyse import FaceAnalyser, PhotoFace
+from facebank.pick.session import FaceBank, ImagePick, Target
 from facebank.workflow import build_index
 
 __all__ = [
@@ -38,13 +40,17 @@ __all__ = [
     "BankWriter",
     "ConfigError",
     "Face",
+    "FaceAnalyser",
     "FaceBank",
     "FacebankError",
+    "ImagePick",
     "IndexBuildError",
     "InputError",
     "InvalidEmbedding",
+    "MissingDependency",
     "ModelError",
     "NoEligibleTarget",
+    "PhotoFace",
     "SchemaVersionError",
     "SourceError",
     "StaleIndex",
@@ -53,9 +59,11 @@ __all__ = [
     "UnknownSpace",
     "UnsafePickle",
     "__version__",
+    "analyse",
     "build_index",
     "open_bank",
     "open_facebank",
+    "pick_for_image",
     "pick_for_photo",
     "pick_target",
     "pick_targets",

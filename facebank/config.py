@@ -62,7 +62,7 @@ class IndexConfig:
 @dataclass(frozen=True)
 class BuildConfig:
     bank: str = "data/bank.h5"
-    cache_dir: str = "data/cache"
+    cache_dir: str | None = None  # downloads; None: the per-user cache (facebank._io.download.default_cache_dir)
     sources: tuple[SourceConfig, ...] = ()
     vision: VisionConfig = VisionConfig()
     spaces: tuple[SpaceConfig, ...] = (SpaceConfig("dlib"),)
@@ -99,8 +99,25 @@ def source_from_path(path: str) -> SourceConfig:
     raise ConfigError(f"cannot tell what kind of face source {path} is (a folder, a generated.photos export or a .pkl)")
 
 
-def load_config(path: str | Path) -> BuildConfig:
-    path = Path(path)
+DEFAULT_CONFIG = "default"  # `--config default`: the config shipped in the package (facebank/data/default.toml)
+
+
+def config_path(name: str | Path) -> Path:
+    """A config file: a path, or a name of a config shipped in the package ("default")."""
+    path = Path(name)
+    if path.is_file() or path.suffix or len(path.parts) > 1:
+        return path
+    from importlib import resources
+
+    shipped = resources.files("facebank").joinpath("data", f"{path.name}.toml")
+    if not shipped.is_file():
+        raise ConfigError(f"config {name} does not exist (not a file, nor a config shipped with facebank: default)")
+    return Path(str(shipped))
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG) -> BuildConfig:
+    """Read a build config: a TOML path, or "default" (the packaged data/default.toml)."""
+    path = config_path(path)
     if not path.is_file():
         raise ConfigError(f"config {path} does not exist")
     try:

@@ -8,6 +8,7 @@
     │   ├── UnknownSpace           an identity space the bank or build does not have
     │   └── UnknownFace            a face id that is not in the bank
     ├── ModelError                 a model file is missing, corrupt or not the declared kind
+    ├── MissingDependency          an optional dependency is not installed (names the extra)
     │   └── UnsafePickle           a network pickle asks for a global outside the allow-list
     ├── BankError                  the bank file cannot be opened, read or written
     │   ├── SchemaVersionError     the bank was written with another schema version
@@ -31,6 +32,7 @@ __all__ = [
     "IndexBuildError",
     "InputError",
     "InvalidEmbedding",
+    "MissingDependency",
     "ModelError",
     "NoEligibleTarget",
     "SchemaVersionError",
@@ -74,6 +76,13 @@ class UnknownFace(InputError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class MissingDependency(FacebankError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it.
+
+    Also an ImportError, so code that already catches ImportError keeps working.
+    """
 
 
 class ModelError(FacebankError):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facebank._io.deps import require
 from facebank.config import BuildConfig, SourceConfig
 from facebank.errors import SourceError
 
@@ -105,6 +106,7 @@ def run_build(cfg: BuildConfig, *, progress: ProgressFactory = _no_progress) -> 
     from facebank.index.manifest import read_manifest
     from facebank.ingest import embed_bank
 
+    require("faiss")  # the index stage needs it: fail now, not after ingest and embeddings
     if not cfg.sources:
         raise SourceError(
             "no face source: the config names none. Give one: `make bank SOURCE=<folder or generated.photos "

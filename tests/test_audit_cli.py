@@ -83,7 +83,7 @@ def test_audit_command(data, small_bank):
     # `index build --threshold-from` refuses it; tests/test_audit_run.py builds from a supported one.
     with pytest.raises(InputError, match="not supported"):
         thresholds_from_report(res["calibration"], 1e-2)
-    r = invoke("index", "build", "--bank", small_bank, "--out", data["root"] / "builds3", "--threshold-from",
+    r = invoke("index", "build", "--bank", small_bank, "--builds", data["root"] / "builds3", "--threshold-from",
                res["calibration"], "--far", "1e-2", "--no-use")
     _one_line_error(r, 2, "not supported")
 

@@ -64,12 +64,12 @@ def test_ingest_folder_embed_info(tmp_path, assets):
 @pytest.mark.slow
 def test_index_build_verify_pick(bank, tmp_path, assets):
     builds = tmp_path / "builds"
-    r = invoke("index", "build", "--bank", bank, "--out", builds, "--json")
+    r = invoke("index", "build", "--bank", bank, "--builds", builds, "--json")
     assert r.exit_code == 0, r.output
     manifest = json.loads(r.stdout)["manifest"]
     assert manifest["rows"] == 40 and manifest["spaces"]["dlib"]["threshold"] > 0.5
-    assert invoke("index", "verify", "--out", builds).exit_code == 0
-    assert invoke("index", "info", "--out", builds, "--json").exit_code == 0
+    assert invoke("index", "verify", "--builds", builds).exit_code == 0
+    assert invoke("index", "info", "--builds", builds, "--json").exit_code == 0
     q = tmp_path / "q.npy"
     np.save(q, open_bank(bank).vector("dlib", 3))
     r = invoke("pick", "--embedding", q, "--build", builds, "--seed", 1, "--json")
@@ -90,7 +90,7 @@ def test_index_build_verify_pick(bank, tmp_path, assets):
 
     item = next(i for i in iter_generated_photos(assets / "generated_photos" / "age_infant") if i.data)
     assert ingest(str(bank), [item]).added == 1
-    _one_line_error(invoke("index", "verify", "--out", builds), 1, "StaleIndex")
+    _one_line_error(invoke("index", "verify", "--builds", builds), 1, "StaleIndex")
     _one_line_error(invoke("pick", "--embedding", q, "--build", builds), 1, "StaleIndex")
 
 
@@ -125,9 +125,9 @@ BAD_INPUT = {
     "embed: future schema": (lambda t, b: ("embed", "--bank", _future_schema(b()), "--space", "dlib"), 1,
                              ("SchemaVersionError",)),
     "embed: not an ONNX model": (
-        lambda t, b: ("embed", "--bank", b(), "--space", "mobilefacenet_128d", "--model", _not_onnx(t)), 1,
+        lambda t, b: ("embed", "--bank", b(), "--model", f"mobilefacenet_128d={_not_onnx(t)}"), 1,
         ("ModelError",)),
-    "index build: no such bank": (lambda t, b: ("index", "build", "--bank", t / "none.h5", "--out", t), 2, ()),
+    "index build: no such bank": (lambda t, b: ("index", "build", "--bank", t / "none.h5", "--builds", t), 2, ()),
     "generate: no such network": (
         lambda t, b: ("generate", "--network", t / "none.pkl", "--bank", t / "g.h5", "--seeds", "0-1"), 2,
         ("not found",)),
@@ -196,8 +196,8 @@ def test_default_config_offline_says_what_to_do(tmp_path, monkeypatch):
         raise SourceError(f"cannot download {url} (offline)")
 
     monkeypatch.setattr(dl, "_download", offline)
+    monkeypatch.setenv("FACEBANK_CACHE", str(tmp_path / "cache"))
     from pathlib import Path
 
-    cfg = Path(__file__).resolve().parents[1] / "data" / "default.toml"
-    r = invoke("build", "--config", cfg, "--bank", tmp_path / "b.h5")
+    r = invoke("build", "--bank", tmp_path / "b.h5")  # the default config, shipped in the package
     _one_line_error(r, 2, "SOURCE=", "--source PATH")

@@ -65,3 +65,23 @@ def test_reading_a_config_loads_no_vision_library(tmp_path):
             "print(sorted(m for m in ('cv2', 'skimage', 'dlib', 'onnxruntime', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_public_api_is_typed():
+    """py.typed ships with the package, and every parameter of the pick API has a type hint
+    (typing.get_type_hints resolves them at run time, so no name is left to TYPE_CHECKING)."""
+    import inspect
+    import typing
+    from pathlib import Path
+
+    assert (Path(facebank.__file__).parent / "py.typed").is_file()
+    fns = [facebank.pick_target, facebank.pick_targets, facebank.pick_for_photo, facebank.pick_for_image,
+           facebank.analyse, facebank.FaceBank.pick_target, facebank.FaceBank.pick_targets,
+           facebank.FaceBank.pick_for_photo, facebank.FaceBank.pick_for_image, facebank.FaceBank.analyse]
+    for fn in fns:
+        hints = typing.get_type_hints(fn)
+        missing = [p for p in inspect.signature(fn).parameters if p != "self" and p not in hints]
+        assert not missing, (fn.__qualname__, missing)
+        assert "return" in hints, fn.__qualname__
+    for name in ("embedding", "threshold", "rng", "exclude"):
+        assert name in typing.get_type_hints(facebank.pick_target)

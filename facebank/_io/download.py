@@ -2,8 +2,17 @@
 
 Every cached file has a small JSON beside it recording its URL and sha256 (trust on first use,
 or the caller's pinned `expected_sha256`); the checksum is verified on every later use, so a
-damaged or swapped cache file is never used silently. Downloads land in a temporary file beside
-the target and are moved into place with `os.replace`, so a cut download leaves nothing behind.
+damaged or swapped cache file is never used silently. Downloads land in a `.part` file beside
+the target and are moved into place with `os.replace`, so a cut download never looks complete;
+failed connections are retried with backoff, resuming the `.part` file where the server allows
+(HTTP Range), and a progress bar goes to stderr on a terminal.
+
+The cache is per user, not relative to the working directory: `--cache-dir` / `cache_dir=`,
+else $FACEBANK_CACHE, else the platform's user cache folder (platformdirs; ~/.cache/facebank).
+
+Why not pooch: its cache is keyed by a known hash given up front, while facebank trusts the
+first download of an unpinned URL and records its sha256 beside it (then checks it on every
+use); the rest (streaming, retries, Range) is a few lines of urllib here.
 """
 
 from __future__ import annotations
@@ -13,7 +22,8 @@ import json
 import logging
 import os
 import re
-import tempfile
+import socket
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -24,13 +34,28 @@ from typing import Callable, Optional, Union
 from facebank.errors import InputError, SourceError
 from facebank._io.files import atomic_write_json
 
-__all__ = ["cache_record", "check_sha256_hex", "fetch", "is_url", "sha256_file"]
+__all__ = ["cache_record", "check_sha256_hex", "default_cache_dir", "fetch", "is_url", "sha256_file"]
 
 log = logging.getLogger(__name__)
 
 URL_SCHEMES = ("http", "https", "file")  # file:// is handy for mirrors, offline copies and tests
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60
+ATTEMPTS = 4  # one try and three retries, waiting BACKOFF_S * 2**k between them
+BACKOFF_S = 1.0
+
+
+def default_cache_dir() -> Path:
+    """$FACEBANK_CACHE, else the user cache folder (platformdirs), else ~/.cache/facebank."""
+    env = os.environ.get("FACEBANK_CACHE")
+    if env:
+        return Path(env).expanduser()
+    try:
+        import platformdirs
+    except ImportError:  # a leaner install: the XDG default
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return Path(base) / "facebank"
+    return Path(platformdirs.user_cache_dir("facebank", appauthor=False))
 
 
 def sha256_file(path: Union[str, Path]) -> str:
@@ -67,20 +92,75 @@ def _check_expected(actual: str, expected: Optional[str], what: str) -> None:
         raise SourceError(f"{what} has sha256 {actual}, expected {expected.lower()}")
 
 
-def _download(url: str, target: Path) -> str:
-    """Stream url into a temp file beside target, then os.replace; returns the sha256."""
-    digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
+def _retryable(exc: BaseException) -> bool:
+    """A dropped connection, a timeout or a server-side error is worth another try; a 404 is not."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code in (408, 429) or exc.code >= 500
+    reason = getattr(exc, "reason", exc)
+    if isinstance(reason, (ConnectionRefusedError, socket.gaierror)):  # nothing listens, no such host
+        return False
+    return isinstance(exc, (urllib.error.URLError, ConnectionError, TimeoutError, OSError))
+
+
+def _progress(what: str, total: int | None, start: int):
+    """A rich bar on stderr when it is a terminal (or FACEBANK_PROGRESS=1); None otherwise."""
+    if not (sys.stderr.isatty() or os.environ.get("FACEBANK_PROGRESS") == "1"):
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   TimeRemainingColumn(), console=Console(stderr=True))
+    bar.start()
+    bar.add_task(what, total=total, completed=start)
+    return bar
+
+
+def _attempt(url: str, part: Path) -> None:
+    """One try: append to `part` from where it ends (Range), or start over when the server ignores Range."""
+    have = part.stat().st_size if part.is_file() else 0
+    req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp:
-            for chunk in iter(lambda: resp.read(_CHUNK), b""):
-                digest.update(chunk)
-                out.write(chunk)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        resp = urllib.request.urlopen(req, timeout=_TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # nothing left to send: the part is complete, or stale
+            part.unlink()
         raise
-    return digest.hexdigest()
+    with resp:
+        resumed = have and resp.status == 206
+        length = resp.headers.get("Content-Length")
+        total = (int(length) + (have if resumed else 0)) if length and length.isdigit() else None
+        bar = _progress(os.path.basename(urllib.parse.urlparse(url).path) or "download", total,
+                        have if resumed else 0)
+        try:
+            with open(part, "ab" if resumed else "wb") as out:
+                for chunk in iter(lambda: resp.read(_CHUNK), b""):
+                    out.write(chunk)
+                    if bar is not None:
+                        bar.advance(0, len(chunk))
+        finally:
+            if bar is not None:
+                bar.stop()
+        if total is not None and part.stat().st_size != total:
+            raise ConnectionError(f"connection closed after {part.stat().st_size} of {total} bytes")
+
+
+def _download(url: str, target: Path) -> str:
+    """Download url into `target.part` (retries with backoff, resumed by Range), then os.replace
+    it onto target; returns the sha256. A failed download keeps the part for the next run."""
+    part = target.with_name(target.name + ".part")
+    for k in range(ATTEMPTS):
+        try:
+            _attempt(url, part)
+            break
+        except Exception as exc:
+            if k == ATTEMPTS - 1 or not _retryable(exc):
+                raise
+            log.warning("download of %s failed (%s); retry %d of %d", url, exc, k + 1, ATTEMPTS - 1)
+            time.sleep(BACKOFF_S * 2 ** k)
+    digest = sha256_file(part)
+    os.replace(part, target)
+    return digest
 
 
 def cache_record(target: Path) -> Path:
@@ -88,14 +168,14 @@ def cache_record(target: Path) -> Path:
     return target.with_name(target.name + ".json")
 
 
-def fetch(path_or_url: Union[str, Path], *, cache_dir: Union[str, Path], expected_sha256: Optional[str] = None,
+def fetch(path_or_url: Union[str, Path], *, cache_dir: Union[str, Path, None] = None, expected_sha256: Optional[str] = None,
           what: str = "file", offline_hint: str = "", default_name: str = "download",
           download: Optional[Callable[[str, Path], str]] = None) -> Path:
     """Local path -> that path (SourceError if missing). URL -> the cached copy, downloading it once.
 
     Args:
         path_or_url: a local file, or an http(s)/file URL.
-        cache_dir: where downloads are kept (created if missing).
+        cache_dir: where downloads are kept (created if missing); None: default_cache_dir().
         expected_sha256: hex digest the file must have (for a local path too); None = trust the
             first download and check the recorded sha256 from then on.
         what: a word for messages ("network", "model pack").
@@ -115,7 +195,7 @@ def fetch(path_or_url: Union[str, Path], *, cache_dir: Union[str, Path], expecte
             _check_expected(sha256_file(path), expected_sha256, str(path))
         return path
 
-    cache_dir = Path(cache_dir).expanduser()
+    cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / _cache_name(text, default=default_name)
     meta_path = cache_record(target)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
+
 import typer
 
 from facebank.cli import (
@@ -13,8 +15,24 @@ app = typer.Typer(
     help="Synthetic faces guaranteed dissimilar to the real faces they replace.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals hold embeddings and paths
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from facebank._version import __version__
+
+        typer.echo(f"facebank {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[Optional[bool], typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print facebank's version and exit.")] = None) -> None:
+    """Synthetic faces guaranteed dissimilar to the real faces they replace."""
+
+
 for _group in (bank_cmds, build_cmd, generate_cmd, index_cmds, pick_cmd, audit_cmds, models_cmd, bank_format_cmds):
     _group.register(app)
 

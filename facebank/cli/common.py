@@ -47,6 +47,12 @@ def cli_errors() -> Iterator[None]:
     except OSError as exc:  # a full disk, a read-only file system: the system's words, one line
         _line(f"error: {type(exc).__name__}: {exc.strerror or exc}: {exc.filename or ''}")
         raise typer.Exit(1) from None
+    except ImportError as exc:  # an optional dependency (faiss, insightface): name the extra to install
+        from facebank._io.deps import missing_dependency
+
+        e = missing_dependency(exc)
+        err.print(f"error: {type(e).__name__}: {e}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err.print("interrupted: finished work is kept; re-run the command to continue")
         raise typer.Exit(130) from None
@@ -118,3 +124,23 @@ def emit(data: dict | list, *, as_json: bool, human: str | None = None) -> None:
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     elif human is not None:
         out.print(human, markup=False, highlight=False, soft_wrap=True)
+
+
+def deprecated(old: str, new: str) -> None:
+    """One note on stderr for an old spelling that still works (kept for one release)."""
+    err.print(f"note: {old} is deprecated; use {new}", markup=False, highlight=False, soft_wrap=True)
+
+
+def alias(new_value, old_value, *, new: str, old: str, unset=None):
+    """The value of option `new`, or of its deprecated spelling `old` (with a note); both is an error."""
+    if old_value is None or old_value == [] or old_value == ():
+        return new_value
+    deprecated(old, new)
+    if new_value is not None and new_value != unset and new_value != [] and new_value != old_value:
+        raise InputError(f"give {new} only, not also {old} (its old spelling)")
+    return old_value
+
+
+def examples(*lines: str) -> str:
+    """A command's help epilog: 'Examples:' and one command per paragraph (kept apart by Typer)."""
+    return "Examples:\n\n" + "\n\n".join(f"  $ {line}" for line in lines)

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from facebank.cli.common import cli_errors, emit, progress_bar
+from facebank.cli.choices import NoiseMode
+from facebank.cli.common import cli_errors, emit, examples, progress_bar
 
 
 def generate(
@@ -18,13 +19,14 @@ def generate(
     psi: Annotated[float, typer.Option(help="Truncation psi (1 = none).")] = 0.7,
     cutoff: Annotated[Optional[int], typer.Option(help="Truncate only the first CUTOFF w rows.")] = None,
     class_idx: Annotated[Optional[int], typer.Option("--class", help="Class of a conditional network.")] = None,
-    noise_mode: Annotated[str, typer.Option(help="const (deterministic), random or none.")] = "const",
+    noise_mode: Annotated[NoiseMode, typer.Option(help="const (deterministic), random or none.")] = NoiseMode.const,
     batch: Annotated[str, typer.Option(help="Batch size, or auto.")] = "auto",
     device: Annotated[str, typer.Option(help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")] = "auto",
     image_format: Annotated[str, typer.Option(
         help="How images are stored: png[:LEVEL] (lossless, default png:1), webp (lossless) or jpeg[:QUALITY].")
     ] = "png:1",
-    cache_dir: Annotated[Path, typer.Option(help="Where downloaded networks are kept.")] = Path("data/cache"),
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        help="Where downloaded networks are kept (default: $FACEBANK_CACHE, else the user cache folder).")] = None,
     sha256: Annotated[Optional[str], typer.Option(help="Expected sha256 of the network file.")] = None,
     annotate: Annotated[bool, typer.Option(help="Detect, align and annotate the new faces in the same pass.")] = True,
     workers: Annotated[int, typer.Option(help="Encoding/annotation processes (0 = one per CPU, 1 = none).")] = 0,
@@ -41,8 +43,8 @@ def generate(
         if batch != "auto" and not batch.isdigit():
             raise InputError(f"--batch takes a positive integer or auto, got {batch!r}")
         cfg = GenerateConfig(network=network, seeds=seeds, psi=psi, cutoff=cutoff, class_idx=class_idx,
-                             noise_mode=noise_mode, batch_size=batch if batch == "auto" else int(batch),
-                             device=device, image_format=image_format, cache_dir=str(cache_dir), sha256=sha256)
+                             noise_mode=noise_mode.value, batch_size=batch if batch == "auto" else int(batch),
+                             device=device, image_format=image_format, cache_dir=None if cache_dir is None else str(cache_dir), sha256=sha256)
         with progress_bar("generate") as (advance, set_total):
             summary = generate_to_bank(str(bank), cfg, vision=VisionConfig() if annotate else None, workers=workers,
                                        progress=advance, total=set_total, say=err.print)
@@ -64,4 +66,8 @@ def generate(
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(generate)
+    app.command(epilog=examples(
+        "facebank generate --network ffhq.pkl --seeds 0-9999 --psi 0.7 --bank data/bank.h5",
+        "facebank generate --network https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl "
+        "--seeds 0-99 --device cuda --bank data/bank.h5",
+    ))(generate)

@@ -1,4 +1,10 @@
-"""`facebank index build|verify|info|use`."""
+"""`facebank index build|verify|info|use`.
+
+Options follow the one convention (README): `--bank`, `--build` (a build directory, or a builds
+folder whose current build is meant), `--builds` (the folder of builds), repeatable `--space`
+and `--threshold SPACE=COS`. Old spellings (`--out` for the builds folder, `--spaces a,b`, a
+positional BUILD) still work with a deprecation note.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +13,38 @@ from typing import Annotated, Optional
 
 import typer
 
-from facebank.cli.common import cli_errors, emit, parse_pairs
+from facebank.cli.choices import Kind
+from facebank.cli.common import alias, cli_errors, deprecated, emit, examples, parse_pairs
 from facebank.config import DEFAULT_BUILDS
 
 index_app = typer.Typer(help="Build, check and switch FAISS index builds.", no_args_is_help=True)
-OutOpt = Annotated[Path, typer.Option("--out", help="The folder of index builds.")]
+BuildsOpt = Annotated[Path, typer.Option("--builds", help="The folder of index builds.")]
+OldOutOpt = Annotated[Optional[Path], typer.Option("--out", hidden=True, help="Deprecated: --builds.")]
+BuildOpt = Annotated[Optional[Path], typer.Option("--build", help="Build directory (default: the current one).")]
+OldBuildArg = Annotated[Optional[Path], typer.Argument(hidden=True, help="Deprecated: --build.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+_BUILDS = Path(DEFAULT_BUILDS)
 
 
-@index_app.command("build")
+def _build_arg(build: Optional[Path], positional: Optional[Path]) -> Optional[Path]:
+    if positional is not None:
+        deprecated("a positional BUILD", "--build BUILD")
+        if build is not None and build != positional:
+            from facebank.errors import InputError
+
+            raise InputError("give --build only, not also a positional BUILD")
+        return positional
+    return build
+
+
 def build_cmd(
     bank: Annotated[Path, typer.Option("--bank", "-b", help="The bank file.")],
-    spaces: Annotated[Optional[str], typer.Option("--spaces", help="Comma-separated spaces (default: all).")] = None,
-    out: OutOpt = Path(DEFAULT_BUILDS),
-    kind: Annotated[str, typer.Option(help="FAISS index: flat (exact), ivf or hnsw.")] = "flat",
-    threshold: Annotated[list[str], typer.Option("--threshold", help="SPACE=COSINE (repeatable).")] = [],
+    space: Annotated[list[str], typer.Option("--space", help="A space to index (repeatable; default: all).")] = [],
+    spaces: Annotated[Optional[str], typer.Option("--spaces", hidden=True, help="Deprecated: --space.")] = None,
+    builds: BuildsOpt = _BUILDS,
+    out: OldOutOpt = None,
+    kind: Annotated[Kind, typer.Option(help="FAISS index: flat (exact), ivf or hnsw.")] = Kind.flat,
+    threshold: Annotated[list[str], typer.Option("--threshold", help="SPACE=COS (repeatable).")] = [],
     threshold_from: Annotated[Optional[Path], typer.Option(help="A calibration report (facebank audit).")] = None,
     far: Annotated[float, typer.Option(help="False-accept rate read from --threshold-from or the shipped defaults (1e-3, 1e-4).")] = 1e-3,
     no_use: Annotated[bool, typer.Option("--no-use", help="Do not make it the current build.")] = False,
@@ -33,8 +56,11 @@ def build_cmd(
     from facebank.workflow import calibrated_thresholds
 
     with cli_errors():
-        path = build_index(bank, spaces=[s.strip() for s in spaces.split(",")] if spaces else None, out=out, kind=kind,
-                           thresholds=parse_pairs(threshold, "--threshold", shape="SPACE=COSINE", kind=float),
+        old = [s.strip() for s in spaces.split(",") if s.strip()] if spaces else []
+        chosen = alias(space, old, new="--space", old="--spaces")
+        builds = alias(builds, out, new="--builds", old="--out (the builds folder)", unset=_BUILDS)
+        path = build_index(bank, spaces=chosen or None, out=builds, kind=kind.value,
+                           thresholds=parse_pairs(threshold, "--threshold", shape="SPACE=COS", kind=float),
                            calibrated=calibrated_thresholds(str(threshold_from), far) if threshold_from else None,
                            make_current=not no_use)
         m = read_manifest(path)
@@ -43,26 +69,30 @@ def build_cmd(
                  f"{s} thr {v['threshold']:.4f}" for s, v in m["spaces"].items()) + ")")
 
 
-@index_app.command("verify")
 def verify_cmd(
-    build: Annotated[Optional[Path], typer.Argument(help="Build directory (default: the current one).")] = None,
+    build: BuildOpt = None,
+    positional: OldBuildArg = None,
     bank: Annotated[Optional[Path], typer.Option("--bank", "-b", help="Check against this bank.")] = None,
-    out: OutOpt = Path(DEFAULT_BUILDS),
+    builds: BuildsOpt = _BUILDS,
+    out: OldOutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check a build against its bank; exits non-zero on any mismatch."""
     from facebank.index.build import resolve_build, verify_build
 
     with cli_errors():
-        result = verify_build(resolve_build(build, out=out), bank_path=str(bank) if bank else None)
+        builds = alias(builds, out, new="--builds", old="--out (the builds folder)", unset=_BUILDS)
+        result = verify_build(resolve_build(_build_arg(build, positional), out=builds),
+                              bank_path=str(bank) if bank else None)
         emit(result, as_json=as_json, human=f"ok: build {result['build']} matches {result['bank']} "
                                             f"({result['rows']} faces, {result['checked_vectors']} vectors checked)")
 
 
-@index_app.command("info")
 def info_cmd(
-    build: Annotated[Optional[Path], typer.Argument(help="Build directory (default: the current one).")] = None,
-    out: OutOpt = Path(DEFAULT_BUILDS),
+    build: BuildOpt = None,
+    positional: OldBuildArg = None,
+    builds: BuildsOpt = _BUILDS,
+    out: OldOutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a build's manifest."""
@@ -70,7 +100,8 @@ def info_cmd(
     from facebank.index.manifest import read_manifest
 
     with cli_errors():
-        m = read_manifest(resolve_build(build, out=out))
+        builds = alias(builds, out, new="--builds", old="--out (the builds folder)", unset=_BUILDS)
+        m = read_manifest(resolve_build(_build_arg(build, positional), out=builds))
         lines = [f"build {m['build_id']} ({m['created']}): {m['rows']} faces from {m['bank']['path']}"]
         for s, v in m["spaces"].items():
             lines.append(f"  {s}: dim {v['dim']} {v['index']['faiss_class']} threshold {v['threshold']:.4f} "
@@ -79,15 +110,32 @@ def info_cmd(
         emit(m, as_json=as_json, human="\n".join(lines))
 
 
-@index_app.command("use")
-def use_cmd(build: Annotated[Path, typer.Argument(help="Build directory to make current.")]) -> None:
-    """Make BUILD the current build of its folder (atomic switch)."""
+def use_cmd(
+    build: Annotated[Optional[Path], typer.Option("--build", help="Build directory to make current.")] = None,
+    positional: OldBuildArg = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make a build the current one of its folder (atomic switch)."""
+    from facebank.errors import InputError
     from facebank.index.build import use_build
 
     with cli_errors():
+        build = _build_arg(build, positional)
+        if build is None:
+            raise InputError("give the build to use: --build DIR")
         link = use_build(build)
-        emit({}, as_json=False, human=f"{link} -> {build.name}")
+        emit({"current": str(link), "build": str(build)}, as_json=as_json, human=f"{link} -> {build.name}")
 
 
 def register(app: typer.Typer) -> None:
+    index_app.command("build", epilog=examples(
+        "facebank index build --bank data/bank.h5",
+        "facebank index build --bank data/bank.h5 --space dlib --space arcface --kind hnsw --threshold arcface=0.3",
+    ))(build_cmd)
+    index_app.command("verify", epilog=examples(
+        "facebank index verify", "facebank index verify --build index_builds/20260101-120000 --bank data/bank.h5",
+    ))(verify_cmd)
+    index_app.command("info", epilog=examples("facebank index info --json",
+                                              "facebank index info --builds my_builds"))(info_cmd)
+    index_app.command("use", epilog=examples("facebank index use --build index_builds/20260101-120000"))(use_cmd)
     app.add_typer(index_app, name="index")

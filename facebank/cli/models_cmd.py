@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from facebank.cli.common import cli_errors, emit, err
+from facebank.cli.common import cli_errors, emit, err, examples
 
 models_app = typer.Typer(
     help="Fetch and list InsightFace model packs (buffalo_l, ...). Non-commercial research use only.",
@@ -19,12 +19,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON 
 _DEFAULT_DEST = Path("~/.insightface/models")  # = model_packs.DEFAULT_DEST, without importing it at startup
 
 
-@models_app.command("fetch")
 def fetch_cmd(
     name: Annotated[str, typer.Argument(help="Pack name: buffalo_l, buffalo_m, buffalo_s, buffalo_sc.")],
     dest: DestOpt = _DEFAULT_DEST,
     url: UrlOpt = None,
     sha256: Annotated[Optional[str], typer.Option("--sha256", help="Expected sha256 of the zip.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Where the downloaded zip is kept (default: DEST/.downloads).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Download a pack once (zip checksum recorded, or pinned with --sha256), extract it, check its models."""
@@ -32,13 +32,12 @@ def fetch_cmd(
 
     with cli_errors():
         err.print(f"note: {LICENSE_NOTICE}", markup=False, highlight=False, soft_wrap=True)
-        result = fetch_pack(name, dest=dest, url=url, expected_sha256=sha256)
+        result = fetch_pack(name, dest=dest, url=url, expected_sha256=sha256, cache_dir=cache_dir)
         where = "fetched into" if result["status"] == "fetched" else "already present at"
         human = f"{name}: {where} {result['path']} (zip sha256 {result['zip_sha256'] or 'unknown'})"
         emit(result, as_json=as_json, human=human)
 
 
-@models_app.command("list")
 def list_cmd(dest: DestOpt = _DEFAULT_DEST, as_json: JsonOpt = False) -> None:
     """Which packs are present under --dest, with their files' sha256."""
     from facebank.vision.model_packs import list_packs
@@ -63,4 +62,8 @@ def list_cmd(dest: DestOpt = _DEFAULT_DEST, as_json: JsonOpt = False) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    models_app.command("fetch", epilog=examples(
+        "facebank models fetch buffalo_l", "facebank models fetch buffalo_l --sha256 HEX --dest models/",
+    ))(fetch_cmd)
+    models_app.command("list", epilog=examples("facebank models list", "facebank models list --json"))(list_cmd)
     app.add_typer(models_app, name="models")

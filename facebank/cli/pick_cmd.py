@@ -1,4 +1,4 @@
-"""`facebank pick`: targets for an embedding file or for every face of a photo."""
+"""`facebank pick`: targets for an embedding file or for every face of a photo; `--save DIR` exports them."""
 
 from __future__ import annotations
 
@@ -8,8 +8,45 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from facebank.cli.common import cli_errors, emit, parse_pairs
+from facebank.cli.choices import Fallback, Mode
+from facebank.cli.common import cli_errors, emit, examples, parse_pairs
 from facebank.config import DEFAULT_BUILDS
+
+
+def _thresholds(items: list[str]):
+    """`--threshold SPACE=COS` (repeatable), or one bare COS for a single-space query."""
+    from facebank.errors import InputError
+
+    if len(items) == 1 and "=" not in items[0]:
+        try:
+            return float(items[0])
+        except ValueError:
+            raise InputError(f"--threshold takes SPACE=COS (or one COS), got {items[0]!r}") from None
+    return parse_pairs(items, "--threshold", shape="SPACE=COS", kind=float) or None
+
+
+def _export(folder: Path, i: int, target, row: dict) -> dict:
+    """The target's original image, its aligned crop and a JSON sidecar, as files a swapper opens."""
+    import json
+
+    from PIL import Image
+
+    from facebank._io.files import atomic_write_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    face = target.face()
+    stem = f"{i:02d}_{target.id}"
+    data = target.image_bytes()
+    ext = {b"\x89PNG": "png", b"RIFF": "webp"}.get(data[:4], "jpg" if data[:2] == b"\xff\xd8" else "img")
+    image_path = folder / f"{stem}.image.{ext}"
+    image_path.write_bytes(data)
+    crop_path = folder / f"{stem}.crop.png"
+    Image.fromarray(np.asarray(target.crop())).save(crop_path)
+    sidecar = {**row, "target_image": image_path.name, "target_crop": crop_path.name,
+               "target_landmarks": np.asarray(face.landmarks).round(2).tolist(),
+               "target_box": np.asarray(face.box).round(2).tolist(), "target_source": face.source}
+    atomic_write_json(folder / f"{stem}.json", json.loads(json.dumps(sidecar, default=str)))
+    return {"image": str(image_path), "crop": str(crop_path), "json": str(folder / f"{stem}.json")}
 
 
 def pick(
@@ -18,13 +55,16 @@ def pick(
     space: Annotated[Optional[str], typer.Option(help="Space of --embedding (default: the build's only space).")] = None,
     age: Annotated[Optional[float], typer.Option(help="Age of the real face in years.")] = None,
     gender: Annotated[Optional[str], typer.Option(help="Gender of the real face: f or m.")] = None,
-    mode: Annotated[str, typer.Option(help="random (uniform among eligible) or furthest.")] = "random",
-    fallback: Annotated[str, typer.Option(help="When the group has none: error or widen_age.")] = "error",
-    threshold: Annotated[Optional[float], typer.Option(help="Override the build's threshold (single space).")] = None,
+    mode: Annotated[Mode, typer.Option(help="random (uniform among eligible) or furthest.")] = Mode.random,
+    fallback: Annotated[Fallback, typer.Option(help="When the group has none: error or widen_age.")] = Fallback.error,
+    threshold: Annotated[list[str], typer.Option(
+        "--threshold", help="SPACE=COS overriding the build's threshold (repeatable; a bare COS with one space).")] = [],
     seed: Annotated[Optional[int], typer.Option(help="Seed for a reproducible pick.")] = None,
     model: Annotated[list[str], typer.Option("--model", help="SPACE=PATH of a non-dlib embedder for --image.")] = [],
     build: Annotated[Optional[Path], typer.Option(help=f"Index build (default: {DEFAULT_BUILDS}/current).")] = None,
     bank: Annotated[Optional[Path], typer.Option("--bank", "-b", help="Bank (default: the build's).")] = None,
+    save: Annotated[Optional[Path], typer.Option(
+        "--save", "--export", help="Write each target's original image, aligned crop and a JSON sidecar here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Pick synthetic targets guaranteed dissimilar to a query embedding or to the faces of a photo."""
@@ -36,16 +76,18 @@ def pick(
             raise InputError("give exactly one of --embedding or --image")
         if seed is not None and seed < 0:
             raise InputError(f"--seed must be >= 0, got {seed}")
+        thr = _thresholds(threshold)
         session = open_facebank(build, bank=bank)
         rng = np.random.default_rng(seed)
-        rows = []
+        rows, targets = [], []
         if image is not None:
             from facebank.pick.photo import pick_for_image
 
             models = parse_pairs(model, "--model", shape="SPACE=PATH", must_exist=True)
-            for face, t in pick_for_image(session, image, models=models, mode=mode, rng=rng, fallback=fallback):
-                rows.append({"face": {"box": face.box, "age": round(face.age, 1), "gender": face.gender},
-                             "target": t.to_dict()})
+            for p in pick_for_image(session, image, models=models, threshold=thr, mode=mode.value, rng=rng,
+                                    fallback=fallback.value, require_face=True):
+                rows.append(p.to_dict())
+                targets.append(p.target)
         else:
             if not embedding.is_file():
                 raise InputError(f"embedding file {embedding} does not exist")
@@ -60,9 +102,13 @@ def pick(
                 raise InputError(f"{embedding} must hold a real (d,) or (B, d) array, got {q.dtype} {q.shape}")
             queries = q if q.ndim == 2 else q[None, :]
             for qi in queries:
-                t = session.pick_target(qi, space=space, age=age, gender=gender, threshold=threshold, mode=mode,
-                                        rng=rng, fallback=fallback)
-                rows.append({"target": t.to_dict()})
+                t = session.pick_target(qi, space=space, age=age, gender=gender, threshold=thr, mode=mode.value,
+                                        rng=rng, fallback=fallback.value)
+                rows.append({"face": None, "target": t.to_dict()})
+                targets.append(t)
+        if save is not None:
+            for i, (row, t) in enumerate(zip(rows, targets)):
+                row["files"] = _export(save, i, t, dict(row))
         lines = []
         for i, r in enumerate(rows):
             t = r["target"]
@@ -70,8 +116,14 @@ def pick(
             face = r.get("face")
             who = f"face {i} {face['box']} {face['gender']} ~{face['age']:.0f}y" if face else f"query {i}"
             lines.append(f"{who} -> {t['id']} ({t['group']}{', ' + t['fallback'] if t['fallback'] else ''}): {sims}")
+        if save is not None:
+            lines.append(f"saved {len(rows)} target(s) into {save}")
         emit({"build": str(session.build_dir), "picks": rows}, as_json=as_json, human="\n".join(lines))
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(pick)
+    app.command(epilog=examples(
+        "facebank pick --image photo.jpg --json",
+        "facebank pick --image photo.jpg --save out/ --seed 1",
+        "facebank pick --embedding q.npy --age 34 --gender f --mode furthest --threshold dlib=0.9",
+    ))(pick)

@@ -26,6 +26,7 @@ import numpy as np
 from facebank._version import __version__
 from facebank.bank import open_bank
 from facebank.bank.schema import STATUS_ANNOTATED
+from facebank._io.deps import require
 from facebank._io.download import sha256_file
 from facebank.config import DEFAULT_BUILDS
 from facebank.errors import ConfigError, IndexBuildError, InputError, StaleIndex, UnknownSpace
@@ -104,7 +105,7 @@ def resolve_thresholds(
 
 def _empty_index(kind: str, d: int, params: dict, n: int, read: Callable[[int, int], np.ndarray], block: int):
     """An empty FAISS index of `kind` for n vectors of dim d (IVF trained on an even sample of them)."""
-    import faiss
+    faiss = require("faiss")
 
     if kind == "flat":
         return faiss.IndexFlatIP(d)
@@ -244,7 +245,7 @@ def write_space_files(tmp: Path, s: str, read: Callable[[int, int], np.ndarray],
     whole read, then a fancy-indexed copy, then the index's own copy was 3x the vectors).
     Returns (index params, {file name: sha256}).
     """
-    import faiss
+    faiss = require("faiss")
 
     path = tmp / f"vectors.{s}.npy"
     params: dict = {}
@@ -264,8 +265,9 @@ def _faiss_name(kind: str) -> str:
 
 
 def _versions() -> dict:
-    import faiss
     import h5py
+
+    faiss = require("faiss")
 
     return {"facebank": __version__, "faiss": faiss.__version__, "numpy": np.__version__,
             "h5py": h5py.__version__, "python": platform.python_version()}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,7 +25,8 @@ from facebank.index.exact import unit_queries
 from facebank.index.manifest import load_array, read_manifest, verify_files
 from facebank.index.picker import Picker, PickResult
 from facebank.labels import check_age, gender_name
-from facebank.pick.options import FALLBACKS, MODES, PickOptions
+from facebank.pick.analyse import FaceAnalyser, ImageInput, PhotoFace  # numpy only: models load on first use
+from facebank.pick.options import FALLBACKS, MODES, Embedding, Embeddings, PickOptions, Threshold
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Target:
 
     id: str
     row: int  # bank row
+    source_id: str  # the face's id in its source (file name, seed, generated.photos id)
     similarities: dict[str, float]
     thresholds: dict[str, float]
     age: float
@@ -54,10 +56,40 @@ class Target:
         return self._bank.crop(self.row)
 
     def image_bytes(self) -> bytes:
+        """The target's original encoded image, as it entered the bank."""
         return self._bank.image_bytes(self.row)
+
+    def image(self) -> np.ndarray:
+        """The target's original image decoded to RGB uint8 (H, W, 3)."""
+        return self.face().image()
+
+    def aligned(self, size: int = 112) -> np.ndarray:
+        """The target's original image warped to the ArcFace-family crop a swapper takes:
+        112 (ArcFace), 128 (inswapper, InsightFace's shifted template), 224 (twice 112), RGB uint8."""
+        from facebank.vision.align import align_to_swapper
+
+        face = self.face()
+        return align_to_swapper(face.image(), face.landmarks, size)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
+@dataclass(frozen=True)
+class ImagePick:
+    """One real face of a photo and the synthetic target picked for it.
+
+    Unpacks as `(face, target)`, as the private pick_for_image's tuples did.
+    """
+
+    face: PhotoFace
+    target: Target
+
+    def __iter__(self) -> Iterator:
+        return iter((self.face, self.target))
+
+    def to_dict(self) -> dict:
+        return {"face": self.face.to_dict(), "target": self.target.to_dict()}
 
 
 def _as_query(embedding, space: str | None, spaces: list[str]) -> dict[str, np.ndarray]:
@@ -149,6 +181,9 @@ class FaceBank:
                         if m["index"]["type"] != "flat"}
         self._faiss: dict = {}
         self.furthest_candidates = 256
+        self._source_ids: np.ndarray | None = None  # read on the first pick, not at open (a 1M bank's strings)
+        self._analysers: dict[tuple, FaceAnalyser] = {}
+        self._on_close = None  # set by the module-level cache: leaving `with` evicts the session from it
 
     # -- freshness --
     def _stat(self) -> tuple[int, int]:
@@ -201,6 +236,7 @@ class FaceBank:
             self.bank.close()
             self.bank = open_bank(self.bank_path)
             self._bank_stat = self._stat()
+            self._source_ids = None
             self._check_fresh()
 
     # -- groups --
@@ -251,8 +287,11 @@ class FaceBank:
         bank_row = int(self.rows[res.row])
         self._guard(res.row, bank_row, queries, thresholds)
         code = int(self.codes[res.row])
+        if self._source_ids is None:
+            self._source_ids = self.bank.column("source_id")
         return Target(
-            id=self.ids[res.row].decode(), row=bank_row, similarities=dict(res.similarities),
+            id=self.ids[res.row].decode(), row=bank_row, source_id=str(self._source_ids[bank_row]),
+            similarities=dict(res.similarities),
             thresholds=dict(thresholds), age=float(self._ages[bank_row]),
             gender=gender_name(int(self._genders[bank_row])),
             group=self._labels[code], requested_group=requested, fallback=fallback_used, mode=mode,
@@ -260,16 +299,16 @@ class FaceBank:
         )
 
     # -- the API: the keyword forms build one PickOptions; pick_faces and pick_rows do the work --
-    def pick_target(self, embedding, *, space: str | None = None, age: float | None = None,
-                    gender: str | None = None, threshold=None, mode: str = "random",
+    def pick_target(self, embedding: Embedding, *, space: str | None = None, age: float | None = None,
+                    gender: str | None = None, threshold: Threshold = None, mode: str = "random",
                     rng: np.random.Generator | None = None, key: bytes | str | None = None,
                     exclude: Iterable[str] = (), fallback: str = "error") -> Target:
         """A synthetic face dissimilar to `embedding` in every space it gives; see facebank.pick_target."""
         options = PickOptions(threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback)
         return self.pick_faces([{"embedding": embedding, "space": space, "age": age, "gender": gender}], options)[0]
 
-    def pick_targets(self, embeddings, *, space: str | None = None, ages: Sequence | None = None,
-                     genders: Sequence | None = None, threshold=None, mode: str = "random",
+    def pick_targets(self, embeddings: Embeddings, *, space: str | None = None, ages: Sequence | None = None,
+                     genders: Sequence | None = None, threshold: Threshold = None, mode: str = "random",
                      rng: np.random.Generator | None = None, keys: Sequence | None = None,
                      exclude: Iterable[str] = (), fallback: str = "error") -> list[Target]:
         """One target per query (independent picks; targets may repeat across queries).
@@ -280,7 +319,7 @@ class FaceBank:
         options = PickOptions(threshold=threshold, mode=mode, rng=rng, exclude=exclude, fallback=fallback)
         return self.pick_rows(embeddings, options, space=space, ages=ages, genders=genders, keys=keys)
 
-    def pick_for_photo(self, faces: Sequence[Mapping], *, threshold=None, mode: str = "random",
+    def pick_for_photo(self, faces: Sequence[Mapping], *, threshold: Threshold = None, mode: str = "random",
                        rng: np.random.Generator | None = None, key: bytes | str | None = None,
                        exclude: Iterable[str] = (), fallback: str = "error") -> list[Target]:
         """Distinct targets for all real faces of one photo, each dissimilar to every one of them.
@@ -291,7 +330,7 @@ class FaceBank:
         options = PickOptions(threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback)
         return self.pick_faces(faces, options)
 
-    def pick_rows(self, embeddings, options: PickOptions, *, space: str | None = None, ages: Sequence | None = None,
+    def pick_rows(self, embeddings: Embeddings, options: PickOptions, *, space: str | None = None, ages: Sequence | None = None,
                   genders: Sequence | None = None, keys: Sequence | None = None) -> list[Target]:
         """`pick_targets` with its options as one object (`options.key` is unused: give `keys`)."""
         self._recheck()
@@ -378,8 +417,9 @@ class FaceBank:
         spaces = [s for s in queries[0] if s in self._approx]
         if not spaces:
             return None
-        import faiss
+        from facebank._io.deps import require
 
+        faiss = require("faiss")
         cand = []
         for s in spaces:
             if s not in self._faiss:
@@ -391,8 +431,41 @@ class FaceBank:
         return self.picker.furthest_among(queries, np.concatenate(cand), thresholds=thresholds, groups=codes,
                                           exclude=taken)
 
+    # -- photos: the models load once per session (prepare once, get many) --
+    def analyser(self, models: Mapping[str, str | os.PathLike] | None = None) -> FaceAnalyser:
+        """The session's FaceAnalyser for its spaces and `models` (the model path of each non-dlib
+        space), created on first use and reused, so later photos cost inference only."""
+        key = tuple(sorted((s, str(p)) for s, p in (models or {}).items() if s in self.spaces))
+        analyser = self._analysers.get(key)
+        if analyser is None:
+            sha = {s: m.get("model_sha256") for s, m in self.manifest["spaces"].items()}
+            analyser = self._analysers[key] = FaceAnalyser(self.spaces, models=dict(key), expected_sha256=sha)
+        return analyser
+
+    def analyse(self, image: ImageInput, *, models: Mapping[str, str | os.PathLike] | None = None) -> list[PhotoFace]:
+        """Every face of `image` (RGB array, path or bytes): box, landmarks, age, gender and an
+        embedding in each of the build's spaces (facebank.pick.analyse.PhotoFace)."""
+        return self.analyser(models).get(image)
+
+    def pick_for_image(self, image: ImageInput, *, models: Mapping[str, str | os.PathLike] | None = None,
+                       threshold: Threshold = None, mode: str = "random",
+                       rng: np.random.Generator | None = None, key: bytes | str | None = None,
+                       exclude: Iterable[str] = (), fallback: str = "error") -> list[ImagePick]:
+        """One distinct target per face of `image` (an RGB uint8 array, a path or encoded bytes).
+
+        Detects every face, estimates age and gender, embeds it in the build's spaces and picks
+        as `pick_for_photo` does (each target dissimilar to every face of the photo). Returns
+        `ImagePick(face, target)`s, [] when the photo has no face. Models load on the first call.
+        """
+        from facebank.pick.photo import pick_for_image
+
+        return pick_for_image(self, image, models=models, threshold=threshold, mode=mode, rng=rng, key=key,
+                              exclude=exclude, fallback=fallback)
+
     def close(self) -> None:
         self.bank.close()
+        if self._on_close is not None:
+            self._on_close(self)
 
     def __enter__(self) -> FaceBank:
         return self

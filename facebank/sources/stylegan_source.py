@@ -35,7 +35,7 @@ class GenerateConfig:
     batch_size: int | str = "auto"
     device: str = "auto"  # auto (CUDA when available, else CPU) | cpu | cuda | cuda:N
     image_format: str = "png:1"  # how generated pixels are stored: png[:LEVEL] | webp | jpeg[:Q]
-    cache_dir: str = "data/cache"
+    cache_dir: str | None = None  # None: the per-user cache (FACEBANK_CACHE, else the platform's)
     sha256: str | None = None  # expected network checksum
 
 

@@ -12,7 +12,7 @@ from skimage.transform import SimilarityTransform
 
 from facebank.errors import FaceRejected, InputError
 
-__all__ = ["ARCFACE_TEMPLATE", "align_face", "estimate_similarity"]
+__all__ = ["ARCFACE_TEMPLATE", "align_face", "align_to_swapper", "arcface_template", "estimate_similarity"]
 
 # InsightFace's `arcface_dst` (utils/face_align.py) for a 112x112 crop: left eye, right eye,
 # nose tip, left mouth corner, right mouth corner, as x, y in pixels.
@@ -59,6 +59,28 @@ def estimate_similarity(landmarks: np.ndarray, template: np.ndarray = ARCFACE_TE
     if not ok or not np.isfinite(matrix).all() or abs(np.linalg.det(matrix[:, :2])) < 1e-12:
         raise FaceRejected("landmarks_failed", "degenerate landmarks, no similarity transform")
     return matrix.copy()
+
+
+def arcface_template(size: int) -> np.ndarray:
+    """The 5 ArcFace points for a `size` crop, by InsightFace's rule for swappers' inputs.
+
+    Multiples of 112 scale the 112 template (224: twice the resolution); other sizes scale it
+    by size/128 and shift it right by 8*size/128 px, as InsightFace aligns inswapper's 128 input.
+    """
+    if size % 112 == 0:
+        return ARCFACE_TEMPLATE * (size / 112.0)
+    ratio = size / 128.0
+    return ARCFACE_TEMPLATE * ratio + np.array([8.0 * ratio, 0.0], dtype=np.float32)
+
+
+def align_to_swapper(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
+    """The face warped to the ArcFace-family crop a swapper expects at `size` (112, 128, 224, ...)."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(f"image must be uint8 (H, W, 3), got {getattr(image, 'shape', type(image))}")
+    if not isinstance(size, (int, np.integer)) or size < 16:
+        raise InputError(f"size must be an integer >= 16, got {size!r}")
+    matrix = estimate_similarity(landmarks, arcface_template(int(size)))
+    return cv2.warpAffine(image, matrix, (int(size), int(size)), flags=cv2.INTER_LINEAR, borderValue=0.0)
 
 
 def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:

@@ -18,7 +18,7 @@ __all__ = ["FFHQ_URL", "resolve_network", "sha256_file"]
 FFHQ_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl"
 
 
-def resolve_network(path_or_url: Union[str, Path], *, cache_dir: Union[str, Path],
+def resolve_network(path_or_url: Union[str, Path], *, cache_dir: Union[str, Path, None] = None,
                     expected_sha256: Optional[str] = None) -> Path:
     """Local path -> that path (SourceError if missing). URL -> the cached copy, downloading it once.
 

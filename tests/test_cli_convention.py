@@ -1,0 +1,141 @@
+"""The one CLI convention: enum choices checked before any work, old spellings kept with a note,
+--version, examples in every help, pick --json with what a swapper needs, pick --save files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from facebank.bank import copy_bank, open_bank
+from facebank.cli import app
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _commands():
+    import typer.main
+
+    out = []
+
+    def walk(c, path):
+        if hasattr(c, "commands"):
+            for name, sub in c.commands.items():
+                walk(sub, path + [name])
+        else:
+            out.append(path)
+
+    walk(typer.main.get_command(app), [])
+    return out
+
+
+def test_version_and_completion():
+    from facebank import __version__
+
+    r = invoke("--version")
+    assert r.exit_code == 0 and r.stdout.strip() == f"facebank {__version__}"
+    r = invoke("--help")
+    assert "--install-completion" in r.stdout and "--version" in r.stdout
+
+
+@pytest.mark.parametrize("path", _commands(), ids=" ".join)
+def test_every_command_has_examples_in_its_help(path):
+    r = invoke(*path, "--help")
+    assert r.exit_code == 0, r.output
+    assert "Examples:" in r.stdout and f"$ facebank {' '.join(path)}" in r.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ("index", "build", "--kind", "bogus"), ("pick", "--mode", "bogus"), ("pick", "--fallback", "sometimes"),
+    ("ingest", "folder", "DIR", "--detector", "haar"), ("annotate", "--attributes", "guess"),
+    ("generate", "--network", "n.pkl", "--noise-mode", "loud"),
+])
+def test_a_bad_choice_is_refused_before_any_work(args, tmp_path):
+    bank = tmp_path / "made" / "bank.h5"
+    args = [a if a != "DIR" else tmp_path for a in args]
+    r = invoke(*args, "--bank", bank, *(["--builds", tmp_path / "builds"] if args[0] == "index" else []))
+    assert r.exit_code == 2 and "Invalid value" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # not even an empty folder
+
+
+@pytest.fixture(scope="module")
+def built(small_bank, tmp_path_factory):
+    root = tmp_path_factory.mktemp("conv")
+    bank = root / "bank.h5"
+    copy_bank(small_bank, bank)
+    r = invoke("index", "build", "--bank", bank, "--builds", root / "builds", "--space", "dlib", "--json")
+    assert r.exit_code == 0, r.output
+    return bank, root / "builds", json.loads(r.stdout)["build"]
+
+
+def test_old_spellings_still_work_with_a_note(built, tmp_path):
+    bank, builds, build = built
+    r = invoke("index", "build", "--bank", bank, "--out", tmp_path / "b", "--spaces", "dlib", "--no-use")
+    assert r.exit_code == 0, r.output
+    assert "note: --spaces is deprecated; use --space" in r.stderr and "--builds" in r.stderr
+    assert any((tmp_path / "b").iterdir())
+    r = invoke("index", "info", build, "--json")  # positional BUILD
+    assert r.exit_code == 0 and "deprecated" in r.stderr and json.loads(r.stdout)["rows"] == 40
+    assert invoke("index", "verify", "--out", builds).exit_code == 0
+    r = invoke("index", "info", "--build", build, "--json")
+    assert r.exit_code == 0 and r.stderr == "" and json.loads(r.stdout)["rows"] == 40
+    r = invoke("index", "info", "--builds", builds, "--out", tmp_path / "other")
+    assert r.exit_code == 2 and "not also --out" in r.output
+    r = invoke("index", "use", "--build", build, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["build"] == build
+
+
+def test_threshold_takes_space_eq_cos_or_one_bare_cos(built, tmp_path):
+    bank, builds, _ = built
+    q = tmp_path / "q.npy"
+    np.save(q, open_bank(bank).vector("dlib", 3))
+    for form in ("dlib=0.95", "0.95"):
+        r = invoke("pick", "--embedding", q, "--build", builds, "--threshold", form, "--json", "--seed", 0)
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["picks"][0]["target"]["thresholds"] == {"dlib": 0.95}
+    r = invoke("pick", "--embedding", q, "--build", builds, "--threshold", "dlib=high")
+    assert r.exit_code == 2 and "not a float" in r.output
+
+
+@pytest.mark.slow
+def test_pick_json_and_save_give_a_swapper_everything(built, tmp_path, assets):
+    bank, builds, _ = built
+    out = tmp_path / "out"
+    r = invoke("pick", "--image", assets / "deepface_faces" / "img1.jpg", "--build", builds, "--json", "--seed", 2,
+               "--save", out, "--fallback", "widen_age")
+    assert r.exit_code == 0, r.output
+    picks = json.loads(r.stdout)["picks"]
+    b = open_bank(bank)
+    for p in picks:
+        assert len(p["face"]["box"]) == 4 and np.asarray(p["face"]["landmarks"]).shape == (5, 2)
+        t = p["target"]
+        assert t["source_id"] == b.face(t["id"]).source_id
+        with Image.open(p["files"]["image"]) as im:
+            assert im.size == (b.face(t["id"]).image().shape[1], b.face(t["id"]).image().shape[0])
+        with Image.open(p["files"]["crop"]) as im:
+            assert im.size == (112, 112)
+            np.testing.assert_array_equal(np.asarray(im.convert("RGB")), b.crop(t["row"]))
+        side = json.loads(open(p["files"]["json"]).read())
+        assert side["target"]["id"] == t["id"] and side["face"]["landmarks"] == p["face"]["landmarks"]
+        assert np.asarray(side["target_landmarks"]).shape == (5, 2)
+    # --export is the same option.
+    r = invoke("pick", "--image", assets / "deepface_faces" / "img1.jpg", "--build", builds, "--export",
+               tmp_path / "o2", "--seed", 2, "--fallback", "widen_age")
+    assert r.exit_code == 0 and len(list((tmp_path / "o2").glob("*.crop.png"))) == len(picks)
+
+
+def test_embed_model_takes_space_eq_path_and_the_old_bare_path(built, tmp_path):
+    bank, _, _ = built
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not onnx")
+    r = invoke("embed", "--bank", bank, "--model", f"mobilefacenet_128d={bad}")
+    assert r.exit_code == 1 and "ModelError" in r.stderr and "deprecated" not in r.stderr
+    r = invoke("embed", "--bank", bank, "--space", "mobilefacenet_128d", "--model", bad)
+    assert r.exit_code == 1 and "note: --model PATH is deprecated" in r.stderr and "ModelError" in r.stderr
+    r = invoke("embed", "--bank", bank, "--space", "arcface", "--model", f"mobilefacenet_128d={bad}")
+    assert r.exit_code == 2 and "different spaces" in r.stderr
