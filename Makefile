@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml setup.py facebank/index/_screen.c
 	test -d $(VENV) || python3 -m venv $(VENV)
 	# The CPU wheel of torch that lies on this machine; a bare `torch` pulls CUDA builds.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[cpu,dev]'
+	$(PY) -m pip install -q -e '.[cpu,dev,ray]'
 	touch $@
 
 # Build the bank from the config's sources (or SOURCE), its index, and sample picks.

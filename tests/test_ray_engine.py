@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import threading
 
@@ -19,11 +18,11 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from facebank.bank import open_bank  # noqa: E402
+from facebank.bank import BankWriter, open_bank  # noqa: E402
 from facebank.config import EngineConfig, SpaceConfig, VisionConfig  # noqa: E402
 from facebank.engine import run_embed, run_generate, run_ingest  # noqa: E402
 from facebank.errors import ClusterError  # noqa: E402
-from facebank.ingest import embed_bank, generate_to_bank, ingest  # noqa: E402
+from facebank.ingest import generate_to_bank  # noqa: E402
 from facebank.sources.stylegan_source import GenerateConfig  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -136,10 +135,9 @@ def test_killed_worker_loses_and_duplicates_nothing(tmp_path, stylegan_fixtures,
         assert len(set(b.column("id"))) == len(b) == 12
 
 
-def test_ingest_and_embed_equal_local(tmp_path, gp_items, ray_cluster):
-    ref, got = tmp_path / "local.h5", tmp_path / "ray.h5"
-    ingest(str(ref), gp_items, workers=1)
-    embed_bank(str(ref), SpaceConfig("dlib"), workers=1)
+def test_ingest_and_embed_equal_local(tmp_path, gp_items, small_bank, ray_cluster):
+    """Ray ingest, then Ray embed, against the local ingest that embedded in the same pass (small_bank)."""
+    ref, got = small_bank, tmp_path / "ray.h5"
     s = run_ingest(str(got), gp_items, engine=RAY, vision=VisionConfig(), workers=2)
     assert s.added + sum(s.rejected.values()) == len(gp_items)
     e = run_embed(str(got), SpaceConfig("dlib"), engine=RAY)
@@ -148,7 +146,7 @@ def test_ingest_and_embed_equal_local(tmp_path, gp_items, ray_cluster):
     assert run_ingest(str(got), gp_items, engine=RAY).added == 0  # a re-run skips what is committed
 
 
-def test_unreachable_cluster_is_one_line(tmp_path, ray_cluster):
+def test_gpu_stage_that_cannot_be_placed_is_one_line(ray_cluster):
     from facebank.engine.ray_cluster import gpu_share
 
     with pytest.raises(ClusterError, match="cannot place the generator stage"):
@@ -157,12 +155,18 @@ def test_unreachable_cluster_is_one_line(tmp_path, ray_cluster):
 
 
 def test_wrong_address_is_one_line_error(tmp_path):
-    """Outside the session's cluster: a fresh driver asked to join an address where no cluster is."""
-    import subprocess
-    import sys
+    """`--ray-address` where no cluster listens: one line naming the address, exit 1, the bank untouched."""
+    from typer.testing import CliRunner
 
-    code = ("from facebank.config import EngineConfig\nfrom facebank.engine.ray_cluster import ray_session\n"
-            "with ray_session(EngineConfig(kind='ray', address='127.0.0.1:1')):\n    pass\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.returncode != 0
-    assert "ClusterError: cannot reach the Ray cluster at 127.0.0.1:1" in r.stderr
+    from facebank.cli import app
+
+    bank = tmp_path / "bank.h5"
+    with BankWriter(bank):
+        pass  # an empty bank: the command must fail on the address, before any work
+    r = CliRunner().invoke(app, ["embed", "--bank", str(bank), "--engine", "ray", "--ray-address", "127.0.0.1:1"])
+    assert r.exit_code == 1
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert lines == ["error: ClusterError: cannot reach the Ray cluster at 127.0.0.1:1: [Errno 111] Connection "
+                     "refused"], r.output
+    r = CliRunner().invoke(app, ["embed", "--bank", str(bank), "--engine", "spark"])
+    assert r.exit_code == 2 and "--engine takes local or ray" in r.output

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from facebank.cli.common import cli_errors, emit, progress_bar
+from facebank.cli.engine_opts import RayAddressOpt, engine_config
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
@@ -17,6 +18,9 @@ def build(
     source: Annotated[list[str], typer.Option("--source", help="Use this face source instead of the config's (repeatable).")] = [],
     bank: Annotated[Optional[Path], typer.Option("--bank", "-b", help="Override the config's bank path.")] = None,
     as_json: JsonOpt = False,
+    engine: Annotated[Optional[str], typer.Option(
+        "--engine", help="local or ray; default: the config's [engine] kind (local).")] = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Run the whole pipeline from a config: sources -> bank -> embeddings -> index -> sample picks."""
     from facebank.workflow import run_build
@@ -28,6 +32,7 @@ def build(
             cfg = cfg.__class__(**{**cfg.__dict__, "sources": tuple(source_from_path(s) for s in source)})
         if bank:
             cfg = cfg.__class__(**{**cfg.__dict__, "bank": str(bank)})
+        cfg = cfg.__class__(**{**cfg.__dict__, "engine": engine_config(engine or cfg.engine.kind, ray_address, cfg.engine)})
         result = run_build(cfg, progress=progress_bar)
         emit(result, as_json=as_json, human=result.get("text", ""))
 

@@ -7,16 +7,27 @@ never loads Ray). Both give the same bank: the same rows in the same order, bit 
 
 from __future__ import annotations
 
+import contextlib
+
 from facebank.config import EngineConfig
 from facebank.ingest import annotate_bank, embed_bank, generate_to_bank, ingest
 
-__all__ = ["EngineConfig", "run_annotate", "run_embed", "run_generate", "run_ingest"]
+__all__ = ["EngineConfig", "engine_session", "run_annotate", "run_embed", "run_generate", "run_ingest"]
 
 _LOCAL_ONLY = ("workers",)  # process counts of the local engine; Ray sizes its actor pools itself
 
 
 def _ray_kwargs(kwargs: dict) -> dict:
     return {k: v for k, v in kwargs.items() if k not in _LOCAL_ONLY}
+
+
+def engine_session(engine: EngineConfig):
+    """A context for several stages: one Ray connection for all of them (nothing for the local engine)."""
+    if engine.kind == "ray":
+        from facebank.engine.ray_cluster import ray_session
+
+        return ray_session(engine)
+    return contextlib.nullcontext()
 
 
 def run_generate(bank_path: str, cfg, *, engine: EngineConfig = EngineConfig(), **kwargs):

@@ -36,11 +36,11 @@ def ray_session(engine: EngineConfig):
         import ray
     except ImportError:
         raise ClusterError("the Ray engine needs the ray extra: pip install 'facebank[ray]'") from None
+    if engine.address not in (None, "auto", "local"):
+        _check_reachable(engine.address)  # ray.init would retry an unreachable address for minutes
     if ray.is_initialized():
         yield ray
         return
-    if engine.address not in (None, "auto", "local"):
-        _check_reachable(engine.address)  # ray.init would retry an unreachable address for minutes
     # Workers inherit the driver's environment, so a source checkout on PYTHONPATH reaches them too.
     env = {"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}} if os.environ.get("PYTHONPATH") else None
     try:
