@@ -13,6 +13,7 @@ from facebank.bank import Bank, BankWriter, Face, open_bank
 from facebank.errors import (
     BankError,
     BankLockedError,
+    ClusterError,
     ConfigError,
     FacebankError,
     IndexBuildError,
@@ -36,6 +37,7 @@ __all__ = [
     "BankError",
     "BankLockedError",
     "BankWriter",
+    "ClusterError",
     "ConfigError",
     "Face",
     "FaceBank",
