@@ -146,6 +146,29 @@ def test_ingest_and_embed_equal_local(tmp_path, gp_items, small_bank, ray_cluste
     assert run_ingest(str(got), gp_items, engine=RAY).added == 0  # a re-run skips what is committed
 
 
+def test_annotate_equals_local(tmp_path, stylegan_fixtures, small_bank, ray_cluster):
+    """annotate over Ray: generated faces annotated afterwards (here all rejected, with their reason, as
+    locally), and annotated real faces re-estimated with force."""
+    from facebank.bank import copy_bank
+    from facebank.engine import run_annotate
+    from facebank.ingest import annotate_bank
+
+    ref, got = tmp_path / "local.h5", tmp_path / "ray.h5"
+    for path in (ref, got):
+        generate_to_bank(str(path), _gen_cfg(stylegan_fixtures, "0-3"), vision=None, workers=1)
+    annotate_bank(str(ref), VISION, workers=1)
+    s = run_annotate(str(got), VISION, engine=RAY)
+    assert sum(s.rejected.values()) + s.added == 4
+    _assert_same_bank(ref, got)
+
+    ref, got = copy_bank(small_bank, tmp_path / "real_local.h5"), copy_bank(small_bank, tmp_path / "real_ray.h5")
+    annotate_bank(str(ref), force=True, workers=1)
+    s = run_annotate(str(got), force=True, engine=RAY)
+    with open_bank(got) as b:
+        assert s.added == len(b) == 40
+    _assert_same_bank(ref, got)
+
+
 def test_gpu_stage_that_cannot_be_placed_is_one_line(ray_cluster):
     from facebank.engine.ray_cluster import gpu_share
 
