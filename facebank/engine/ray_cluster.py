@@ -18,7 +18,7 @@ import numpy as np
 from facebank.config import EngineConfig
 from facebank.errors import ClusterError
 
-__all__ = ["cpu_stage", "gpu_share", "ordered", "ray_session", "rows", "worker_meta"]
+__all__ = ["check_address", "cpu_stage", "gpu_share", "ordered", "ray_session", "rows", "worker_meta"]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -36,8 +36,7 @@ def ray_session(engine: EngineConfig):
         import ray
     except ImportError:
         raise ClusterError("the Ray engine needs the ray extra: pip install 'facebank[ray]'") from None
-    if engine.address not in (None, "auto", "local"):
-        _check_reachable(engine.address)  # ray.init would retry an unreachable address for minutes
+    check_address(engine)
     if ray.is_initialized():
         yield ray
         return
@@ -53,6 +52,12 @@ def ray_session(engine: EngineConfig):
         yield ray
     finally:
         ray.shutdown()
+
+
+def check_address(engine: EngineConfig) -> None:
+    """A given address must answer: ray.init would retry an unreachable one for minutes."""
+    if engine.address not in (None, "auto", "local"):
+        _check_reachable(engine.address)
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

@@ -10,6 +10,7 @@ had half done never reaches the writer.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 
@@ -20,7 +21,7 @@ from facebank.bank.records import content_sha256
 from facebank.bank.schema import STATUS_ANNOTATED, STATUS_GENERATED, STATUS_REJECTED
 from facebank.config import EngineConfig, SpaceConfig, VisionConfig
 from facebank.engine.ray_actors import AnnotateActor, AnnotateRowActor, EmbedActor, GenerateActor, StoreActor
-from facebank.engine.ray_cluster import cpu_stage, gpu_share, ordered, ray_session, rows
+from facebank.engine.ray_cluster import check_address, cpu_stage, gpu_share, ordered, ray_session, rows
 from facebank.ingest.annotator import encoded
 from facebank.ingest.generate import GenerateSummary
 from facebank.ingest.stages import Summary, _reject, _screen
@@ -45,6 +46,12 @@ class _Workers:
 
     def log(self, writer: BankWriter, stage: str) -> None:
         writer.log("ray_workers", stage=stage, engine="ray", workers=list(self.seen.values()))
+
+
+def _session_if(work: int, engine: EngineConfig):
+    """Ray only when there is work: nothing left to do starts no cluster (a bad address still fails)."""
+    check_address(engine)
+    return ray_session(engine) if work else contextlib.nullcontext()
 
 
 def _engine_provenance(*metas: dict) -> dict:
@@ -185,11 +192,11 @@ def ray_embed(bank_path: str, space: SpaceConfig, *, engine: EngineConfig, progr
     """embed_bank on Ray: embed actors read their rows from the bank; the driver writes the vectors."""
     start = time.perf_counter()
     summary = Summary()
-    with ray_session(engine) as ray:
-        info, todo, n = embed_todo(bank_path, space)
-        summary.already_in_bank = n - len(todo)
-        if total:
-            total(len(todo))
+    info, todo, n = embed_todo(bank_path, space)
+    summary.already_in_bank = n - len(todo)
+    if total:
+        total(len(todo))
+    with _session_if(len(todo), engine) as ray:
         with BankWriter(bank_path, create=False) as writer:
             writer.log("embed_start", space=space.space, model=info, engine="ray")
             workers = _Workers()
@@ -217,16 +224,16 @@ def ray_annotate(bank_path: str, vision: VisionConfig = VisionConfig(), *, engin
     start = time.perf_counter()
     summary = Summary()
     name = load_attribute_model(vision.attributes, vision.attributes_path).info.name
-    with ray_session(engine) as ray:
-        with open_bank(bank_path) as bank:
-            status = bank.column("status")
-            done = (bank.column("attribute_model") == name) & np.isfinite(bank.column("model_age"))
-            new = status == STATUS_GENERATED
-            redo = (status == STATUS_ANNOTATED) & (force | ~done)
-            todo = np.flatnonzero(new | redo)
-            summary.already_in_bank = len(bank) - len(todo)
-        if total:
-            total(len(todo))
+    with open_bank(bank_path) as bank:
+        status = bank.column("status")
+        done = (bank.column("attribute_model") == name) & np.isfinite(bank.column("model_age"))
+        new = status == STATUS_GENERATED
+        redo = (status == STATUS_ANNOTATED) & (force | ~done)
+        todo = np.flatnonzero(new | redo)
+        summary.already_in_bank = len(bank) - len(todo)
+    if total:
+        total(len(todo))
+    with _session_if(len(todo), engine) as ray:
         with BankWriter(bank_path, create=False) as writer:
             writer.log("annotate_start", force=force, engine="ray")
             workers = _Workers()
