@@ -49,8 +49,7 @@ class _Workers:
 
 
 def _session_if(work: int, engine: EngineConfig):
-    """Ray only when there is work: nothing left to do starts no cluster (a bad address still fails)."""
-    check_address(engine)
+    """Ray only when there is work: nothing left to do starts no cluster."""
     return ray_session(engine) if work else contextlib.nullcontext()
 
 
@@ -192,6 +191,7 @@ def ray_embed(bank_path: str, space: SpaceConfig, *, engine: EngineConfig, progr
     """embed_bank on Ray: embed actors read their rows from the bank; the driver writes the vectors."""
     start = time.perf_counter()
     summary = Summary()
+    check_address(engine)  # before any work or progress bar
     info, todo, n = embed_todo(bank_path, space)
     summary.already_in_bank = n - len(todo)
     if total:
@@ -223,6 +223,7 @@ def ray_annotate(bank_path: str, vision: VisionConfig = VisionConfig(), *, engin
 
     start = time.perf_counter()
     summary = Summary()
+    check_address(engine)
     name = load_attribute_model(vision.attributes, vision.attributes_path).info.name
     with open_bank(bank_path) as bank:
         status = bank.column("status")
