@@ -13,6 +13,7 @@ from facebank.bank import Bank, BankWriter, Face, open_bank
 from facebank.errors import (
     BankError,
     BankLockedError,
+    ClusterError,
     ConfigError,
     FacebankError,
     IndexBuildError,
@@ -38,6 +39,7 @@ __all__ = [
     "BankError",
     "BankLockedError",
     "BankWriter",
+    "ClusterError",
     "ConfigError",
     "Face",
     "FaceAnalyser",

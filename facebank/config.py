@@ -59,6 +59,33 @@ class IndexConfig:
     thresholds: dict = field(default_factory=dict)  # space -> cosine threshold; empty: defaults
 
 
+ENGINE_KINDS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Where the work runs: local processes (default) or a Ray cluster (facebank.engine).
+
+    The Ray defaults fit one small machine: actors ask half a CPU each, so a 2-core cluster
+    can place every stage at once (whole-CPU actors would wait for each other forever).
+    """
+
+    kind: str = "local"  # local | ray
+    address: str | None = None  # ray: cluster address ("auto", "ray://host:10001", "host:6379"); None: a local one
+    batch_size: int = 8  # items per Ray Data batch (per actor call)
+    actors: int = 2  # actors of each CPU stage (detect, annotate, embed, encode)
+    cpus_per_actor: float = 0.5
+    generator_actors: int = 1
+    gpus_per_generator: float | None = None  # None: 1 where the cluster has a GPU, else a CPU actor
+    gpus_per_worker: float = 0.0  # GPU share of the annotate/embed actors (ArcFace, SCRFD on a GPU node)
+
+    def __post_init__(self):
+        if self.kind not in ENGINE_KINDS:
+            raise ConfigError(f"engine kind {self.kind!r} is not one of {', '.join(ENGINE_KINDS)}")
+        if self.batch_size < 1 or self.actors < 1 or self.generator_actors < 1 or self.cpus_per_actor <= 0:
+            raise ConfigError("engine: batch_size, actors and generator_actors must be >= 1, cpus_per_actor > 0")
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     bank: str = "data/bank.h5"
@@ -69,6 +96,7 @@ class BuildConfig:
     index: IndexConfig = IndexConfig()
     sample_picks: int = 5
     workers: int = 0  # processes for detection and embedding; 0 = one per CPU
+    engine: EngineConfig = EngineConfig()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -124,7 +152,7 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> BuildConfig:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
-    top = {k: v for k, v in raw.items() if k not in ("sources", "vision", "spaces", "index")}
+    top = {k: v for k, v in raw.items() if k not in ("sources", "vision", "spaces", "index", "engine")}
     cfg = _make(BuildConfig, top, str(path))
     sources = tuple(_make(SourceConfig, s, f"{path} [[sources]]") for s in raw.get("sources", []))
     for s in sources:
@@ -135,5 +163,7 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> BuildConfig:
     index_raw = dict(raw.get("index", {}))
     index_raw["spaces"] = tuple(index_raw.get("spaces", ()))
     index = _make(IndexConfig, index_raw, f"{path} [index]")
+    engine = _make(EngineConfig, raw.get("engine", {}), f"{path} [engine]")
     return BuildConfig(bank=cfg.bank, cache_dir=cfg.cache_dir, sources=sources, vision=vision, spaces=spaces,
-                       index=index, sample_picks=cfg.sample_picks, workers=cfg.workers)
+                       index=index, sample_picks=cfg.sample_picks, workers=cfg.workers,
+                       engine=engine)

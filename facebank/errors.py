@@ -15,7 +15,8 @@
     │   └── BankLockedError        another writer holds the bank
     ├── IndexBuildError            an index build is missing, corrupt or inconsistent
     │   └── StaleIndex             the build was made from another bank, or the bank changed since
-    └── NoEligibleTarget           no synthetic face is dissimilar enough in the requested group
+    ├── NoEligibleTarget           no synthetic face is dissimilar enough in the requested group
+    └── ClusterError               the Ray cluster cannot be reached, or cannot place a stage
 
 `FaceRejected` is not an error of the library: it carries the reason an image was not taken
 into the bank, and ends up in the bank's rejection log.
@@ -26,6 +27,7 @@ from __future__ import annotations
 __all__ = [
     "BankError",
     "BankLockedError",
+    "ClusterError",
     "ConfigError",
     "FaceRejected",
     "FacebankError",
@@ -91,6 +93,10 @@ class ModelError(FacebankError):
 
 class UnsafePickle(ModelError):
     """A network pickle asks for something outside the allow-list; nothing in it was run."""
+
+
+class ClusterError(FacebankError):
+    """The Ray cluster cannot be reached, or has no room for a stage (a GPU stage on a CPU cluster)."""
 
 
 class BankError(FacebankError):

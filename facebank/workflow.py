@@ -59,8 +59,9 @@ def _no_progress(_description: str):
 
 
 def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) -> dict:
-    from facebank.ingest import annotate_bank, generate_to_bank, ingest
+    from facebank.engine import run_annotate, run_generate, run_ingest
 
+    eng = cfg.engine
     if src.kind == "stylegan":
         from facebank.sources.stylegan_source import GenerateConfig
 
@@ -71,8 +72,8 @@ def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) 
             # One overlapped pass: the generator makes faces while worker processes encode,
             # annotate and embed them, so a GPU is not kept waiting on the CPU stages.
             with progress("generate") as (advance, set_total):
-                g = generate_to_bank(cfg.bank, gen, vision=cfg.vision, spaces=cfg.spaces, workers=cfg.workers,
-                                     progress=advance, total=set_total)
+                g = run_generate(cfg.bank, gen, engine=eng, vision=cfg.vision, spaces=cfg.spaces,
+                                 workers=cfg.workers, progress=advance, total=set_total)
         except SourceError as exc:
             raise SourceError(
                 f"the StyleGAN source {src.path} cannot be had ({exc}). Offline or no network pickle yet? "
@@ -81,7 +82,7 @@ def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) 
             ) from exc
         # Finishes faces a run of `facebank generate --no-annotate` (or an older version) left behind.
         with progress("annotate") as (advance, set_total):
-            a = annotate_bank(cfg.bank, cfg.vision, progress=advance, total=set_total, workers=cfg.workers)
+            a = run_annotate(cfg.bank, cfg.vision, engine=eng, progress=advance, total=set_total, workers=cfg.workers)
         rejected = g.rejected + a.rejected
         return {"kind": "stylegan", "path": src.path, "device": g.device, "image_format": g.image_format,
                 "generated": g.generated, "already": g.already_in_bank, "annotated": g.annotated + a.added,
@@ -93,7 +94,8 @@ def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) 
     items = list(iterate(src.path))
     with progress(f"ingest {Path(src.path).name}") as (advance, set_total):
         set_total(len(items))
-        s = ingest(cfg.bank, items, vision=cfg.vision, spaces=cfg.spaces, progress=advance, workers=cfg.workers)
+        s = run_ingest(cfg.bank, items, engine=eng, vision=cfg.vision, spaces=cfg.spaces, progress=advance,
+                       workers=cfg.workers)
     return {"kind": src.kind, "path": src.path, "added": s.added, "already": s.already_in_bank,
             "duplicates": len(s.duplicates), "rejected": dict(s.rejected)}
 
@@ -104,7 +106,7 @@ def run_build(cfg: BuildConfig, *, progress: ProgressFactory = _no_progress) -> 
     from facebank.bank import open_bank
     from facebank.index.build import build_index as build_stage, resolve_build
     from facebank.index.manifest import read_manifest
-    from facebank.ingest import embed_bank
+    from facebank.engine import engine_session, run_embed
 
     require("faiss")  # the index stage needs it: fail now, not after ingest and embeddings
     if not cfg.sources:
@@ -113,13 +115,15 @@ def run_build(cfg: BuildConfig, *, progress: ProgressFactory = _no_progress) -> 
             "export>` or `facebank build --source PATH`"
         )
     Path(cfg.bank).parent.mkdir(parents=True, exist_ok=True)
-    result: dict = {"bank": cfg.bank, "sources": [], "spaces": {}}
-    for src in cfg.sources:
-        result["sources"].append(_run_source(cfg, src, progress))
-    for space in cfg.spaces:
-        with progress(f"embed {space.space}") as (advance, set_total):
-            e = embed_bank(cfg.bank, space, progress=advance, total=set_total, workers=cfg.workers)
-        result["spaces"][space.space] = {"embedded": e.embedded, "already": e.already_in_bank}
+    result: dict = {"bank": cfg.bank, "sources": [], "spaces": {}, "engine": cfg.engine.kind}
+    with engine_session(cfg.engine):  # one Ray connection for every stage
+        for src in cfg.sources:
+            result["sources"].append(_run_source(cfg, src, progress))
+        for space in cfg.spaces:
+            with progress(f"embed {space.space}") as (advance, set_total):
+                e = run_embed(cfg.bank, space, engine=cfg.engine, progress=advance, total=set_total,
+                              workers=cfg.workers)
+            result["spaces"][space.space] = {"embedded": e.embedded, "already": e.already_in_bank}
     with open_bank(cfg.bank) as bank:
         content = bank.content_hash
         faces = len(bank)

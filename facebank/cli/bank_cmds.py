@@ -9,6 +9,7 @@ import typer
 
 from facebank.cli.choices import Attributes, Detector
 from facebank.cli.common import cli_errors, deprecated, emit, examples, progress_bar
+from facebank.cli.engine_opts import EngineOpt, RayAddressOpt, engine_config
 from facebank.config import SpaceConfig, VisionConfig
 from facebank.ingest.stages import Summary
 
@@ -45,14 +46,14 @@ def _report(summary: Summary, as_json: bool, what: str) -> None:
 
 
 def _run_ingest(bank: Path, items_factory, vision: VisionConfig, spaces: list[str], as_json: bool, what: str,
-                workers: int) -> None:
-    from facebank.ingest import ingest
+                workers: int, engine: str = "local", ray_address: str | None = None) -> None:
+    from facebank.engine import run_ingest
 
     with cli_errors():
         items = list(items_factory())  # reads the export's index first, so bad paths fail before models load
         with progress_bar(f"ingest {what}", total=len(items)) as (advance, _):
-            summary = ingest(str(bank), items, vision=vision, spaces=[SpaceConfig(s) for s in spaces], progress=advance,
-                             workers=workers)
+            summary = run_ingest(str(bank), items, engine=engine_config(engine, ray_address), vision=vision,
+                                 spaces=[SpaceConfig(s) for s in spaces], progress=advance, workers=workers)
         _report(summary, as_json, f"ingest {what}")
 
 
@@ -66,12 +67,14 @@ def ingest_generated_photos(
     space: SpaceOpt = [],
     workers: WorkersOpt = 0,
     as_json: JsonOpt = False,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Ingest a generated.photos export, keeping its metadata (age category, gender, emotion, ...)."""
     from facebank.sources.generated_photos import iter_generated_photos
 
     _run_ingest(bank, lambda: iter_generated_photos(path), _vision(detector, detector_path, attributes, attributes_path),
-                space, as_json, "generated-photos", workers)
+                space, as_json, "generated-photos", workers, engine, ray_address)
 
 
 def ingest_folder(
@@ -84,12 +87,14 @@ def ingest_folder(
     space: SpaceOpt = [],
     workers: WorkersOpt = 0,
     as_json: JsonOpt = False,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Ingest any folder of synthetic face images."""
     from facebank.sources.folder import iter_folder
 
     _run_ingest(bank, lambda: iter_folder(path), _vision(detector, detector_path, attributes, attributes_path),
-                space, as_json, "folder", workers)
+                space, as_json, "folder", workers, engine, ray_address)
 
 
 def annotate(
@@ -99,15 +104,18 @@ def annotate(
     force: Annotated[bool, typer.Option(help="Re-estimate faces that already have this model's estimate.")] = False,
     workers: WorkersOpt = 0,
     as_json: JsonOpt = False,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """(Re-)estimate age and gender of the bank's faces; source metadata is kept and combined."""
-    from facebank.ingest import annotate_bank
+    from facebank.engine import run_annotate
 
     with cli_errors():
         _require_bank(bank)
         with progress_bar("annotate") as (advance, set_total):
-            summary = annotate_bank(str(bank), _vision("dlib", None, attributes, attributes_path), force=force,
-                                    progress=advance, total=set_total, workers=workers)
+            summary = run_annotate(str(bank), _vision("dlib", None, attributes, attributes_path), force=force,
+                                   engine=engine_config(engine, ray_address), progress=advance, total=set_total,
+                                   workers=workers)
         _report(summary, as_json, "annotate")
 
 
@@ -120,16 +128,19 @@ def embed(
     contract: Annotated[Optional[str], typer.Option(help="Embedder contract: preset name or .toml/.json file.")] = None,
     workers: WorkersOpt = 0,
     as_json: JsonOpt = False,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Embed every face of the bank that has no vector in SPACE yet (resumable)."""
-    from facebank.ingest import embed_bank
+    from facebank.engine import run_embed
 
     with cli_errors():
         _require_bank(bank)
         space, model_path = _space_model(space, model)
         cfg = SpaceConfig(space=space, model_path=model_path, contract=contract)
         with progress_bar(f"embed {space}") as (advance, set_total):
-            summary = embed_bank(str(bank), cfg, progress=advance, total=set_total, workers=workers)
+            summary = run_embed(str(bank), cfg, engine=engine_config(engine, ray_address), progress=advance,
+                                total=set_total, workers=workers)
         _report(summary, as_json, f"embed {space}")
 
 

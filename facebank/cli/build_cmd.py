@@ -9,6 +9,7 @@ import typer
 
 from facebank._io.deps import require
 from facebank.cli.common import cli_errors, emit, examples, progress_bar
+from facebank.cli.engine_opts import RayAddressOpt, engine_config
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
@@ -20,6 +21,9 @@ def build(
     cache_dir: Annotated[Optional[Path], typer.Option(
         help="Where downloads are kept (default: the config's, else $FACEBANK_CACHE or the user cache).")] = None,
     as_json: JsonOpt = False,
+    engine: Annotated[Optional[str], typer.Option(
+        "--engine", help="local or ray; default: the config's [engine] kind (local).")] = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Run the whole pipeline from a config: sources -> bank -> embeddings -> index -> sample picks."""
     from facebank.workflow import run_build
@@ -34,6 +38,7 @@ def build(
             cfg = cfg.__class__(**{**cfg.__dict__, "bank": str(bank)})
         if cache_dir:
             cfg = cfg.__class__(**{**cfg.__dict__, "cache_dir": str(cache_dir)})
+        cfg = cfg.__class__(**{**cfg.__dict__, "engine": engine_config(engine or cfg.engine.kind, ray_address, cfg.engine)})
         result = run_build(cfg, progress=progress_bar)
         emit(result, as_json=as_json, human=result.get("text", ""))
 

@@ -10,6 +10,7 @@ import typer
 
 from facebank.cli.choices import NoiseMode
 from facebank.cli.common import cli_errors, emit, examples, progress_bar
+from facebank.cli.engine_opts import EngineOpt, RayAddressOpt, engine_config
 
 
 def generate(
@@ -31,12 +32,14 @@ def generate(
     annotate: Annotated[bool, typer.Option(help="Detect, align and annotate the new faces in the same pass.")] = True,
     workers: Annotated[int, typer.Option(help="Encoding/annotation processes (0 = one per CPU, 1 = none).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Generate one face per seed with our StyleGAN2-ADA generator and store it with its seed and w."""
     from facebank.cli.common import err
     from facebank.config import VisionConfig
     from facebank.errors import InputError
-    from facebank.ingest import annotate_bank, generate_to_bank
+    from facebank.engine import run_annotate, run_generate
     from facebank.sources.stylegan_source import GenerateConfig
 
     with cli_errors():
@@ -46,13 +49,15 @@ def generate(
                              noise_mode=noise_mode.value, batch_size=batch if batch == "auto" else int(batch),
                              device=device, image_format=image_format, cache_dir=None if cache_dir is None else str(cache_dir), sha256=sha256)
         with progress_bar("generate") as (advance, set_total):
-            summary = generate_to_bank(str(bank), cfg, vision=VisionConfig() if annotate else None, workers=workers,
-                                       progress=advance, total=set_total, say=err.print)
+            eng = engine_config(engine, ray_address)
+            summary = run_generate(str(bank), cfg, engine=eng, vision=VisionConfig() if annotate else None,
+                                   workers=workers, progress=advance, total=set_total, say=err.print)
         result = asdict(summary)
         result["rejected"] = dict(summary.rejected)
         if annotate:  # faces an earlier --no-annotate run left unannotated
             with progress_bar("annotate earlier faces") as (advance, set_total):
-                earlier = annotate_bank(str(bank), VisionConfig(), progress=advance, total=set_total, workers=workers)
+                earlier = run_annotate(str(bank), VisionConfig(), engine=eng, progress=advance, total=set_total,
+                                       workers=workers)
             summary.annotated += earlier.added
             summary.rejected += earlier.rejected
             result.update(annotated=summary.annotated, rejected=dict(summary.rejected))

@@ -22,7 +22,7 @@ from facebank.config import SpaceConfig, VisionConfig
 from facebank.errors import InputError
 from facebank.ingest.annotator import Annotator, encoded
 from facebank.ingest.workers import (annotate_job, annotate_row_job, embed_pair, init_annotator, init_embedder,
-                                     pool)
+                                     pool, row_job)
 from facebank.sources.base import SourceItem
 from facebank.vision.registry import load_embedder
 
@@ -206,15 +206,7 @@ def annotate_bank(
 
         def jobs():  # read by the pool's feeder thread; this thread only writes
             for row in todo:
-                face = bank.face(int(row), spaces=[])
-                meta = dict(face.provenance.get("metadata", {})) if new[row] else {}
-                if not new[row]:
-                    if categories[row]:
-                        meta["age"] = categories[row]
-                    if meta_genders[row] in (0, 1):
-                        meta["gender"] = ("female", "male")[meta_genders[row]]
-                yield (face.id, bool(new[row]), SourceItem(face.source, face.source_id, data=face.image_bytes(),
-                                                           metadata=meta), face.box, face.landmarks)
+                yield row_job(bank, row, new[row], categories[row], meta_genders[row])
 
         with BankWriter(bank_path, create=False) as writer:
             writer.log("annotate_start", models=annotator.models(), force=force)

@@ -66,18 +66,35 @@ def pool(workers: int, initializer, initargs, *, local):
         yield lambda fn, it: processes.imap(fn, it, chunksize=2)
 
 
+def row_job(bank, row: int, is_new: bool, category: str, meta_gender: int):
+    """The annotation job of one bank row (see annotate_row): its image, box, landmarks and labels."""
+    face = bank.face(int(row), spaces=[])
+    meta = dict(face.provenance.get("metadata", {})) if is_new else {}
+    if not is_new:
+        if category:
+            meta["age"] = category
+        if meta_gender in (0, 1):
+            meta["gender"] = ("female", "male")[meta_gender]
+    return (face.id, bool(is_new), SourceItem(face.source, face.source_id, data=face.image_bytes(), metadata=meta),
+            face.box, face.landmarks)
+
+
 def annotate_row_job(job):
+    return annotate_row(_worker, job)
+
+
+def annotate_row(annotator: Annotator, job):
     """(id, item, annotation columns or None, rejection (reason, detail) or None) of one bank face."""
     fid, is_new, item, box, landmarks = job
     try:
         if is_new:  # generated: detect, align and estimate from scratch
-            rec = _worker.annotate(item, item.data)
+            rec = annotator.annotate(item, item.data)
             return fid, item, {k: getattr(rec, k) for k in ATTRIBUTE_COLUMNS if k != "status"}, None
-        est = _worker.attributes.estimate(decode_image(item.data, name=item.source_id),
-                                          Detection(box=box, landmarks=landmarks, score=1.0))
+        est = annotator.attributes.estimate(decode_image(item.data, name=item.source_id),
+                                            Detection(box=box, landmarks=landmarks, score=1.0))
     except FaceRejected as exc:
         return fid, item, None, (exc.reason, exc.detail)
     cols = combine_attributes(est, metadata_attributes(item.metadata))
     cols.update(model_age=est.age, model_age_confidence=est.age_confidence, model_gender=gender_code(est.gender),
-                model_gender_confidence=est.gender_confidence, attribute_model=_worker.attributes.info.name)
+                model_gender_confidence=est.gender_confidence, attribute_model=annotator.attributes.info.name)
     return fid, item, cols, None
