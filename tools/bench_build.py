@@ -338,16 +338,26 @@ def main(argv=None) -> int:
     ap.add_argument("--index-sizes", default="100000,300000,1000000")
     ap.add_argument("--dir", default=None, help="where the temporary banks go (default: the temp dir)")
     ap.add_argument("--quick", action="store_true", help="small sizes, to check the script runs")
+    ap.add_argument("--sections", default="1,2,3,4,5", help="which sections to run (the RESULT line needs 2-4)")
     a = ap.parse_args(argv)
     if a.quick:
         a.e2e_faces, a.store_faces, a.rounds, a.max_faces, a.v1_faces = 2, 8, 1, 2048, 2048
         a.index_sizes = "20000"
     samples = _samples(a.assets)
-    bench_formats(samples)
-    store = bench_store(samples, a.store_faces, a.rounds, a.dir)
-    e2e, _ = bench_e2e(samples, a.e2e_faces, a.dir)
-    w1k, wbig, big = bench_write(a.max_faces, a.v1_faces, a.face_bytes, a.dir)
-    bench_index([int(x) for x in a.index_sizes.split(",")], 512, a.dir)
+    run = set(a.sections.split(","))
+    nan = float("nan")
+    store = e2e = w1k = wbig = nan
+    big = a.max_faces
+    if "1" in run:
+        bench_formats(samples)
+    if "2" in run:
+        store = bench_store(samples, a.store_faces, a.rounds, a.dir)
+    if "3" in run:
+        e2e, _ = bench_e2e(samples, a.e2e_faces, a.dir)
+    if "4" in run:
+        w1k, wbig, big = bench_write(a.max_faces, a.v1_faces, a.face_bytes, a.dir)
+    if "5" in run:
+        bench_index([int(x) for x in a.index_sizes.split(",")], 512, a.dir)
     label = f"{big // 1000}k" if big >= 1000 else str(big)
     print(f"RESULT e2e_faces_per_s={e2e:.3f} store_faces_per_s_1024={store:.2f} write_ms_per_face_1k={w1k:.2f} "
           f"write_ms_per_face_{label}={wbig:.2f} write_growth={wbig / w1k:.2f}")
