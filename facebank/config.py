@@ -47,7 +47,7 @@ class SourceConfig:
     psi: float = 0.7  # stylegan truncation
     class_idx: int | None = None  # stylegan conditional networks
     device: str = "auto"  # stylegan: auto (CUDA when available, else CPU) | cpu | cuda | cuda:N
-    image_format: str = "png:1"  # stylegan: how images are stored, png[:LEVEL] | webp | jpeg[:QUALITY]
+    image_format: str = "png"  # stylegan: how images are stored, png | png:LEVEL | webp | jpeg[:QUALITY]
     sha256: str | None = None  # expected network checksum, when known
 
 

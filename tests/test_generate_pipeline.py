@@ -57,7 +57,7 @@ def _same(a, b) -> bool:
 def test_overlapped_pass_equals_store_then_annotate_then_embed(tmp_path, assets):
     items = _ffhq_items(assets, 3)
     vision, spaces = VisionConfig(), (SpaceConfig("dlib"),)
-    fmt = parse_image_format("png:1")
+    fmt = parse_image_format("png")
 
     # Sequential reference: store as generated, then the bank's own annotate and embed stages.
     ref = tmp_path / "ref.h5"
@@ -89,7 +89,7 @@ def test_overlapped_pass_equals_store_then_annotate_then_embed(tmp_path, assets)
         assert list(b.column("source_id")) == [i.source_id for i in items]  # input order kept
 
 
-@pytest.mark.parametrize("spec", ["png:1", "png:6", "webp", "jpeg:95"])
+@pytest.mark.parametrize("spec", ["png", "png:1", "png:6", "webp", "jpeg:95"])
 def test_stored_formats_decode_as_recorded(assets, spec):
     item = _ffhq_items(assets, 1)[0]
     fmt = parse_image_format(spec)
@@ -133,7 +133,7 @@ def test_1024px_generation_through_the_whole_pass_on_cpu(tmp_path):
     bank = tmp_path / "b.h5"
     cfg = GenerateConfig(network=str(net), seeds="0-1", batch_size=1, device="auto")
     s = generate_to_bank(str(bank), cfg, vision=VisionConfig(), spaces=(SpaceConfig("dlib"),), workers=2)
-    assert s.generated == 2 and s.workers == 2 and s.image_format == "png:1"
+    assert s.generated == 2 and s.workers == 2 and s.image_format == "png"
     assert s.device == ("cuda:0" if torch.cuda.is_available() else "cpu") or s.device.startswith("cuda")
     # Random weights draw no face: each seed is kept, rejected with its reason, and not retried.
     assert s.annotated + sum(s.rejected.values()) == 2
@@ -141,7 +141,7 @@ def test_1024px_generation_through_the_whole_pass_on_cpu(tmp_path):
         assert len(b) == 2 and set(b.column("width")) == {1024} and set(b.column("image_format")) == {"png"}
         assert decode_image(b.image_bytes(0)).shape == (1024, 1024, 3)
         starts = [e for e in b.log() if e["event"] == "generate_start"]
-        assert starts[-1]["device"] == s.device and starts[-1]["image_format"] == "png:1"
+        assert starts[-1]["device"] == s.device and starts[-1]["image_format"] == "png"
         assert json.dumps(b.face(0).provenance)  # provenance stays JSON
     again = generate_to_bank(str(bank), cfg, vision=VisionConfig(), workers=1)
     assert again.generated == 0 and again.already_in_bank == 2

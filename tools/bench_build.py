@@ -4,7 +4,7 @@
 
 1. Image formats: ms and MB per 1024-px face for PNG at several zlib levels (PIL and OpenCV),
    WebP lossless and JPEG q95, on the 12 real FFHQ samples in ../shared/assets.
-2. Storage of 1024-px faces (encode + write): our path (spawned workers encode png:1 while this
+2. Storage of 1024-px faces (encode + write): our path (spawned workers encode png while this
    process writes, schema-2 writer) against today's (PIL PNG level 6 in the writing process,
    the schema-1 writer that copies the bank at each commit). Rounds alternate; medians.
 3. The whole main job at 1024 px: a full-size FFHQ-config generator with random weights makes
@@ -87,7 +87,7 @@ def bench_formats(samples: list[np.ndarray]) -> dict:
         return f
 
     cands = {"PIL png level 6 (today)": pil("PNG", compress_level=6), "PIL png level 1": pil("PNG", compress_level=1)}
-    for spec in ("png:1", "png:3", "png:6", "png:9", "webp", "jpeg:95"):
+    for spec in ("png", "png:1", "png:3", "png:6", "png:9", "webp", "jpeg:95"):
         fmt = parse_image_format(spec)
         cands[f"opencv {spec}"] = (lambda im, fmt=fmt: encode_image(im, fmt))
     print("\n## 1. image formats, 1024 px, one core (12 real FFHQ faces; median ms, mean MB)")
@@ -147,7 +147,7 @@ def bench_store(samples, n: int, rounds: int, directory: str | None) -> float:
                 shutil.rmtree(root, ignore_errors=True)
             print(f"round {r + 1} {label:5s}: {acc[-1]:6.2f} faces/s", flush=True)
     o, t = statistics.median(ours), statistics.median(today)
-    print(f"ours (workers encode png:1, schema-2 writer): median {o:.2f} faces/s | today (PIL png 6 in the writer, "
+    print(f"ours (workers encode png, schema-2 writer): median {o:.2f} faces/s | today (PIL png 6 in the writer, "
           f"schema-1 writer): {t:.2f} faces/s | ratio {o / t:.2f}x")
     return o
 
@@ -208,7 +208,7 @@ def bench_e2e(samples, n: int, directory: str | None) -> tuple[float, dict]:
         stages["generate"] = (time.perf_counter() - t) / max(2, n // 2)
         del G
         items = [SourceItem("stylegan", f"s{k}", metadata={}, pixels=_variant(samples, 20_000 + k)) for k in range(6)]
-        stages["encode png:1"] = _median_ms(lambda im: encode_image(im, DEFAULT_IMAGE_FORMAT),
+        stages["encode png"] = _median_ms(lambda im: encode_image(im, DEFAULT_IMAGE_FORMAT),
                                             [i.pixels for i in items])[0] / 1000
         encoded = [generated_record(i, encode_image(i.pixels), DEFAULT_IMAGE_FORMAT) for i in items]
         t = time.perf_counter()
@@ -237,7 +237,7 @@ def bench_e2e(samples, n: int, directory: str | None) -> tuple[float, dict]:
         print(f"overlapped pass (generate + encode + store + annotate + embed, {s.workers} workers): {passed:.1f} s "
               f"for {s.generated} faces ({s.annotated} annotated, rejected {dict(s.rejected)}) = "
               f"{s.generated / passed:.3f} faces/s")
-        sequential = sum(v for k, v in stages.items() if k not in ("encode png:1",))
+        sequential = sum(v for k, v in stages.items() if k not in ("encode png",))
         print(f"end to end with the index: {e2e:.3f} faces/s; the same stages one after another would give "
               f"{1 / sequential:.3f} faces/s (overlap gain {e2e * sequential:.2f}x)")
         return e2e, stages

@@ -24,8 +24,8 @@ def generate(
     batch: Annotated[str, typer.Option(help="Batch size, or auto.")] = "auto",
     device: Annotated[str, typer.Option(help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")] = "auto",
     image_format: Annotated[str, typer.Option(
-        help="How images are stored: png[:LEVEL] (lossless, default png:1), webp (lossless) or jpeg[:QUALITY].")
-    ] = "png:1",
+        help="How images are stored: png (lossless, Huffman-only, the default), png:LEVEL, webp (lossless) or jpeg[:QUALITY].")
+    ] = "png",
     cache_dir: Annotated[Optional[Path], typer.Option(
         help="Where downloaded networks are kept (default: $FACEBANK_CACHE, else the user cache folder).")] = None,
     sha256: Annotated[Optional[str], typer.Option(help="Expected sha256 of the network file.")] = None,

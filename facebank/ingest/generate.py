@@ -1,7 +1,7 @@
 """Generated faces into the bank, with the write path off the generator's critical path.
 
 The generator runs in this process (on the GPU when there is one). Every face it makes goes to a
-pool of worker processes that encode it (the bank's image format, `png:1` by default) and, when
+pool of worker processes that encode it (the bank's image format, `png` by default) and, when
 asked, detect, align, estimate age and gender and embed it, while the generator makes the next
 batch. Results come back in seed order and this process alone writes them, so the bank is the
 same whatever the number of workers: the same rows in the same order, bit for bit, as generating
@@ -38,7 +38,7 @@ class GenerateSummary:
     network_sha256: str = ""
     seeds: str = ""
     device: str = ""  # where the generator ran ("cuda:0", "cpu")
-    image_format: str = ""  # how the images were stored ("png:1")
+    image_format: str = ""  # how the images were stored ("png")
     workers: int = 0  # encoding (and annotating) processes; 0 = in this process
     seconds: float = 0.0
     faces_per_s: float = 0.0

@@ -34,7 +34,7 @@ class GenerateConfig:
     noise_mode: str = "const"
     batch_size: int | str = "auto"
     device: str = "auto"  # auto (CUDA when available, else CPU) | cpu | cuda | cuda:N
-    image_format: str = "png:1"  # how generated pixels are stored: png[:LEVEL] | webp | jpeg[:Q]
+    image_format: str = "png"  # how generated pixels are stored: png | png:LEVEL | webp | jpeg[:Q]
     cache_dir: str | None = None  # None: the per-user cache (FACEBANK_CACHE, else the platform's)
     sha256: str | None = None  # expected network checksum
 

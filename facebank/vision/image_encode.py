@@ -1,10 +1,12 @@
 """How generated pixels become the bytes a bank stores: the image format, chosen once and recorded.
 
-The default is lossless PNG at zlib level 1 through OpenCV: at 1024 px it is about 4x faster than
-level 6 (the old default) for about 10% more bytes, and a regenerated seed still matches its stored
-image pixel for pixel. WebP lossless is about a third smaller and slower; JPEG q95 is 5x smaller
-and 20x faster but lossy. The figures, measured by `tools/bench_build.py`, are in
-facebank/bank/SCHEMA.md.
+The default, `png`, is lossless PNG through OpenCV with PNG's row filters and zlib's
+Huffman-only coding (no LZ77 search): on 1024-px StyleGAN faces it is about 4-5x faster than PIL
+at level 6 (the old default) and within a few percent of its size, because photographic pixels
+give LZ77 little to find; a regenerated seed still matches its stored image pixel for pixel.
+`png:N` is zlib level N with the usual strategy; WebP lossless is about a third smaller and
+slower; JPEG q95 is 5x smaller and much faster but lossy. The figures, measured by
+`tools/bench_build.py`, are in facebank/bank/SCHEMA.md.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from facebank.errors import InputError
 
 __all__ = ["DEFAULT_IMAGE_FORMAT", "ImageFormat", "encode_image", "parse_image_format"]
 
+HUFFMAN = -1  # the png setting for zlib's Huffman-only strategy (spec "png" or "png:huffman")
 _KINDS = {  # kind -> (default setting, valid range, what the setting is)
-    "png": (1, (0, 9), "zlib level"),
+    "png": (HUFFMAN, (0, 9), "zlib level"),
     "webp": (101, (101, 101), "quality (101 = lossless)"),
     "jpeg": (95, (1, 100), "quality"),
 }
@@ -26,10 +29,10 @@ _KINDS = {  # kind -> (default setting, valid range, what the setting is)
 
 @dataclass(frozen=True)
 class ImageFormat:
-    """One stored image format: `png:1` (default), `png:6`, `webp` (lossless), `jpeg:95`."""
+    """One stored image format: `png` (default: Huffman-only), `png:6`, `webp` (lossless), `jpeg:95`."""
 
     kind: str = "png"  # png | webp | jpeg: the bank's image_format column
-    setting: int = 1  # png: zlib level 0-9; jpeg: quality 1-100; webp: 101 (lossless only)
+    setting: int = HUFFMAN  # png: zlib level 0-9 or HUFFMAN; jpeg: quality 1-100; webp: 101 (lossless only)
 
     @property
     def lossless(self) -> bool:
@@ -38,7 +41,9 @@ class ImageFormat:
     @property
     def spec(self) -> str:
         """The text form, as `--image-format` takes it and as provenance records it."""
-        return "webp" if self.kind == "webp" else f"{self.kind}:{self.setting}"
+        if self.kind == "webp" or (self.kind == "png" and self.setting == HUFFMAN):
+            return self.kind
+        return f"{self.kind}:{self.setting}"
 
     def __str__(self) -> str:
         return self.spec
@@ -48,15 +53,15 @@ DEFAULT_IMAGE_FORMAT = ImageFormat()
 
 
 def parse_image_format(text: str | ImageFormat) -> ImageFormat:
-    """'png' | 'png:LEVEL' | 'webp' | 'jpeg' | 'jpeg:QUALITY' -> ImageFormat (InputError otherwise)."""
+    """'png' | 'png:huffman' | 'png:LEVEL' | 'webp' | 'jpeg' | 'jpeg:QUALITY' -> ImageFormat (InputError otherwise)."""
     if isinstance(text, ImageFormat):
         return text
     kind, _, setting = str(text).strip().lower().partition(":")
     kind = {"jpg": "jpeg"}.get(kind, kind)
     if kind not in _KINDS:
-        raise InputError(f"image format {text!r}: use one of png[:LEVEL], webp, jpeg[:QUALITY]")
+        raise InputError(f"image format {text!r}: use one of png, png:LEVEL, webp, jpeg[:QUALITY]")
     default, (low, high), what = _KINDS[kind]
-    if not setting:
+    if not setting or (kind == "png" and setting == "huffman"):
         return ImageFormat(kind, default)
     try:
         value = int(setting)
@@ -76,7 +81,8 @@ def encode_image(pixels: np.ndarray, fmt: ImageFormat = DEFAULT_IMAGE_FORMAT) ->
     if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.shape[0] == 0 or pixels.shape[1] == 0:
         raise InputError(f"image must have shape (H, W, 3), got {pixels.shape}")
     params = {
-        "png": [cv2.IMWRITE_PNG_COMPRESSION, fmt.setting],
+        "png": ([cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
+                if fmt.setting == HUFFMAN else [cv2.IMWRITE_PNG_COMPRESSION, fmt.setting]),
         "webp": [cv2.IMWRITE_WEBP_QUALITY, 101],
         "jpeg": [cv2.IMWRITE_JPEG_QUALITY, fmt.setting, cv2.IMWRITE_JPEG_OPTIMIZE, 0],
     }[fmt.kind]
