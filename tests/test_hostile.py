@@ -300,12 +300,12 @@ def test_damaged_build(built, tmp_path, case, command):
         np.save(q, np.ones(DIM, np.float32))
         r = cli("pick", "--embedding", q, "--build", b, "--bank", built[0])
     elif command == "index info":
-        r = cli("index", "info", b)
+        r = cli("index", "info", "--build", b)
         if case.startswith(("vectors", "rows")):  # info reads only the manifest
             assert r.exit_code == 0, r.stderr
             return
     else:
-        r = cli("index", "verify", b, "--bank", built[0])
+        r = cli("index", "verify", "--build", b, "--bank", built[0])
     assert_one_line(r, 1, kind)
 
 

@@ -2,15 +2,53 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Optional
 
+import click
 import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.16 carries its own copy of click; older ones use click itself
+    from typer._click import exceptions as _click_exc
+except ImportError:  # pragma: no cover - depends on the installed typer
+    _click_exc = click.exceptions
+_CLICK_ERRORS = tuple({click.ClickException, _click_exc.ClickException})
+_USAGE_ERRORS = tuple({click.UsageError, _click_exc.UsageError})
+_ABORTS = tuple({click.exceptions.Abort, typer.Abort})
 
 from facebank.cli import (
     audit_cmds, bank_cmds, bank_format_cmds, build_cmd, generate_cmd, index_cmds, models_cmd, pick_cmd,
 )
 
+class _OneLineErrors(TyperGroup):
+    """Bad command-line syntax (an unknown option, a value outside a choice) is one line too.
+
+    Click would print a usage block; every other facebank error is `error: <Type>: <what>`, so
+    scripts read one form. Help (no arguments, --help) still prints as usual.
+    """
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except _ABORTS:
+            click.echo("error: Aborted: interrupted", err=True)
+            sys.exit(130)
+        except _CLICK_ERRORS as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # click >= 8.2: shows the help
+                exc.show()
+                sys.exit(exc.exit_code)
+            what = " ".join(exc.format_message().split())
+            click.echo(f"error: {'UsageError' if isinstance(exc, _USAGE_ERRORS) else type(exc).__name__}: {what}",
+                       err=True)
+            sys.exit(exc.exit_code)
+        if isinstance(rv, int):  # typer.Exit(code) comes back as a return value here
+            sys.exit(rv)
+        return rv
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="facebank",
     help="Synthetic faces guaranteed dissimilar to the real faces they replace.",
     no_args_is_help=True,
