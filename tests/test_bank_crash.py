@@ -15,6 +15,7 @@ import sys
 import time
 
 import numpy as np
+import psutil
 import pytest
 
 from facebank.bank import BankWriter, open_bank
@@ -60,12 +61,22 @@ def _run_and_kill(args: list[str], after_items: int) -> int:
             done |= line.strip() == "DONE"
             seen += line.strip() == "item"
     finally:
+        children = _children(proc.pid)  # its spawned workers: they must not outlive it
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
     assert not done and proc.returncode == -signal.SIGKILL, f"the child finished before the kill ({seen} items)"
     assert seen == after_items
+    _, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive, f"workers outlived their killed parent: {[c.pid for c in alive]}"
     return seen
+
+
+def _children(pid: int) -> list:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
 
 
 def _faces_after_recovery(bank) -> int:

@@ -24,6 +24,7 @@ from facebank.bank.schema import CROP_SIZE, STATUS_ANNOTATED, STATUS_GENERATED, 
 from facebank.bank.writer import ATTRIBUTE_COLUMNS
 from facebank.config import SpaceConfig, VisionConfig
 from facebank.errors import FaceRejected, ModelError
+from facebank.ingest.workers import exit_with_parent
 from facebank.sources.base import SourceItem
 from facebank.vision.image_encode import DEFAULT_IMAGE_FORMAT, ImageFormat, encode_image
 from facebank.vision.image_io import decode_image
@@ -103,6 +104,7 @@ _worker: StoreWorker | None = None
 
 def _init(plan: StorePlan) -> None:
     global _worker
+    exit_with_parent()
     with contextlib.suppress(Exception):
         import cv2
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import threading
+import time
 
 from facebank.bank.writer import ATTRIBUTE_COLUMNS
 from facebank.bank.schema import gender_code
@@ -21,8 +23,22 @@ from facebank.vision.types import Detection
 _worker = None
 
 
+def exit_with_parent() -> None:
+    """In a worker: exit when the parent process is gone (a kill -9 of the parent would otherwise
+    leave its spawned workers waiting forever on a queue whose other end they hold themselves)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def init_annotator(vision: VisionConfig, spaces: tuple) -> None:
     global _worker
+    exit_with_parent()
     _worker = Annotator(vision, spaces)
 
 
@@ -35,6 +51,7 @@ def annotate_job(item: SourceItem):
 
 def init_embedder(space: SpaceConfig) -> None:
     global _worker
+    exit_with_parent()
     _worker = load_embedder(space.space, space.model_path, space.contract)
 
 
