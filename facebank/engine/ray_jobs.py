@@ -23,7 +23,7 @@ from facebank.config import EngineConfig, SpaceConfig, VisionConfig
 from facebank.engine.ray_actors import AnnotateActor, AnnotateRowActor, EmbedActor, GenerateActor, StoreActor
 from facebank.engine.ray_cluster import check_address, cpu_stage, gpu_share, ordered, ray_session, rows
 from facebank.ingest.annotator import encoded
-from facebank.ingest.generate import GenerateSummary
+from facebank.ingest.generate import GenerateSummary, store_generated
 from facebank.ingest.stages import Summary, _reject, _screen
 from facebank.ingest.store_workers import StorePlan
 from facebank.sources.base import SourceItem
@@ -99,16 +99,7 @@ def ray_generate(bank_path: str, cfg, *, engine: EngineConfig, vision: VisionCon
                 for space, info in store_meta["spaces"].items():
                     writer.register_space(space, info)
                 record.provenance["engine"] = _engine_provenance(gen_meta, store_meta)
-                writer.add_face(record)
-                summary.generated += 1
-                if rejection is not None:
-                    writer.add_rejection(Rejection(record.source, record.source_id, record.content_sha256,
-                                                   *rejection, "annotate"))
-                    summary.rejected[rejection[0]] += 1
-                elif vision is not None:
-                    summary.annotated += 1
-                for space in record.embeddings:
-                    summary.embedded[space] = summary.embedded.get(space, 0) + 1
+                store_generated(writer, summary, record, rejection, annotating=vision is not None)
                 if progress:
                     progress(1)
         summary.workers = len(workers.seen)

@@ -25,7 +25,7 @@ from facebank.ingest.store_workers import StorePlan, StoreWorker, ordered_map
 from facebank.sources.stylegan_source import SOURCE, GenerateConfig, StyleGanSource
 from facebank.vision.image_encode import parse_image_format
 
-__all__ = ["GenerateSummary", "generate_to_bank"]
+__all__ = ["GenerateSummary", "generate_to_bank", "store_generated"]
 
 
 @dataclass
@@ -43,6 +43,19 @@ class GenerateSummary:
     seconds: float = 0.0
     faces_per_s: float = 0.0
     extra: dict = field(default_factory=dict)
+
+
+def store_generated(writer: BankWriter, summary: GenerateSummary, record, rejection, *, annotating: bool) -> None:
+    """Write one generated face (and its rejection, if annotation rejected it) and count it."""
+    writer.add_face(record)
+    summary.generated += 1
+    if rejection is not None:
+        writer.add_rejection(Rejection(record.source, record.source_id, record.content_sha256, *rejection, "annotate"))
+        summary.rejected[rejection[0]] += 1
+    elif annotating:
+        summary.annotated += 1
+    for space in record.embeddings:
+        summary.embedded[space] = summary.embedded.get(space, 0) + 1
 
 
 def generate_to_bank(
@@ -84,16 +97,7 @@ def generate_to_bank(
         with ordered_map(plan, workers, local=local) as (run, n_workers):
             summary.workers = n_workers
             for record, rejection in run(source.items(todo)):
-                writer.add_face(record)
-                summary.generated += 1
-                if rejection is not None:
-                    writer.add_rejection(Rejection(record.source, record.source_id, record.content_sha256,
-                                                   *rejection, "annotate"))
-                    summary.rejected[rejection[0]] += 1
-                elif vision is not None:
-                    summary.annotated += 1
-                for space in record.embeddings:
-                    summary.embedded[space] = summary.embedded.get(space, 0) + 1
+                store_generated(writer, summary, record, rejection, annotating=vision is not None)
                 if progress:
                     progress(1)
         writer.log("generate_end", generated=summary.generated, annotated=summary.annotated,
