@@ -137,9 +137,15 @@ def test_show_prints_and_exports_a_face(small_build, tmp_path):
     assert r.exit_code == 0, r.output
     assert face.id in r.stdout and face.source_id in r.stdout
     out = tmp_path / "out"
-    r = invoke("show", face.id, "--bank", bank, "--out", out, "--json")
+    r = invoke("show", face.id, "--bank", bank, "--out", out, "--aligned", 224, "--aligned", 256, "--json")
     assert r.exit_code == 0, r.output
     res = read_envelope(r.stdout, "show")
+    from facebank.vision.align import align_to_swapper
+
+    for size in (224, 256):  # the swapper crops, as Target.aligned makes them
+        with Image.open(res["files"][f"aligned{size}"]) as im:
+            np.testing.assert_array_equal(np.asarray(im.convert("RGB")),
+                                          align_to_swapper(face.image(), face.landmarks, size))
     rec = res["face"]
     assert rec["id"] == face.id and rec["source_id"] == face.source_id and rec["source"] == "generated_photos"
     assert rec["attributes"]["gender"] == face.gender and rec["spaces"] == ["dlib"]
@@ -149,7 +155,11 @@ def test_show_prints_and_exports_a_face(small_build, tmp_path):
         np.testing.assert_array_equal(np.asarray(im.convert("RGB")), face.crop)
     side = json.loads(Path(res["files"]["json"]).read_text())
     assert side["format"] == "facebank.face/1" and side["bank_face"] == rec
-    assert side["files"] == {"image": Path(res["files"]["image"]).name, "crop": Path(res["files"]["crop"]).name}
+    assert side["files"] == {k: Path(v).name for k, v in res["files"].items() if k != "json"}
+    r = invoke("show", face.id, "--bank", bank, "--out", tmp_path / "bad", "--aligned", 8)
+    assert r.exit_code == 2 and "InputError" in r.output and not (tmp_path / "bad").exists()
+    r = invoke("show", face.id, "--bank", bank, "--aligned", 224)
+    assert r.exit_code == 2 and "--aligned needs --out" in r.output
     r = invoke("show", "0000000000000000", "--bank", bank)
     assert r.exit_code == 2 and r.output.strip().startswith("error: UnknownFace:") and len(r.output.splitlines()) == 1
     r = invoke("show", face.id, "--bank", tmp_path / "missing.h5")

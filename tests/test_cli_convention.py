@@ -98,7 +98,7 @@ def test_pick_json_and_save_give_a_swapper_everything(built, tmp_path, assets):
     bank, builds, _ = built
     out = tmp_path / "out"
     r = invoke("pick", "--image", assets / "deepface_faces" / "img1.jpg", "--build", builds, "--json", "--seed", 2,
-               "--save", out, "--fallback", "widen_age")
+               "--save", out, "--fallback", "widen_age", "--aligned", 128)
     assert r.exit_code == 0, r.output
     picks = read_envelope(r.stdout)["picks"]
     b = open_bank(bank)
@@ -111,7 +111,11 @@ def test_pick_json_and_save_give_a_swapper_everything(built, tmp_path, assets):
         with Image.open(p["files"]["crop"]) as im:
             assert im.size == (112, 112)
             np.testing.assert_array_equal(np.asarray(im.convert("RGB")), b.crop(t["row"]))
+        with Image.open(p["files"]["aligned128"]) as im:
+            assert im.size == (128, 128)
         side = json.loads(open(p["files"]["json"]).read())
+        assert side["format"] == "facebank.face/1" and side["bank_face"]["source_id"] == t["source_id"]
+        assert side["target_image"] == side["files"]["image"] and side["target_crop"] == side["files"]["crop"]
         assert side["target"]["id"] == t["id"] and side["face"]["landmarks"] == p["face"]["landmarks"]
         assert np.asarray(side["target_landmarks"]).shape == (5, 2)
     # --export is the same option.

@@ -6,6 +6,7 @@ One exporter for `facebank pick --save` and `facebank show --out`, so both write
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +31,22 @@ def face_record(face: Face) -> dict:
 
 
 def export_face(folder: str | os.PathLike, stem: str, face: Face, extra: dict | None = None, *,
-                names_prefix: str | None = None) -> dict:
+                aligned: Sequence[int] = (), names_prefix: str | None = None) -> dict:
     """Write `stem.image.<ext>` (the original bytes), `stem.crop.png` (the stored 112 crop) and
     `stem.json` (`extra`, the face's record and the file names) into `folder`; returns their paths.
 
+    `aligned` sizes add `stem.aligned<SIZE>.png`: the original image warped to that swapper crop
+    (facebank.vision.align.align_to_swapper: 112/128 ArcFace, 224 SimSwap, 256 FFHQ-style).
+
     `names_prefix` also puts the file names at the sidecar's top level (`<prefix>image`, `<prefix>crop`),
     as the first pick sidecars had them."""
+    from facebank.vision.align import align_to_swapper
     from facebank.vision.image_io import encode_png, image_format
 
+    warped = {}
+    if aligned:  # before any file is written: a bad size writes nothing
+        pixels = face.image()
+        warped = {int(size): align_to_swapper(pixels, face.landmarks, size) for size in dict.fromkeys(aligned)}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     data = face.image_bytes()
@@ -46,12 +55,16 @@ def export_face(folder: str | os.PathLike, stem: str, face: Face, extra: dict | 
     json_path = folder / f"{stem}.json"
     atomic_write_bytes(image_path, data)
     atomic_write_bytes(crop_path, encode_png(np.ascontiguousarray(face.crop)))
+    files = {"image": image_path, "crop": crop_path}
+    for size, pixels in warped.items():
+        files[f"aligned{size}"] = folder / f"{stem}.aligned{size}.png"
+        atomic_write_bytes(files[f"aligned{size}"], encode_png(pixels))
     sidecar = {**(extra or {}), "format": SIDECAR_FORMAT, "bank_face": face_record(face),
-               "files": {"image": image_path.name, "crop": crop_path.name}}
+               "files": {k: p.name for k, p in files.items()}}
     if names_prefix is not None:
         sidecar.update({f"{names_prefix}image": image_path.name, f"{names_prefix}crop": crop_path.name})
     atomic_write_json(json_path, sidecar)
-    return {"image": str(image_path), "crop": str(crop_path), "json": str(json_path)}
+    return {**{k: str(p) for k, p in files.items()}, "json": str(json_path)}
 
 
 def _num(value) -> float | None:

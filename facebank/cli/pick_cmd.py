@@ -25,14 +25,15 @@ def _thresholds(items: list[str]):
     return parse_pairs(items, "--threshold", shape="SPACE=COS", kind=float) or None
 
 
-def _export(folder: Path, i: int, target, row: dict) -> dict:
+def _export(folder: Path, i: int, target, row: dict, aligned: list[int]) -> dict:
     """The target's files (facebank.bank.export), with the pick and the target's landmarks in the sidecar."""
     from facebank.bank.export import export_face
 
     face = target.face()
     return export_face(folder, f"{i:02d}_{target.id}", face, {
         **row, "target_landmarks": np.asarray(face.landmarks).round(2).tolist(),
-        "target_box": np.asarray(face.box).round(2).tolist(), "target_source": face.source}, names_prefix="target_")
+        "target_box": np.asarray(face.box).round(2).tolist(), "target_source": face.source},
+        aligned=aligned, names_prefix="target_")
 
 
 def pick(
@@ -51,6 +52,9 @@ def pick(
     bank: Annotated[Optional[Path], typer.Option("--bank", "-b", help="Bank (default: the build's).")] = None,
     save: Annotated[Optional[Path], typer.Option(
         "--save", "--export", help="Write each target's original image, aligned crop and a JSON sidecar here.")] = None,
+    aligned: Annotated[list[int], typer.Option(
+        "--aligned", help="With --save: also each target's crop a swapper takes at this size (112, 128, 224, 256; "
+                          "repeatable).")] = [],
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Pick synthetic targets guaranteed dissimilar to a query embedding or to the faces of a photo."""
@@ -62,6 +66,8 @@ def pick(
             raise InputError("give exactly one of --embedding or --image")
         if seed is not None and seed < 0:
             raise InputError(f"--seed must be >= 0, got {seed}")
+        if aligned and save is None:
+            raise InputError("--aligned needs --save DIR")
         thr = _thresholds(threshold)
         session = open_facebank(build, bank=bank)
         rng = np.random.default_rng(seed)
@@ -94,7 +100,7 @@ def pick(
                 targets.append(t)
         if save is not None:
             for i, (row, t) in enumerate(zip(rows, targets)):
-                row["files"] = _export(save, i, t, dict(row))
+                row["files"] = _export(save, i, t, dict(row), aligned)
         lines = []
         for i, r in enumerate(rows):
             t = r["target"]

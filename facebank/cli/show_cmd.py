@@ -15,6 +15,8 @@ def show(
     bank: Annotated[Path, typer.Option("--bank", "-b", help="The bank file.")],
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Write the face's original image, its aligned crop and a JSON sidecar here.")] = None,
+    aligned: Annotated[list[int], typer.Option(
+        "--aligned", help="With --out: also the crop a swapper takes at this size (112, 128, 224, 256; repeatable).")] = [],
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Show what the bank holds about one face: source, attributes, landmarks, spaces."""
@@ -28,14 +30,16 @@ def show(
         with open_bank(bank) as b:
             face = b.face(face_id)  # UnknownFace for an id the bank does not hold
             record = face_record(face)
-            files = export_face(out, face.id, face) if out is not None else None
+            if aligned and out is None:
+                raise InputError("--aligned needs --out DIR")
+            files = export_face(out, face.id, face, aligned=aligned) if out is not None else None
         a = record["attributes"]
         lines = [f"face {record['id']} (row {record['row']}): {record['source']} {record['source_id']}",
                  f"  age {_fmt(a['age'], '.1f')} ({a['age_source']}), gender {a['gender']} ({a['gender_source']})",
                  f"  box {record['box']}", f"  landmarks {record['landmarks']}",
                  "  spaces: " + (", ".join(record["spaces"]) or "none")]
         if files:
-            lines.append(f"wrote {files['image']}, {files['crop']}, {files['json']}")
+            lines.append("wrote " + ", ".join(files.values()))
         emit({"bank": str(bank), "face": record, "files": files}, as_json=as_json, human="\n".join(lines))
 
 
@@ -46,5 +50,5 @@ def _fmt(value, spec: str) -> str:
 def register(app: typer.Typer) -> None:
     app.command(epilog=examples(
         "facebank show 3f2a9c01d4e5b6a7 --bank data/bank.h5",
-        "facebank show 3f2a9c01d4e5b6a7 --bank data/bank.h5 --out out/ --json",
+        "facebank show 3f2a9c01d4e5b6a7 --bank data/bank.h5 --out out/ --aligned 224 --aligned 256 --json",
     ))(show)
