@@ -104,8 +104,9 @@ def test_audit_command_errors(data, small_bank, tmp_path):
 
 
 def test_audit_command_bank_only(small_bank, tmp_path):
-    r = invoke("audit", "--bank", small_bank, "--out", tmp_path / "r", "--max-pairs", 100)
+    r = invoke("audit", "--bank", small_bank, "--out", tmp_path / "r", "--max-pairs", 100, "--json")
     assert r.exit_code == 0, r.output
+    assert read_envelope(r.stdout, "audit")["calibration"] is None  # no labelled set: null, not a missing key
     assert "a uniform sample of 100 of 780 pairs" in (tmp_path / "r" / "report.md").read_text()
 
 

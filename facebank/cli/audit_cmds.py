@@ -87,12 +87,11 @@ def audit_cmd(
                               conservative="privacy" if privacy_bound else conservative,
                               heldout=held or None)
             path = run_audit(cfg, progress=progress)
-        data = {"report": str(path), "folder": str(path.parent)}
-        if (path.parent / "calibration.json").exists():
-            data["calibration"] = str(path.parent / "calibration.json")
+        cal = path.parent / "calibration.json"
+        data = {"report": str(path), "folder": str(path.parent), "calibration": str(cal) if cal.exists() else None}
         emit(data, as_json=as_json, human=f"wrote {path}" + (
             f"\ncalibration: {data['calibration']} (facebank index build --threshold-from it --far 1e-3)"
-            if "calibration" in data else ""))
+            if data["calibration"] else ""))
 
 
 def dedupe_cmd(

@@ -33,9 +33,6 @@ def _vision(detector, detector_path, attributes, attributes_path, min_face_px: i
 
 
 def _report(summary: Summary, as_json: bool, what: str) -> None:
-    data = summary.to_dict()
-    if not as_json:
-        data.pop("rejected_items")
     rejected = ", ".join(f"{k}={v}" for k, v in sorted(summary.rejected.items())) or "none"
     human = (f"{what}: added {summary.added}, already in bank {summary.already_in_bank}, "
              f"embedded {summary.embedded}, rejected: {rejected} ({summary.seconds:.1f} s)")

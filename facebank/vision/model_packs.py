@@ -267,7 +267,7 @@ def list_packs(dest: PathLike = DEFAULT_DEST) -> list[dict]:
     for name in names:
         path = dest / name
         entry = {"name": name, "path": str(path), "present": path.is_dir(), "recorded": False, "zip_sha256": None,
-                 "missing": [], "changed": [], "files": {}}
+                 "missing": [], "changed": [], "files": {}, "error": None}
         if path.is_dir():
             entry["files"] = _file_table(path)
             pack = PACKS.get(name)
