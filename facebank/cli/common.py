@@ -8,11 +8,11 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from facebank.cli.clicks import ABORTS, CLICK_ERRORS, EXITS
 from facebank.errors import FacebankError, InputError
 
 err = Console(stderr=True)
@@ -33,7 +33,7 @@ def cli_errors() -> Iterator[None]:
     """
     try:
         yield
-    except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+    except (*EXITS, *ABORTS, *CLICK_ERRORS):
         raise
     except InputError as exc:
         _line(f"error: {type(exc).__name__}: {exc}")
