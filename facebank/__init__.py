@@ -11,6 +11,7 @@ from facebank._version import __version__
 from facebank.pick.api import analyse, open_facebank, pick_for_image, pick_for_photo, pick_target, pick_targets
 from facebank.bank import Bank, BankWriter, Face, open_bank
 from facebank.errors import (
+    BankClosed,
     BankError,
     BankLockedError,
     ClusterError,
@@ -36,6 +37,7 @@ from facebank.workflow import build_index
 
 __all__ = [
     "Bank",
+    "BankClosed",
     "BankError",
     "BankLockedError",
     "BankWriter",

@@ -12,7 +12,8 @@
     │   └── UnsafePickle           a network pickle asks for a global outside the allow-list
     ├── BankError                  the bank file cannot be opened, read or written
     │   ├── SchemaVersionError     the bank was written with another schema version
-    │   └── BankLockedError        another writer holds the bank
+    │   ├── BankLockedError        another writer holds the bank
+    │   └── BankClosed             a bank, picking session or target used after its session closed
     ├── IndexBuildError            an index build is missing, corrupt or inconsistent
     │   └── StaleIndex             the build was made from another bank, or the bank changed since
     ├── NoEligibleTarget           no synthetic face is dissimilar enough in the requested group
@@ -25,6 +26,7 @@ into the bank, and ends up in the bank's rejection log.
 from __future__ import annotations
 
 __all__ = [
+    "BankClosed",
     "BankError",
     "BankLockedError",
     "ClusterError",
@@ -109,6 +111,10 @@ class SchemaVersionError(BankError):
 
 class BankLockedError(BankError):
     """Another process is writing to the bank."""
+
+
+class BankClosed(BankError):
+    """A bank, a picking session, or a target or face read through one, used after close()."""
 
 
 class IndexBuildError(FacebankError):

@@ -91,3 +91,19 @@ def http_root(tmp_path):
     yield root, f"http://127.0.0.1:{server.server_address[1]}", hits
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="session")
+def small_build(small_bank, tmp_path_factory):
+    """(bank, builds folder, build dir): a copy of `small_bank` with a dlib index build, made once.
+
+    Read-only for tests, like small_bank.
+    """
+    from facebank.bank import copy_bank
+    from facebank.index.build import build_index
+
+    root = tmp_path_factory.mktemp("small_build")
+    bank = root / "bank.h5"
+    copy_bank(small_bank, bank)
+    build = build_index(bank, out=root / "builds")
+    return bank, root / "builds", Path(build)

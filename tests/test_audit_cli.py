@@ -19,6 +19,7 @@ from facebank.cli import app
 from facebank.errors import InputError
 from facebank.index.build import build_index
 from facebank.index.manifest import read_manifest
+from facebank.cli.common import read_envelope
 
 runner = CliRunner()
 IDENTITIES = ("id00", "id01", "id02")  # 23 photos: 176 impostor pairs, enough for FAR 1e-2 only
@@ -29,7 +30,7 @@ def invoke(*args):
 
 
 def _json(result) -> dict:
-    return json.loads(result.stdout[result.stdout.index("{"):])
+    return read_envelope(result.stdout)
 
 
 def _one_line_error(result, code: int, *needles: str) -> None:

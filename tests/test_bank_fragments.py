@@ -195,9 +195,11 @@ def test_v1_fixture_converts_bit_for_bit(tmp_path):
     from facebank.cli import app
     from typer.testing import CliRunner
 
-    r = CliRunner().invoke(app, ["bank", "upgrade", "--bank", str(bank), "--target-rows", "3"])
+    from facebank.cli.common import read_envelope
+
+    r = CliRunner().invoke(app, ["bank", "upgrade", "--bank", str(bank), "--target-rows", "3", "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["upgraded"] is True
+    assert read_envelope(r.output, "bank upgrade")["upgraded"] is True
     got = _snapshot(bank)
     assert got.pop("content_hash") != want.pop("content_hash")  # version-2 definition
     _assert_same(want, got)

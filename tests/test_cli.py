@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from facebank.bank import copy_bank
 from facebank.bank import open_bank
 from facebank.cli import app
+from facebank.cli.common import read_envelope
 
 runner = CliRunner()
 
@@ -49,12 +50,12 @@ def test_ingest_folder_embed_info(tmp_path, assets):
     bank = tmp_path / "b.h5"
     r = invoke("ingest", "folder", src, "--bank", bank, "--workers", 1, "--json")
     assert r.exit_code == 0, r.output
-    out = json.loads(r.stdout[r.stdout.index("{"):])
+    out = read_envelope(r.stdout)
     assert out["added"] == 4 and out["rejected"] == {"unreadable": 1}
     r = invoke("embed", "--bank", bank, "--space", "dlib", "--workers", 1)
     assert r.exit_code == 0, r.output
     r = invoke("info", "--bank", bank, "--json")
-    info = json.loads(r.stdout)
+    info = read_envelope(r.stdout)
     assert info["faces"] == 4 and info["sources"] == {"folder": 4}
     assert info["spaces"]["dlib"]["faces"] == 4 and info["spaces"]["dlib"]["dim"] == 128
     assert info["rejections"] == {"unreadable": 1}
@@ -66,7 +67,7 @@ def test_index_build_verify_pick(bank, tmp_path, assets):
     builds = tmp_path / "builds"
     r = invoke("index", "build", "--bank", bank, "--builds", builds, "--json")
     assert r.exit_code == 0, r.output
-    manifest = json.loads(r.stdout)["manifest"]
+    manifest = read_envelope(r.stdout)["manifest"]
     assert manifest["rows"] == 40 and manifest["spaces"]["dlib"]["threshold"] > 0.5
     assert invoke("index", "verify", "--builds", builds).exit_code == 0
     assert invoke("index", "info", "--builds", builds, "--json").exit_code == 0
@@ -74,13 +75,13 @@ def test_index_build_verify_pick(bank, tmp_path, assets):
     np.save(q, open_bank(bank).vector("dlib", 3))
     r = invoke("pick", "--embedding", q, "--build", builds, "--seed", 1, "--json")
     assert r.exit_code == 0, r.output
-    (pick,) = json.loads(r.stdout)["picks"]
+    (pick,) = read_envelope(r.stdout)["picks"]
     t = pick["target"]
     assert t["similarities"]["dlib"] <= t["thresholds"]["dlib"]
     r = invoke("pick", "--image", assets / "deepface_faces" / "img1.jpg", "--build", builds, "--json",
                "--fallback", "widen_age")
     assert r.exit_code == 0, r.output
-    picks = json.loads(r.stdout)["picks"]
+    picks = read_envelope(r.stdout)["picks"]
     assert len(picks) >= 1
     for p in picks:
         assert p["target"]["similarities"]["dlib"] <= p["target"]["thresholds"]["dlib"]
@@ -153,11 +154,11 @@ def test_generate_tiny_network_resumable(tmp_path, stylegan_fixtures):
     net = stylegan_fixtures / "tiny64.pkl"
     r = invoke("generate", "--network", net, "--seeds", "0-9", "--bank", bank, "--no-annotate", "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["generated"] == 10
+    assert read_envelope(r.stdout)["generated"] == 10
     r = invoke("generate", "--network", net, "--seeds", "0-14", "--bank", bank, "--json")
-    out = json.loads(r.stdout)
+    out = read_envelope(r.stdout)
     assert out["generated"] == 5 and out["already_in_bank"] == 10
-    info = json.loads(invoke("info", "--bank", bank, "--json").stdout)
+    info = read_envelope(invoke("info", "--bank", bank, "--json").stdout)
     assert info["sources"] == {"stylegan": 15} and info["stylegan_seeds"] == "0-14"
     # Random 64-px networks make no faces: every one is kept for its seed and rejected with a reason.
     assert info["status"] == {"rejected": 15} and sum(info["rejections"].values()) == 15
@@ -176,7 +177,7 @@ def test_build_from_config_with_source_override(tmp_path, assets):
     _one_line_error(r, 2, "no face source")
     r = invoke("build", "--config", cfg, "--source", src, "--json")
     assert r.exit_code == 0, r.output
-    out = json.loads(r.stdout)
+    out = read_envelope(r.stdout)
     assert out["sources"][0]["kind"] == "folder" and out["sources"][0]["added"] == 12
     assert len(out["sample_picks"]) == 3
     for p in out["sample_picks"]:
@@ -184,7 +185,7 @@ def test_build_from_config_with_source_override(tmp_path, assets):
     made_with = json.loads((tmp_path / "builds" / Path(out["build"]).name / "build_config.json").read_text())
     assert made_with["pipeline"]["bank"] == str(tmp_path / "b.h5")
     assert made_with["pipeline"]["sources"] == [{**made_with["pipeline"]["sources"][0], "kind": "folder", "path": str(src)}]
-    again = json.loads(invoke("build", "--config", cfg, "--source", src, "--json").stdout)
+    again = read_envelope(invoke("build", "--config", cfg, "--source", src, "--json").stdout)
     assert again["sources"][0]["added"] == 0 and again["build"] == out["build"]  # nothing new: same build
 
 

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from facebank.bank import copy_bank, open_bank
 from facebank.cli import app
+from facebank.cli.common import read_envelope
 
 
 def invoke(*args):
@@ -19,19 +20,9 @@ def invoke(*args):
 
 
 def _commands():
-    import typer.main
+    from facebank.cli import command_paths
 
-    out = []
-
-    def walk(c, path):
-        if hasattr(c, "commands"):
-            for name, sub in c.commands.items():
-                walk(sub, path + [name])
-        else:
-            out.append(path)
-
-    walk(typer.main.get_command(app), [])
-    return out
+    return command_paths()
 
 
 def test_version_and_completion():
@@ -70,7 +61,7 @@ def built(small_bank, tmp_path_factory):
     copy_bank(small_bank, bank)
     r = invoke("index", "build", "--bank", bank, "--builds", root / "builds", "--space", "dlib", "--json")
     assert r.exit_code == 0, r.output
-    return bank, root / "builds", json.loads(r.stdout)["build"]
+    return bank, root / "builds", read_envelope(r.stdout)["build"]
 
 
 def test_old_spellings_still_work_with_a_note(built, tmp_path):
@@ -80,14 +71,14 @@ def test_old_spellings_still_work_with_a_note(built, tmp_path):
     assert "note: --spaces is deprecated; use --space" in r.stderr and "--builds" in r.stderr
     assert any((tmp_path / "b").iterdir())
     r = invoke("index", "info", build, "--json")  # positional BUILD
-    assert r.exit_code == 0 and "deprecated" in r.stderr and json.loads(r.stdout)["rows"] == 40
+    assert r.exit_code == 0 and "deprecated" in r.stderr and read_envelope(r.stdout)["rows"] == 40
     assert invoke("index", "verify", "--out", builds).exit_code == 0
     r = invoke("index", "info", "--build", build, "--json")
-    assert r.exit_code == 0 and r.stderr == "" and json.loads(r.stdout)["rows"] == 40
+    assert r.exit_code == 0 and r.stderr == "" and read_envelope(r.stdout)["rows"] == 40
     r = invoke("index", "info", "--builds", builds, "--out", tmp_path / "other")
     assert r.exit_code == 2 and "not also --out" in r.output
     r = invoke("index", "use", "--build", build, "--json")
-    assert r.exit_code == 0 and json.loads(r.stdout)["build"] == build
+    assert r.exit_code == 0 and read_envelope(r.stdout)["build"] == build
 
 
 def test_threshold_takes_space_eq_cos_or_one_bare_cos(built, tmp_path):
@@ -97,7 +88,7 @@ def test_threshold_takes_space_eq_cos_or_one_bare_cos(built, tmp_path):
     for form in ("dlib=0.95", "0.95"):
         r = invoke("pick", "--embedding", q, "--build", builds, "--threshold", form, "--json", "--seed", 0)
         assert r.exit_code == 0, r.output
-        assert json.loads(r.stdout)["picks"][0]["target"]["thresholds"] == {"dlib": 0.95}
+        assert read_envelope(r.stdout)["picks"][0]["target"]["thresholds"] == {"dlib": 0.95}
     r = invoke("pick", "--embedding", q, "--build", builds, "--threshold", "dlib=high")
     assert r.exit_code == 2 and "not a float" in r.output
 
@@ -109,7 +100,7 @@ def test_pick_json_and_save_give_a_swapper_everything(built, tmp_path, assets):
     r = invoke("pick", "--image", assets / "deepface_faces" / "img1.jpg", "--build", builds, "--json", "--seed", 2,
                "--save", out, "--fallback", "widen_age")
     assert r.exit_code == 0, r.output
-    picks = json.loads(r.stdout)["picks"]
+    picks = read_envelope(r.stdout)["picks"]
     b = open_bank(bank)
     for p in picks:
         assert len(p["face"]["box"]) == 4 and np.asarray(p["face"]["landmarks"]).shape == (5, 2)

@@ -24,6 +24,7 @@ from facebank.bank import BankWriter, FaceRecord, open_bank
 from facebank.errors import FacebankError, IndexBuildError, InputError, StaleIndex, UnknownSpace
 from facebank.index.build import build_index
 from facebank.pick.session import FaceBank
+from facebank.cli.common import read_envelope
 
 runner = CliRunner()
 DIM = 8
@@ -445,7 +446,7 @@ def test_ingest_runs_past_a_bad_name(tmp_path, assets):
         fh.write(jpg[:100])
     r = cli("ingest", "folder", folder, "--bank", tmp_path / "b.h5", "--json")
     assert r.exit_code == 0, r.stderr
-    out = json.loads(r.stdout)
+    out = read_envelope(r.stdout)
     assert out["added"] == 1 and out["rejected"] == {"unreadable": 1} and out["items"] == 2
 
 

@@ -18,6 +18,7 @@ from facebank.cli import models_cmd
 from facebank.errors import ModelError, SourceError
 from facebank.vision import model_packs
 from facebank.vision.model_packs import DEFAULT_DEST, MANIFEST_NAME, PACKS, extract_zip, fetch_pack, list_packs
+from facebank.cli.common import read_envelope
 
 BUFFALO_L = ("det_10g.onnx", "w600k_r50.onnx", "genderage.onnx")
 
@@ -202,7 +203,7 @@ def test_cli_fetch_list_and_errors(tmp_path, http_root):
     dest = tmp_path / "models"
     r = _run("fetch", "buffalo_l", "--dest", dest, "--url", f"{base}/buffalo_l.zip", "--json")
     assert r.exit_code == 0, r.stderr
-    out = json.loads(r.stdout)
+    out = read_envelope(r.stdout)
     assert out["status"] == "fetched" and out["zip_sha256"] == hashlib.sha256(zip_path.read_bytes()).hexdigest()
     assert "non-commercial research" in r.stderr
 
@@ -210,7 +211,7 @@ def test_cli_fetch_list_and_errors(tmp_path, http_root):
     assert r.exit_code == 0 and "already present" in r.stdout and len(hits) == 1
 
     r = _run("list", "--dest", dest, "--json")
-    listed = {e["name"]: e for e in json.loads(r.stdout)}
+    listed = {e["name"]: e for e in read_envelope(r.stdout)}
     assert r.exit_code == 0 and listed["buffalo_l"]["recorded"] and set(listed["buffalo_l"]["files"]) == set(BUFFALO_L)
     r = _run("list", "--dest", dest)
     assert r.exit_code == 0 and "buffalo_m: not present" in r.stdout

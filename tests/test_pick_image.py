@@ -118,6 +118,13 @@ def test_target_aligned_reproduces_the_stored_crop_and_scales(build, small_bank)
         # The bank's crop was aligned from the same image and landmarks at ingest.
         assert np.abs(a112.astype(int) - t.crop().astype(int)).mean() < 1.0
         assert t.aligned(128).shape == (128, 128, 3) and t.aligned(224).shape == (224, 224, 3)
+        from facebank.vision.align import align_to_swapper
+
+        face = t.face()
+        for size, template in ((224, "simswap"), (256, "ffhq"), (224, "arcface")):
+            np.testing.assert_array_equal(t.aligned(size, template),
+                                          align_to_swapper(face.image(), face.landmarks, size, template))
+        assert not np.array_equal(t.aligned(224), t.aligned(224, "arcface"))  # SimSwap's crop is its own
         np.testing.assert_allclose(arcface_template(224), arcface_template(112) * 2)
         np.testing.assert_allclose(arcface_template(128)[:, 0], arcface_template(112)[:, 0] + 8,
                                    rtol=0, atol=1e-4)

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 
 from facebank.bank import schema
-from facebank.errors import BankError, InputError, SchemaVersionError, UnknownFace, UnknownSpace
+from facebank.errors import BankClosed, BankError, InputError, SchemaVersionError, UnknownFace, UnknownSpace
 
 __all__ = ["Bank", "Face", "check_header", "open_bank"]
 
@@ -120,6 +120,12 @@ class Bank:
         self._groups = {s: self._f["embeddings"][s] for s in self._f["embeddings"]}
         self._vec = {s: g["vectors"] for s, g in self._groups.items()}
         self._cols: dict[str, np.ndarray] = {}
+        self._closed = False
+
+    def _live(self) -> None:
+        """h5py would raise a bare ValueError or OSError on a closed file: say what happened instead."""
+        if self._closed:
+            raise BankClosed(f"bank {self.path} was closed; open it again (facebank.open_bank)")
 
     def _check_fragments(self) -> None:
         """A missing fragment would read as fill values through the virtual datasets: refuse instead."""
@@ -158,6 +164,7 @@ class Bank:
 
     @property
     def spaces(self) -> list[str]:
+        self._live()
         return sorted(self._f["embeddings"])
 
     def space_info(self, space: str) -> dict:
@@ -165,6 +172,7 @@ class Bank:
         return json.loads(self._space(space).attrs["info"])
 
     def _space(self, space: str) -> h5py.Group:
+        self._live()
         try:
             return self._groups[space]
         except KeyError:
@@ -173,6 +181,7 @@ class Bank:
 
     def _cached(self, name: str) -> np.ndarray:
         """A whole small column, read once (for one-face reads)."""
+        self._live()
         if name not in self._cols:
             self._cols[name] = self.column(name) if name not in ("box", "landmarks") else self._f["faces"][name][:]
         return self._cols[name]
@@ -180,6 +189,7 @@ class Bank:
     # -- columns --
     def column(self, name: str) -> np.ndarray:
         """A whole per-face column (see schema.FACE_COLUMNS); strings come back as str."""
+        self._live()
         if name not in schema.FACE_COLUMNS or name in ("image", "crop"):
             raise InputError(f"unknown or bulk column {name!r}")
         ds = self._f["faces"][name]
@@ -197,6 +207,7 @@ class Bank:
         return self._space(space)["present"][:]
 
     def vector(self, space: str, row: int) -> np.ndarray:
+        self._live()
         if space not in self._vec:
             self._space(space)
         return self._vec[space][row]
@@ -209,13 +220,16 @@ class Bank:
             raise UnknownFace(f"face {face_id!r} is not in {self.path}") from None
 
     def crop(self, row: int) -> np.ndarray:
+        self._live()
         return self._crop[row]
 
     def image_bytes(self, row: int) -> bytes:
+        self._live()
         return self._image[row].tobytes()
 
     def face(self, face_id_or_row: str | int, *, spaces: list[str] | None = None) -> Face:
         """One face by id (or row): crop, landmarks, attributes and its embeddings."""
+        self._live()
         row = face_id_or_row if isinstance(face_id_or_row, (int, np.integer)) else self.row(face_id_or_row)
         if not 0 <= row < len(self):
             raise UnknownFace(f"row {row} is outside the bank (0..{len(self) - 1})")
@@ -243,6 +257,7 @@ class Bank:
 
     # -- logs --
     def rejections(self) -> list[dict]:
+        self._live()
         r = self._f["rejections"]
         cols = {name: (r[name].asstr()[:] if r[name].dtype.kind == "O" else r[name][:]) for name in r}
         n = len(cols["reason"])
@@ -253,9 +268,11 @@ class Bank:
         ]
 
     def log(self) -> list[dict]:
+        self._live()
         return [json.loads(s) for s in self._f["log"].asstr()[:]]
 
     def close(self) -> None:
+        self._closed = True
         self._f.close()
 
     def __enter__(self) -> Bank:

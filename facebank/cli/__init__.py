@@ -6,6 +6,7 @@ import sys
 from typing import Annotated, Optional
 
 import typer
+import typer.main
 from typer.core import TyperGroup
 
 from facebank.cli.clicks import ABORTS as _ABORTS
@@ -14,7 +15,7 @@ from facebank.cli.clicks import EXITS as _EXITS
 from facebank.cli.clicks import USAGE_ERRORS as _USAGE_ERRORS
 
 from facebank.cli import (
-    audit_cmds, bank_cmds, bank_format_cmds, build_cmd, generate_cmd, index_cmds, models_cmd, pick_cmd,
+    audit_cmds, bank_cmds, bank_format_cmds, build_cmd, generate_cmd, index_cmds, models_cmd, pick_cmd, show_cmd,
 )
 
 class _OneLineErrors(TyperGroup):
@@ -75,8 +76,24 @@ def _root(version: Annotated[Optional[bool], typer.Option(
     """Synthetic faces guaranteed dissimilar to the real faces they replace."""
 
 
-for _group in (bank_cmds, build_cmd, generate_cmd, index_cmds, pick_cmd, audit_cmds, models_cmd, bank_format_cmds):
+for _group in (bank_cmds, build_cmd, generate_cmd, index_cmds, pick_cmd, show_cmd, audit_cmds, models_cmd,
+               bank_format_cmds):
     _group.register(app)
+
+
+def command_paths() -> list[list[str]]:
+    """Every registered command as the words typed after `facebank` (["index", "build"], ...)."""
+    out: list[list[str]] = []
+
+    def walk(cmd, path: list[str]) -> None:
+        if hasattr(cmd, "commands"):
+            for name, sub in cmd.commands.items():
+                walk(sub, path + [name])
+        else:
+            out.append(path)
+
+    walk(typer.main.get_command(app), [])
+    return out
 
 
 def main() -> None:

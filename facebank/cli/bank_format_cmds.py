@@ -2,42 +2,49 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from facebank.cli.common import cli_errors, examples, out
+from facebank.cli.common import cli_errors, emit, examples
 
 bank_app = typer.Typer(help="The bank's on-disk format: upgrade from version 1, compact fragments.",
                        no_args_is_help=True)
 
 BankOpt = Annotated[Path, typer.Option("--bank", "-b", help="The bank file.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
 def upgrade(bank: BankOpt,
-            target_rows: Annotated[int, typer.Option(help="Faces per fragment.")] = 2048) -> None:
+            target_rows: Annotated[int, typer.Option(help="Faces per fragment.")] = 2048,
+            as_json: JsonOpt = False) -> None:
     """Convert a version-1 bank to version 2 in place (kill-safe; re-run to finish)."""
     from facebank.bank import upgrade_bank
 
     with cli_errors():
         result = upgrade_bank(bank, target_rows=target_rows)
-    out.print(json.dumps(result), markup=False, highlight=False)
+        emit(result, as_json=as_json, human=(
+            f"upgraded {result['bank']} to schema {result['schema_version']}: {result['faces']} faces, "
+            f"{result['fragments']} fragments" if result["upgraded"]
+            else f"{result['bank']} is already schema {result['schema_version']}; nothing to do"))
 
 
 def compact(bank: BankOpt,
-            target_rows: Annotated[int, typer.Option(help="Faces per merged fragment.")] = 2048) -> None:
+            target_rows: Annotated[int, typer.Option(help="Faces per merged fragment.")] = 2048,
+            as_json: JsonOpt = False) -> None:
     """Merge small fragments; the content and content hash stay the same (index builds stay valid)."""
     from facebank.bank import compact_bank
 
     with cli_errors():
         result = compact_bank(bank, target_rows=target_rows)
-    out.print(json.dumps(result), markup=False, highlight=False)
+        emit(result, as_json=as_json, human=f"compacted {result['bank']}: {result['fragments_before']} -> "
+                                            f"{result['fragments']} fragments ({result['removed']} files removed)")
 
 
 def register(app: typer.Typer) -> None:
-    bank_app.command(epilog=examples("facebank bank upgrade --bank data/bank.h5"))(upgrade)
+    bank_app.command(epilog=examples("facebank bank upgrade --bank data/bank.h5",
+                                     "facebank bank upgrade --bank data/bank.h5 --json"))(upgrade)
     bank_app.command(epilog=examples("facebank bank compact --bank data/bank.h5",
                                      "facebank bank compact --bank data/bank.h5 --target-rows 8192"))(compact)
     app.add_typer(bank_app, name="bank")

@@ -118,10 +118,65 @@ def parse_pairs(items: list[str], option: str, *, shape: str = "SPACE=VALUE", ki
     return out
 
 
+JSON_FORMAT = "facebank.cli/1"  # the envelope's version: bump it when its shape (not a result) changes
+
+
+def _plain(value):
+    """JSON-safe values: numpy scalars and arrays as Python ones, NaN and infinity as null, paths as str."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
+
+
+def _command_name() -> str | None:
+    """The command as typed after `facebank` ("index build"), read from the running context."""
+    try:  # typer >= 0.16 runs on its own copy of click, with its own context stack
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        get_current_context = click.get_current_context
+    ctx = get_current_context(silent=True) or click.get_current_context(silent=True)
+    names = []
+    while ctx is not None and ctx.parent is not None:  # the root context is the program itself
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return " ".join(reversed(names)) or None
+
+
+def envelope(result, command: str | None = None) -> dict:
+    """The one JSON shape every command prints with --json (README, "CLI convention")."""
+    return {"format": JSON_FORMAT, "command": command or _command_name(), "result": _plain(result)}
+
+
+def read_envelope(text: str, command: str | None = None):
+    """The result of a command's --json output (`text` from its first line that opens a JSON object;
+    anything a library printed before it is skipped); checks the envelope and, if given, the command."""
+    start = 0 if text.startswith("{") else text.index("\n{") + 1
+    doc = json.loads(text[start:])
+    if not isinstance(doc, dict) or doc.get("format") != JSON_FORMAT or set(doc) != {"format", "command", "result"}:
+        raise ValueError(f"not a {JSON_FORMAT} envelope: {str(doc)[:80]}")
+    if command is not None and doc["command"] != command:
+        raise ValueError(f"envelope of {doc['command']!r}, expected {command!r}")
+    return doc["result"]
+
+
 def emit(data: dict | list, *, as_json: bool, human: str | None = None) -> None:
-    """Data on stdout: JSON for scripts, or a human summary."""
+    """Data on stdout: the JSON envelope for scripts, or a human summary."""
     if as_json:
-        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        sys.stdout.write(json.dumps(envelope(data), indent=2, sort_keys=True, allow_nan=False) + "\n")
     elif human is not None:
         out.print(human, markup=False, highlight=False, soft_wrap=True)
 

@@ -26,27 +26,13 @@ def _thresholds(items: list[str]):
 
 
 def _export(folder: Path, i: int, target, row: dict) -> dict:
-    """The target's original image, its aligned crop and a JSON sidecar, as files a swapper opens."""
-    import json
+    """The target's files (facebank.bank.export), with the pick and the target's landmarks in the sidecar."""
+    from facebank.bank.export import export_face
 
-    from PIL import Image
-
-    from facebank._io.files import atomic_write_json
-
-    folder.mkdir(parents=True, exist_ok=True)
     face = target.face()
-    stem = f"{i:02d}_{target.id}"
-    data = target.image_bytes()
-    ext = {b"\x89PNG": "png", b"RIFF": "webp"}.get(data[:4], "jpg" if data[:2] == b"\xff\xd8" else "img")
-    image_path = folder / f"{stem}.image.{ext}"
-    image_path.write_bytes(data)
-    crop_path = folder / f"{stem}.crop.png"
-    Image.fromarray(np.asarray(target.crop())).save(crop_path)
-    sidecar = {**row, "target_image": image_path.name, "target_crop": crop_path.name,
-               "target_landmarks": np.asarray(face.landmarks).round(2).tolist(),
-               "target_box": np.asarray(face.box).round(2).tolist(), "target_source": face.source}
-    atomic_write_json(folder / f"{stem}.json", json.loads(json.dumps(sidecar, default=str)))
-    return {"image": str(image_path), "crop": str(crop_path), "json": str(folder / f"{stem}.json")}
+    return export_face(folder, f"{i:02d}_{target.id}", face, {
+        **row, "target_landmarks": np.asarray(face.landmarks).round(2).tolist(),
+        "target_box": np.asarray(face.box).round(2).tolist(), "target_source": face.source}, names_prefix="target_")
 
 
 def pick(

@@ -18,7 +18,7 @@ import numpy as np
 
 from facebank.bank import Face, open_bank
 from facebank.config import DEFAULT_BUILDS
-from facebank.errors import IndexBuildError, InputError, NoEligibleTarget, StaleIndex, UnknownSpace
+from facebank.errors import BankClosed, BankError, IndexBuildError, InputError, NoEligibleTarget, StaleIndex, UnknownSpace
 from facebank.index import groups as G
 from facebank.index.build import resolve_build
 from facebank.index.exact import unit_queries
@@ -45,31 +45,34 @@ class Target:
     fallback: str | None  # None, or what the fallback policy did ("widen_age:20-29")
     mode: str
     method: str  # rejection | scan | furthest | index_furthest (proposed by an ivf/hnsw index)
-    _bank: object = field(default=None, repr=False, compare=False)
+    _session: object = field(default=None, repr=False, compare=False)
 
+    # Reads go through the session, not a bank handle kept here: the session reopens a bank that
+    # was replaced on disk (and refuses one whose content changed), and refuses once it is closed.
     def face(self) -> Face:
         """Everything the bank holds about the target (crop, landmarks, attributes, vectors)."""
-        return self._bank.face(self.row)
+        return self._session.live_bank().face(self.row)
 
     def crop(self) -> np.ndarray:
         """The aligned 112x112 RGB crop."""
-        return self._bank.crop(self.row)
+        return self._session.live_bank().crop(self.row)
 
     def image_bytes(self) -> bytes:
         """The target's original encoded image, as it entered the bank."""
-        return self._bank.image_bytes(self.row)
+        return self._session.live_bank().image_bytes(self.row)
 
     def image(self) -> np.ndarray:
         """The target's original image decoded to RGB uint8 (H, W, 3)."""
         return self.face().image()
 
-    def aligned(self, size: int = 112) -> np.ndarray:
-        """The target's original image warped to the ArcFace-family crop a swapper takes:
-        112 (ArcFace), 128 (inswapper, InsightFace's shifted template), 224 (twice 112), RGB uint8."""
+    def aligned(self, size: int = 112, template: str | None = None) -> np.ndarray:
+        """The target's original image warped to the crop a swapper takes, RGB uint8 (size, size, 3):
+        112 ArcFace, 128 inswapper (InsightFace's shifted template), 224 SimSwap, 256 FFHQ-style.
+        `template` ("arcface", "simswap", "ffhq") overrides the size's default (facebank.vision.align)."""
         from facebank.vision.align import align_to_swapper
 
         face = self.face()
-        return align_to_swapper(face.image(), face.landmarks, size)
+        return align_to_swapper(face.image(), face.landmarks, size, template)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
@@ -184,17 +187,19 @@ class FaceBank:
         self._source_ids: np.ndarray | None = None  # read on the first pick, not at open (a 1M bank's strings)
         self._analysers: dict[tuple, FaceAnalyser] = {}
         self._on_close = None  # set by the module-level cache: leaving `with` evicts the session from it
+        self._closed = False
 
     # -- freshness --
     def _stat(self) -> tuple[int, int]:
         st = os.stat(self.bank_path)
         return st.st_ino, st.st_mtime_ns
 
-    def _check_fresh(self) -> None:
-        if self.bank.content_hash != self.manifest["bank"]["content_hash"]:
+    def _check_fresh(self, bank=None) -> None:
+        bank = self.bank if bank is None else bank
+        if bank.content_hash != self.manifest["bank"]["content_hash"]:
             raise StaleIndex(
                 f"build {self.manifest['build_id']} was made from another bank content than {self.bank_path} "
-                f"holds now ({self.manifest['bank']['content_hash'][:12]} != {self.bank.content_hash[:12]}); "
+                f"holds now ({self.manifest['bank']['content_hash'][:12]} != {bank.content_hash[:12]}); "
                 "rebuild the index"
             )
 
@@ -230,14 +235,30 @@ class FaceBank:
                     raise IndexBuildError(f"{self.build_dir}: the pick of face {self.bank.ids[bank_row]} has "
                                           f"{s} similarity {sim:.6f} > {t} against the bank's vector; refused")
 
+    def live_bank(self):
+        """The session's bank, reopened if its file was replaced since (BankClosed after close(),
+        StaleIndex when the new file holds other content than the build was made from)."""
+        self._recheck()
+        return self.bank
+
     def _recheck(self) -> None:
+        if self._closed:
+            raise BankClosed(f"the picking session on {self.build_dir} was closed; open a new one "
+                             "(facebank.FaceBank or facebank.open_facebank)")
         # The bank is only ever replaced whole (os.replace), so a changed inode or mtime is the signal.
-        if self._stat() != self._bank_stat:
+        try:
+            changed = self._stat() != self._bank_stat
+        except FileNotFoundError:
+            raise BankError(f"bank {self.bank_path} of build {self.build_dir} no longer exists") from None
+        if changed:  # the new file is taken only if it holds the build's content; else every call says so
+            stat, new = self._stat(), open_bank(self.bank_path)
+            try:
+                self._check_fresh(new)
+            except StaleIndex:
+                new.close()
+                raise
             self.bank.close()
-            self.bank = open_bank(self.bank_path)
-            self._bank_stat = self._stat()
-            self._source_ids = None
-            self._check_fresh()
+            self.bank, self._bank_stat, self._source_ids = new, stat, None
 
     # -- groups --
     def _group_plan(self, age: float | None, gender: str | None, fallback: str) -> list[tuple[list[int] | None, str]]:
@@ -295,7 +316,7 @@ class FaceBank:
             thresholds=dict(thresholds), age=float(self._ages[bank_row]),
             gender=gender_name(int(self._genders[bank_row])),
             group=self._labels[code], requested_group=requested, fallback=fallback_used, mode=mode,
-            method=res.method, _bank=self.bank,
+            method=res.method, _session=self,
         )
 
     # -- the API: the keyword forms build one PickOptions; pick_faces and pick_rows do the work --
@@ -463,6 +484,7 @@ class FaceBank:
                               exclude=exclude, fallback=fallback)
 
     def close(self) -> None:
+        self._closed = True
         self.bank.close()
         if self._on_close is not None:
             self._on_close(self)

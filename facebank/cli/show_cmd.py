@@ -1,0 +1,50 @@
+"""`facebank show ID`: one face's record; `--out DIR` writes its image, crop and sidecar (as `pick --save`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from facebank.cli.common import cli_errors, emit, examples
+
+
+def show(
+    face_id: Annotated[str, typer.Argument(metavar="ID", help="The face's id (as pick and info print it).")],
+    bank: Annotated[Path, typer.Option("--bank", "-b", help="The bank file.")],
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Write the face's original image, its aligned crop and a JSON sidecar here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
+    """Show what the bank holds about one face: source, attributes, landmarks, spaces."""
+    from facebank.bank import open_bank
+    from facebank.bank.export import export_face, face_record
+    from facebank.errors import InputError
+
+    with cli_errors():
+        if not bank.is_file():
+            raise InputError(f"bank {bank} does not exist")
+        with open_bank(bank) as b:
+            face = b.face(face_id)  # UnknownFace for an id the bank does not hold
+            record = face_record(face)
+            files = export_face(out, face.id, face) if out is not None else None
+        a = record["attributes"]
+        lines = [f"face {record['id']} (row {record['row']}): {record['source']} {record['source_id']}",
+                 f"  age {_fmt(a['age'], '.1f')} ({a['age_source']}), gender {a['gender']} ({a['gender_source']})",
+                 f"  box {record['box']}", f"  landmarks {record['landmarks']}",
+                 "  spaces: " + (", ".join(record["spaces"]) or "none")]
+        if files:
+            lines.append(f"wrote {files['image']}, {files['crop']}, {files['json']}")
+        emit({"bank": str(bank), "face": record, "files": files}, as_json=as_json, human="\n".join(lines))
+
+
+def _fmt(value, spec: str) -> str:
+    return "unknown" if value is None else format(value, spec)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(epilog=examples(
+        "facebank show 3f2a9c01d4e5b6a7 --bank data/bank.h5",
+        "facebank show 3f2a9c01d4e5b6a7 --bank data/bank.h5 --out out/ --json",
+    ))(show)
