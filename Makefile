@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt setup.py facebank/index/_scre
 	# The CPU wheel of torch that lies on this machine; a bare `torch` pulls CUDA builds.
 	$(PY) -m pip install -q torch==2.13.0
 	# constraints.txt: the exact versions CI tests (refresh: `make constraints`).
-	$(PY) -m pip install -q -c constraints.txt -e '.[cpu,dev,ray]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[all,dev,ray]'
 	touch $@
 
 # Build the bank from the config's sources (or SOURCE), its index, and sample picks.

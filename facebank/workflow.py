@@ -100,6 +100,16 @@ def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) 
             "duplicates": len(s.duplicates), "rejected": dict(s.rejected)}
 
 
+def require_for_build(cfg: BuildConfig) -> None:
+    """Every optional module `cfg`'s stages need, checked before any work (MissingDependency names
+    what installs it), so a plain install fails in its first second, not after the embeddings."""
+    require("faiss")  # the index stage
+    if any(src.kind == "stylegan" for src in cfg.sources):
+        require("torch")
+    if cfg.engine.kind == "ray":
+        require("ray")
+
+
 def run_build(cfg: BuildConfig, *, progress: ProgressFactory = _no_progress) -> dict:
     """Run every stage of `cfg`; returns a summary (and a `text` for people)."""
     from facebank.pick.api import open_facebank
@@ -108,7 +118,7 @@ def run_build(cfg: BuildConfig, *, progress: ProgressFactory = _no_progress) -> 
     from facebank.index.manifest import read_manifest
     from facebank.engine import engine_session, run_embed
 
-    require("faiss")  # the index stage needs it: fail now, not after ingest and embeddings
+    require_for_build(cfg)
     if not cfg.sources:
         raise SourceError(
             "no face source: the config names none. Give one: `make bank SOURCE=<folder or generated.photos "

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from facebank.cli import models_cmd
 from facebank.errors import ModelError, SourceError
+from facebank.vision import model_packs
 from facebank.vision.model_packs import DEFAULT_DEST, MANIFEST_NAME, PACKS, extract_zip, fetch_pack, list_packs
 from facebank.cli.common import read_envelope
 
@@ -35,6 +36,17 @@ def _tiny_onnx() -> bytes:
     model.ir_version = 8  # readable by any onnxruntime this project supports
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+@pytest.fixture(autouse=True)
+def tiny_models_published(request, monkeypatch):
+    """The tiny stand-ins play the official files: their checksum is what the table publishes.
+    Tests marked `real_pins` keep the real table (the published InsightFace checksums)."""
+    if "real_pins" in request.keywords:
+        return
+    tiny = (hashlib.sha256(_tiny_onnx()).hexdigest(), len(_tiny_onnx()))
+    monkeypatch.setattr(model_packs, "PUBLISHED", {p: {n: tiny for n in table} for p, table in
+                                                   model_packs.PUBLISHED.items()})
 
 
 def _make_zip(path: Path, members: dict[str, bytes]) -> Path:
@@ -126,8 +138,10 @@ def test_missing_or_unloadable_model_is_model_error(tmp_path):
     with pytest.raises(ModelError, match="lacks genderage.onnx"):
         fetch_pack("buffalo_l", dest=dest, url=no_gender)
     broken = _make_zip(tmp_path / "b.zip", {**_pack_members(), "det_10g.onnx": b"not onnx"})
-    with pytest.raises(ModelError, match="not a loadable ONNX"):
-        fetch_pack("buffalo_l", dest=dest, url=broken.as_uri())
+    with pytest.raises(ModelError, match="det_10g.onnx is not the published buffalo_l file"):
+        fetch_pack("buffalo_l", dest=dest, url=broken.as_uri())  # the checksum catches it first
+    with pytest.raises(ModelError, match="not a loadable ONNX"):  # a pack of one's own: only onnxruntime can
+        fetch_pack("my_pack", dest=dest, url=broken.as_uri())
     assert _leftovers(dest) == []
     with pytest.raises(SourceError, match="not a readable zip"):
         fetch_pack("buffalo_l", dest=dest, url=_write(tmp_path / "c.zip", b"PK no"))
@@ -211,3 +225,76 @@ def test_cli_fetch_list_and_errors(tmp_path, http_root):
     _one_line_error(_run("fetch", "buffalo_s", "--dest", dest, "--url", f"{base}/buffalo_l.zip"), 1,
                     "ModelError", "lacks det_500m.onnx, w600k_mbf.onnx")
     assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".")) == ["buffalo_l"]
+
+
+# --- the real published checksums (shared/docs/MODEL_CHECKSUMS.md) ---------------------------
+
+real_pins = pytest.mark.real_pins
+
+
+@real_pins
+def test_the_pinned_table_is_the_published_one():
+    doc = Path(__file__).resolve().parents[2] / "shared" / "docs" / "MODEL_CHECKSUMS.md"
+    if not doc.is_file():
+        pytest.skip(f"{doc} is not here")
+    import re
+
+    published = {}
+    for line in doc.read_text().splitlines():
+        m = re.match(r"\| `([\w.]+\.onnx)`[^|]*\| ([^|]+)\| ([\d,]+) \| `([0-9a-f]{64})` \|", line)
+        if m:
+            published[m[1]] = ({p.strip() for p in m[2].split(",")}, int(m[3].replace(",", "")), m[4])
+    assert len(published) >= 6
+    for pack, table in model_packs.PUBLISHED.items():
+        for name, (sha, size) in table.items():
+            packs, doc_size, doc_sha = published[name]
+            assert (sha, size) == (doc_sha, doc_size) and pack in packs, (pack, name)
+    zips = dict(re.findall(r"\| `(\w+)\.zip` \(release v0.7\) \| — \| — \| `([0-9a-f]{64})` \|", doc.read_text()))
+    assert model_packs.PUBLISHED_ZIP_SHA256 == zips
+
+
+@real_pins
+def test_a_real_model_file_matches_its_published_checksum(assets):
+    from facebank._io.download import sha256_file
+
+    det = assets / "insightface_scrfd" / "det_500m.onnx"
+    files = {"det_500m.onnx": {"sha256": sha256_file(det), "size": det.stat().st_size}}
+    assert model_packs.check_published("buffalo_s", files, "x") == ["det_500m.onnx"]
+    files["w600k_mbf.onnx"] = {"sha256": hashlib.sha256(_tiny_onnx()).hexdigest(), "size": len(_tiny_onnx())}
+    with pytest.raises(ModelError, match="w600k_mbf.onnx is not the published buffalo_s file"):
+        model_packs.check_published("buffalo_s", files, "x")
+
+
+@real_pins
+def test_a_pack_whose_files_are_not_the_published_ones_is_refused(tmp_path, http_root, assets):
+    root, base, _ = http_root
+    # The real SCRFD 500M beside a stand-in recogniser: the detector passes, the recogniser is refused.
+    _make_zip(root / "buffalo_s.zip", {"det_500m.onnx": (assets / "insightface_scrfd" / "det_500m.onnx").read_bytes(),
+                                        "w600k_mbf.onnx": _tiny_onnx(), "genderage.onnx": _tiny_onnx()})
+    dest = tmp_path / "models"
+    with pytest.raises(ModelError, match="w600k_mbf.onnx is not the published buffalo_s file"):
+        fetch_pack("buffalo_s", dest=dest, url=f"{base}/buffalo_s.zip")
+    assert _leftovers(dest) == [] and not any((dest / ".downloads").iterdir())
+    _make_zip(root / "buffalo_l.zip", _pack_members())
+    _one_line_error(_run("fetch", "buffalo_l", "--dest", dest, "--url", f"{base}/buffalo_l.zip"), 1, "ModelError",
+                    "det_10g.onnx is not the published buffalo_l file")
+    assert _leftovers(dest) == []
+    # A pack put in place by hand, never fetched by facebank: checked against the table too.
+    hand = dest / "buffalo_l"
+    hand.mkdir(parents=True)
+    for n in BUFFALO_L:
+        (hand / n).write_bytes(_tiny_onnx())
+    with pytest.raises(ModelError, match="not the published buffalo_l file"):
+        fetch_pack("buffalo_l", dest=dest)
+    listed = {e["name"]: e for e in list_packs(dest)}
+    assert listed["buffalo_l"]["unpublished"] == sorted(BUFFALO_L)
+
+
+@real_pins
+def test_the_official_buffalo_sc_zip_is_pinned(tmp_path, http_root, monkeypatch):
+    root, base, _ = http_root
+    _make_zip(root / "buffalo_sc.zip", {"det_500m.onnx": _tiny_onnx(), "w600k_mbf.onnx": _tiny_onnx()})
+    monkeypatch.setitem(PACKS, "buffalo_sc", PACKS["buffalo_sc"].__class__(
+        "buffalo_sc", f"{base}/buffalo_sc.zip", PACKS["buffalo_sc"].required))  # the "official" URL, served here
+    with pytest.raises(SourceError, match="expected 57d31b56"):
+        fetch_pack("buffalo_sc", dest=tmp_path / "models")

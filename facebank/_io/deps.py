@@ -9,13 +9,17 @@ from facebank.errors import MissingDependency
 
 __all__ = ["EXTRAS", "missing_dependency", "require"]
 
-# Top-level module -> (pip extra, what it is for). faiss stays an extra on purpose: the CPU and
-# GPU builds install the same `faiss` module and must never be installed together.
+# Top-level module -> (what installs it, what it is for). faiss is a base dependency; it is listed for an
+# install that lost it (the GPU swap half done), and the line says how to put one build back.
 EXTRAS: dict[str, tuple[str, str]] = {
-    "faiss": ("cpu", "FAISS (index builds); on a GPU machine use 'facebank[gpu]' instead"),
-    "insightface": ("insightface", "InsightFace model packs"),
-    "import_linter": ("dev", "the import contracts"),
-    "hypothesis": ("dev", "the property tests"),
+    "torch": ("pip install 'facebank[stylegan]'", "our StyleGAN2-ADA generator; on a CPU-only machine first "
+                          "`pip install torch==2.13.0`, as a bare torch pulls CUDA builds"),
+    "matplotlib": ("pip install 'facebank[audit]'", "the audit's plots"),
+    "faiss": ("pip install faiss-cpu", "FAISS, for index builds; or one GPU build instead, never both"),
+    "insightface": ("pip install 'facebank[insightface]'", "InsightFace model packs"),
+    "ray": ("pip install 'facebank[ray]'", "the Ray engine"),
+    "import_linter": ("pip install 'facebank[dev]'", "the import contracts"),
+    "hypothesis": ("pip install 'facebank[dev]'", "the property tests"),
 }
 
 
@@ -25,8 +29,8 @@ def missing_dependency(exc: ImportError) -> MissingDependency:
         return exc
     name = (exc.name or "").split(".")[0]
     if name in EXTRAS:
-        extra, why = EXTRAS[name]
-        return MissingDependency(f"{name} is not installed ({why}): pip install 'facebank[{extra}]'")
+        install, why = EXTRAS[name]
+        return MissingDependency(f"{name} is not installed ({why}): {install}")
     what = name or str(exc)
     return MissingDependency(f"{what} cannot be imported ({exc}); reinstall facebank: pip install --force-reinstall "
                              "facebank")

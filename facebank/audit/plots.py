@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from facebank._io.deps import require
+
+require("matplotlib")  # the `audit` extra: without it, one MissingDependency line naming it
+
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy.stats import norm

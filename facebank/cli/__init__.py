@@ -5,18 +5,14 @@ from __future__ import annotations
 import sys
 from typing import Annotated, Optional
 
-import click
 import typer
 import typer.main
 from typer.core import TyperGroup
 
-try:  # typer >= 0.16 carries its own copy of click; older ones use click itself
-    from typer._click import exceptions as _click_exc
-except ImportError:  # pragma: no cover - depends on the installed typer
-    _click_exc = click.exceptions
-_CLICK_ERRORS = tuple({click.ClickException, _click_exc.ClickException})
-_USAGE_ERRORS = tuple({click.UsageError, _click_exc.UsageError})
-_ABORTS = tuple({click.exceptions.Abort, typer.Abort})
+from facebank.cli.clicks import ABORTS as _ABORTS
+from facebank.cli.clicks import CLICK_ERRORS as _CLICK_ERRORS
+from facebank.cli.clicks import EXITS as _EXITS
+from facebank.cli.clicks import USAGE_ERRORS as _USAGE_ERRORS
 
 from facebank.cli import (
     audit_cmds, bank_cmds, bank_format_cmds, build_cmd, generate_cmd, index_cmds, models_cmd, pick_cmd, show_cmd,
@@ -33,16 +29,24 @@ class _OneLineErrors(TyperGroup):
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
         except _ABORTS:
-            click.echo("error: Aborted: interrupted", err=True)
+            typer.echo("error: Aborted: interrupted", err=True)
             sys.exit(130)
         except _CLICK_ERRORS as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # click >= 8.2: shows the help
                 exc.show()
                 sys.exit(exc.exit_code)
             what = " ".join(exc.format_message().split())
-            click.echo(f"error: {'UsageError' if isinstance(exc, _USAGE_ERRORS) else type(exc).__name__}: {what}",
+            typer.echo(f"error: {'UsageError' if isinstance(exc, _USAGE_ERRORS) else type(exc).__name__}: {what}",
                        err=True)
             sys.exit(exc.exit_code)
+        except Exception as exc:  # escaped a command before its own cli_errors (an import at its top)
+            from facebank.cli.common import cli_errors
+
+            try:
+                with cli_errors():
+                    raise exc
+            except _EXITS as done:
+                sys.exit(done.exit_code)
         if isinstance(rv, int):  # typer.Exit(code) comes back as a return value here
             sys.exit(rv)
         return rv

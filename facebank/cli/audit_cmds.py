@@ -70,9 +70,9 @@ def audit_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Write an audit report: bank distributions, calibration, pick audit, pixel metrics, plots."""
-    from facebank.audit.run import AuditConfig, run_audit
-
     with cli_errors():
+        from facebank.audit.run import AuditConfig, run_audit  # needs the `audit` extra: one line if missing
+
         _check_path("--bank", bank, folder=False)
         _check_path("--build", build, folder=True)
         _check_path("--labelled", labelled, folder=True)

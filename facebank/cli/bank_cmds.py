@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -11,7 +11,9 @@ from facebank.cli.choices import Attributes, Detector
 from facebank.cli.common import cli_errors, deprecated, emit, examples, progress_bar
 from facebank.cli.engine_opts import EngineOpt, RayAddressOpt, engine_config
 from facebank.config import SpaceConfig, VisionConfig
-from facebank.ingest.stages import Summary
+
+if TYPE_CHECKING:  # the ingest stage (cv2, skimage) loads only when a command runs it
+    from facebank.ingest.stages import Summary
 
 BankOpt = Annotated[Path, typer.Option("--bank", "-b", help="The bank file (HDF5); created if missing.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
@@ -32,7 +34,7 @@ def _vision(detector, detector_path, attributes, attributes_path, min_face_px: i
                         min_face_px=min_face_px)
 
 
-def _report(summary: Summary, as_json: bool, what: str) -> None:
+def _report(summary: "Summary", as_json: bool, what: str) -> None:
     rejected = ", ".join(f"{k}={v}" for k, v in sorted(summary.rejected.items())) or "none"
     human = (f"{what}: added {summary.added}, already in bank {summary.already_in_bank}, "
              f"embedded {summary.embedded}, rejected: {rejected} ({summary.seconds:.1f} s)")

@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from facebank._io.deps import require
 from facebank.cli.common import cli_errors, emit, examples, progress_bar
 from facebank.cli.engine_opts import RayAddressOpt, engine_config
 
@@ -26,11 +25,10 @@ def build(
     ray_address: RayAddressOpt = None,
 ) -> None:
     """Run the whole pipeline from a config: sources -> bank -> embeddings -> index -> sample picks."""
-    from facebank.workflow import run_build
+    from facebank.workflow import require_for_build, run_build
     from facebank.config import load_config, source_from_path
 
     with cli_errors():
-        require("faiss")  # the index stage needs it: say so in the first second, not after the embeddings
         cfg = load_config(config)
         if source:
             cfg = cfg.__class__(**{**cfg.__dict__, "sources": tuple(source_from_path(s) for s in source)})
@@ -39,6 +37,7 @@ def build(
         if cache_dir:
             cfg = cfg.__class__(**{**cfg.__dict__, "cache_dir": str(cache_dir)})
         cfg = cfg.__class__(**{**cfg.__dict__, "engine": engine_config(engine or cfg.engine.kind, ray_address, cfg.engine)})
+        require_for_build(cfg)  # a missing extra is one line now, before any progress bar
         result = run_build(cfg, progress=progress_bar)
         emit(result, as_json=as_json, human=result.get("text", ""))
 

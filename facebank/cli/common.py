@@ -8,11 +8,11 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from facebank.cli.clicks import ABORTS, CLICK_ERRORS, EXITS
 from facebank.errors import FacebankError, InputError
 
 err = Console(stderr=True)
@@ -33,7 +33,7 @@ def cli_errors() -> Iterator[None]:
     """
     try:
         yield
-    except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+    except (*EXITS, *ABORTS, *CLICK_ERRORS):
         raise
     except InputError as exc:
         _line(f"error: {type(exc).__name__}: {exc}")
@@ -144,11 +144,14 @@ def _plain(value):
 
 def _command_name() -> str | None:
     """The command as typed after `facebank` ("index build"), read from the running context."""
-    try:  # typer >= 0.16 runs on its own copy of click, with its own context stack
-        from typer._click.globals import get_current_context
-    except ImportError:  # pragma: no cover - depends on the installed typer
-        get_current_context = click.get_current_context
-    ctx = get_current_context(silent=True) or click.get_current_context(silent=True)
+    import importlib
+
+    ctx = None
+    for name in ("typer._click.globals", "click.globals"):  # typer >= 0.16 runs on its own copy of click
+        try:
+            ctx = ctx or importlib.import_module(name).get_current_context(silent=True)
+        except ImportError:
+            continue
     names = []
     while ctx is not None and ctx.parent is not None:  # the root context is the program itself
         names.append(ctx.info_name)

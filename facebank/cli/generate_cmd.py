@@ -36,13 +36,16 @@ def generate(
     ray_address: RayAddressOpt = None,
 ) -> None:
     """Generate one face per seed with our StyleGAN2-ADA generator and store it with its seed and w."""
+    from facebank._io.deps import require
     from facebank.cli.common import err
     from facebank.config import VisionConfig
     from facebank.errors import InputError
-    from facebank.engine import run_annotate, run_generate
-    from facebank.sources.stylegan_source import GenerateConfig
 
     with cli_errors():
+        require("torch")  # the `stylegan` extra: one line now, before any progress bar
+        from facebank.engine import run_annotate, run_generate
+        from facebank.sources.stylegan_source import GenerateConfig
+
         if batch != "auto" and not batch.isdigit():
             raise InputError(f"--batch takes a positive integer or auto, got {batch!r}")
         cfg = GenerateConfig(network=network, seeds=seeds, psi=psi, cutoff=cutoff, class_idx=class_idx,

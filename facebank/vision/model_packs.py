@@ -29,8 +29,8 @@ from typing import Optional, Union
 from facebank._io.download import cache_record, check_sha256_hex, fetch, is_url, sha256_file
 from facebank.errors import InputError, ModelError, SourceError
 
-__all__ = ["DEFAULT_DEST", "LICENSE_NOTICE", "MANIFEST_NAME", "PACKS", "ModelPack", "extract_zip", "fetch_pack",
-           "list_packs"]
+__all__ = ["DEFAULT_DEST", "LICENSE_NOTICE", "MANIFEST_NAME", "PACKS", "PUBLISHED", "PUBLISHED_ZIP_SHA256", "ModelPack",
+           "check_published", "extract_zip", "fetch_pack", "list_packs"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -52,8 +52,28 @@ class ModelPack:
     optional: tuple[str, ...] = ()  # also in the official zip; facebank does not use them
 
 
-# sha256 of the official zips is not published; it is recorded on first download (trust on first
-# use) unless the caller pins one.
+# Published sha256 and size of the official files, per pack (from the table in
+# shared/docs/MODEL_CHECKSUMS.md: each value was seen in several independent public places, and
+# det_500m.onnx matches the copy in the test assets). After extraction every listed file must
+# match; a file of the pack the table does not list (1k3d68.onnx; genderage.onnx outside
+# buffalo_l) is recorded on first download instead. Checking each member is stronger than the zip:
+# only buffalo_sc's zip has a published sha256, and it is pinned below.
+_R50 = ("4c06341c33c2ca1f86781dab0e829f88ad5b64be9fba56e56bc9ebdefc619e43", 174_383_860)
+_MBF = ("9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f", 13_616_099)
+_DET_500M = ("5e4447f50245bbd7966bd6c0fa52938c61474a04ec7def48753668a9d8b4ea3a", 2_524_817)
+PUBLISHED: dict[str, dict[str, tuple[str, int]]] = {
+    "buffalo_l": {
+        "w600k_r50.onnx": _R50,
+        "det_10g.onnx": ("5838f7fe053675b1c7a08b633df49e7af5495cee0493c7dcf6697200b85b5b91", 16_923_827),
+        "genderage.onnx": ("4fde69b1c810857b88c64a335084f1c3fe8f01246c9a191b48c7bb756d6652fb", 1_322_532),
+        "2d106det.onnx": ("f001b856447c413801ef5c42091ed0cd516fcd21f2d6b79635b1e733a7109dbf", 5_030_888),
+    },
+    "buffalo_m": {"w600k_r50.onnx": _R50},
+    "buffalo_s": {"w600k_mbf.onnx": _MBF, "det_500m.onnx": _DET_500M},
+    "buffalo_sc": {"w600k_mbf.onnx": _MBF, "det_500m.onnx": _DET_500M},
+}
+PUBLISHED_ZIP_SHA256 = {"buffalo_sc": "57d31b56b6ffa911c8a73cfc1707c73cab76efe7f13b675a05223bf42de47c72"}
+
 _LANDMARKS = ("1k3d68.onnx", "2d106det.onnx")
 PACKS = {
     "buffalo_l": ModelPack("buffalo_l", f"{_RELEASE}/buffalo_l.zip",
@@ -139,6 +159,21 @@ def _check_onnx(directory: Path, pack: ModelPack | None, label: str) -> None:
             raise ModelError(f"{label}: {exc}") from exc
 
 
+def check_published(name: str, files: dict[str, dict], label: str) -> list[str]:
+    """ModelError, in one line, unless every file of pack `name` that has a published checksum
+    matches it (size and sha256); returns the names checked. `files` is a _file_table."""
+    checked = []
+    for member, (sha256, size) in sorted(PUBLISHED.get(name, {}).items()):
+        got = files.get(member)
+        if got is None:
+            continue  # a required file that is missing is _check_onnx's error, with the full list
+        if got["size"] != size or got["sha256"] != sha256:
+            raise ModelError(f"{label}: {member} is not the published {name} file (sha256 {got['sha256'][:16]}..., "
+                             f"{got['size']} bytes; published {sha256[:16]}..., {size} bytes); refusing it")
+        checked.append(member)
+    return checked
+
+
 def _file_table(directory: Path) -> dict[str, dict]:
     return {p.relative_to(directory).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
             for p in sorted(directory.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME}
@@ -180,9 +215,10 @@ def _existing(target: Path, pack: ModelPack | None, pin: str | None) -> dict:
         if pin is not None and manifest["zip_sha256"] != pin:
             raise SourceError(f"{target} came from a zip with sha256 {manifest['zip_sha256']}, expected {pin}; "
                               "delete it to fetch again")
+    published = check_published(target.name, files, str(target)) if pack else []
     _check_onnx(target, pack, str(target))
     return {"status": "present", "recorded": manifest is not None, "url": (manifest or {}).get("url"),
-            "zip_sha256": (manifest or {}).get("zip_sha256"), "files": files}
+            "zip_sha256": (manifest or {}).get("zip_sha256"), "files": files, "published_checked": published}
 
 
 def fetch_pack(name: str, *, dest: PathLike = DEFAULT_DEST, url: Optional[str] = None,
@@ -211,6 +247,8 @@ def fetch_pack(name: str, *, dest: PathLike = DEFAULT_DEST, url: Optional[str] =
     if pack is None and url is None:
         raise InputError(f"unknown model pack {name!r}; known: {', '.join(PACKS)} (or give --url)")
     pin = check_sha256_hex(expected_sha256)
+    if pin is None and url is None:  # the official zip: its published sha256, where there is one
+        pin = PUBLISHED_ZIP_SHA256.get(name)
     dest = Path(dest).expanduser()
     target = dest / name
     info = {"name": name, "path": str(target), "license": LICENSE_NOTICE}
@@ -227,9 +265,10 @@ def fetch_pack(name: str, *, dest: PathLike = DEFAULT_DEST, url: Optional[str] =
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=dest))
     try:
         extract_zip(zip_path, tmp)
+        files = _file_table(tmp)
+        published = check_published(name, files, f"{name} from {source}") if pack else []
         _check_onnx(tmp, pack, f"{name} from {source}")
         zip_sha256 = sha256_file(zip_path)
-        files = _file_table(tmp)
         manifest = {"format": "facebank-model-pack", "format_version": MANIFEST_FORMAT_VERSION,
                     "writer": f"facebank {_version()}", "name": name, "url": str(source), "zip_sha256": zip_sha256,
                     "files": files, "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -242,7 +281,7 @@ def fetch_pack(name: str, *, dest: PathLike = DEFAULT_DEST, url: Optional[str] =
             cache_record(zip_path).unlink(missing_ok=True)
         raise
     return {**info, "status": "fetched", "recorded": True, "url": str(source), "zip_sha256": zip_sha256,
-            "files": files}
+            "files": files, "published_checked": published}
 
 
 def _version() -> str:
@@ -272,6 +311,9 @@ def list_packs(dest: PathLike = DEFAULT_DEST) -> list[dict]:
             entry["files"] = _file_table(path)
             pack = PACKS.get(name)
             entry["missing"] = [n for n in (pack.required if pack else ()) if n not in entry["files"]]
+            entry["unpublished"] = sorted(  # files that differ from their published checksum
+                n for n, (sha, size) in PUBLISHED.get(name, {}).items()
+                if n in entry["files"] and (entry["files"][n]["sha256"], entry["files"][n]["size"]) != (sha, size))
             try:
                 manifest = _read_manifest(path)
             except ModelError as exc:  # one bad manifest should not hide the other packs

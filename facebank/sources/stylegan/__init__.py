@@ -3,6 +3,10 @@ from them, seeded sampling, and a cached downloader for network files."""
 
 from __future__ import annotations
 
+from facebank._io.deps import require
+
+require("torch")  # the `stylegan` extra: without it, one MissingDependency line naming it
+
 from facebank.sources.stylegan.download import FFHQ_URL, resolve_network
 from facebank.sources.stylegan.network import Generator
 from facebank.sources.stylegan.pickle_loader import load_generator, save_generator
