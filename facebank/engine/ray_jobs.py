@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from facebank.bank import BankWriter, open_bank
-from facebank.bank.schema import STATUS_ANNOTATED, STATUS_GENERATED
+from facebank.bank.schema import STATUS_ANNOTATED
 from facebank.config import EngineConfig, SpaceConfig, VisionConfig
 from facebank.engine.ray_actors import AnnotateActor, AnnotateRowActor, EmbedActor, GenerateActor, StoreActor
 from facebank.engine.ray_batches import Committer
 from facebank.engine.ray_cluster import check_address, cpu_stage, gpu_share, ordered, ray_session, rows
 from facebank.ingest.generate import GenerateSummary
-from facebank.ingest.stages import Summary, _check_counts, _screen
+from facebank.ingest.stages import Summary, _check_counts, _screen, annotate_todo
 from facebank.ingest.store_workers import StorePlan
 from facebank.sources.base import SourceItem
 from facebank.vision.image_encode import parse_image_format
@@ -195,11 +195,7 @@ def ray_annotate(bank_path: str, vision: VisionConfig = VisionConfig(), *, engin
     check_address(engine)
     name = load_attribute_model(vision.attributes, vision.attributes_path).info.name
     with open_bank(bank_path) as bank:
-        status = bank.column("status")
-        done = (bank.column("attribute_model") == name) & np.isfinite(bank.column("model_age"))
-        new = status == STATUS_GENERATED
-        redo = (status == STATUS_ANNOTATED) & (force | ~done)
-        todo = np.flatnonzero(new | redo)
+        todo, new = annotate_todo(bank, name, force)
         summary.already_in_bank = len(bank) - len(todo)
     if total:
         total(len(todo))

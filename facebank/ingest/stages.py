@@ -26,7 +26,7 @@ from facebank.ingest.workers import (annotate_job, annotate_row_job, embed_pair,
 from facebank.sources.base import SourceItem
 from facebank.vision.registry import load_embedder
 
-__all__ = ["Progress", "Summary", "annotate_bank", "embed_bank", "ingest", "store_annotated", "store_annotation",
+__all__ = ["Progress", "Summary", "annotate_bank", "annotate_todo", "embed_bank", "ingest", "store_annotated", "store_annotation",
            "store_embedding"]
 
 Progress = Callable[[int], None]  # called with the number of items just finished
@@ -207,6 +207,15 @@ def embed_bank(
     return summary
 
 
+def annotate_todo(bank, model_name: str, force: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(rows to annotate, which rows are new): generated faces, and annotated ones lacking this model's estimate."""
+    status = bank.column("status")
+    done = (bank.column("attribute_model") == model_name) & np.isfinite(bank.column("model_age"))
+    new = status == STATUS_GENERATED
+    redo = (status == STATUS_ANNOTATED) & (force | ~done)
+    return np.flatnonzero(new | redo), new
+
+
 def annotate_bank(
     bank_path: str,
     vision: VisionConfig = VisionConfig(),
@@ -228,11 +237,7 @@ def annotate_bank(
     annotator = Annotator(vision)
     name = annotator.attributes.info.name
     with open_bank(bank_path) as bank:
-        status = bank.column("status")
-        done = (bank.column("attribute_model") == name) & np.isfinite(bank.column("model_age"))
-        new = status == STATUS_GENERATED
-        redo = (status == STATUS_ANNOTATED) & (force | ~done)
-        todo = np.flatnonzero(new | redo)
+        todo, new = annotate_todo(bank, name, force)
         summary.already_in_bank = len(bank) - len(todo)
         categories, meta_genders = bank.column("meta_age_category"), bank.column("meta_gender")
         if total:
