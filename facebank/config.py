@@ -78,12 +78,16 @@ class EngineConfig:
     generator_actors: int = 1
     gpus_per_generator: float | None = None  # None: 1 where the cluster has a GPU, else a CPU actor
     gpus_per_worker: float = 0.0  # GPU share of the annotate/embed actors (ArcFace, SCRFD on a GPU node)
+    window: int = 512  # ingest: images the driver sends at once (one Ray Data job per window), bounding its memory
+    commit_every: int = 2048  # faces between the driver's commits (each lands as one fragment; the bar moves then)
 
     def __post_init__(self):
         if self.kind not in ENGINE_KINDS:
             raise ConfigError(f"engine kind {self.kind!r} is not one of {', '.join(ENGINE_KINDS)}")
-        if self.batch_size < 1 or self.actors < 1 or self.generator_actors < 1 or self.cpus_per_actor <= 0:
-            raise ConfigError("engine: batch_size, actors and generator_actors must be >= 1, cpus_per_actor > 0")
+        if min(self.batch_size, self.actors, self.generator_actors, self.window, self.commit_every) < 1 \
+                or self.cpus_per_actor <= 0:
+            raise ConfigError("engine: batch_size, actors, generator_actors, window and commit_every must be >= 1, "
+                              "cpus_per_actor > 0")
 
 
 @dataclass(frozen=True)

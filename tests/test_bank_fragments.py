@@ -17,7 +17,7 @@ import pytest
 
 from facebank.bank import BankWriter, FaceRecord, Rejection, compact_bank, copy_bank, open_bank, upgrade_bank
 from facebank.bank import schema
-from facebank.errors import SchemaVersionError
+from facebank.errors import BankError, SchemaVersionError
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "bank_v1.h5"
@@ -353,3 +353,36 @@ def test_kill_minus_9_during_upgrade_then_rerun_finishes(tmp_path):
     with h5py.File(bank) as f:
         live = {fr["name"] for fr in json.loads(f.attrs["manifest"])["fragments"]}
     assert set(_frag_files(bank)) == live
+
+
+def test_worker_batches_are_adopted_in_the_drivers_order_and_stray_ones_never_committed(tmp_path):
+    """The Ray engine's write path without Ray: other processes write batch files into the work folder
+    with PendingBatch.write; the writer adopts them (checksum checked) in the order it is given, and what
+    it never adopted (a complete file of a retried batch, a half-written .tmp) is deleted, not committed."""
+    from facebank.bank.layout import file_sha256
+    from facebank.bank.writer import PendingBatch, work_dir
+
+    bank = tmp_path / "bank.h5"
+    with BankWriter(bank) as w:
+        work = w.work_dir()
+        work.mkdir(parents=True)
+        names = []
+        for k in (0, 1, 2):  # written out of order, as workers finish
+            batch = PendingBatch({"s": INFO})
+            for i in range(3 * (2 - k), 3 * (2 - k) + 3):
+                batch.add_face(_record(i))
+            names.append(f"batch-w{k}.h5")
+            batch.write(work / names[-1])
+        stray = PendingBatch({"s": INFO})
+        stray.add_face(_record(99))
+        stray.write(work / "batch-stray.h5")
+        (work / ".batch-half.h5.123-4.tmp").write_bytes(b"\x89HDF half")
+        with pytest.raises(BankError, match="does not match its checksum"):
+            w.adopt(names[0], "0" * 64)
+        for name in reversed(names):  # input order: seeds 0-2, 3-5, 6-8
+            w.adopt(name, file_sha256(work / name))
+        w.clear_work()
+    with open_bank(bank) as b:
+        assert list(b.column("source_id")) == [f"face{i}.png" for i in range(9)]
+        assert np.array_equal(b.vectors("s")[1], _record(1).embeddings["s"])
+    assert list(work_dir(bank).iterdir()) == []

@@ -7,10 +7,14 @@ row order, bit-identical vectors, crops and attributes; only the provenance's "e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
+import time
 
 import h5py
 import numpy as np
@@ -19,6 +23,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from facebank.bank import BankWriter, open_bank  # noqa: E402
+from facebank.bank.writer import work_dir  # noqa: E402
 from facebank.config import EngineConfig, SpaceConfig, VisionConfig  # noqa: E402
 from facebank.engine import run_embed, run_generate, run_ingest  # noqa: E402
 from facebank.errors import ClusterError  # noqa: E402
@@ -27,7 +32,8 @@ from facebank.sources.stylegan_source import GenerateConfig  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-RAY = EngineConfig(kind="ray", actors=2, batch_size=2)
+# Small batches and commits, so a 12-face job writes six worker files and lands in several commits.
+RAY = EngineConfig(kind="ray", actors=2, batch_size=2, commit_every=4)
 _TIMES = {"added_at"}
 
 
@@ -85,61 +91,103 @@ def local_generated(tmp_path_factory, stylegan_fixtures):
     return path
 
 
-def test_generate_over_two_workers_equals_local(tmp_path, stylegan_fixtures, local_generated, ray_cluster):
+def _kill_a_writing_worker(bank, done: threading.Event, killed: list) -> None:
+    """SIGKILLs the first worker caught writing a batch file: its temporary file names its pid."""
+    directory = work_dir(bank)
+    deadline = time.monotonic() + 120
+    while not done.is_set() and time.monotonic() < deadline:
+        with os.scandir(directory) if directory.is_dir() else contextlib.nullcontext(()) as entries:
+            for e in entries:
+                if e.name.startswith(".batch-") and e.name.endswith(".tmp"):
+                    pid = int(e.name.rsplit(".", 2)[-2].split("-")[0])
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append((pid, directory / e.name, os.path.exists(directory / e.name)))
+                    return
+        time.sleep(0.0005)
+
+
+def test_generate_over_two_workers_equals_local_with_a_worker_killed_while_writing(
+        tmp_path, stylegan_fixtures, local_generated, ray_cluster):
+    """Generate + annotate + embed over 2 store actors equals the local engine bit for bit, though one
+    actor is SIGKILLed while it writes a batch file: Ray retries its batch, its half-written file is
+    never committed and is deleted; nothing is lost or doubled."""
     bank = tmp_path / "ray.h5"
     cfg = _gen_cfg(stylegan_fixtures, "0-11")
-    s = run_generate(str(bank), cfg, engine=RAY, vision=VISION, spaces=(SpaceConfig("dlib"),), workers=4)
+    done, killed, seen = threading.Event(), [], []
+    watcher = threading.Thread(target=_kill_a_writing_worker, args=(bank, done, killed), daemon=True)
+    watcher.start()
+    try:
+        s = run_generate(str(bank), cfg, engine=RAY, vision=VISION, spaces=(SpaceConfig("dlib"),), workers=4,
+                         progress=seen.append)
+    finally:
+        done.set()
+        watcher.join()
+    assert killed and killed[0][2], "no worker was caught writing"
     assert s.generated == 12 and s.already_in_bank == 0
-    _assert_same_bank(local_generated, bank)
+    assert sum(seen) == 12 and len(seen) >= 3  # the bar counts committed faces, commit by commit
+    _assert_same_bank(local_generated, bank)  # every face once, in seed order, the same bits
     with open_bank(bank) as b:
+        assert len(set(b.column("id"))) == len(b) == 12
         engines = [json.loads(p)["engine"] for p in b.column("provenance")]
         log = b.log()
+    assert not killed[0][1].exists() and list(work_dir(bank).iterdir()) == []  # the half file is gone
     assert all(e["kind"] == "ray" and len(e["workers"]) == 2 for e in engines)
     store_models = engines[0]["workers"][1]["models"]
     assert store_models["embedder:dlib"] and store_models["detector"]  # each worker's model checksums
     workers = [e for e in log if e["event"] == "ray_workers"][0]["workers"]
-    assert 2 <= len(workers) <= 3 and all(w["node"] for w in workers)  # 1 generator + at most 2 store actors
+    assert 2 <= len(workers) <= 4 and all(w["node"] for w in workers)  # 1 generator + store actors (+ 1 restarted)
     again = run_generate(str(bank), cfg, engine=RAY, vision=VISION, spaces=(SpaceConfig("dlib"),))
     assert again.generated == 0 and again.already_in_bank == 12  # resumed: nothing redone, nothing doubled
 
 
-def _kill_one_actor(name: str, done: threading.Event) -> None:
-    """SIGKILLs one Ray Data actor process of the `name` stage once it has started (a dead worker)."""
-    import psutil
-
-    while not done.is_set():
-        for p in psutil.process_iter(["cmdline"]):
-            cmd = " ".join(p.info["cmdline"] or [])
-            if cmd.startswith(f"ray::MapWorker(MapBatches({name}))"):
-                os.kill(p.pid, signal.SIGKILL)
-                done.set()
-                return
-        done.wait(0.05)
+_DRIVER = """
+import sys, ray
+from facebank.config import EngineConfig
+from facebank.engine import run_generate
+from facebank.sources.stylegan_source import GenerateConfig
+ray.init(address=sys.argv[1], log_to_driver=False)
+cfg = GenerateConfig(network=sys.argv[3], seeds="0-11", device="cpu", batch_size=3)
+run_generate(sys.argv[2], cfg, engine=EngineConfig(kind="ray", actors=2, batch_size=2, commit_every=2),
+             progress=lambda n: print("committed", n, flush=True))
+"""
 
 
-def test_killed_worker_loses_and_duplicates_nothing(tmp_path, stylegan_fixtures, local_generated, ray_cluster):
-    bank = tmp_path / "ray.h5"
-    killed = threading.Event()
-    seen: list[int] = []
+def test_killed_driver_rerun_finishes_without_duplicates(tmp_path, stylegan_fixtures, ray_cluster):
+    """The driver SIGKILLed after its first commit: the bank opens; a re-run commits what it had adopted,
+    redoes the rest, and ends with every seed once, the same bank as the local engine resuming there."""
+    from facebank.bank import copy_bank
 
-    def progress(n: int) -> None:  # the first committed face: the job is mid-run, kill a store actor
-        seen.append(n)
-        if len(seen) == 1:
-            _kill_one_actor("StoreActor", killed)
-
-    s = run_generate(str(bank), _gen_cfg(stylegan_fixtures, "0-11"), engine=RAY, vision=VISION,
-                     spaces=(SpaceConfig("dlib"),), progress=progress)
-    assert killed.is_set() and s.generated == 12 and sum(seen) == 12
-    _assert_same_bank(local_generated, bank)  # every face once, in seed order, the same bits
+    bank, local = tmp_path / "ray.h5", tmp_path / "local.h5"
+    address = ray.get_runtime_context().gcs_address
+    proc = subprocess.Popen([sys.executable, "-c", _DRIVER, address, str(bank), str(stylegan_fixtures / "tiny64.pkl")],
+                            stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        first = proc.stdout.readline()
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(60)
+    assert first.startswith("committed")
     with open_bank(bank) as b:
-        assert len(set(b.column("id"))) == len(b) == 12
+        assert 0 < len(b) < 12  # killed mid-job; the bank opens
+    with BankWriter(bank):
+        pass  # commits the batches the killed driver had adopted, so both resumes start from one state
+    copy_bank(bank, local)
+    # Generator batches are cut from the seeds left, so a resumed job is compared with a resumed local job.
+    generate_to_bank(str(local), _gen_cfg(stylegan_fixtures, "0-11"), workers=1)
+    again = run_generate(str(bank), _gen_cfg(stylegan_fixtures, "0-11"), engine=RAY)
+    assert again.already_in_bank + again.generated == 12
+    _assert_same_bank(local, bank)
+    with open_bank(bank) as b:
+        assert len(set(b.column("id"))) == len(set(b.column("source_id"))) == len(b) == 12
 
 
 def test_ingest_and_embed_equal_local(tmp_path, gp_items, small_bank, ray_cluster):
     """Ray ingest, then Ray embed, against the local ingest that embedded in the same pass (small_bank)."""
     ref, got = small_bank, tmp_path / "ray.h5"
-    s = run_ingest(str(got), gp_items, engine=RAY, vision=VisionConfig(), workers=2)
-    assert s.added + sum(s.rejected.values()) == len(gp_items)
+    seen: list[int] = []
+    windows = EngineConfig(kind="ray", actors=2, batch_size=4, commit_every=8, window=20)  # 2 windows of 20 images
+    s = run_ingest(str(got), iter(gp_items), engine=windows, vision=VisionConfig(), workers=2, progress=seen.append)
+    assert s.added + sum(s.rejected.values()) == len(gp_items) == sum(seen) and len(seen) >= 3
     e = run_embed(str(got), SpaceConfig("dlib"), engine=RAY)
     assert e.embedded == s.added
     _assert_same_bank(ref, got)

@@ -93,7 +93,7 @@ def _fsync_path(path: Path | str) -> None:
         os.close(fd)
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
@@ -149,7 +149,7 @@ class FragmentWriter:
         final = self.directory / self.name
         os.replace(self.tmp, final)
         _fsync_path(self.directory)
-        return {"name": self.name, "bytes": final.stat().st_size, "sha256": _file_sha256(final), "parts": self.parts}
+        return {"name": self.name, "bytes": final.stat().st_size, "sha256": file_sha256(final), "parts": self.parts}
 
     def abort(self) -> None:
         try:

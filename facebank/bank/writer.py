@@ -6,6 +6,10 @@
 2. `commit()` merges the pending batches into ONE new immutable fragment in `<bank>.d/` (only
    the new data: facebank/bank/commit.py), writes a new small top file and `os.replace`s it
    over `<bank>`, then deletes the applied batches.
+3. other processes (the Ray engine's workers) write batch files of the same format, with the same
+   code (`PendingBatch.write`), into `<bank>.pending/work/`; the writer `adopt`s each one (checksum
+   checked) into the pending folder, in the order the driver decides, and commits it as its own.
+   What is in `work/` when a writer opens was never adopted and is deleted.
 
 A kill at any moment leaves the previous top file (which opens) and its fragments, complete
 pending batches that the next writer applies first, and maybe an orphan fragment that no top
@@ -28,14 +32,14 @@ import numpy as np
 
 from facebank.bank import schema
 from facebank.bank.commit import CommitState, commit_pending
-from facebank.bank.layout import empty_manifest, fragment_dir, read_manifest, write_top
+from facebank.bank.layout import empty_manifest, file_sha256, fragment_dir, read_manifest, write_top
 from facebank.bank.records import FaceRecord, Rejection
 from facebank.bank.store import check_header
 from facebank.errors import BankError, BankLockedError, InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ATTRIBUTE_COLUMNS", "BankWriter", "create_bank"]
+__all__ = ["ATTRIBUTE_COLUMNS", "BankWriter", "PendingBatch", "create_bank", "work_dir"]
 
 # Columns `facebank annotate` may rewrite; everything else about a face is fixed at ingest.
 ATTRIBUTE_COLUMNS = frozenset({
@@ -107,17 +111,14 @@ class BankWriter:
         except BlockingIOError:
             self._lock_fh.close()
             raise BankLockedError(f"another process is writing to {self.path}") from None
-        self._faces: list[FaceRecord] = []
-        self._rejections: list[Rejection] = []
-        self._vectors: dict[str, tuple[dict, list[str], list[np.ndarray]]] = {}
-        self._log: list[str] = []
-        self._space_info: dict[str, dict] = {}
-        self._attributes: list[tuple[list[str], dict[str, np.ndarray]]] = []
+        self._batch = PendingBatch()
+        self._last_ns = 0
         self._since_commit = 0
         self._seen: set[str] = set()
         self._state: CommitState
         self._load_known()
         self._remove_orphans()
+        self._remove_unfinished()
         if self._pending_files():
             self.commit()  # finish what a killed writer left behind
 
@@ -150,6 +151,13 @@ class BankWriter:
             if p.name not in live and (p.name.startswith("frag-") or p.name.startswith(".frag-")):
                 p.unlink()
 
+    def _remove_unfinished(self) -> None:
+        """Delete half-written batch files (a killed writer's) and unadopted worker batches: never part of the bank."""
+        if self.pending_dir.is_dir():
+            for p in self.pending_dir.glob(".batch-*.tmp"):
+                p.unlink(missing_ok=True)
+        self.clear_work()
+
     def has_content(self, sha256_hex: str) -> bool:
         """True when a face with these bytes is in the bank, buffered, or being processed."""
         return sha256_hex in self._known or sha256_hex in self._seen
@@ -167,9 +175,9 @@ class BankWriter:
         if record.content_sha256 in self._known:
             return False
         self._known.add(record.content_sha256)
-        self._faces.append(record)
+        self._batch.add_face(record)
         self._since_commit += 1
-        if len(self._faces) >= self.batch_size:
+        if len(self._batch.faces) >= self.batch_size:
             self.flush()
         if self._since_commit >= self.commit_every:
             self.commit()
@@ -179,40 +187,30 @@ class BankWriter:
         if rejection.key in self._rejected:
             return
         self._rejected.add(rejection.key)
-        self._rejections.append(rejection)
+        self._batch.add_rejection(rejection)
 
     def register_space(self, space: str, info: dict) -> None:
         """Declare the model (name, sha256, dim) behind `FaceRecord.embeddings[space]`."""
-        self._space_info[space] = dict(info)
+        self._batch.register_space(space, info)
 
     def set_embeddings(self, space: str, info: dict, ids: list[str], vectors: np.ndarray) -> None:
         """Buffer vectors (n, d) of `space` for existing face `ids`; `info` has model, sha256, dim."""
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[0] != len(ids) or vectors.shape[1] != int(info["dim"]):
-            raise InputError(f"vectors for {space!r} must be ({len(ids)}, {info['dim']}), got {vectors.shape}")
-        entry = self._vectors.setdefault(space, (dict(info), [], []))
-        if entry[0].get("sha256") != info.get("sha256") or int(entry[0]["dim"]) != int(info["dim"]):
-            raise InputError(f"space {space!r}: one writer session takes one model")
-        entry[1].extend(ids)
-        entry[2].append(vectors)
+        self._batch.set_embeddings(space, info, ids, vectors)
         self._since_commit += len(ids)
-        if sum(len(v[1]) for v in self._vectors.values()) >= self.batch_size * 4:
+        if sum(len(v[1]) for v in self._batch.vectors.values()) >= self.batch_size * 4:
             self.flush()
         if self._since_commit >= self.commit_every:
             self.commit()
 
     def set_attributes(self, ids: list[str], columns: dict[str, np.ndarray]) -> None:
         """Buffer new values of annotation columns (detection, crop, attributes) for existing `ids`."""
-        bad = set(columns) - ATTRIBUTE_COLUMNS
-        if bad:
-            raise InputError(f"not attribute columns: {', '.join(sorted(bad))}")
-        self._attributes.append((list(ids), {k: np.asarray(v) for k, v in columns.items()}))
+        self._batch.set_attributes(ids, columns)
         self._since_commit += len(ids)
-        if sum(len(a[0]) for a in self._attributes) >= self.batch_size * 4:
+        if sum(len(a[0]) for a in self._batch.attributes) >= self.batch_size * 4:
             self.flush()
 
     def log(self, event: str, **fields) -> None:
-        self._log.append(json.dumps({"event": event, "at": time.time(), **fields}, default=str))
+        self._batch.log(event, **fields)
 
     # -- durability --
     def _pending_files(self) -> list[str]:
@@ -220,44 +218,52 @@ class BankWriter:
             return []
         return sorted(str(p) for p in self.pending_dir.glob("batch-*.h5"))
 
+    def _next_batch_name(self) -> Path:
+        # Names sort in the order batches were made: a commit applies them in that order.
+        self._last_ns = max(time.time_ns(), self._last_ns + 1)
+        return self.pending_dir / f"batch-{self._last_ns:020d}.h5"
+
     def flush(self) -> None:
         """Write buffered work as one pending batch file (atomic). Readers do not see it yet."""
-        if not (self._faces or self._rejections or self._vectors or self._log or self._attributes):
+        if self._batch.empty():
             return
         self.pending_dir.mkdir(exist_ok=True)
-        final = self.pending_dir / f"batch-{time.time_ns():020d}.h5"
-        tmp = str(final) + ".tmp"
-        with h5py.File(tmp, "w") as p:
-            if self._faces:
-                _write_rows(p.create_group("faces"), schema.FACE_COLUMNS, self._faces)
-                for space in {s for r in self._faces for s in r.embeddings}:
-                    ids = [r.id for r in self._faces if space in r.embeddings]
-                    vecs = np.stack([r.embeddings[space] for r in self._faces if space in r.embeddings])
-                    if space not in self._space_info:
-                        raise BankError(f"embeddings for {space!r} given without register_space()")
-                    self._vectors.setdefault(space, (self._space_info[space], [], []))
-                    self._vectors[space][1].extend(ids)
-                    self._vectors[space][2].append(vecs)
-            if self._rejections:
-                _write_rows(p.create_group("rejections"), schema.REJECTION_COLUMNS, self._rejections)
-            for space, (info, ids, vecs) in self._vectors.items():
-                g = p.create_group(f"embeddings/{space}")
-                g.attrs["info"] = json.dumps(info, sort_keys=True)
-                g.create_dataset("ids", data=np.array(ids, dtype="S16"))
-                g.create_dataset("vectors", data=np.concatenate(vecs).astype(np.float32))
-            for k, (ids, cols) in enumerate(self._attributes):
-                g = p.create_group(f"attributes/{k:06d}")
-                g.create_dataset("ids", data=np.array(ids, dtype="S16"))
-                for name, values in cols.items():
-                    dtype = schema.FACE_COLUMNS[name][0]
-                    g.create_dataset(name, data=values.astype(object) if dtype is schema.STR else values.astype(dtype),
-                                     dtype=dtype)
-            if self._log:
-                p.create_dataset("log", data=np.array(self._log, dtype=object), dtype=schema.STR)
-        _fsync(tmp)
-        os.replace(tmp, final)
-        self._faces, self._rejections, self._vectors, self._log = [], [], {}, []
-        self._attributes = []
+        self._batch.write(self._next_batch_name())
+        self._batch = self._batch.fresh()
+
+    # -- batches written by other processes (the Ray engine's workers) --
+    def work_dir(self) -> Path:
+        """Where workers write complete batch files for this writer to adopt: `<bank>.pending/work/`."""
+        return work_dir(self.path)
+
+    def clear_work(self) -> None:
+        """Delete every batch file in the work folder: none was adopted, so none is part of the bank.
+
+        Called under the writer's lock at the start and end of a job, which removes what a killed
+        worker or driver left (temporary files and complete batches alike; their work is redone).
+        """
+        directory = self.work_dir()
+        if directory.is_dir():
+            for p in directory.iterdir():
+                p.unlink(missing_ok=True)
+
+    def adopt(self, name: str, sha256: str) -> None:
+        """Queue a worker's complete batch file for the next commit, after what is buffered here.
+
+        The file must be in `work_dir()` and match `sha256` (what the worker reported), so a file
+        replaced or cut short after the worker finished is refused rather than committed.
+        """
+        src = self.work_dir() / name
+        if Path(name).name != name or not name.startswith("batch-") or not src.is_file():
+            raise BankError(f"no complete worker batch {name!r} in {self.work_dir()}")
+        if file_sha256(src) != sha256:
+            raise BankError(f"worker batch {name} does not match its checksum: not committed")
+        self.flush()  # what the driver buffered before (screening rejections, log lines) stays first
+        dst = self._next_batch_name()
+        os.replace(src, dst)
+        with h5py.File(dst, "r") as p:
+            if "faces" in p:
+                self._known.update(h.decode() for h in p["faces/content_sha256"][:])
 
     def commit(self) -> None:
         """Merge every pending batch into one new fragment and switch the bank to the new version."""
@@ -299,6 +305,104 @@ class BankWriter:
                 self.commit()
             finally:
                 self._unlock()
+
+
+def work_dir(bank: str | os.PathLike) -> Path:
+    """The folder where workers of other processes write batch files for the bank's writer to adopt."""
+    return Path(f"{bank}.pending") / "work"
+
+
+class PendingBatch:
+    """Buffered work of one pending batch, and the one function that writes a batch file.
+
+    The bank's writer buffers into one; a Ray worker fills one and writes it into `work_dir`,
+    for the driver's writer to adopt. `write` writes under a temporary name, fsyncs and renames,
+    so a process killed mid-write leaves only a `.tmp` file, which nothing ever commits.
+    """
+
+    def __init__(self, space_info: dict[str, dict] | None = None):
+        self.faces: list[FaceRecord] = []
+        self.rejections: list[Rejection] = []
+        self.vectors: dict[str, tuple[dict, list[str], list[np.ndarray]]] = {}
+        self.attributes: list[tuple[list[str], dict[str, np.ndarray]]] = []
+        self.lines: list[str] = []
+        self.space_info: dict[str, dict] = dict(space_info or {})
+
+    def fresh(self) -> PendingBatch:
+        """An empty batch that keeps the registered spaces."""
+        return PendingBatch(self.space_info)
+
+    def empty(self) -> bool:
+        return not (self.faces or self.rejections or self.vectors or self.lines or self.attributes)
+
+    def rows(self) -> int:
+        """Faces added or updated by this batch (its weight in progress and commit counts)."""
+        return len(self.faces) + sum(len(v[1]) for v in self.vectors.values()) + sum(len(a[0]) for a in self.attributes)
+
+    def add_face(self, record: FaceRecord) -> bool:
+        self.faces.append(record)
+        return True
+
+    def add_rejection(self, rejection: Rejection) -> None:
+        self.rejections.append(rejection)
+
+    def register_space(self, space: str, info: dict) -> None:
+        self.space_info[space] = dict(info)
+
+    def set_embeddings(self, space: str, info: dict, ids: list[str], vectors: np.ndarray) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(ids) or vectors.shape[1] != int(info["dim"]):
+            raise InputError(f"vectors for {space!r} must be ({len(ids)}, {info['dim']}), got {vectors.shape}")
+        entry = self.vectors.setdefault(space, (dict(info), [], []))
+        if entry[0].get("sha256") != info.get("sha256") or int(entry[0]["dim"]) != int(info["dim"]):
+            raise InputError(f"space {space!r}: one writer session takes one model")
+        entry[1].extend(ids)
+        entry[2].append(vectors)
+
+    def set_attributes(self, ids: list[str], columns: dict[str, np.ndarray]) -> None:
+        bad = set(columns) - ATTRIBUTE_COLUMNS
+        if bad:
+            raise InputError(f"not attribute columns: {', '.join(sorted(bad))}")
+        self.attributes.append((list(ids), {k: np.asarray(v) for k, v in columns.items()}))
+
+    def log(self, event: str, **fields) -> None:
+        self.lines.append(json.dumps({"event": event, "at": time.time(), **fields}, default=str))
+
+    def write(self, final: Path) -> None:
+        """Write the batch as `final` (atomic: a temporary name, fsync, rename)."""
+        tmp = f"{final.parent}/.{final.name}.{os.getpid()}-{time.time_ns()}.tmp"
+        vectors = {s: (info, list(ids), list(vecs)) for s, (info, ids, vecs) in self.vectors.items()}
+        try:
+            with h5py.File(tmp, "w") as p:
+                if self.faces:
+                    _write_rows(p.create_group("faces"), schema.FACE_COLUMNS, self.faces)
+                    for space in sorted({s for r in self.faces for s in r.embeddings}):
+                        if space not in self.space_info:
+                            raise BankError(f"embeddings for {space!r} given without register_space()")
+                        entry = vectors.setdefault(space, (self.space_info[space], [], []))
+                        entry[1].extend(r.id for r in self.faces if space in r.embeddings)
+                        entry[2].append(np.stack([r.embeddings[space] for r in self.faces if space in r.embeddings]))
+                if self.rejections:
+                    _write_rows(p.create_group("rejections"), schema.REJECTION_COLUMNS, self.rejections)
+                for space, (info, ids, vecs) in vectors.items():
+                    g = p.create_group(f"embeddings/{space}")
+                    g.attrs["info"] = json.dumps(info, sort_keys=True)
+                    g.create_dataset("ids", data=np.array(ids, dtype="S16"))
+                    g.create_dataset("vectors", data=np.concatenate(vecs).astype(np.float32))
+                for k, (ids, cols) in enumerate(self.attributes):
+                    g = p.create_group(f"attributes/{k:06d}")
+                    g.create_dataset("ids", data=np.array(ids, dtype="S16"))
+                    for name, values in cols.items():
+                        dtype = schema.FACE_COLUMNS[name][0]
+                        g.create_dataset(name, data=values.astype(object) if dtype is schema.STR else
+                                         values.astype(dtype), dtype=dtype)
+                if self.lines:
+                    p.create_dataset("log", data=np.array(self.lines, dtype=object), dtype=schema.STR)
+            _fsync(tmp)
+            os.replace(tmp, final)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def _write_rows(group: h5py.Group, columns: dict, rows: list) -> None:

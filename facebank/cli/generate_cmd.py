@@ -43,7 +43,7 @@ def generate(
 
     with cli_errors():
         require("torch")  # the `stylegan` extra: one line now, before any progress bar
-        from facebank.engine import run_annotate, run_generate
+        from facebank.engine import engine_session, run_annotate, run_generate
         from facebank.sources.stylegan_source import GenerateConfig
 
         if batch != "auto" and not batch.isdigit():
@@ -51,19 +51,20 @@ def generate(
         cfg = GenerateConfig(network=network, seeds=seeds, psi=psi, cutoff=cutoff, class_idx=class_idx,
                              noise_mode=noise_mode.value, batch_size=batch if batch == "auto" else int(batch),
                              device=device, image_format=image_format, cache_dir=None if cache_dir is None else str(cache_dir), sha256=sha256)
-        with progress_bar("generate") as (advance, set_total):
-            eng = engine_config(engine, ray_address)
-            summary = run_generate(str(bank), cfg, engine=eng, vision=VisionConfig() if annotate else None,
-                                   workers=workers, progress=advance, total=set_total, say=err.print)
-        result = asdict(summary)
-        result["rejected"] = dict(summary.rejected)
-        if annotate:  # faces an earlier --no-annotate run left unannotated
-            with progress_bar("annotate earlier faces") as (advance, set_total):
-                earlier = run_annotate(str(bank), VisionConfig(), engine=eng, progress=advance, total=set_total,
-                                       workers=workers)
-            summary.annotated += earlier.added
-            summary.rejected += earlier.rejected
-            result.update(annotated=summary.annotated, rejected=dict(summary.rejected))
+        eng = engine_config(engine, ray_address)
+        with engine_session(eng):  # one Ray session for both passes (nothing for the local engine)
+            with progress_bar("generate") as (advance, set_total):
+                summary = run_generate(str(bank), cfg, engine=eng, vision=VisionConfig() if annotate else None,
+                                       workers=workers, progress=advance, total=set_total, say=err.print)
+            result = asdict(summary)
+            result["rejected"] = dict(summary.rejected)
+            if annotate:  # faces an earlier --no-annotate run left unannotated
+                with progress_bar("annotate earlier faces") as (advance, set_total):
+                    earlier = run_annotate(str(bank), VisionConfig(), engine=eng, progress=advance, total=set_total,
+                                           workers=workers)
+                summary.annotated += earlier.added
+                summary.rejected += earlier.rejected
+                result.update(annotated=summary.annotated, rejected=dict(summary.rejected))
         human = (f"generated {summary.generated} faces ({summary.faces_per_s:.1f} faces/s) on {summary.device}, "
                  f"stored as {summary.image_format}; {summary.already_in_bank} already in the bank; "
                  f"network sha256 {summary.network_sha256[:16]}")

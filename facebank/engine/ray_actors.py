@@ -2,6 +2,8 @@
 
 Every call takes one batch of `{"i", "job"}` rows and returns `{"i", "job"}` rows (see
 `ray_cluster`); the work itself is the local engine's code, so the results are the same bits.
+The last actor of each job writes its results to the bank's storage itself, as batch files
+(`ray_batches.write_runs`), and returns only their names and checksums; the driver commits them.
 """
 
 from __future__ import annotations
@@ -9,8 +11,11 @@ from __future__ import annotations
 import contextlib
 
 from facebank.config import SpaceConfig, VisionConfig
+from facebank.engine.ray_batches import write_runs
 from facebank.engine.ray_cluster import jobs_of, outputs, worker_meta
 from facebank.errors import FaceRejected
+from facebank.ingest.generate import GenerateSummary, store_generated
+from facebank.ingest.stages import Summary, store_annotated, store_annotation, store_embedding
 
 __all__ = ["AnnotateActor", "AnnotateRowActor", "EmbedActor", "GenerateActor", "StoreActor"]
 
@@ -24,6 +29,11 @@ def _one_thread() -> None:
 
 def _checksums(models: dict) -> dict:
     return {name: info.get("sha256", "") for name, info in models.items()}
+
+
+def engine_provenance(*metas: dict) -> dict:
+    """A face's `provenance.engine`: Ray, and the node, pid and model checksums of each worker that made it."""
+    return {"kind": "ray", "workers": [{k: m[k] for k in ("node", "pid", "models")} for m in metas]}
 
 
 class GenerateActor:
@@ -54,58 +64,72 @@ class GenerateActor:
 
 
 class StoreActor:
-    """Encodes (and annotates and embeds) generated faces: (item, meta) -> (record, rejection, metas)."""
+    """Encodes (and annotates and embeds) generated faces and writes them: (item, meta) -> batch files."""
 
-    def __init__(self, plan):
+    def __init__(self, plan, bank_path: str):
         from facebank.ingest.store_workers import StoreWorker
 
         _one_thread()
         self.worker = StoreWorker(plan)
+        self.bank_path, self.annotating = bank_path, plan.vision is not None
         self.meta = worker_meta(_checksums(self.worker.models()))
-        self.meta["spaces"] = self.worker.space_infos()
+
+    def _store(self, batch, summary, result) -> None:
+        store_generated(batch, summary, *result, annotating=self.annotating)
 
     def __call__(self, batch: dict) -> dict:
-        out = []
+        results, metas = [], []
         for item, gen_meta in jobs_of(batch):
             record, rejection = self.worker(item)
-            out.append((record, rejection, gen_meta, self.meta))
-        return outputs(batch, out)
+            record.provenance["engine"] = engine_provenance(gen_meta, self.meta)
+            results.append((record, rejection))
+            metas.append((gen_meta, self.meta))
+        return write_runs(self.bank_path, batch["i"], results, self._store, GenerateSummary, metas,
+                          self.worker.space_infos())
 
 
 class AnnotateActor:
-    """Detect, align, estimate and embed source items (ingest): item -> (record or None, reason, meta)."""
+    """Detect, align, estimate and embed source items (ingest) and write them: item -> batch files."""
 
-    def __init__(self, vision: VisionConfig, spaces: tuple[SpaceConfig, ...]):
+    def __init__(self, vision: VisionConfig, spaces: tuple[SpaceConfig, ...], bank_path: str):
         from facebank.ingest.annotator import Annotator
 
         _one_thread()
         self.annotator = Annotator(vision, spaces)
+        self.bank_path = bank_path
         self.meta = worker_meta(_checksums(self.annotator.models()))
-        self.meta["spaces"] = {s: self.annotator.space_info(s) for s in self.annotator.embedders}
+        self.spaces = {s: self.annotator.space_info(s) for s in self.annotator.embedders}
 
     def __call__(self, batch: dict) -> dict:
         from facebank.ingest.annotator import encoded
 
-        out = []
+        results = []
         for item in jobs_of(batch):
             try:
-                out.append((self.annotator.annotate(item, encoded(item)), None, self.meta))
+                record = self.annotator.annotate(item, encoded(item))
+                record.provenance["engine"] = engine_provenance(self.meta)
+                results.append((item, record, None))
             except FaceRejected as exc:
-                out.append((None, (exc.reason, exc.detail), self.meta))
-        return outputs(batch, out)
+                results.append((item, None, (exc.reason, exc.detail)))
+        return write_runs(self.bank_path, batch["i"], results, lambda b, s, r: store_annotated(b, s, *r), Summary,
+                          [(self.meta,)] * len(results), self.spaces)
 
 
 class EmbedActor:
-    """Embeds bank rows, reading them itself from the bank (on storage every node sees): row -> (id, vector)."""
+    """Embeds bank rows, reading and writing the bank's storage itself (every node sees it): row -> batch files."""
 
-    def __init__(self, bank_path: str, space: SpaceConfig):
+    def __init__(self, bank_path: str, space: SpaceConfig, info: dict):
         from facebank.bank import open_bank
         from facebank.vision.registry import load_embedder
 
         _one_thread()
+        self.bank_path, self.space, self.info = bank_path, space.space, info
         self.bank = open_bank(bank_path)  # the version at the job's start: it holds every row asked for
         self.embedder = load_embedder(space.space, space.model_path, space.contract)
         self.meta = worker_meta({f"embedder:{space.space}": self.embedder.info.sha256})
+
+    def _store(self, batch, summary, result) -> None:
+        store_embedding(batch, summary, self.space, self.info, *result)
 
     def __call__(self, batch: dict) -> dict:
         from facebank.vision.image_io import decode_image
@@ -115,19 +139,20 @@ class EmbedActor:
         for row in jobs_of(batch):
             face = self.bank.face(int(row), spaces=[])
             image = decode_image(face.image_bytes(), name=face.id)
-            vec = self.embedder.embed(image, Detection(box=face.box, landmarks=face.landmarks, score=1.0))
-            out.append((face.id, vec, self.meta))
-        return outputs(batch, out)
+            out.append((face.id, self.embedder.embed(image, Detection(box=face.box, landmarks=face.landmarks,
+                                                                      score=1.0))))
+        return write_runs(self.bank_path, batch["i"], out, self._store, Summary, [(self.meta,)] * len(out))
 
 
 class AnnotateRowActor:
-    """(Re-)annotates bank rows, reading them from the bank: (row, is_new) -> annotate_row result + meta."""
+    """(Re-)annotates bank rows, reading and writing the bank's storage: (row, is_new) -> batch files."""
 
     def __init__(self, bank_path: str, vision: VisionConfig):
         from facebank.bank import open_bank
         from facebank.ingest.annotator import Annotator
 
         _one_thread()
+        self.bank_path = bank_path
         self.bank = open_bank(bank_path)
         self.annotator = Annotator(vision)
         self.meta = worker_meta(_checksums(self.annotator.models()))
@@ -140,5 +165,6 @@ class AnnotateRowActor:
         out = []
         for row, is_new in jobs_of(batch):
             job = row_job(self.bank, row, is_new, self.categories[row], self.meta_genders[row])
-            out.append((*annotate_row(self.annotator, job), self.meta))
-        return outputs(batch, out)
+            out.append(annotate_row(self.annotator, job))
+        return write_runs(self.bank_path, batch["i"], out, lambda b, s, r: store_annotation(b, s, *r), Summary,
+                          [(self.meta,)] * len(out))

@@ -1,9 +1,10 @@
 """Connecting to a Ray cluster, the per-stage resources, and results back in input order.
 
-Only the driver writes the bank: every stage takes and returns rows `{"i": input index, "job":
-pickled payload}` (so stages chain), and `ordered` hands them back in input order (a retried batch can only replace a lost
-one, never add a second copy), so the bank does not depend on how many actors ran or which
-finished first.
+Only the driver commits to the bank: every stage takes and returns rows `{"i": input index, "job":
+pickled payload}` (so stages chain; the last stage's payloads name the batch files its actors
+wrote, see `ray_batches`), and `ordered` hands them back in input order (a retried batch can only
+replace a lost one, never add a second copy), so the bank does not depend on how many actors ran
+or which finished first.
 """
 
 from __future__ import annotations

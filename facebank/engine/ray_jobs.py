@@ -1,30 +1,31 @@
 """The Ray engine's drivers: the same stages as facebank.ingest, with the work in Ray Data actors.
 
 The driver decides what is left to do (resumable exactly as locally: by source id, content hash
-and rejections), builds a Ray Data pipeline of callable-class actors, and alone writes the bank,
-results in input order, through one BankWriter (pending batches, atomic commits). A killed job
-leaves the last committed version plus complete pending batches; a re-run applies them and
-redoes only the rest. A dead actor is restarted by Ray and its unfinished batch retried; what it
-had half done never reaches the writer.
+and rejections) and builds a Ray Data pipeline of callable-class actors. The last actor of each
+pipeline writes its results into the bank's storage as batch files; the driver, holding the
+bank's one BankWriter, adopts them in input order and alone commits them (`ray_batches`). A
+killed job leaves the last committed version plus the batches already adopted, which the next
+writer commits first; a re-run redoes only the rest. A dead actor is restarted by Ray and its
+unfinished batch retried; what it had half written is never adopted and is deleted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from facebank.bank import BankWriter, Rejection, open_bank
-from facebank.bank.records import content_sha256
-from facebank.bank.schema import STATUS_ANNOTATED, STATUS_GENERATED, STATUS_REJECTED
+from facebank.bank import BankWriter, open_bank
+from facebank.bank.schema import STATUS_ANNOTATED
 from facebank.config import EngineConfig, SpaceConfig, VisionConfig
 from facebank.engine.ray_actors import AnnotateActor, AnnotateRowActor, EmbedActor, GenerateActor, StoreActor
+from facebank.engine.ray_batches import Committer
 from facebank.engine.ray_cluster import check_address, cpu_stage, gpu_share, ordered, ray_session, rows
-from facebank.ingest.annotator import encoded
-from facebank.ingest.generate import GenerateSummary, store_generated
-from facebank.ingest.stages import Summary, _reject, _screen
+from facebank.ingest.generate import GenerateSummary
+from facebank.ingest.stages import Summary, _check_counts, _screen, annotate_todo
 from facebank.ingest.store_workers import StorePlan
 from facebank.sources.base import SourceItem
 from facebank.vision.image_encode import parse_image_format
@@ -34,34 +35,28 @@ __all__ = ["ray_annotate", "ray_embed", "ray_generate", "ray_ingest"]
 Progress = Callable[[int], None]
 
 
-class _Workers:
-    """The distinct workers seen in a job's results: logged once, as the job's provenance."""
-
-    def __init__(self):
-        self.seen: dict[tuple, dict] = {}
-
-    def add(self, *metas: dict) -> None:
-        for m in metas:
-            self.seen.setdefault((m["node"], m["pid"]), {k: m[k] for k in ("node", "pid", "models")})
-
-    def log(self, writer: BankWriter, stage: str) -> None:
-        writer.log("ray_workers", stage=stage, engine="ray", workers=list(self.seen.values()))
-
-
 def _session_if(work: int, engine: EngineConfig):
     """Ray only when there is work: nothing left to do starts no cluster."""
     return ray_session(engine) if work else contextlib.nullcontext()
 
 
-def _engine_provenance(*metas: dict) -> dict:
-    return {"kind": "ray", "workers": [{k: m[k] for k in ("node", "pid", "models")} for m in metas]}
+@contextlib.contextmanager
+def _committing(writer: BankWriter, summary, engine: EngineConfig, progress: Progress | None, stage: str):
+    """A Committer for one job: commits what is adopted at the end, logs the workers, clears the work folder."""
+    committer = Committer(writer, summary, commit_every=engine.commit_every, progress=progress)
+    try:
+        yield committer
+        committer.commit()
+        committer.workers.log(writer, stage)
+    finally:
+        writer.clear_work()  # files of retried or failed batches: never adopted, never committed
 
 
 def ray_generate(bank_path: str, cfg, *, engine: EngineConfig, vision: VisionConfig | None = None,
                  spaces: tuple[SpaceConfig, ...] = (), progress: Progress | None = None,
                  total: Callable[[int], None] | None = None, pending_every: int = 64,
                  say: Callable[[str], None] | None = None) -> GenerateSummary:
-    """generate_to_bank on Ray: generator actors (1 GPU each where there is one), then store actors."""
+    """generate_to_bank on Ray: generator actors (1 GPU each where there is one), then store actors that write."""
     import torch
 
     from facebank._io.download import sha256_file
@@ -87,23 +82,17 @@ def ray_generate(bank_path: str, cfg, *, engine: EngineConfig, vision: VisionCon
             say(f"generating {len(todo)} faces on {summary.device}, stored as {fmt.spec}")
         writer.log("generate_start", network=str(cfg.network), network_sha256=sha, seeds=cfg.seeds, psi=cfg.psi,
                    todo=len(todo), device=summary.device, image_format=fmt.spec, engine="ray")
-        workers = _Workers()
-        if todo:
-            gen_cfg = cfg if gpus else cfg.__class__(**{**cfg.__dict__, "device": "cpu"})
-            ds = rows(ray, _generator_batches(gen_cfg, todo, gpus), engine, per_block=1).map_batches(
-                GenerateActor, fn_constructor_kwargs={"cfg": gen_cfg, "threads": torch.get_num_threads()},
-                **{**cpu_stage(engine, actors=engine.generator_actors, num_gpus=gpus), "batch_size": 1})
-            ds = ds.map_batches(StoreActor, fn_constructor_kwargs={"plan": plan}, **cpu_stage(engine))
-            for record, rejection, gen_meta, store_meta in ordered(ds, len(todo)):
-                workers.add(gen_meta, store_meta)
-                for space, info in store_meta["spaces"].items():
-                    writer.register_space(space, info)
-                record.provenance["engine"] = _engine_provenance(gen_meta, store_meta)
-                store_generated(writer, summary, record, rejection, annotating=vision is not None)
-                if progress:
-                    progress(1)
-        summary.workers = len(workers.seen)
-        workers.log(writer, "generate")
+        with _committing(writer, summary, engine, progress, "generate") as committer:
+            if todo:
+                gen_cfg = cfg if gpus else cfg.__class__(**{**cfg.__dict__, "device": "cpu"})
+                ds = rows(ray, _generator_batches(gen_cfg, todo, gpus), engine, per_block=1).map_batches(
+                    GenerateActor, fn_constructor_kwargs={"cfg": gen_cfg, "threads": torch.get_num_threads()},
+                    **{**cpu_stage(engine, actors=engine.generator_actors, num_gpus=gpus), "batch_size": 1})
+                ds = ds.map_batches(StoreActor, fn_constructor_kwargs={"plan": plan, "bank_path": str(bank_path)},
+                                    **cpu_stage(engine))
+                for result in ordered(ds, len(todo)):
+                    committer.take(result)
+        summary.workers = len(committer.workers.seen)
         writer.log("generate_end", generated=summary.generated, annotated=summary.annotated,
                    rejected=dict(summary.rejected), engine="ray")
     summary.seconds = time.perf_counter() - start
@@ -122,36 +111,30 @@ def _generator_batches(cfg, todo: list[int], gpus: float) -> list[tuple[int, lis
 def ray_ingest(bank_path: str, items: Iterable[SourceItem], *, engine: EngineConfig,
                vision: VisionConfig = VisionConfig(), spaces: Iterable[SpaceConfig] = (),
                progress: Progress | None = None, batch_size: int = 64, commit_every: int = 2048) -> Summary:
-    """ingest on Ray: the driver screens duplicates and earlier rejections, annotate actors do the rest."""
+    """ingest on Ray: the driver screens duplicates and earlier rejections, annotate actors do and write the rest.
+
+    `items` is read in windows of `engine.window` items, one Ray Data job each, so the driver
+    holds at most one window of images however long the source is.
+    """
     start = time.perf_counter()
     summary = Summary()
     spaces = tuple(spaces)
+    items = iter(items)
     with ray_session(engine) as ray, BankWriter(bank_path, batch_size=batch_size, commit_every=commit_every) as writer:
         writer.log("ingest_start", engine="ray")
-        todo = []
-        for item in items:
-            if _screen(writer, item, summary):
-                todo.append(item)
-            elif progress:
-                progress(1)
-        workers = _Workers()
-        if todo:
-            ds = rows(ray, todo, engine).map_batches(
-                AnnotateActor, fn_constructor_kwargs={"vision": vision, "spaces": spaces},
-                **cpu_stage(engine, num_gpus=gpu_share(ray, engine.gpus_per_worker, "annotate")))
-            for item, (record, reason, meta) in zip(todo, ordered(ds, len(todo))):
-                workers.add(meta)
-                for space, info in meta["spaces"].items():
-                    writer.register_space(space, info)
-                if record is not None:
-                    record.provenance["engine"] = _engine_provenance(meta)
-                    writer.add_face(record)
-                    summary.added += 1
-                else:
-                    _reject(writer, item, summary, content_sha256(encoded(item)), *reason, "annotate")
-                if progress:
-                    progress(1)
-        workers.log(writer, "ingest")
+        stage = cpu_stage(engine, num_gpus=gpu_share(ray, engine.gpus_per_worker, "annotate"))
+        with _committing(writer, summary, engine, progress, "ingest") as committer:
+            while window := list(itertools.islice(items, engine.window)):
+                summary.items += len(window)
+                todo = [item for item in window if _screen(writer, item, summary)]
+                committer.done(len(window) - len(todo))  # screened here: settled with the next commit
+                if todo:
+                    ds = rows(ray, todo, engine).map_batches(
+                        AnnotateActor, fn_constructor_kwargs={"vision": vision, "spaces": spaces,
+                                                              "bank_path": str(bank_path)}, **stage)
+                    for result in ordered(ds, len(todo)):
+                        committer.take(result)
+        _check_counts(summary)
         writer.log("ingest_end", added=summary.added, rejected=dict(summary.rejected), duplicates=summary.duplicates,
                    engine="ray")
     summary.seconds = time.perf_counter() - start
@@ -179,7 +162,7 @@ def embed_todo(bank_path: str, space: SpaceConfig) -> tuple[dict, np.ndarray, in
 
 def ray_embed(bank_path: str, space: SpaceConfig, *, engine: EngineConfig, progress: Progress | None = None,
               total: Callable[[int], None] | None = None) -> Summary:
-    """embed_bank on Ray: embed actors read their rows from the bank; the driver writes the vectors."""
+    """embed_bank on Ray: embed actors read their rows from the bank and write the vectors as batch files."""
     start = time.perf_counter()
     summary = Summary()
     check_address(engine)  # before any work or progress bar
@@ -190,18 +173,13 @@ def ray_embed(bank_path: str, space: SpaceConfig, *, engine: EngineConfig, progr
     with _session_if(len(todo), engine) as ray:
         with BankWriter(bank_path, create=False) as writer:
             writer.log("embed_start", space=space.space, model=info, engine="ray")
-            workers = _Workers()
-            if len(todo):
-                ds = rows(ray, [int(r) for r in todo], engine).map_batches(
-                    EmbedActor, fn_constructor_kwargs={"bank_path": str(bank_path), "space": space},
-                    **cpu_stage(engine, num_gpus=gpu_share(ray, engine.gpus_per_worker, "embed")))
-                for fid, vec, meta in ordered(ds, len(todo)):
-                    workers.add(meta)
-                    writer.set_embeddings(space.space, info, [fid], vec[None, :])
-                    summary.embedded += 1
-                    if progress:
-                        progress(1)
-            workers.log(writer, "embed")
+            with _committing(writer, summary, engine, progress, "embed") as committer:
+                if len(todo):
+                    ds = rows(ray, [int(r) for r in todo], engine).map_batches(
+                        EmbedActor, fn_constructor_kwargs={"bank_path": str(bank_path), "space": space, "info": info},
+                        **cpu_stage(engine, num_gpus=gpu_share(ray, engine.gpus_per_worker, "embed")))
+                    for result in ordered(ds, len(todo)):
+                        committer.take(result)
             writer.log("embed_end", space=space.space, embedded=summary.embedded, engine="ray")
     summary.seconds = time.perf_counter() - start
     return summary
@@ -209,7 +187,7 @@ def ray_embed(bank_path: str, space: SpaceConfig, *, engine: EngineConfig, progr
 
 def ray_annotate(bank_path: str, vision: VisionConfig = VisionConfig(), *, engine: EngineConfig, force: bool = False,
                  progress: Progress | None = None, total: Callable[[int], None] | None = None) -> Summary:
-    """annotate_bank on Ray: annotate actors read their rows from the bank; the driver writes the columns."""
+    """annotate_bank on Ray: annotate actors read their rows from the bank and write the columns as batch files."""
     from facebank.vision.registry import load_attribute_model
 
     start = time.perf_counter()
@@ -217,36 +195,20 @@ def ray_annotate(bank_path: str, vision: VisionConfig = VisionConfig(), *, engin
     check_address(engine)
     name = load_attribute_model(vision.attributes, vision.attributes_path).info.name
     with open_bank(bank_path) as bank:
-        status = bank.column("status")
-        done = (bank.column("attribute_model") == name) & np.isfinite(bank.column("model_age"))
-        new = status == STATUS_GENERATED
-        redo = (status == STATUS_ANNOTATED) & (force | ~done)
-        todo = np.flatnonzero(new | redo)
+        todo, new = annotate_todo(bank, name, force)
         summary.already_in_bank = len(bank) - len(todo)
     if total:
         total(len(todo))
     with _session_if(len(todo), engine) as ray:
         with BankWriter(bank_path, create=False) as writer:
             writer.log("annotate_start", force=force, engine="ray")
-            workers = _Workers()
-            if len(todo):
-                ds = rows(ray, [(int(r), bool(new[r])) for r in todo], engine).map_batches(
-                    AnnotateRowActor, fn_constructor_kwargs={"bank_path": str(bank_path), "vision": vision},
-                    **cpu_stage(engine, num_gpus=gpu_share(ray, engine.gpus_per_worker, "annotate")))
-                for fid, item, cols, reason, meta in ordered(ds, len(todo)):
-                    workers.add(meta)
-                    if cols is None:
-                        writer.add_rejection(Rejection(item.source, item.source_id, content_sha256(item.data),
-                                                       reason[0], reason[1], "annotate"))
-                        summary.rejected[reason[0]] += 1
-                        cols = {"status": STATUS_REJECTED}
-                    else:
-                        cols["status"] = STATUS_ANNOTATED
-                        summary.added += 1
-                    writer.set_attributes([fid], {k: np.array([v]) for k, v in cols.items()})
-                    if progress:
-                        progress(1)
-            workers.log(writer, "annotate")
+            with _committing(writer, summary, engine, progress, "annotate") as committer:
+                if len(todo):
+                    ds = rows(ray, [(int(r), bool(new[r])) for r in todo], engine).map_batches(
+                        AnnotateRowActor, fn_constructor_kwargs={"bank_path": str(bank_path), "vision": vision},
+                        **cpu_stage(engine, num_gpus=gpu_share(ray, engine.gpus_per_worker, "annotate")))
+                    for result in ordered(ds, len(todo)):
+                        committer.take(result)
             writer.log("annotate_end", annotated=summary.added, rejected=dict(summary.rejected), engine="ray")
     summary.seconds = time.perf_counter() - start
     return summary

@@ -44,9 +44,20 @@ class GenerateSummary:
     faces_per_s: float = 0.0
     extra: dict = field(default_factory=dict)
 
+    def merge(self, other: GenerateSummary) -> None:
+        """Add the counts of a part of the same run (a Ray worker's batch)."""
+        self.generated += other.generated
+        self.annotated += other.annotated
+        self.rejected += other.rejected
+        for space, n in other.embedded.items():
+            self.embedded[space] = self.embedded.get(space, 0) + n
 
-def store_generated(writer: BankWriter, summary: GenerateSummary, record, rejection, *, annotating: bool) -> None:
-    """Write one generated face (and its rejection, if annotation rejected it) and count it."""
+
+def store_generated(writer, summary: GenerateSummary, record, rejection, *, annotating: bool) -> None:
+    """Write one generated face (and its rejection, if annotation rejected it) and count it.
+
+    `writer` is the bank's BankWriter here, or a Ray worker's PendingBatch (the same methods).
+    """
     writer.add_face(record)
     summary.generated += 1
     if rejection is not None:

@@ -26,7 +26,8 @@ from facebank.ingest.workers import (annotate_job, annotate_row_job, embed_pair,
 from facebank.sources.base import SourceItem
 from facebank.vision.registry import load_embedder
 
-__all__ = ["Progress", "Summary", "annotate_bank", "embed_bank", "ingest"]
+__all__ = ["Progress", "Summary", "annotate_bank", "annotate_todo", "embed_bank", "ingest", "store_annotated", "store_annotation",
+           "store_embedding"]
 
 Progress = Callable[[int], None]  # called with the number of items just finished
 
@@ -43,6 +44,13 @@ class Summary:
     rejected_items: list[dict] = field(default_factory=list)
     embedded: int = 0
     seconds: float = 0.0
+
+    def merge(self, other: Summary) -> None:
+        """Add the counts of a part of the same run (a Ray worker's batch)."""
+        self.added += other.added
+        self.rejected += other.rejected
+        self.rejected_items.extend(other.rejected_items)
+        self.embedded += other.embedded
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -81,17 +89,44 @@ def ingest(
                 progress(1)
         with pool(workers, init_annotator, (vision, spaces), local=annotator) as run:
             for item, (record, reason) in zip(todo, run(annotate_job, todo)):
-                if record is not None:
-                    writer.add_face(record)
-                    summary.added += 1
-                else:
-                    _reject(writer, item, summary, content_sha256(encoded(item)), *reason, "annotate")
+                store_annotated(writer, summary, item, record, reason)
                 if progress:
                     progress(1)
         _check_counts(summary)
         writer.log("ingest_end", added=summary.added, rejected=dict(summary.rejected), duplicates=summary.duplicates)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def store_annotated(writer, summary: Summary, item: SourceItem, record, reason) -> None:
+    """Write one ingested item's outcome (its face, or its rejection) and count it.
+
+    `writer` is the bank's BankWriter here, or a Ray worker's PendingBatch (the same methods).
+    """
+    if record is not None:
+        writer.add_face(record)
+        summary.added += 1
+    else:
+        _reject(writer, item, summary, content_sha256(encoded(item)), *reason, "annotate")
+
+
+def store_annotation(writer, summary: Summary, fid: str, item: SourceItem, cols: dict | None, reason) -> None:
+    """Write one annotated bank row's new columns (or its rejection and status) and count it."""
+    if cols is None:
+        writer.add_rejection(Rejection(item.source, item.source_id, content_sha256(item.data), reason[0], reason[1],
+                                       "annotate"))
+        summary.rejected[reason[0]] += 1
+        cols = {"status": STATUS_REJECTED}
+    else:
+        cols["status"] = STATUS_ANNOTATED
+        summary.added += 1
+    writer.set_attributes([fid], {k: np.array([v]) for k, v in cols.items()})
+
+
+def store_embedding(writer, summary: Summary, space: str, info: dict, fid: str, vector: np.ndarray) -> None:
+    """Write one face's vector of `space` and count it."""
+    writer.set_embeddings(space, info, [fid], vector[None, :])
+    summary.embedded += 1
 
 
 def _check_counts(summary: Summary) -> None:
@@ -101,7 +136,7 @@ def _check_counts(summary: Summary) -> None:
         raise RuntimeError(f"ingest accounted for {accounted} of {summary.items} items (a bug: please report it)")
 
 
-def _reject(writer: BankWriter, item: SourceItem, summary: Summary, sha: str, reason: str, detail: str,
+def _reject(writer, item: SourceItem, summary: Summary, sha: str, reason: str, detail: str,
             stage: str) -> None:
     writer.add_rejection(Rejection(item.source, item.source_id, sha, reason, detail, stage))
     summary.rejected[reason] += 1
@@ -164,13 +199,21 @@ def embed_bank(
             # The pool's feeder thread reads the jobs from `bank`; this thread only uses `writer`.
             with pool(workers, init_embedder, (space,), local=embedder) as run:
                 for fid, vec in run(embed_pair, jobs()):
-                    writer.set_embeddings(space.space, info, [fid], vec[None, :])
-                    summary.embedded += 1
+                    store_embedding(writer, summary, space.space, info, fid, vec)
                     if progress:
                         progress(1)
             writer.log("embed_end", space=space.space, embedded=summary.embedded)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def annotate_todo(bank, model_name: str, force: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(rows to annotate, which rows are new): generated faces, and annotated ones lacking this model's estimate."""
+    status = bank.column("status")
+    done = (bank.column("attribute_model") == model_name) & np.isfinite(bank.column("model_age"))
+    new = status == STATUS_GENERATED
+    redo = (status == STATUS_ANNOTATED) & (force | ~done)
+    return np.flatnonzero(new | redo), new
 
 
 def annotate_bank(
@@ -194,11 +237,7 @@ def annotate_bank(
     annotator = Annotator(vision)
     name = annotator.attributes.info.name
     with open_bank(bank_path) as bank:
-        status = bank.column("status")
-        done = (bank.column("attribute_model") == name) & np.isfinite(bank.column("model_age"))
-        new = status == STATUS_GENERATED
-        redo = (status == STATUS_ANNOTATED) & (force | ~done)
-        todo = np.flatnonzero(new | redo)
+        todo, new = annotate_todo(bank, name, force)
         summary.already_in_bank = len(bank) - len(todo)
         categories, meta_genders = bank.column("meta_age_category"), bank.column("meta_gender")
         if total:
@@ -212,15 +251,7 @@ def annotate_bank(
             writer.log("annotate_start", models=annotator.models(), force=force)
             with pool(workers, init_annotator, (vision, ()), local=annotator) as run:
                 for fid, item, cols, reason in run(annotate_row_job, jobs()):
-                    if cols is None:
-                        writer.add_rejection(Rejection(item.source, item.source_id, content_sha256(item.data),
-                                                       reason[0], reason[1], "annotate"))
-                        summary.rejected[reason[0]] += 1
-                        cols = {"status": STATUS_REJECTED}
-                    else:
-                        cols["status"] = STATUS_ANNOTATED
-                        summary.added += 1
-                    writer.set_attributes([fid], {k: np.array([v]) for k, v in cols.items()})
+                    store_annotation(writer, summary, fid, item, cols, reason)
                     if progress:
                         progress(1)
             writer.log("annotate_end", annotated=summary.added, rejected=dict(summary.rejected))
