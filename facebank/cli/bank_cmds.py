@@ -10,7 +10,7 @@ import typer
 from facebank.cli.choices import Attributes, Detector
 from facebank.cli.common import cli_errors, deprecated, emit, examples, progress_bar
 from facebank.cli.engine_opts import EngineOpt, RayAddressOpt, engine_config
-from facebank.config import SpaceConfig, VisionConfig
+from facebank.config import SpaceConfig, VisionConfig, check_workers
 from facebank.ingest.stages import Summary
 
 BankOpt = Annotated[Path, typer.Option("--bank", "-b", help="The bank file (HDF5); created if missing.")]
@@ -50,6 +50,7 @@ def _run_ingest(bank: Path, items_factory, vision: VisionConfig, spaces: list[st
     from facebank.engine import run_ingest
 
     with cli_errors():
+        check_workers(workers)
         items = list(items_factory())  # reads the export's index first, so bad paths fail before models load
         with progress_bar(f"ingest {what}", total=len(items)) as (advance, _):
             summary = run_ingest(str(bank), items, engine=engine_config(engine, ray_address), vision=vision,
@@ -111,6 +112,7 @@ def annotate(
     from facebank.engine import run_annotate
 
     with cli_errors():
+        check_workers(workers)
         _require_bank(bank)
         with progress_bar("annotate") as (advance, set_total):
             summary = run_annotate(str(bank), _vision("dlib", None, attributes, attributes_path), force=force,
@@ -135,6 +137,7 @@ def embed(
     from facebank.engine import run_embed
 
     with cli_errors():
+        check_workers(workers)
         _require_bank(bank)
         space, model_path = _space_model(space, model)
         cfg = SpaceConfig(space=space, model_path=model_path, contract=contract)

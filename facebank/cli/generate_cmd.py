@@ -37,12 +37,13 @@ def generate(
 ) -> None:
     """Generate one face per seed with our StyleGAN2-ADA generator and store it with its seed and w."""
     from facebank.cli.common import err
-    from facebank.config import VisionConfig
+    from facebank.config import VisionConfig, check_workers
     from facebank.errors import InputError
     from facebank.engine import run_annotate, run_generate
     from facebank.sources.stylegan_source import GenerateConfig
 
     with cli_errors():
+        check_workers(workers)
         if batch != "auto" and not batch.isdigit():
             raise InputError(f"--batch takes a positive integer or auto, got {batch!r}")
         cfg = GenerateConfig(network=network, seeds=seeds, psi=psi, cutoff=cutoff, class_idx=class_idx,
