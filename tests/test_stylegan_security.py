@@ -377,3 +377,19 @@ def test_bypass_in_npy_files_is_refused(tmp_path, marker, built, case):
         (b / "manifest.json").write_text(json.dumps(m))
         with pytest.raises(IndexBuildError, match=name.replace(".", r"\.")):
             FaceBank(b, bank=bank)
+
+
+@pytest.mark.parametrize("case", sorted(BYPASS) + ["concatenated"])
+def test_bypass_in_the_cli_is_one_line(tmp_path, marker, stylegan_fixtures, case):
+    """`facebank generate --network evil.pkl`: one `error: UnsafePickle: ...` line, no bank written."""
+    from typer.testing import CliRunner
+
+    from facebank.cli import app
+
+    net = tmp_path / "evil.pkl"
+    net.write_bytes(_concatenated(marker, stylegan_fixtures) if case == "concatenated" else BYPASS[case](marker))
+    r = CliRunner().invoke(app, ["generate", "--network", str(net), "--seeds", "0-1", "--bank", str(tmp_path / "b.h5"),
+                                 "--device", "cpu", "--no-annotate"])
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert r.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error: UnsafePickle: "), r.stderr
+    assert not (tmp_path / "b.h5").exists()

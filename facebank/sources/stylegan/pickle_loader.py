@@ -5,7 +5,8 @@ Official `*.pkl` files are plain pickles whose network objects are rebuilt by
 source stored in the file. Here every global the pickle names is looked up in an explicit
 allow-list of harmless stand-ins (docs/STYLEGAN2_ADA_FORMAT.md §1.5); anything else raises
 UnsafePickle before it is called. The opcodes that call things (REDUCE, NEWOBJ, BUILD, ...)
-are checked too, so only those stand-ins are ever called. `module_src` is never read.
+are checked too, so only those stand-ins are ever called. `module_src` is never read. A file is
+one pickle: bytes after its STOP (a second pickle appended) are refused, not ignored.
 
 Tensor storages are legacy `torch.save` blobs; they are parsed here by a second restricted
 unpickler that knows only the storage types.
