@@ -400,7 +400,8 @@ def _consume(root: Path) -> list:
 
 
 CSV_CELLS = st.one_of(HOSTILE_VALUES.map(str), st.sampled_from(
-    ["./images/../../x.jpg", "images/1_512.jpg", "./images/1_512.jpg", "C:\\x.jpg", "a\nb", 'a"b', "\r", "x" * 70_000, "y" * 200_000]))
+    ["./images/../../x.jpg", "images/1_512.jpg", "./images/1_512.jpg", "C:\\x.jpg", "a\nb", 'a"b', "\r",
+     "x" * 70_000, "y" * 200_000]))  # the last is past csv's 128 KiB field limit
 
 
 @st.composite

@@ -37,7 +37,8 @@ def test_index_build_threshold_for_an_unknown_space(built, tmp_path):
 
 @pytest.mark.parametrize("value", ["nope", "2", "-1.5", "nan", "inf"])
 def test_index_build_bad_threshold_value(built, tmp_path, value):
-    assert_one_line(cli("index", "build", "--bank", built[0], "--builds", tmp_path / "b", "--threshold", f"s={value}"), 2)
+    r = cli("index", "build", "--bank", built[0], "--builds", tmp_path / "b", "--threshold", f"s={value}")
+    assert_one_line(r, 2)
 
 
 WORKER_COMMANDS = {
