@@ -10,7 +10,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from facebank.errors import ConfigError
+from facebank.errors import ConfigError, InputError
 
 # The folder of index builds when none is given (relative to the working directory); `current`
 # inside it is the build that picks use.
@@ -90,6 +90,13 @@ class EngineConfig:
                               "cpus_per_actor > 0")
 
 
+def check_workers(workers, option: str = "--workers") -> int:
+    """A process count: an integer >= 0 (0 = one per CPU); InputError otherwise, before any work."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise InputError(f"{option} must be an integer >= 0 (0 = one per CPU), got {workers!r}")
+    return workers
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     bank: str = "data/bank.h5"
@@ -101,6 +108,12 @@ class BuildConfig:
     sample_picks: int = 5
     workers: int = 0  # processes for detection and embedding; 0 = one per CPU
     engine: EngineConfig = EngineConfig()
+
+    def __post_init__(self):
+        try:
+            check_workers(self.workers, "workers")
+        except InputError as exc:
+            raise ConfigError(str(exc)) from None
 
     def to_dict(self) -> dict:
         return asdict(self)

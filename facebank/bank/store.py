@@ -19,7 +19,7 @@ __all__ = ["Bank", "Face", "check_header", "open_bank"]
 def check_header(f: h5py.File, path: os.PathLike | str) -> None:
     """Refuse files that are not banks, or banks of a schema or feature we do not know."""
     fmt = f.attrs.get("format")
-    if fmt != schema.FORMAT:
+    if not isinstance(fmt, str) or fmt != schema.FORMAT:  # an array attribute would compare elementwise
         raise BankError(f"{path} is not a facebank bank (format {fmt!r})")
     raw = f.attrs.get("schema_version", -1)
     if isinstance(raw, (bool, np.bool_)) or not isinstance(raw, (int, np.integer)):
@@ -52,7 +52,7 @@ def _json_attr(f: h5py.File, name: str, path, default: str, kind: type):
     raw = f.attrs.get(name, default)
     try:
         value = json.loads(raw if isinstance(raw, (str, bytes)) else "not json")
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # ValueError: also a >4300-digit int
         value = None
     if not isinstance(value, kind):
         raise BankError(f"{path}: attribute {name} must be a JSON {kind.__name__}, got {str(raw)[:60]!r}")
@@ -105,11 +105,12 @@ class Bank:
         try:
             check_header(self._f, self.path)
             self._check_fragments()
+            self._check_lengths()
+            self._infos = self._check_spaces()
         except Exception:
             self._f.close()
             raise
         faces = self._f["faces"]
-        self._check_lengths()
         self.ids = np.array([h.decode() for h in faces["id"][:]], dtype=object)
         self._row_of = {fid: i for i, fid in enumerate(self.ids)}
         self.content_hash: str = str(self._f.attrs["content_hash"])
@@ -148,7 +149,7 @@ class Bank:
             lengths = {f"faces/{k}": len(faces[k]) for k in faces}
             for s in self._f["embeddings"]:
                 lengths.update({f"embeddings/{s}/{k}": len(self._f["embeddings"][s][k]) for k in ("vectors", "present")})
-        except (KeyError, TypeError, OSError) as exc:
+        except (KeyError, TypeError, ValueError, OSError) as exc:
             raise BankError(f"{self.path}: its tables cannot be read ({exc})") from exc
         if "faces/id" not in lengths:
             raise BankError(f"{self.path}: has no faces/id column")
@@ -157,6 +158,25 @@ class Bank:
         if bad:
             k = sorted(bad)[0]
             raise BankError(f"{self.path}: column {k} has {bad[k]} rows, faces/id has {n}; the bank is damaged")
+
+    def _check_spaces(self) -> dict[str, dict]:
+        """Each space's `info` attribute is a JSON object whose dim matches its float vectors."""
+        infos = {}
+        for s, g in self._f["embeddings"].items():
+            where = f"{self.path}: embeddings/{s}"
+            if not isinstance(g, h5py.Group) or not isinstance(g.get("vectors"), h5py.Dataset):
+                raise BankError(f"{where} is not a space group with a vectors dataset")
+            info = _json_attr(g, "info", where, "null", dict)
+            dim, vectors = info.get("dim"), g["vectors"]
+            if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+                raise BankError(f"{where}: attribute info field dim must be a positive integer, got {dim!r}")
+            for key in ("model", "sha256"):
+                if not isinstance(info.get(key), str):
+                    raise BankError(f"{where}: attribute info field {key} must be a string, got {info.get(key)!r}")
+            if vectors.ndim != 2 or vectors.shape[1] != dim or vectors.dtype.kind != "f":
+                raise BankError(f"{where}: vectors are {vectors.dtype} {vectors.shape}, attribute info says dim {dim}")
+            infos[s] = info
+        return infos
 
     # -- shape of the bank --
     def __len__(self) -> int:
@@ -169,7 +189,8 @@ class Bank:
 
     def space_info(self, space: str) -> dict:
         """model, sha256, dim (and anything else the embedder recorded) of one space."""
-        return json.loads(self._space(space).attrs["info"])
+        self._space(space)
+        return dict(self._infos[space])
 
     def _space(self, space: str) -> h5py.Group:
         self._live()

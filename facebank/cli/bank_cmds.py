@@ -10,7 +10,7 @@ import typer
 from facebank.cli.choices import Attributes, Detector
 from facebank.cli.common import cli_errors, deprecated, emit, examples, progress_bar
 from facebank.cli.engine_opts import EngineOpt, RayAddressOpt, engine_config
-from facebank.config import SpaceConfig, VisionConfig
+from facebank.config import SpaceConfig, VisionConfig, check_workers
 
 if TYPE_CHECKING:  # the ingest stage (cv2, skimage) loads only when a command runs it
     from facebank.ingest.stages import Summary
@@ -49,6 +49,7 @@ def _run_ingest(bank: Path, items_factory, vision: VisionConfig, spaces: list[st
     from facebank.engine import run_ingest
 
     with cli_errors():
+        check_workers(workers)
         items = list(items_factory())  # reads the export's index first, so bad paths fail before models load
         with progress_bar(f"ingest {what}", total=len(items)) as (advance, _):
             summary = run_ingest(str(bank), items, engine=engine_config(engine, ray_address), vision=vision,
@@ -110,6 +111,7 @@ def annotate(
     from facebank.engine import run_annotate
 
     with cli_errors():
+        check_workers(workers)
         _require_bank(bank)
         with progress_bar("annotate") as (advance, set_total):
             summary = run_annotate(str(bank), _vision("dlib", None, attributes, attributes_path), force=force,
@@ -134,6 +136,7 @@ def embed(
     from facebank.engine import run_embed
 
     with cli_errors():
+        check_workers(workers)
         _require_bank(bank)
         space, model_path = _space_model(space, model)
         cfg = SpaceConfig(space=space, model_path=model_path, contract=contract)

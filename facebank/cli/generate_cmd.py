@@ -38,10 +38,11 @@ def generate(
     """Generate one face per seed with our StyleGAN2-ADA generator and store it with its seed and w."""
     from facebank._io.deps import require
     from facebank.cli.common import err
-    from facebank.config import VisionConfig
+    from facebank.config import VisionConfig, check_workers
     from facebank.errors import InputError
 
     with cli_errors():
+        check_workers(workers)
         require("torch")  # the `stylegan` extra: one line now, before any progress bar
         from facebank.engine import engine_session, run_annotate, run_generate
         from facebank.sources.stylegan_source import GenerateConfig

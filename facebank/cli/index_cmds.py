@@ -102,11 +102,15 @@ def info_cmd(
     with cli_errors():
         builds = alias(builds, out, new="--builds", old="--out (the builds folder)", unset=_BUILDS)
         m = read_manifest(resolve_build(_build_arg(build, positional), out=builds))
-        lines = [f"build {m['build_id']} ({m['created']}): {m['rows']} faces from {m['bank']['path']}"]
+        # read_manifest checked what a pick relies on; the descriptive fields shown here may be
+        # absent or odd in a damaged manifest, and are shown as they are.
+        lines = [f"build {m['build_id']} ({m.get('created', '?')}): {m['rows']} faces from {m['bank']['path']}"]
         for s, v in m["spaces"].items():
-            lines.append(f"  {s}: dim {v['dim']} {v['index']['faiss_class']} threshold {v['threshold']:.4f} "
-                         f"({v['threshold_source']})")
-        lines.append("  groups: " + ", ".join(f"{k}={n}" for k, n in m["groups"].items()))
+            lines.append(f"  {s}: dim {v['dim']} {v['index'].get('faiss_class', '?')} threshold {v['threshold']:.4f} "
+                         f"({v.get('threshold_source', '?')})")
+        groups = m.get("groups")
+        lines.append("  groups: " + (", ".join(f"{k}={n}" for k, n in groups.items()) if isinstance(groups, dict)
+                                     else repr(groups)))
         emit(m, as_json=as_json, human="\n".join(lines))
 
 

@@ -31,8 +31,9 @@ def fetch_cmd(
     from facebank.vision.model_packs import LICENSE_NOTICE, fetch_pack
 
     with cli_errors():
-        err.print(f"note: {LICENSE_NOTICE}", markup=False, highlight=False, soft_wrap=True)
         result = fetch_pack(name, dest=dest, url=url, expected_sha256=sha256, cache_dir=cache_dir)
+        # After the fetch, so that a failure is the one `error:` line and nothing else.
+        err.print(f"note: {LICENSE_NOTICE}", markup=False, highlight=False, soft_wrap=True)
         where = "fetched into" if result["status"] == "fetched" else "already present at"
         human = f"{name}: {where} {result['path']} (zip sha256 {result['zip_sha256'] or 'unknown'})"
         emit(result, as_json=as_json, human=human)

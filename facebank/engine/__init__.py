@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 
-from facebank.config import EngineConfig
+from facebank.config import EngineConfig, check_workers
 from facebank.ingest import annotate_bank, embed_bank, generate_to_bank, ingest
 
 __all__ = ["EngineConfig", "engine_session", "run_annotate", "run_embed", "run_generate", "run_ingest"]
@@ -31,6 +31,7 @@ def engine_session(engine: EngineConfig):
 
 
 def run_generate(bank_path: str, cfg, *, engine: EngineConfig = EngineConfig(), **kwargs):
+    check_workers(kwargs.get("workers", 0), "workers")
     if engine.kind == "ray":
         from facebank.engine.ray_jobs import ray_generate
 
@@ -39,6 +40,7 @@ def run_generate(bank_path: str, cfg, *, engine: EngineConfig = EngineConfig(), 
 
 
 def run_ingest(bank_path: str, items, *, engine: EngineConfig = EngineConfig(), **kwargs):
+    check_workers(kwargs.get("workers", 0), "workers")
     if engine.kind == "ray":
         from facebank.engine.ray_jobs import ray_ingest
 
@@ -47,6 +49,7 @@ def run_ingest(bank_path: str, items, *, engine: EngineConfig = EngineConfig(), 
 
 
 def run_annotate(bank_path: str, vision=None, *, engine: EngineConfig = EngineConfig(), **kwargs):
+    check_workers(kwargs.get("workers", 0), "workers")
     from facebank.config import VisionConfig
 
     vision = vision or VisionConfig()
@@ -58,6 +61,7 @@ def run_annotate(bank_path: str, vision=None, *, engine: EngineConfig = EngineCo
 
 
 def run_embed(bank_path: str, space, *, engine: EngineConfig = EngineConfig(), **kwargs):
+    check_workers(kwargs.get("workers", 0), "workers")
     if engine.kind == "ray":
         from facebank.engine.ray_jobs import ray_embed
 

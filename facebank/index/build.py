@@ -69,6 +69,10 @@ def resolve_thresholds(
     for, so a threshold never silently applies to another model.
     """
     given = dict(given or {})
+    unknown = sorted(set(given) - set(spaces))
+    if unknown:  # a typo would otherwise leave the default threshold in force, silently
+        raise UnknownSpace(f"threshold given for space {unknown[0]!r}, which this build does not index; "
+                           f"its spaces: {', '.join(spaces)}")
     from_report = dict(calibrated.thresholds) if calibrated else {}
     defaults = default_thresholds()
     out = {}

@@ -27,8 +27,8 @@ def read_manifest(build_dir: str | os.PathLike) -> dict:
         raise IndexBuildError(f"{build_dir} is not an index build (no manifest.json)")
     try:
         data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IndexBuildError(f"{path} is not valid JSON ({exc})") from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # ValueError: also a >4300-digit int
+        raise IndexBuildError(f"{path} is not valid JSON ({str(exc)[:120]})") from exc
     except OSError as exc:
         raise IndexBuildError(f"{path} cannot be read ({exc.strerror or exc})") from exc
     if not isinstance(data, dict):

@@ -21,8 +21,11 @@ __all__ = ["SUPPORTED_FORMATS", "MAX_PIXELS", "decode_image", "encode_png", "ima
 # that is really WebP decodes as WebP.
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "TIFF"})
 
-# Refuse decompression bombs well before they exhaust memory (about 0.3 GB as RGB).
-MAX_PIXELS = 100_000_000
+# Refuse decompression bombs well before they exhaust memory. Decoding costs ~7 bytes a pixel at
+# the peak (Pillow's 4-byte pixels + our RGB array): a whole ingest of a 50 MP image peaked at
+# 580 MB resident, so 40 MP keeps a margin under ~600 MB. Pillow's own bomb check
+# (Image.MAX_IMAGE_PIXELS, its warning made an error in _open) is kept too.
+MAX_PIXELS = 40_000_000
 
 
 def _label(name: str) -> str:
@@ -75,7 +78,24 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+_STRIP_PIXELS = 1 << 22  # rows copied out per step: ~12 MB of RGB at a time
+
+
+def _as_array(rgb: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 of an RGB image, copied out in strips of rows.
+
+    np.asarray(image) goes through tobytes(), which holds its chunks and their join at once: two
+    more full copies at the peak. Strips keep the peak at the image plus the array.
+    """
+    w, h = rgb.size
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    step = max(1, _STRIP_PIXELS // max(w, 1))
+    for y in range(0, h, step):
+        out[y:y + step] = np.asarray(rgb.crop((0, y, w, min(h, y + step))), dtype=np.uint8)
+    return out
 
 
 def decode_image(data: bytes, *, name: str = "") -> np.ndarray:
@@ -96,10 +116,14 @@ def decode_image(data: bytes, *, name: str = "") -> np.ndarray:
         raise FaceRejected("unreadable", f"{_label(name)}{image.width}x{image.height} too large")
     try:
         image.load()
-        # Rotate/flip as the camera recorded it, so landmarks are upright.
-        image = ImageOps.exif_transpose(image)
+        # Rotate/flip as the camera recorded it, so landmarks are upright. In place, and no
+        # convert() of an image that is RGB already: each copy of a large image is W*H*3 bytes
+        # more at the peak (4 copies took a 236 KB 9000x9000 PNG to 1.1 GB resident).
+        ImageOps.exif_transpose(image, in_place=True)
         rgb = _to_rgb(image)
-        array = np.asarray(rgb, dtype=np.uint8)
+        del image
+        array = _as_array(rgb)
+        del rgb
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise FaceRejected("unreadable", f"{_label(name)}{exc}") from exc
     if array.ndim != 3 or array.shape[2] != 3 or array.shape[0] == 0 or array.shape[1] == 0:

@@ -5,7 +5,8 @@ Official `*.pkl` files are plain pickles whose network objects are rebuilt by
 source stored in the file. Here every global the pickle names is looked up in an explicit
 allow-list of harmless stand-ins (docs/STYLEGAN2_ADA_FORMAT.md §1.5); anything else raises
 UnsafePickle before it is called. The opcodes that call things (REDUCE, NEWOBJ, BUILD, ...)
-are checked too, so only those stand-ins are ever called. `module_src` is never read.
+are checked too, so only those stand-ins are ever called. `module_src` is never read. A file is
+one pickle: bytes after its STOP (a second pickle appended) are refused, not ignored.
 
 Tensor storages are legacy `torch.save` blobs; they are parsed here by a second restricted
 unpickler that knows only the storage types.
@@ -154,11 +155,17 @@ class _RestrictedUnpickler(pickle._Unpickler):  # noqa: SLF001 - the only Unpick
     dispatch = dict(pickle._Unpickler.dispatch)  # noqa: SLF001
 
     def __init__(self, data: bytes, allowed: dict, where: str):
-        super().__init__(io.BytesIO(data))
+        self._stream = io.BytesIO(data)
+        super().__init__(self._stream)
         self._allowed = allowed
         self._callables = {id(v) for v in allowed.values()}
         self._where = where
         self.storage_ids: list = []
+
+    def consumed(self) -> int:
+        """Bytes of the input read so far (the pure-Python unpickler reads frames ahead into a buffer)."""
+        frame = self._unframer.current_frame
+        return self._stream.tell() - (len(frame.getbuffer()) - frame.tell() if frame is not None else 0)
 
     def find_class(self, module, name):
         target = self._allowed.get((module, name))
@@ -370,7 +377,13 @@ def _build(config: dict, state_dict: dict, where: str) -> Generator:
 def load_network_pickle(data: bytes, where: str = "network pickle") -> tuple[Generator, dict]:
     """Official-format pickle bytes -> (G_ema as our Generator on the CPU, resolved config)."""
     try:
-        top = _RestrictedUnpickler(data, _OUTER_GLOBALS, "").load()
+        unpickler = _RestrictedUnpickler(data, _OUTER_GLOBALS, "")
+        top = unpickler.load()
+        # A network pickle is one pickle: bytes past its STOP (a second, concatenated pickle) are
+        # what a loader that reads on would run, so they are refused rather than ignored.
+        if unpickler.consumed() != len(data):
+            raise UnsafePickle(f"{where}: {len(data) - unpickler.consumed()} bytes follow the pickle's STOP "
+                               "(a second pickle?); refused before they were read")
     except ModelError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
