@@ -22,7 +22,7 @@ from facebank.errors import IndexBuildError, InputError, NoEligibleTarget, Stale
 from facebank.index import groups as G
 from facebank.index.build import resolve_build
 from facebank.index.exact import unit_queries
-from facebank.index.manifest import load_array, read_manifest, verify_files
+from facebank.index.manifest import load_array, open_files, read_manifest, verify_files
 from facebank.index.picker import Picker, PickResult
 from facebank.labels import check_age, gender_name
 from facebank.pick.analyse import FaceAnalyser, ImageInput, PhotoFace  # numpy only: models load on first use
@@ -148,8 +148,9 @@ class FaceBank:
         self.build_dir = resolve_build(build, out=out)
         self.manifest = read_manifest(self.build_dir)
         # Every file the picker reads is checked against the manifest before it is loaded, so a
-        # tampered, truncated or swapped file is refused here instead of deciding a pick.
-        verify_files(self.build_dir, self.manifest)
+        # tampered, truncated or swapped file is refused here instead of deciding a pick (XXH3-128,
+        # streamed; sha256 for version-1 builds). FAISS indexes are checked when first read.
+        verify_files(self.build_dir, self.manifest, open_files(self.manifest))
         self.bank_path = Path(bank or self.manifest["bank"]["path"])
         self.bank = open_bank(self.bank_path)
         self._bank_stat = self._stat()
@@ -423,6 +424,7 @@ class FaceBank:
         cand = []
         for s in spaces:
             if s not in self._faiss:
+                verify_files(self.build_dir, self.manifest, [f"index.{s}.faiss"])
                 self._faiss[s] = faiss.read_index(str(self.build_dir / f"index.{s}.faiss"))
             q = np.stack([np.asarray(f[s], dtype=np.float32) for f in queries])
             q = -q / np.linalg.norm(q, axis=1, keepdims=True)  # most similar to -q = least similar to q
