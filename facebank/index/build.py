@@ -30,7 +30,7 @@ from facebank._io.deps import require
 from facebank._io.checksum import file_digests
 from facebank.config import DEFAULT_BUILDS
 from facebank.errors import ConfigError, IndexBuildError, InputError, StaleIndex, UnknownSpace
-from facebank._io.files import atomic_write_json
+from facebank._io.files import atomic_write_json, pid_alive
 from facebank.index import groups as G
 from facebank.index.manifest import FAST, FORMAT_VERSION, KIND, read_manifest, verify_all
 
@@ -148,6 +148,7 @@ def build_index(
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise InputError(f"cannot write in {out}: read-only location")
+    remove_dead_temps(out)
     with open_bank(bank_path) as bank:
         spaces = list(spaces) if spaces else bank.spaces
         if not spaces:
@@ -201,6 +202,27 @@ def build_index(
     if make_current:
         use_build(final)
     return final
+
+
+def remove_dead_temps(out: Path) -> list[Path]:
+    """Remove what a killed build left in `out`: `.tmp-<build>-<pid>/` folders and `.current.<pid>`
+    links whose pid is not alive (a live build's are never touched)."""
+    removed = []
+    for p in out.iterdir():
+        name = p.name
+        if name.startswith(".tmp-"):
+            pid = name.rsplit("-", 1)[-1]
+        elif name.startswith(f".{CURRENT}."):
+            pid = name[len(CURRENT) + 2:]
+        else:
+            continue
+        if pid.isdigit() and not pid_alive(int(pid)):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def _usable_rows(bank, bank_path, spaces: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
