@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "pid_alive"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int = 0o644) -> Path:
@@ -42,3 +42,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, data, *, indent: int = 2) -> Path:
     """`data` as sorted, indented JSON with a final newline."""
     return atomic_write_text(path, json.dumps(data, indent=indent, sort_keys=True, default=str) + "\n")
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this id exists (or may: another user's). For temporary names
+    that carry their writer's pid: only a dead writer's leftovers may be removed."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

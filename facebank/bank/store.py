@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 
 from facebank.bank import schema
+from facebank.bank.rows import VectorRows
 from facebank.errors import BankClosed, BankError, InputError, SchemaVersionError, UnknownFace, UnknownSpace
 
 __all__ = ["Bank", "Face", "check_header", "open_bank"]
@@ -120,6 +121,7 @@ class Bank:
         self._image = faces["image"]
         self._groups = {s: self._f["embeddings"][s] for s in self._f["embeddings"]}
         self._vec = {s: g["vectors"] for s, g in self._groups.items()}
+        self._rows: dict[str, VectorRows] = {}  # one-row reads from the fragments (`vector`)
         self._cols: dict[str, np.ndarray] = {}
         self._closed = False
 
@@ -228,10 +230,15 @@ class Bank:
         return self._space(space)["present"][:]
 
     def vector(self, space: str, row: int) -> np.ndarray:
+        """One row's stored vector, read from its fragment (~5 us; ~86 us through the virtual dataset)."""
         self._live()
-        if space not in self._vec:
-            self._space(space)
-        return self._vec[space][row]
+        reader = self._rows.get(space)
+        if reader is None:
+            vec = self._space(space)["vectors"]
+            reader = self._rows[space] = VectorRows(self.path, self.manifest, space, int(vec.shape[1]))
+        if not 0 <= int(row) < len(self):
+            raise UnknownFace(f"row {row} is outside the bank (0..{len(self) - 1})")
+        return reader[row]
 
     # -- one face --
     def row(self, face_id: str) -> int:
@@ -294,6 +301,9 @@ class Bank:
 
     def close(self) -> None:
         self._closed = True
+        for reader in self._rows.values():
+            reader.close()
+        self._rows.clear()
         self._f.close()
 
     def __enter__(self) -> Bank:

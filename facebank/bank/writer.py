@@ -33,6 +33,7 @@ import numpy as np
 from facebank.bank import schema
 from facebank.bank.commit import CommitState, commit_pending
 from facebank.bank.layout import empty_manifest, file_sha256, fragment_dir, read_manifest, write_top
+from facebank.bank.leftovers import quarantine_corrupt_batches, remove_temp_files
 from facebank.bank.records import FaceRecord, Rejection
 from facebank.bank.store import check_header
 from facebank.errors import BankError, BankLockedError, InputError
@@ -97,20 +98,28 @@ class BankWriter:
         self.path = Path(path)
         self.batch_size = batch_size
         self.commit_every = commit_every
-        if not self.path.exists():
-            if not create:
-                raise InputError(f"bank {self.path} does not exist")
-            create_bank(self.path)
+        if not self.path.exists() and not create:
+            raise InputError(f"bank {self.path} does not exist")
         _check_writable_dir(self.path.parent)
-        if not os.access(self.path, os.W_OK):
+        if self.path.exists() and not os.access(self.path, os.W_OK):
             raise InputError(f"bank {self.path} is read-only")
         self.pending_dir = Path(f"{self.path}.pending")
+        # The lock comes first, creation after: whatever temporary file is left beside the bank
+        # then belongs to a dead writer, and the lock holder may delete it.
         self._lock_fh = open(f"{self.path}.lock", "a+")
         try:
             fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock_fh.close()
             raise BankLockedError(f"another process is writing to {self.path}") from None
+        try:
+            remove_temp_files(self.path, self.pending_dir)
+            if not self.path.exists():
+                create_bank(self.path)
+            quarantine_corrupt_batches(self.pending_dir)
+        except BaseException:
+            self._unlock()
+            raise
         self._batch = PendingBatch()
         self._last_ns = 0
         self._since_commit = 0

@@ -27,12 +27,12 @@ from facebank._version import __version__
 from facebank.bank import open_bank
 from facebank.bank.schema import STATUS_ANNOTATED
 from facebank._io.deps import require
-from facebank._io.download import sha256_file
+from facebank._io.checksum import file_digests
 from facebank.config import DEFAULT_BUILDS
 from facebank.errors import ConfigError, IndexBuildError, InputError, StaleIndex, UnknownSpace
-from facebank._io.files import atomic_write_json
+from facebank._io.files import atomic_write_json, pid_alive
 from facebank.index import groups as G
-from facebank.index.manifest import FORMAT_VERSION, KIND, read_manifest
+from facebank.index.manifest import FAST, FORMAT_VERSION, KIND, read_manifest, verify_all
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 _BLOCK_ROWS = 65536  # rows per read when an index build streams a space's vectors
@@ -152,6 +152,7 @@ def build_index(
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise InputError(f"cannot write in {out}: read-only location")
+    remove_dead_temps(out)
     with open_bank(bank_path) as bank:
         spaces = list(spaces) if spaces else bank.spaces
         if not spaces:
@@ -186,8 +187,7 @@ def build_index(
                          "faces": len(bank), "writer": bank.writer},
                 "rows": int(len(rows)), "excluded": excluded, "groups": counts,
                 "age_groups": list(G.AGE_GROUPS), "spaces": space_meta,
-                "files": {"rows.npy": sha256_file(tmp / "rows.npy"), "ids.npy": sha256_file(tmp / "ids.npy"),
-                          "groups.npy": sha256_file(tmp / "groups.npy")},
+                **checksums(tmp, ["rows.npy", "ids.npy", "groups.npy"]),
                 "versions": _versions(),
             }
             # The default secret of keyed picks: the same (photo, face) key gives the same target
@@ -206,6 +206,27 @@ def build_index(
     if make_current:
         use_build(final)
     return final
+
+
+def remove_dead_temps(out: Path) -> list[Path]:
+    """Remove what a killed build left in `out`: `.tmp-<build>-<pid>/` folders and `.current.<pid>`
+    links whose pid is not alive (a live build's are never touched)."""
+    removed = []
+    for p in out.iterdir():
+        name = p.name
+        if name.startswith(".tmp-"):
+            pid = name.rsplit("-", 1)[-1]
+        elif name.startswith(f".{CURRENT}."):
+            pid = name[len(CURRENT) + 2:]
+        else:
+            continue
+        if pid.isdigit() and not pid_alive(int(pid)):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def _usable_rows(bank, bank_path, spaces: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -237,7 +258,7 @@ def _write_space(tmp: Path, bank, rows: np.ndarray, s: str, info: dict, thr: dic
         "threshold": thr["value"], "threshold_source": thr["source"],
         "threshold_calibration": thr.get("calibration"),
         "index": {"type": kind, "faiss_class": _faiss_name(kind), "params": params},
-        "files": files,
+        **files,
     }
 
 
@@ -247,7 +268,7 @@ def write_space_files(tmp: Path, s: str, read: Callable[[int, int], np.ndarray],
 
     Peak memory is the FAISS index plus one block: the bank's vectors are never held twice (a
     whole read, then a fancy-indexed copy, then the index's own copy was 3x the vectors).
-    Returns (index params, {file name: sha256}).
+    Returns (index params, {"files": {name: sha256}, "xxh3_128": {name: xxh3}}).
     """
     faiss = require("faiss")
 
@@ -261,7 +282,13 @@ def write_space_files(tmp: Path, s: str, read: Callable[[int, int], np.ndarray],
             fh.write(vectors.tobytes())
             index.add(vectors)
     faiss.write_index(index, str(tmp / f"index.{s}.faiss"))
-    return params, {f"vectors.{s}.npy": sha256_file(path), f"index.{s}.faiss": sha256_file(tmp / f"index.{s}.faiss")}
+    return params, checksums(tmp, [path.name, f"index.{s}.faiss"])
+
+
+def checksums(folder: Path, names: list[str]) -> dict:
+    """The manifest's `files` (sha256) and `xxh3_128` entries of `names`, one read per file."""
+    digests = {name: file_digests(folder / name) for name in names}
+    return {"files": {n: d[0] for n, d in digests.items()}, FAST: {n: d[1] for n, d in digests.items()}}
 
 
 def _faiss_name(kind: str) -> str:
@@ -307,11 +334,7 @@ def verify_build(build_dir: str | os.PathLike, *, bank_path: str | None = None, 
     """
     build_dir = Path(build_dir)
     m = read_manifest(build_dir)
-    for name, digest in {**m["files"], **{k: v for s in m["spaces"].values() for k, v in s["files"].items()}}.items():
-        if not (build_dir / name).is_file():
-            raise IndexBuildError(f"{build_dir}: {name} is missing")
-        if sha256_file(build_dir / name) != digest:
-            raise IndexBuildError(f"{build_dir}: {name} does not match its checksum in the manifest")
+    verify_all(build_dir, m)
     bank_path = bank_path or m["bank"]["path"]
     with open_bank(bank_path) as bank:
         if bank.content_hash != m["bank"]["content_hash"]:

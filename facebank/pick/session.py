@@ -22,7 +22,7 @@ from facebank.errors import BankClosed, BankError, IndexBuildError, InputError, 
 from facebank.index import groups as G
 from facebank.index.build import resolve_build
 from facebank.index.exact import unit_queries
-from facebank.index.manifest import load_array, read_manifest, verify_files
+from facebank.index.manifest import load_array, open_files, read_manifest, verify_files
 from facebank.index.picker import Picker, PickResult
 from facebank.labels import check_age, gender_name
 from facebank.pick.analyse import FaceAnalyser, ImageInput, PhotoFace  # numpy only: models load on first use
@@ -114,6 +114,40 @@ def _as_query(embedding, space: str | None, spaces: list[str]) -> dict[str, np.n
     return query
 
 
+_F32_MARGIN = 2e-4  # > 3 x gamma_512 = 3 x 512 * 2**-24 / (1 - 512 * 2**-24) ~ 9.2e-5, see _clearly_below
+
+
+def _clearly_below(q, v: np.ndarray, t: float) -> bool:
+    """True when cos(q, v) is certainly <= t - a margin, from three float32 dot products (~6 us).
+
+    A float32 dot of n terms is within gamma_n * |q| |v| of the exact one in any summation order
+    (gamma_n = n u / (1 - n u), u = 2**-24; Cauchy-Schwarz bounds the sum of |q_i v_i|), so for
+    d <= 512 the estimate q.v / |q| is within 2 gamma_n |v| of the exact cosine times |v|. Anything
+    near the threshold, or a query whose squares overflow or underflow float32, returns False and
+    is decided exactly (`_unit64`, then the correctly rounded sum)."""
+    if type(q) is not np.ndarray or q.dtype != np.float32 or q.shape != v.shape or len(v) > 512:
+        return False
+    with np.errstate(over="ignore", invalid="ignore"):  # a huge query: inf here, then the exact path
+        qq, vv = float(np.dot(q, q)), float(np.dot(v, v))
+    if not (1e-30 < qq < 1e30 and 1e-30 < vv < 1e30):
+        return False
+    return float(np.dot(q, v)) / math.sqrt(qq) <= t - _F32_MARGIN * math.sqrt(vv)
+
+
+def _unit64(q, space: str, dim: int) -> np.ndarray:
+    """The float32 unit row `unit_queries` gives (the one the picker decided with), as float64.
+
+    A float32/float16 (dim,) query takes unit_queries' own arithmetic inline (same bits, a third
+    of the time: this runs for every returned target); anything else goes through it."""
+    a = np.asarray(q)
+    if a.dtype.kind == "f" and a.dtype.itemsize <= 4 and a.shape == (dim,):
+        a = a.astype(np.float64)
+        ss = float(np.dot(a, a))
+        if 1e-280 < ss < math.inf:
+            return (a * (1.0 / math.sqrt(ss))).astype(np.float32).astype(np.float64)
+    return unit_queries(q, space=space, dim=dim)[0].astype(np.float64)
+
+
 def check_threshold(value, space: str) -> float:
     """A cosine threshold, finite and in [-1, 1] (the same rule as the CLI and index builds)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
@@ -151,8 +185,9 @@ class FaceBank:
         self.build_dir = resolve_build(build, out=out)
         self.manifest = read_manifest(self.build_dir)
         # Every file the picker reads is checked against the manifest before it is loaded, so a
-        # tampered, truncated or swapped file is refused here instead of deciding a pick.
-        verify_files(self.build_dir, self.manifest)
+        # tampered, truncated or swapped file is refused here instead of deciding a pick (XXH3-128,
+        # streamed; sha256 for version-1 builds). FAISS indexes are checked when first read.
+        verify_files(self.build_dir, self.manifest, open_files(self.manifest))
         self.bank_path = Path(bank or self.manifest["bank"]["path"])
         self.bank = open_bank(self.bank_path)
         self._bank_stat = self._stat()
@@ -218,16 +253,21 @@ class FaceBank:
         of the query, is the build's, and is within the threshold of every query face.
 
         The picker decides on the build's vectors; this makes the guarantee rest on the bank's.
+        The bank's row is read from its fragment (~5 us), so the check costs a few microseconds.
         """
         for s, t in thresholds.items():
-            stored = np.asarray(self.bank.vector(s, bank_row), dtype=np.float32)
-            if not np.array_equal(stored, self._vectors[s][index_row]):
+            stored = self.bank.vector(s, bank_row)
+            if stored.tobytes() != self._vectors[s][index_row].tobytes():
                 raise StaleIndex(f"{self.build_dir}: vectors.{s}.npy row {index_row} differs from the bank's vector "
                                  f"of face {self.bank.ids[bank_row]}; rebuild the index")
-            v = stored.astype(np.float64)
-            bound = len(v) * 2.0**-52  # |float64 dot - exact| for unit rows of float32 values
+            v = None
             for q in queries:
-                u = unit_queries(q[s], space=s, dim=len(v))[0].astype(np.float64)
+                if _clearly_below(q[s], stored, t):
+                    continue
+                if v is None:
+                    v = stored.astype(np.float64)
+                    bound = len(v) * 2.0**-52  # |float64 dot - exact| for unit rows of float32 values
+                u = _unit64(q[s], s, len(v))
                 sim = float(u @ v)
                 if sim > t - bound:  # near or above the threshold: decide on the correctly rounded sum
                     sim = math.fsum((u * v).tolist())  # float32 products are exact in float64
@@ -444,6 +484,7 @@ class FaceBank:
         cand = []
         for s in spaces:
             if s not in self._faiss:
+                verify_files(self.build_dir, self.manifest, [f"index.{s}.faiss"])
                 self._faiss[s] = faiss.read_index(str(self.build_dir / f"index.{s}.faiss"))
             q = np.stack([np.asarray(f[s], dtype=np.float32) for f in queries])
             q = -q / np.linalg.norm(q, axis=1, keepdims=True)  # most similar to -q = least similar to q
