@@ -130,3 +130,38 @@ def test_generate_killed_resumes_at_first_missing_seed(stylegan_fixtures, tmp_pa
         assert sorted(got.ids) == sorted(want.ids) and len(set(got.ids)) == 48
         assert sorted(got.column("source_id")) == sorted(want.column("source_id"))
         assert have <= set(want.column("source_id"))
+
+
+SLOW_EMBED = """
+import os, signal, sys, time
+import numpy as np
+from facebank.bank import BankWriter, open_bank
+bank = sys.argv[1]
+with open_bank(bank) as b:
+    ids = list(b.column("id"))
+info = {"model": "slow", "sha256": "ab" * 32, "dim": 4}
+w = BankWriter(bank, create=False, flush_seconds=0.3)
+for i, fid in enumerate(ids[:5]):  # one vector every 0.1 s: far from 256 vectors, past 0.3 s by the 4th
+    w.set_embeddings("slow", info, [fid], np.full((1, 4), 0.5, np.float32))
+    time.sleep(0.1)
+print("BUFFERED", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # no close(), no commit: only what the time bound flushed
+"""
+
+
+def test_a_slow_stage_reaches_disk_by_time_and_survives_kill_minus_9(small_bank, tmp_path):
+    from facebank.bank import copy_bank
+
+    bank = tmp_path / "b.h5"
+    copy_bank(small_bank, bank)
+    r = subprocess.run([sys.executable, "-c", SLOW_EMBED, str(bank)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == -signal.SIGKILL and "BUFFERED" in r.stdout, r.stderr
+    assert list((tmp_path / "b.h5.pending").glob("batch-*.h5"))  # flushed by time, not by count
+    with open_bank(bank) as b:
+        assert "slow" not in b.spaces  # not committed yet: readers never see a half state
+    with BankWriter(bank, create=False):  # the next writer applies what the killed one flushed
+        pass
+    with open_bank(bank) as b:
+        present = b.present("slow")
+        assert 3 <= present.sum() <= 5 and present[:present.sum()].all()
+        assert np.allclose(b.vectors("slow")[present], 0.5)

@@ -84,7 +84,8 @@ class BankWriter:
 
     Use as a context manager. `commit()` makes buffered work durable and visible to readers;
     leaving the context commits. Work is also flushed to a pending batch every `batch_size`
-    faces, and committed every `commit_every` faces, so a kill loses at most one batch.
+    faces (or once buffered work is `flush_seconds` old), and committed every `commit_every`
+    faces, so a kill loses at most one batch.
     """
 
     def __init__(
@@ -94,10 +95,13 @@ class BankWriter:
         create: bool = True,  # create the bank if it does not exist
         batch_size: int = 64,  # faces per pending batch file
         commit_every: int = 2048,  # faces between automatic commits (each writes one fragment)
+        flush_seconds: float = 10.0,  # buffered work older than this is flushed: a kill loses at most that
     ):
         self.path = Path(path)
         self.batch_size = batch_size
         self.commit_every = commit_every
+        self.flush_seconds = flush_seconds
+        self._buffered_since: float | None = None  # monotonic time of the oldest unflushed work
         if not self.path.exists() and not create:
             raise InputError(f"bank {self.path} does not exist")
         _check_writable_dir(self.path.parent)
@@ -186,7 +190,7 @@ class BankWriter:
         self._known.add(record.content_sha256)
         self._batch.add_face(record)
         self._since_commit += 1
-        if len(self._batch.faces) >= self.batch_size:
+        if len(self._batch.faces) >= self.batch_size or self._stale():
             self.flush()
         if self._since_commit >= self.commit_every:
             self.commit()
@@ -206,7 +210,7 @@ class BankWriter:
         """Buffer vectors (n, d) of `space` for existing face `ids`; `info` has model, sha256, dim."""
         self._batch.set_embeddings(space, info, ids, vectors)
         self._since_commit += len(ids)
-        if sum(len(v[1]) for v in self._batch.vectors.values()) >= self.batch_size * 4:
+        if sum(len(v[1]) for v in self._batch.vectors.values()) >= self.batch_size * 4 or self._stale():
             self.flush()
         if self._since_commit >= self.commit_every:
             self.commit()
@@ -215,7 +219,7 @@ class BankWriter:
         """Buffer new values of annotation columns (detection, crop, attributes) for existing `ids`."""
         self._batch.set_attributes(ids, columns)
         self._since_commit += len(ids)
-        if sum(len(a[0]) for a in self._batch.attributes) >= self.batch_size * 4:
+        if sum(len(a[0]) for a in self._batch.attributes) >= self.batch_size * 4 or self._stale():
             self.flush()
 
     def log(self, event: str, **fields) -> None:
@@ -232,8 +236,18 @@ class BankWriter:
         self._last_ns = max(time.time_ns(), self._last_ns + 1)
         return self.pending_dir / f"batch-{self._last_ns:020d}.h5"
 
+    def _stale(self) -> bool:
+        """True when buffered work has waited flush_seconds: slow stages (one embedding every
+        100 ms) then reach disk by time, not only every few hundred faces."""
+        now = time.monotonic()
+        if self._buffered_since is None:
+            self._buffered_since = now
+        return now - self._buffered_since >= self.flush_seconds
+
     def flush(self) -> None:
-        """Write buffered work as one pending batch file (atomic). Readers do not see it yet."""
+        """Write buffered work as one pending batch file (atomic). Readers do not see it yet; the
+        next commit, or the next writer to open the bank after a kill, applies it."""
+        self._buffered_since = None
         if self._batch.empty():
             return
         self.pending_dir.mkdir(exist_ok=True)
