@@ -272,7 +272,8 @@ def test_damaged_bank(built, tmp_path, case, command):
 
 def test_bank_path_is_a_directory(tmp_path):
     (tmp_path / "d.h5").mkdir()
-    assert_one_line(cli("info", "--bank", tmp_path / "d.h5"), 1, "BankError")
+    line = assert_one_line(cli("info", "--bank", tmp_path / "d.h5"), 2, "InputError")
+    assert "is a directory" in line
 
 
 BUILD_DAMAGE = {

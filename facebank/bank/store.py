@@ -92,6 +92,13 @@ class Face:
         return decode_image(self.image_bytes(), name=self.id)
 
 
+def refuse_directory(path: Path) -> None:
+    """InputError for a bank path that is a folder (HDF5's own message is a C error dump)."""
+    if path.is_dir():
+        raise InputError(f"bank {path} is a directory; a bank is an .h5 file (its fragments sit in "
+                         f"{path.name}.d/ beside it)")
+
+
 class Bank:
     """A bank opened for reading. Cheap to keep open; reuse it across calls."""
 
@@ -99,6 +106,7 @@ class Bank:
         self.path = Path(path)
         if not self.path.exists():
             raise InputError(f"bank {self.path} does not exist")
+        refuse_directory(self.path)
         try:
             self._f = h5py.File(self.path, "r")
         except OSError as exc:

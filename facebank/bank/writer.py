@@ -35,7 +35,7 @@ from facebank.bank.commit import CommitState, commit_pending
 from facebank.bank.layout import empty_manifest, file_sha256, fragment_dir, read_manifest, write_top
 from facebank.bank.leftovers import quarantine_corrupt_batches, remove_temp_files
 from facebank.bank.records import FaceRecord, Rejection
-from facebank.bank.store import check_header
+from facebank.bank.store import check_header, refuse_directory
 from facebank.errors import BankError, BankLockedError, InputError
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,7 @@ class BankWriter:
         self._buffered_since: float | None = None  # monotonic time of the oldest unflushed work
         if not self.path.exists() and not create:
             raise InputError(f"bank {self.path} does not exist")
+        refuse_directory(self.path)
         _check_writable_dir(self.path.parent)
         if self.path.exists() and not os.access(self.path, os.W_OK):
             raise InputError(f"bank {self.path} is read-only")
