@@ -12,6 +12,8 @@ examples are the same on every run.
 
 from __future__ import annotations
 
+from facebank.cli.common import read_envelope
+
 import csv
 import io
 import json
@@ -514,5 +516,5 @@ def test_fuzz_generated_photos_ingest_cli(real_export, real_json_face, tmp_path_
     r = cli("ingest", "generated-photos", root, "--bank", root / "bank.h5", "--workers", "1", "--json")
     assert_clean(r)
     if r.exit_code == 0:
-        out = json.loads(r.stdout)
+        out = read_envelope(r.stdout, "ingest generated-photos")
         assert out["added"] + out["already_in_bank"] + sum(out["rejected"].values()) == out["items"], out

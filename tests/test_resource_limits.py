@@ -5,6 +5,8 @@ the CLI run in a fresh subprocess by a small wrapper, so nothing else this test 
 
 from __future__ import annotations
 
+from facebank.cli.common import read_envelope
+
 import json
 import struct
 import subprocess
@@ -72,7 +74,7 @@ def test_bomb_in_the_cli(tmp_path):
     r = CliRunner().invoke(app, ["ingest", "folder", str(folder), "--bank", str(tmp_path / "b.h5"), "--json",
                                  "--workers", "1"])
     assert r.exit_code == 0, r.stderr
-    out = json.loads(r.stdout)
+    out = read_envelope(r.stdout, "ingest folder")
     assert out["rejected"] == {"unreadable": 1} and "too large" in out["rejected_items"][0]["detail"]
     r = CliRunner().invoke(app, ["pick", "--image", str(folder / "bomb.png"), "--build", str(tmp_path / "nobuild")])
     lines = [x for x in r.stderr.splitlines() if x.strip()]
