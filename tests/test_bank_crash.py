@@ -67,7 +67,7 @@ def _run_and_kill(args: list[str], after_items: int) -> int:
         proc.stdout.close()
     assert not done and proc.returncode == -signal.SIGKILL, f"the child finished before the kill ({seen} items)"
     assert seen == after_items
-    _, alive = psutil.wait_procs(children, timeout=15)
+    _, alive = psutil.wait_procs(children, timeout=60)  # workers still importing exit once their initializer runs
     assert not alive, f"workers outlived their killed parent: {[c.pid for c in alive]}"
     return seen
 

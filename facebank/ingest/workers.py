@@ -26,7 +26,10 @@ _worker = None
 def exit_with_parent() -> None:
     """In a worker: exit when the parent process is gone (a kill -9 of the parent would otherwise
     leave its spawned workers waiting forever on a queue whose other end they hold themselves)."""
-    parent = os.getppid()
+    # The parent's pid as spawn recorded it, not getppid() now: a worker still importing when the
+    # parent was killed would read its new parent (init) here and then wait forever.
+    spawned_by = multiprocessing.parent_process()
+    parent = spawned_by.pid if spawned_by is not None else os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
