@@ -17,6 +17,7 @@ import pytest
 
 from facebank.bank import BankWriter, FaceRecord, Rejection, compact_bank, copy_bank, open_bank, upgrade_bank
 from facebank.bank import schema
+from facebank.bank.layout import fragment_files
 from facebank.errors import BankError, SchemaVersionError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +65,11 @@ def _assert_same(a: dict, b: dict) -> None:
             assert a[k] == b[k], k
 
 
+def _manifest(bank: Path) -> dict:
+    with h5py.File(bank, "r") as f:
+        return json.loads(f.attrs["manifest"])
+
+
 def test_commit_writes_only_a_new_fragment(tmp_path):
     bank = tmp_path / "b.h5"
     with BankWriter(bank, batch_size=4, commit_every=8) as w:
@@ -71,21 +77,42 @@ def test_commit_writes_only_a_new_fragment(tmp_path):
         for i in range(24):
             w.add_face(_record(i, size=20_000))
     before = _frag_files(bank)
-    assert len(before) == 3  # one fragment per commit
+    frags = _manifest(bank)["fragments"]
+    assert len(frags) == 3  # one fragment per commit, each linking the 2 batch files that hold its images
+    assert [len(fr["refs"]) for fr in frags] == [2, 2, 2]
+    assert set(before) == {n for fr in frags for n in [fr["name"], *(r["name"] for r in fr["refs"])]}
     with BankWriter(bank, batch_size=4, commit_every=8) as w:
         w.register_space("s", INFO)
         for i in range(24, 32):
             w.add_face(_record(i, size=20_000))
     after = _frag_files(bank)
     assert {k: after[k] for k in before} == before, "existing fragments were not touched (inode, mtime, size)"
-    (new,) = set(after) - set(before)
-    added = 8 * (20_004 + 112 * 112 * 3)
-    assert after[new][2] < added * 1.2 + 300_000, "the commit wrote about what it added"
+    (entry,) = [fr for fr in _manifest(bank)["fragments"] if fr["name"] not in before]
+    assert set(after) - set(before) == {entry["name"], *(r["name"] for r in entry["refs"])}
+    assert after[entry["name"]][2] < 8 * 112 * 112 * 3 * 1.2 + 300_000, "the commit copied no image"
+    assert sum(after[r["name"]][2] for r in entry["refs"]) > 8 * 20_004, "the images are in the linked batch files"
     assert bank.stat().st_size < 200_000, "the top file stays small"
     with open_bank(bank) as b:
         assert len(b) == 32 and b.face(_record(30, size=20_000).id).image_bytes() == _record(30, size=20_000).image
         assert list(b.present("s")) == [bool(i % 3) for i in range(32)]
         np.testing.assert_array_equal(b.vectors("s")[0], np.zeros(8, np.float32))  # no vector: zeros
+    with h5py.File(bank, "r") as f:  # plain h5py reads the images through both levels of virtual datasets
+        assert json.loads(f.attrs["required_features"]) == ["fragment-refs"]
+        assert [bytes(x) for x in f["faces/image"][:]] == [_record(i, size=20_000).image for i in range(32)]
+
+
+def test_copy_images_writes_them_into_the_commit_fragment(tmp_path):
+    """copy_images=True: the layout before fragment-refs, which older readers open."""
+    bank = tmp_path / "b.h5"
+    with BankWriter(bank, batch_size=4, commit_every=8, copy_images=True) as w:
+        w.register_space("s", INFO)
+        for i in range(16):
+            w.add_face(_record(i, size=20_000))
+    frags = _manifest(bank)["fragments"]
+    assert len(frags) == len(_frag_files(bank)) == 2 and not any("refs" in fr for fr in frags)
+    with h5py.File(bank, "r") as f:
+        assert json.loads(f.attrs["required_features"]) == []
+        assert [bytes(x) for x in f["faces/image"][:]] == [_record(i, size=20_000).image for i in range(16)]
 
 
 def test_updates_copy_only_their_columns(tmp_path):
@@ -163,6 +190,48 @@ def test_compact_keeps_content_and_hash(tmp_path):
     with BankWriter(bank) as w:  # and the bank stays writable
         w.add_face(_record(99))
     assert len(open_bank(bank)) == 23
+
+
+def test_image_refs_skip_duplicates_and_live_and_go_with_their_fragment(tmp_path):
+    """A batch whose faces are partly in the bank already is linked whole, and the virtual image
+    column maps only its new rows; a missing linked file is refused; copy and compact carry the
+    images (compact into its merged fragments, so the small linked files go)."""
+    from facebank.bank.writer import PendingBatch
+
+    bank = tmp_path / "b.h5"
+    with BankWriter(bank) as w:
+        w.register_space("s", INFO)
+        for i in (0, 1):
+            w.add_face(_record(i))
+    with BankWriter(bank) as w:  # a worker's batch: 1 (in the bank), 2, 1 again, 3, 2 again
+        batch = PendingBatch({"s": INFO})
+        for i in (1, 2, 1, 3, 2):
+            batch.add_face(_record(i))
+        w.work_dir().mkdir(parents=True)
+        batch.write(w.work_dir() / "batch-w.h5")
+        from facebank._io.checksum import xxh3_file
+
+        w.adopt("batch-w.h5", xxh3_file(w.work_dir() / "batch-w.h5"))
+    want = [_record(i).image for i in range(4)]
+    with h5py.File(bank, "r") as f:
+        assert [bytes(x) for x in f["faces/image"][:]] == want
+        assert list(f["faces/source_id"].asstr()[:]) == [f"face{i}.png" for i in range(4)]
+    frags = _manifest(bank)["fragments"]
+    assert [len(fr.get("refs", [])) for fr in frags] == [1, 1]
+    copy = copy_bank(bank, tmp_path / "copy.h5")
+    with open_bank(copy) as b:
+        assert [b.image_bytes(r) for r in range(4)] == want
+    snapshot = _snapshot(bank)
+    compact_bank(bank, target_rows=100)
+    _assert_same(snapshot, _snapshot(bank))
+    (frag,) = _manifest(bank)["fragments"]
+    assert "refs" not in frag and set(_frag_files(bank)) == {frag["name"]}
+    with h5py.File(bank, "r") as f:
+        assert json.loads(f.attrs["required_features"]) == []
+    ref = Path(f"{copy}.d") / _manifest(copy)["fragments"][1]["refs"][0]["name"]
+    ref.unlink()
+    with pytest.raises(BankError, match="lacks 1 fragment file"):
+        open_bank(copy)
 
 
 def test_compact_keeps_index_builds_valid(small_bank, tmp_path):
@@ -289,7 +358,7 @@ def test_kill_minus_9_during_commit_then_rerun_equals_uninterrupted(tmp_path):
     got = _snapshot(bank)
     _assert_same(want, got)
     with h5py.File(bank) as f:
-        live = {fr["name"] for fr in json.loads(f.attrs["manifest"])["fragments"]}
+        live = {n for fr in json.loads(f.attrs["manifest"])["fragments"] for n in fragment_files(fr)}
         live |= set(json.loads(f.attrs["manifest"])["retired"])
     assert set(_frag_files(bank)) == live, "orphan fragments of killed commits were removed"
     assert not list(Path(f"{bank}.pending").glob("*.h5"))
@@ -351,7 +420,7 @@ def test_kill_minus_9_during_upgrade_then_rerun_finishes(tmp_path):
     upgrade_bank(bank, target_rows=4)
     _assert_same(want, _snapshot(bank))
     with h5py.File(bank) as f:
-        live = {fr["name"] for fr in json.loads(f.attrs["manifest"])["fragments"]}
+        live = {n for fr in json.loads(f.attrs["manifest"])["fragments"] for n in fragment_files(fr)}
     assert set(_frag_files(bank)) == live
 
 
@@ -359,7 +428,7 @@ def test_worker_batches_are_adopted_in_the_drivers_order_and_stray_ones_never_co
     """The Ray engine's write path without Ray: other processes write batch files into the work folder
     with PendingBatch.write; the writer adopts them (checksum checked) in the order it is given, and what
     it never adopted (a complete file of a retried batch, a half-written .tmp) is deleted, not committed."""
-    from facebank.bank.layout import file_sha256
+    from facebank._io.checksum import xxh3_file
     from facebank.bank.writer import PendingBatch, work_dir
 
     bank = tmp_path / "bank.h5"
@@ -380,7 +449,7 @@ def test_worker_batches_are_adopted_in_the_drivers_order_and_stray_ones_never_co
         with pytest.raises(BankError, match="does not match its checksum"):
             w.adopt(names[0], "0" * 64)
         for name in reversed(names):  # input order: seeds 0-2, 3-5, 6-8
-            w.adopt(name, file_sha256(work / name))
+            w.adopt(name, xxh3_file(work / name))
         w.clear_work()
     with open_bank(bank) as b:
         assert list(b.column("source_id")) == [f"face{i}.png" for i in range(9)]

@@ -3,6 +3,12 @@
 Only new data is written: new faces, rejections and log lines as new row ranges, and for the
 updates (annotation columns, embedding vectors) of rows committed earlier, copy-on-write of just
 the updated columns of each affected row range. The existing fragments are never rewritten.
+
+The images, nearly all of a generated face's bytes (1.4 MB of PNG against ~40 kB for everything
+else), are not copied: each pending batch that adds faces is hard-linked beside the new fragment
+(its `refs`), and the fragment's `image` column is a virtual dataset over those files. A batch
+file (a Ray worker's or this writer's) is thus written once and read never by the commit, so one
+driver keeps up with many GPUs. `copy_images=True` copies them instead (no `fragment-refs`).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import h5py
 import numpy as np
 
 from facebank.bank import schema
-from facebank.bank.layout import FragmentWriter, fragment_dir, write_top
+from facebank.bank.layout import FragmentWriter, fragment_dir, fragment_files, write_top
 from facebank.errors import InputError
 
 __all__ = ["CommitState", "commit_pending"]
@@ -40,20 +46,31 @@ def _rej_keys(g: h5py.Group) -> list[tuple]:
     return list(zip(g["content_sha256"][:], g["source_id"].asstr()[:], g["stage"].asstr()[:]))
 
 
-def _append(ds: h5py.Dataset, values) -> None:
-    n = ds.shape[0]
-    ds.resize((n + len(values), *ds.shape[1:]))
-    if ds.dtype.kind == "O":
-        for i, v in enumerate(values):
+def _append(ds: h5py.Dataset, values, at: int | None = None) -> None:
+    """Write `values` after the dataset's rows, or over rows [at, at + len) of a dataset that has them."""
+    n = ds.shape[0] if at is None else at
+    if at is None:
+        ds.resize((n + len(values), *ds.shape[1:]))
+    if ds.dtype.kind == "O" and h5py.check_vlen_dtype(ds.dtype) not in (str, bytes):
+        for i, v in enumerate(values):  # vlen arrays one by one: h5py would stack equal-length ones
             ds[n + i] = v
     else:
-        ds[n:] = values
+        ds[n:n + len(values)] = values  # strings and fixed-size rows in one write
 
 
 def _take(ds: h5py.Dataset, keep: list[int]):
-    if ds.dtype.kind == "O":
-        return [ds[i] for i in keep]
-    return ds[:][keep]
+    return ds[:][keep]  # one read per column, vlen included (an object array)
+
+
+def _runs(rows: list[int]) -> list[tuple[int, int]]:
+    """Sorted row indices as [start, stop) runs of consecutive rows."""
+    out: list[list[int]] = []
+    for r in rows:
+        if out and out[-1][1] == r:
+            out[-1][1] = r + 1
+        else:
+            out.append([r, r + 1])
+    return [(a, b) for a, b in out]
 
 
 def _segments(manifest: dict) -> list[tuple[int, int]]:
@@ -71,13 +88,16 @@ def _drop(manifest: dict, table: str, start: int, stop: int, columns: set[str]) 
                 part["sums"] = {k: v for k, v in part["sums"].items() if k in part["columns"] or table != "faces"}
         frag["parts"] = [p for p in frag["parts"] if p["columns"] and not (p["table"].startswith("emb/") and
                                                                            not {"vectors", "present"} <= set(p["columns"]))]
-        (keep_frags if frag["parts"] else manifest["retired"]).append(frag if frag["parts"] else frag["name"])
+        if frag["parts"]:
+            keep_frags.append(frag)
+        else:
+            manifest["retired"].extend(fragment_files(frag))
     manifest["fragments"] = keep_frags
 
 
 class _Commit:
-    def __init__(self, bank: Path, state: CommitState):
-        self.bank, self.state = bank, state
+    def __init__(self, bank: Path, state: CommitState, copy_images: bool = False):
+        self.bank, self.state, self.copy_images = bank, state, copy_images
         self.m = copy.deepcopy(state.manifest)
         self.m["version"] += 1
         self.fw = FragmentWriter(fragment_dir(bank, self.m), self.m["version"])
@@ -86,13 +106,18 @@ class _Commit:
         self.attrs: list[tuple[int, str, object]] = []  # (row, column, value), in order
         self.vecs: dict[str, list[tuple[int, np.ndarray]]] = {}
         self.ids: list[str] = []
+        self.images: list[tuple[str, int, list[int]]] = []  # (batch file, its faces, rows kept), in row order
+        self.new_faces: dict[str, list[np.ndarray]] = {}  # column -> values of the new rows, per batch
 
     def _group(self, table: str, start: int) -> h5py.Group:
-        cols = list(schema.FACE_COLUMNS if table == "faces" else
-                    schema.REJECTION_COLUMNS if table == "rejections" else ["log"])
+        cols = list(schema.REJECTION_COLUMNS if table == "rejections" else ["log"])
         return self.fw.part(table, start, start, cols)
 
-    def add_batch(self, p: h5py.File) -> None:
+    def _face_columns(self) -> list[str]:
+        # Without copy_images, `image` is a virtual dataset over the batch files, made in `finish`.
+        return [c for c in schema.FACE_COLUMNS if self.copy_images or c != "image"]
+
+    def add_batch(self, p: h5py.File, path: str) -> None:
         st = self.state
         if "faces" in p:
             pf = p["faces"]
@@ -102,9 +127,14 @@ class _Commit:
                     keep.append(i)
                     seen.add(h)
             if keep:
-                self.faces = self.faces or self._group("faces", self.n0)
-                for name in schema.FACE_COLUMNS:
-                    _append(self.faces[name], _take(pf[name], keep))
+                # Held in memory and written once per commit: a dataset write per batch and column
+                # cost more than the data (~5 ms a face at 8 faces a batch).
+                whole = len(keep) == pf["id"].shape[0]
+                for name in self._face_columns():
+                    values = pf[name][:]
+                    self.new_faces.setdefault(name, []).append(values if whole else values[keep])
+                if not self.copy_images:
+                    self.images.append((path, pf["image"].shape[0], keep))
                 for h, fid in zip(pf["content_sha256"][keep], pf["id"][keep]):
                     st.shas.add(h.decode())
                     self.ids.append(fid.decode())
@@ -129,7 +159,7 @@ class _Commit:
                     self.attrs.extend((r, name, v) for r, v in zip(rows, values) if r >= 0)
         if "log" in p:
             self.log = self.log or self._group("log", self.m["rows"]["log"])
-            _append(self.log["log"], list(p["log"].asstr()[:]))
+            _append(self.log["log"], p["log"].asstr()[:].astype(object))
 
     def _space(self, space: str, info: dict) -> None:
         old = self.m["spaces"].get(space)
@@ -142,9 +172,14 @@ class _Commit:
 
     def finish(self, top: h5py.File | None) -> dict:
         n1 = self.n0 + len(self.ids)
-        for row, name, value in self.attrs:  # new rows: straight into the new part
-            if row >= self.n0:
-                self.faces[name][row - self.n0] = value
+        if self.new_faces:
+            columns = {name: np.concatenate(parts) for name, parts in self.new_faces.items()}
+            for row, name, value in self.attrs:  # new rows: straight into the new part
+                if row >= self.n0:
+                    columns[name][row - self.n0] = value
+            self.faces = self.fw.part("faces", self.n0, n1, list(columns))
+            for name, values in columns.items():
+                _append(self.faces[name], values, at=0)
         segments = _segments(self.m) + ([(self.n0, n1)] if n1 > self.n0 else [])
         starts = [s for s, _ in segments]
         by_seg: dict[int, dict[str, dict[int, object]]] = {}
@@ -160,6 +195,8 @@ class _Commit:
                 per.setdefault(bisect.bisect_right(starts, row) - 1, {})[row] = vec
             for seg, rows in sorted(per.items()):
                 self._rewrite_space(top, space, *segments[seg], rows)
+        if self.images:
+            self._image_refs()
         for part, table in ((self.faces, "faces"), (self.rej, "rejections"), (self.log, "log")):
             if part is not None:
                 entry = next(p for p in self.fw.parts if p["group"] == part.name.lstrip("/"))
@@ -167,6 +204,20 @@ class _Commit:
                 self.m["rows"][table] = entry["stop"]
                 self.fw.seal(part)
         return self.m
+
+    def _image_refs(self) -> None:
+        """The new rows' `image` column: a virtual dataset over the batch files, linked beside the fragment."""
+        dtype = schema.FACE_COLUMNS["image"][0]
+        layout = h5py.VirtualLayout(shape=(len(self.ids),), dtype=dtype)
+        row = 0
+        for path, n, keep in self.images:
+            source = h5py.VirtualSource(self.fw.link(path), "faces/image", shape=(n,), dtype=dtype)
+            for a, b in _runs(keep):  # rows of a batch that were already in the bank are skipped
+                layout[row:row + b - a] = source[a:b]
+                row += b - a
+        self.faces.create_virtual_dataset("image", layout, fillvalue=None)
+        entry = next(p for p in self.fw.parts if p["group"] == self.faces.name.lstrip("/"))
+        entry["columns"] = sorted([*entry["columns"], "image"])
 
     def _rewrite_columns(self, top, start: int, stop: int, cols: dict[str, dict[int, object]]) -> None:
         g = self.fw.part("faces", start, stop, list(cols))
@@ -194,16 +245,16 @@ class _Commit:
         self.fw.seal(g)
 
 
-def commit_pending(bank: Path, state: CommitState, pending: list[str]) -> None:
+def commit_pending(bank: Path, state: CommitState, pending: list[str], *, copy_images: bool = False) -> None:
     """Apply `pending` batch files as one new version of `bank`; updates `state` in place."""
     applied = set(state.manifest.get("applied_batches", []))
     todo = [p for p in pending if os.path.basename(p) not in applied]  # a kill after the switch
     if todo:
-        c = _Commit(bank, state)
+        c = _Commit(bank, state, copy_images)
         try:
             for name in todo:
                 with h5py.File(name, "r") as p:
-                    c.add_batch(p)
+                    c.add_batch(p, name)
             with h5py.File(bank, "r") as top:
                 manifest = c.finish(top)
             entry = c.fw.close()

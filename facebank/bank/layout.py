@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -19,10 +20,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from facebank._io.checksum import FAST, xxh3_file
 from facebank._version import __version__
 from facebank.bank import schema
 
-__all__ = ["FragmentWriter", "content_hash", "empty_manifest", "fragment_dir", "row_sum", "write_top"]
+__all__ = ["FragmentWriter", "content_hash", "empty_manifest", "fragment_dir", "fragment_files", "required_features",
+           "row_sum", "write_top"]
 
 HASH_TAG = b"facebank-bank-content-v2"
 HASHED_COLUMNS = ("id", "age", "gender", "status")  # and every space's vectors of present rows
@@ -37,6 +40,16 @@ def empty_manifest(dir_name: str) -> dict:
 
 def fragment_dir(bank: Path, manifest: dict) -> Path:
     return bank.parent / manifest["dir"]
+
+
+def fragment_files(fragment: dict) -> list[str]:
+    """The files a fragment's entry stands for: its own and the batch files its virtual parts read (`refs`)."""
+    return [fragment["name"], *(ref["name"] for ref in fragment.get("refs", []))]
+
+
+def required_features(manifest: dict) -> list[str]:
+    """What a reader must implement to read this version: `fragment-refs` once a fragment references files."""
+    return ["fragment-refs"] if any(fr.get("refs") for fr in manifest["fragments"]) else []
 
 
 def columns_of(table: str) -> dict:
@@ -111,6 +124,25 @@ class FragmentWriter:
         self.tmp = directory / f".{self.name}.tmp"
         self.f = h5py.File(self.tmp, "w", libver=("v110", "latest"))
         self.parts: list[dict] = []
+        self.refs: list[dict] = []  # files linked beside it that its virtual datasets read
+        self._seq = seq
+
+    def link(self, path: str | os.PathLike) -> str:
+        """Put the immutable file `path` beside the fragment (a hard link, or a copy where links fail)
+        under a fragment name of its own, for this fragment's virtual datasets; returns that name.
+
+        A link, not a move: until the new top file is switched to, `path` (a pending batch) must stay
+        where a re-run finds it; a killed commit leaves the link an orphan, which the next writer deletes.
+        """
+        name = f"frag-{self._seq:08d}-{uuid.uuid4().hex[:8]}.h5"
+        target = self.directory / name
+        try:
+            os.link(path, target)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(path, target)
+            _fsync_path(target)
+        self.refs.append({"name": name, "bytes": target.stat().st_size, FAST: xxh3_file(target)})
+        return name
 
     def part(self, table: str, start: int, stop: int, columns: dict, dim: int | None = None) -> h5py.Group:
         """Create the datasets of one part; returns its group (filled by the caller, then `seal`ed)."""
@@ -148,15 +180,19 @@ class FragmentWriter:
         _fsync_path(self.tmp)
         final = self.directory / self.name
         os.replace(self.tmp, final)
-        _fsync_path(self.directory)
-        return {"name": self.name, "bytes": final.stat().st_size, "sha256": file_sha256(final), "parts": self.parts}
+        _fsync_path(self.directory)  # also makes the links of `refs` durable
+        entry = {"name": self.name, "bytes": final.stat().st_size, "sha256": file_sha256(final), "parts": self.parts}
+        if self.refs:
+            entry["refs"] = self.refs
+        return entry
 
     def abort(self) -> None:
         try:
             self.f.close()
         finally:
-            if self.tmp.exists():
-                os.unlink(self.tmp)
+            for name in [self.tmp, *(self.directory / ref["name"] for ref in self.refs)]:
+                if os.path.exists(name):
+                    os.unlink(name)
 
 
 # -- the top file --
@@ -194,7 +230,7 @@ def write_top(bank: Path, manifest: dict, created: float) -> None:
         with h5py.File(tmp, "w", libver=("v110", "latest")) as f:
             f.attrs["format"] = schema.FORMAT
             f.attrs["schema_version"] = schema.SCHEMA_VERSION
-            f.attrs["required_features"] = json.dumps(sorted(schema.KNOWN_FEATURES))
+            f.attrs["required_features"] = json.dumps(required_features(manifest))
             f.attrs["writer"] = f"facebank {__version__}"
             f.attrs["created"] = created
             f.attrs["updated"] = time.time()

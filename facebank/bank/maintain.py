@@ -18,7 +18,7 @@ from pathlib import Path
 import h5py
 
 from facebank.bank import schema
-from facebank.bank.layout import FragmentWriter, empty_manifest, fragment_dir, read_manifest, write_top
+from facebank.bank.layout import FragmentWriter, empty_manifest, fragment_dir, fragment_files, read_manifest, write_top
 from facebank.bank.store import check_header
 from facebank.bank.v1 import SCHEMA_VERSION as V1
 from facebank.errors import BankError, BankLockedError, InputError
@@ -106,7 +106,7 @@ def _rewrite(bank: Path, f: h5py.File, manifest: dict, runs: list[tuple[int, int
 
 def _remove_unreferenced(bank: Path, manifest: dict) -> int:
     directory = fragment_dir(bank, manifest)
-    live = {fr["name"] for fr in manifest["fragments"]}
+    live = {name for fr in manifest["fragments"] for name in fragment_files(fr)}
     removed = 0
     for p in directory.iterdir() if directory.is_dir() else []:
         if p.name not in live and (p.name.startswith("frag-") or p.name.startswith(".frag-")):
@@ -194,11 +194,11 @@ def copy_bank(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     new.update(dir=f"{dst.name}.d", retired=[])
     out = fragment_dir(dst, new)
     out.mkdir(exist_ok=True)
-    for fr in manifest["fragments"]:
-        source = fragment_dir(src, manifest) / fr["name"]
+    for name in (name for fr in manifest["fragments"] for name in fragment_files(fr)):
+        source = fragment_dir(src, manifest) / name
         try:
-            os.link(source, out / fr["name"])
+            os.link(source, out / name)
         except OSError:
-            shutil.copyfile(source, out / fr["name"])
+            shutil.copyfile(source, out / name)
     write_top(dst, new, created)
     return dst

@@ -13,7 +13,9 @@ from facebank import labels
 
 FORMAT = "facebank-bank"
 SCHEMA_VERSION = 2  # 1: one file copied whole on every commit (facebank/bank/v1); 2: fragments
-KNOWN_FEATURES: frozenset[str] = frozenset()  # required features this reader understands
+# Required features this reader understands. `fragment-refs`: a fragment's virtual datasets read
+# batch files linked beside it (its `refs`): a commit references the images it adds instead of copying them.
+KNOWN_FEATURES: frozenset[str] = frozenset({"fragment-refs"})
 
 CROP_SIZE = 112
 GENDERS = labels.GENDERS  # stored as int8 codes 0, 1; -1 = unknown

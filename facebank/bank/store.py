@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 
 from facebank.bank import schema
+from facebank.bank.layout import fragment_files
 from facebank.bank.rows import VectorRows
 from facebank.errors import BankClosed, BankError, InputError, SchemaVersionError, UnknownFace, UnknownSpace
 
@@ -143,10 +144,12 @@ class Bank:
         manifest = _json_attr(self._f, "manifest", self.path, "null", dict)
         frags = manifest.get("fragments")
         if not isinstance(manifest.get("dir"), str) or not isinstance(frags, list) or not all(
-                isinstance(fr, dict) and isinstance(fr.get("name"), str) for fr in frags):
+                isinstance(fr, dict) and isinstance(fr.get("name"), str) and isinstance(fr.get("refs", []), list)
+                and all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in fr.get("refs", []))
+                for fr in frags):
             raise BankError(f"{self.path}: attribute manifest lacks a valid dir or fragments list")
         directory = self.path.parent / manifest["dir"]
-        missing = [fr["name"] for fr in frags if not (directory / fr["name"]).is_file()]
+        missing = [name for fr in frags for name in fragment_files(fr) if not (directory / name).is_file()]
         if missing:
             raise BankError(f"{self.path} lacks {len(missing)} fragment file(s) in {directory}, e.g. {missing[0]}; "
                             f"a bank is its file and that folder (copy both, or use facebank.bank.copy_bank)")

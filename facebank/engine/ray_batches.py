@@ -4,8 +4,9 @@ Worker side (`write_runs`): an actor's results for one Ray Data batch are split 
 consecutive input indices; each run is written, with the local engine's own code (the same
 `store_*` helper as locally, into a `PendingBatch`), as one complete batch file in the bank's
 work folder `<bank>.pending/work/` (temporary name, fsync, rename: a worker killed mid-write
-leaves only a `.tmp` file). Only the file's name, sha256, input count and the run's counts go
-back to the driver, on the run's first row.
+leaves only a `.tmp` file). Only the file's name, XXH3-128 checksum, input count and the run's counts go
+back to the driver, on the run's first row. The driver's commit links that file into the
+bank (commit.py) rather than copying its images, so a file is written once, by its worker.
 
 Driver side (`Committer`): results come back in input order (`ray_cluster.ordered`), so the
 driver adopts the runs in input order and commits every `commit_every` faces, and the bank has
@@ -20,7 +21,7 @@ import uuid
 from collections.abc import Callable
 
 from facebank.bank import BankWriter
-from facebank.bank.layout import file_sha256
+from facebank._io.checksum import xxh3_file
 from facebank.bank.writer import PendingBatch, work_dir
 from facebank.engine.ray_cluster import outputs
 
@@ -33,7 +34,7 @@ def write_runs(bank_path: str, index, results: list, store: Callable, new_summar
 
     `store(batch, summary, result)` writes and counts one result (the local engine's helper);
     `metas[k]`: the workers (ray_cluster.worker_meta) that made result k;
-    returns the `{"i", "job"}` rows: the run's file, sha256, input count, counts and workers
+    returns the `{"i", "job"}` rows: the run's file, XXH3-128, input count, counts and workers
     on each run's first row, None on the others.
     """
     index = [int(i) for i in index]
@@ -52,7 +53,7 @@ def write_runs(bank_path: str, index, results: list, store: Callable, new_summar
         name = f"batch-{uuid.uuid4().hex}.h5"
         batch.write(directory / name)
         workers = list({(m["node"], m["pid"]): m for m in (m for j in run for m in metas[j])}.values())
-        out[run[0]] = {"name": name, "sha256": file_sha256(directory / name), "n": len(run), "summary": summary,
+        out[run[0]] = {"name": name, "xxh3": xxh3_file(directory / name), "n": len(run), "summary": summary,
                        "workers": workers}
         run = []
     return outputs({"i": index}, out)
@@ -88,7 +89,7 @@ class Committer:
         """One row of `ordered` results: a run's first row adopts its file; the others carry nothing."""
         if result is None:
             return
-        self.writer.adopt(result["name"], result["sha256"])
+        self.writer.adopt(result["name"], result["xxh3"])
         self.summary.merge(result["summary"])
         self.workers.add(*result["workers"])
         self.done(result["n"])
