@@ -455,3 +455,19 @@ def test_worker_batches_are_adopted_in_the_drivers_order_and_stray_ones_never_co
         assert list(b.column("source_id")) == [f"face{i}.png" for i in range(9)]
         assert np.array_equal(b.vectors("s")[1], _record(1).embeddings["s"])
     assert list(work_dir(bank).iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["../outside.h5", "/etc/passwd", ".."])
+def test_a_tampered_ref_name_is_refused_not_followed(tmp_path, name):
+    bank = tmp_path / "b.h5"
+    with BankWriter(bank) as w:
+        w.add_face(_record(0))
+    with h5py.File(bank, "r+") as f:
+        m = json.loads(f.attrs["manifest"])
+        m["fragments"][0]["refs"][0]["name"] = name
+        f.attrs["manifest"] = json.dumps(m)
+    with pytest.raises(BankError, match="not a plain file name"):
+        open_bank(bank)
+    with pytest.raises(BankError, match="not a plain file name"):
+        copy_bank(bank, tmp_path / "copy.h5")
+    assert not any(p.name.startswith("copy") or p.name == "outside.h5" for p in tmp_path.iterdir())

@@ -1,11 +1,13 @@
-"""Write cost per face as the bank grows: schema-2 writer (fragments) beside the frozen v1 writer.
+"""Write cost per face as the bank grows: schema-2 writer (fragments) beside the frozen v1 writer,
+and at 1k faces beside the schema-2 writer that copies images into each commit (`copy_images`).
 
     PYTHONPATH=. python tools/bench_bank_write.py [--max-faces 30000] [--dir /tmp]
 
 Synthetic FaceRecords carrying ~1.3 MB of random image bytes (the size of a 1024 px PNG face)
 are written through `BankWriter` with its default batching (64 faces per batch, a commit every
 2,048 faces). Prints ms/face per window of faces, the medians, and
-`write_growth` = ms/face over the last window at the big size / ms/face over the first 1k.
+`write_growth` = ms/face over the last window at the big size / ms/face over the first 1k,
+and `refs_vs_copy` = ms/face copying images / ms/face linking them, at 1k faces.
 """
 
 from __future__ import annotations
@@ -40,16 +42,19 @@ def _records(n: int, face_bytes: int, seed: int = 0):
 def measure_write(n_faces: int, writer: str = "v2", face_bytes: float = 1.3e6, window: int = 2048,
                   directory: str | None = None, keep: bool = False) -> list[float]:
     """ms/face over each window of `window` faces written (commits included), for `n_faces` faces."""
-    if writer == "v2":
+    options = {}
+    if writer in ("v2", "v2-copy"):
         from facebank.bank.writer import BankWriter
+
+        options = {"copy_images": writer == "v2-copy"}  # v2-copy: images copied into each commit (before refs)
     elif writer == "v1":
         from facebank.bank.v1.writer import BankWriter
     else:
-        raise ValueError(f"writer must be v1 or v2, not {writer!r}")
+        raise ValueError(f"writer must be v1, v2 or v2-copy, not {writer!r}")
     root = Path(tempfile.mkdtemp(prefix=f"bench-{writer}-", dir=directory))
     out: list[float] = []
     try:
-        with BankWriter(root / "bank.h5") as w:
+        with BankWriter(root / "bank.h5", **options) as w:
             t = time.perf_counter()
             for i, rec in enumerate(_records(n_faces, int(face_bytes)), 1):
                 w.add_face(rec)
@@ -80,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"free disk {free / 1e9:.1f} GB: big size {big} faces (asked {a.max_faces}), v1 {v1n} faces,"
           f" {a.face_bytes / 1e6:.2f} MB/face", flush=True)
     res = {}
-    for label, writer, n in (("v2_1k", "v2", 1024), ("v1_1k", "v1", 1024), ("v1_big", "v1", v1n),
+    for label, writer, n in (("v2_1k", "v2", 1024), ("v2copy_1k", "v2-copy", 1024), ("v1_1k", "v1", 1024),
+                             ("v1_big", "v1", v1n),
                              ("v2_big", "v2", big)):
         ms = measure_write(n, writer, a.face_bytes, directory=a.dir, keep=a.keep_big and label == "v2_big")
         res[label] = ms
@@ -90,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     b = res["v2_big"][-1]
     print(f"v1 growth (last window at {v1n} / first 1k): {res['v1_big'][-1] / res['v1_1k'][0]:.2f}")
     print(f"RESULT write_ms_per_face_1k={a1k:.2f} write_ms_per_face_{big // 1000}k={b:.2f} "
-          f"write_growth={b / a1k:.2f} v1_ms_per_face_1k={statistics.median(res['v1_1k']):.2f} "
+          f"write_growth={b / a1k:.2f} v2copy_ms_per_face_1k={statistics.median(res['v2copy_1k']):.2f} "
+          f"refs_vs_copy={statistics.median(res['v2copy_1k']) / a1k:.2f} v1_ms_per_face_1k={statistics.median(res['v1_1k']):.2f} "
           f"v1_ms_per_face_{v1n // 1000}k={res['v1_big'][-1]:.2f} big_faces={big}")
     return 0
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from facebank._io.checksum import FAST, xxh3_file
 from facebank._version import __version__
+from facebank.errors import BankError
 from facebank.bank import schema
 
 __all__ = ["FragmentWriter", "content_hash", "empty_manifest", "fragment_dir", "fragment_files", "required_features",
@@ -44,7 +45,11 @@ def fragment_dir(bank: Path, manifest: dict) -> Path:
 
 def fragment_files(fragment: dict) -> list[str]:
     """The files a fragment's entry stands for: its own and the batch files its virtual parts read (`refs`)."""
-    return [fragment["name"], *(ref["name"] for ref in fragment.get("refs", []))]
+    names = [fragment["name"], *(ref["name"] for ref in fragment.get("refs", []))]
+    for name in names:  # names come from the file: a tampered one must not reach outside the folder
+        if not isinstance(name, str) or os.path.basename(name) != name or name in ("", ".", ".."):
+            raise BankError(f"manifest names a fragment file {name!r} that is not a plain file name")
+    return names
 
 
 def required_features(manifest: dict) -> list[str]:

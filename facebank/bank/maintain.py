@@ -192,9 +192,10 @@ def copy_bank(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
         created = float(f.attrs["created"])
     new = copy.deepcopy(manifest)
     new.update(dir=f"{dst.name}.d", retired=[])
+    names = [name for fr in manifest["fragments"] for name in fragment_files(fr)]  # checked before any write
     out = fragment_dir(dst, new)
     out.mkdir(exist_ok=True)
-    for name in (name for fr in manifest["fragments"] for name in fragment_files(fr)):
+    for name in names:
         source = fragment_dir(src, manifest) / name
         try:
             os.link(source, out / name)

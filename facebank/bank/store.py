@@ -149,7 +149,11 @@ class Bank:
                 for fr in frags):
             raise BankError(f"{self.path}: attribute manifest lacks a valid dir or fragments list")
         directory = self.path.parent / manifest["dir"]
-        missing = [name for fr in frags for name in fragment_files(fr) if not (directory / name).is_file()]
+        try:  # one listing, not a stat per file: a bank of small Ray batches links ~10^5 files
+            present = {e.name for e in os.scandir(directory) if e.is_file()}
+        except OSError:
+            present = set()
+        missing = [name for fr in frags for name in fragment_files(fr) if name not in present]
         if missing:
             raise BankError(f"{self.path} lacks {len(missing)} fragment file(s) in {directory}, e.g. {missing[0]}; "
                             f"a bank is its file and that folder (copy both, or use facebank.bank.copy_bank)")
