@@ -39,9 +39,10 @@ def engine_provenance(*metas: dict) -> dict:
 class GenerateActor:
     """StyleGAN2-ADA on this actor's device (its GPU when Ray gave it one).
 
-    One job is one generator batch, (index of its first face, seeds), cut by the driver exactly
-    as the local engine batches (CPU convolutions round differently at other batch sizes or
-    thread counts, so both are the local engine's): one row (item, meta) per face.
+    One job is one generator batch, a `GridBatch` cut by the driver exactly as the local engine
+    cuts it (CPU convolutions round differently at other batch sizes or thread counts, so both
+    are the local engine's) and made whole: one row (item, meta) per face it keeps, numbered from
+    the batch's `start` in the to-do order.
     """
 
     def __init__(self, cfg, threads: int):
@@ -56,9 +57,9 @@ class GenerateActor:
 
     def __call__(self, batch: dict) -> dict:
         index, out = [], []
-        for start, seeds in jobs_of(batch):
-            for k, item in enumerate(self.source.items(seeds)):
-                index.append(start + k)
+        for job in jobs_of(batch):
+            for k, item in enumerate(self.source.grid_items([job])):
+                index.append(job.start + k)
                 out.append((item, self.meta))
         return outputs({"i": index}, out)
 

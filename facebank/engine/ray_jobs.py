@@ -24,10 +24,11 @@ from facebank.config import EngineConfig, SpaceConfig, VisionConfig
 from facebank.engine.ray_actors import AnnotateActor, AnnotateRowActor, EmbedActor, GenerateActor, StoreActor
 from facebank.engine.ray_batches import Committer
 from facebank.engine.ray_cluster import check_address, cpu_stage, gpu_share, ordered, ray_session, rows
-from facebank.ingest.generate import GenerateSummary
+from facebank.ingest.generate import GenerateSummary, missing_seeds
 from facebank.ingest.stages import Summary, _check_counts, _screen, annotate_todo
 from facebank.ingest.store_workers import StorePlan
 from facebank.sources.base import SourceItem
+from facebank.sources.seed_grid import seed_grid
 from facebank.vision.image_encode import parse_image_format
 
 __all__ = ["ray_annotate", "ray_embed", "ray_generate", "ray_ingest"]
@@ -61,7 +62,7 @@ def ray_generate(bank_path: str, cfg, *, engine: EngineConfig, vision: VisionCon
 
     from facebank._io.download import sha256_file
     from facebank.sources.stylegan import parse_seeds, resolve_network
-    from facebank.sources.stylegan_source import SOURCE, source_id
+    from facebank.sources.stylegan_source import source_id
 
     start = time.perf_counter()
     fmt = parse_image_format(cfg.image_format)
@@ -72,25 +73,26 @@ def ray_generate(bank_path: str, cfg, *, engine: EngineConfig, vision: VisionCon
     with ray_session(engine) as ray, BankWriter(bank_path, batch_size=pending_every) as writer:
         gpus = gpu_share(ray, engine.gpus_per_generator, "generator")
         summary.device = f"ray ({engine.generator_actors} generator actors, {gpus:g} GPU each)"
-        with open_bank(bank_path) as bank:
-            have = set(bank.column("source_id")[bank.column("source") == SOURCE])
-        todo = [s for s in seeds if source_id(sha, cfg.psi, cfg.class_idx, s) not in have]
-        summary.already_in_bank = len(seeds) - len(todo)
+        missing = missing_seeds(bank_path, seeds, lambda s: source_id(sha, cfg.psi, cfg.class_idx, s))
+        todo = sum(missing)
+        summary.already_in_bank = len(seeds) - todo
+        size = _generator_batch_size(cfg, gpus)
         if total:
-            total(len(todo))
+            total(todo)
         if say:
-            say(f"generating {len(todo)} faces on {summary.device}, stored as {fmt.spec}")
+            say(f"generating {todo} faces on {summary.device}, stored as {fmt.spec}")
         writer.log("generate_start", network=str(cfg.network), network_sha256=sha, seeds=cfg.seeds, psi=cfg.psi,
-                   todo=len(todo), device=summary.device, image_format=fmt.spec, engine="ray")
+                   todo=todo, batch_size=size, device=summary.device, image_format=fmt.spec, engine="ray")
         with _committing(writer, summary, engine, progress, "generate") as committer:
             if todo:
                 gen_cfg = cfg if gpus else cfg.__class__(**{**cfg.__dict__, "device": "cpu"})
-                ds = rows(ray, _generator_batches(gen_cfg, todo, gpus), engine, per_block=1).map_batches(
+                # One job per grid batch, as locally; its faces take rows start.. of the to-do order.
+                ds = rows(ray, list(seed_grid(seeds, missing, size)), engine, per_block=1).map_batches(
                     GenerateActor, fn_constructor_kwargs={"cfg": gen_cfg, "threads": torch.get_num_threads()},
                     **{**cpu_stage(engine, actors=engine.generator_actors, num_gpus=gpus), "batch_size": 1})
                 ds = ds.map_batches(StoreActor, fn_constructor_kwargs={"plan": plan, "bank_path": str(bank_path)},
                                     **cpu_stage(engine))
-                for result in ordered(ds, len(todo)):
+                for result in ordered(ds, todo):
                     committer.take(result)
         summary.workers = len(committer.workers.seen)
         writer.log("generate_end", generated=summary.generated, annotated=summary.annotated,
@@ -100,12 +102,18 @@ def ray_generate(bank_path: str, cfg, *, engine: EngineConfig, vision: VisionCon
     return summary
 
 
-def _generator_batches(cfg, todo: list[int], gpus: float) -> list[tuple[int, list[int]]]:
-    """(index of the first face, seeds) per generator batch: the local engine's batches, whatever the actors."""
-    from facebank.sources.stylegan.sampling import CPU_BATCH
+GPU_ACTOR_BATCH = 16  # "auto" on GPU actors: the driver cannot measure an actor's free GPU memory
 
-    size = cfg.batch_size if isinstance(cfg.batch_size, int) else (CPU_BATCH if not gpus else 16)
-    return [(k, todo[k:k + size]) for k in range(0, len(todo), size)]
+
+def _generator_batch_size(cfg, gpus: float) -> int:
+    """The grid's batch size: on CPU the local engine's (`resolve_batch_size`), so both make the same bits."""
+    import torch
+
+    from facebank.sources.stylegan import resolve_batch_size
+
+    if gpus and cfg.batch_size == "auto":
+        return GPU_ACTOR_BATCH
+    return resolve_batch_size(cfg.batch_size, None, torch.device("cpu"))
 
 
 def ray_ingest(bank_path: str, items: Iterable[SourceItem], *, engine: EngineConfig,

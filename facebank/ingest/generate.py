@@ -7,8 +7,10 @@ batch. Results come back in seed order and this process alone writes them, so th
 same whatever the number of workers: the same rows in the same order, bit for bit, as generating
 first and running `annotate_bank` and `embed_bank` afterwards.
 
-Resumable by source id: a killed run loses at most one pending batch and a re-run generates only
-the seeds the bank does not hold. A generated face without one usable face in it stays in the
+Resumable by source id: a killed run loses at most one pending batch and a re-run stores only
+the seeds the bank does not hold, bit-identical to an uninterrupted run: generator batches lie on
+a fixed grid over the requested seeds (`sources.seed_grid`), so a batch with a missing seed is made
+whole again and its other faces dropped. A generated face without one usable face in it stays in the
 bank with status "rejected" and a reason in the rejection log, so its seed is not retried.
 """
 
@@ -22,10 +24,11 @@ from dataclasses import dataclass, field
 from facebank.bank import BankWriter, Rejection, open_bank
 from facebank.config import SpaceConfig, VisionConfig
 from facebank.ingest.store_workers import StorePlan, StoreWorker, ordered_map
+from facebank.sources.seed_grid import seed_grid
 from facebank.sources.stylegan_source import SOURCE, GenerateConfig, StyleGanSource
 from facebank.vision.image_encode import parse_image_format
 
-__all__ = ["GenerateSummary", "generate_to_bank", "store_generated"]
+__all__ = ["GenerateSummary", "generate_to_bank", "missing_seeds", "store_generated"]
 
 
 @dataclass
@@ -69,6 +72,13 @@ def store_generated(writer, summary: GenerateSummary, record, rejection, *, anno
         summary.embedded[space] = summary.embedded.get(space, 0) + 1
 
 
+def missing_seeds(bank_path: str, seeds: list[int], source_id: Callable[[int], str]) -> list[bool]:
+    """Per requested seed, whether the bank still lacks its face (by source id): what a run stores."""
+    with open_bank(bank_path) as bank:
+        have = set(bank.column("source_id")[bank.column("source") == SOURCE])
+    return [source_id(s) not in have for s in seeds]
+
+
 def generate_to_bank(
     bank_path: str,
     cfg: GenerateConfig,
@@ -90,24 +100,24 @@ def generate_to_bank(
                               image_format=fmt.spec)
     local = StoreWorker(plan)
     with BankWriter(bank_path, batch_size=pending_every) as writer:  # opening it first applies what a killed run left pending
-        with open_bank(bank_path) as bank:
-            have = set(bank.column("source_id")[bank.column("source") == SOURCE])
-        todo = [s for s in source.seeds if source.source_id(s) not in have]
-        summary.already_in_bank = len(source.seeds) - len(todo)
+        missing = missing_seeds(bank_path, source.seeds, source.source_id)
+        todo = sum(missing)
+        summary.already_in_bank = len(source.seeds) - todo
         for space, info in local.space_infos().items():
             writer.register_space(space, info)
         if total:
-            total(len(todo))
+            total(todo)
         if say:
-            say(f"generating {len(todo)} faces on {summary.device}, stored as {fmt.spec}"
+            say(f"generating {todo} faces on {summary.device}, stored as {fmt.spec}"
                 + (", annotated" if vision else "") + (f" and embedded in {', '.join(s.space for s in plan.spaces)}"
                                                         if plan.spaces else ""))
         writer.log("generate_start", network=str(cfg.network), network_sha256=source.network_sha256, seeds=cfg.seeds,
-                   psi=cfg.psi, todo=len(todo), device=summary.device, image_format=fmt.spec,
-                   models=local.models())
+                   psi=cfg.psi, todo=todo, batch_size=source.batch_size, device=summary.device,
+                   image_format=fmt.spec, models=local.models())
         with ordered_map(plan, workers, local=local) as (run, n_workers):
             summary.workers = n_workers
-            for record, rejection in run(source.items(todo)):
+            batches = seed_grid(source.seeds, missing, source.batch_size)
+            for record, rejection in run(source.grid_items(batches)):
                 store_generated(writer, summary, record, rejection, annotating=vision is not None)
                 if progress:
                     progress(1)

@@ -6,7 +6,8 @@ it, and yields the seeds it is asked for as `SourceItem`s like every other sourc
 generator made (encoding them is the writer's job, done in worker processes off the generator's
 critical path) and as metadata the face's provenance (seed, psi, class, noise mode, the network's
 sha256 and the w vector). `facebank.ingest.generate` stores them, skipping the source ids the
-bank already holds, so a killed run resumes at the first missing seed.
+bank already holds, so a killed run resumes at the first missing seed. `grid_items` makes them
+in the fixed batches of `sources.seed_grid`, so a resumed run stores what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from facebank.errors import InputError
 from facebank.sources.base import SourceItem
+from facebank.sources.seed_grid import GridBatch
 
 SOURCE = "stylegan"
 
@@ -56,7 +58,8 @@ class StyleGanSource:
     """The faces of `cfg.seeds` from one network, loaded once (the checksum names every face)."""
 
     def __init__(self, cfg: GenerateConfig):
-        from facebank.sources.stylegan import load_generator, parse_seeds, resolve_device, resolve_network
+        from facebank.sources.stylegan import (load_generator, parse_seeds, resolve_batch_size, resolve_device,
+                                               resolve_network)
 
         self.cfg = cfg
         self.seeds = parse_seeds(cfg.seeds)
@@ -66,18 +69,32 @@ class StyleGanSource:
         path = resolve_network(cfg.network, cache_dir=cfg.cache_dir, expected_sha256=cfg.sha256)
         self.generator, info = load_generator(path, device=self.device)
         self.network_sha256 = info["sha256"]
+        self.batch_size = resolve_batch_size(cfg.batch_size, self.generator, self.device)  # the grid's batch
 
     def source_id(self, seed: int) -> str:
         return source_id(self.network_sha256, self.cfg.psi, self.cfg.class_idx, seed)
 
-    def items(self, seeds: Iterable[int]) -> Iterator[SourceItem]:
-        """One item per seed, in order: the pixels (not yet encoded), the provenance as metadata."""
+    def grid_items(self, batches: Iterable[GridBatch]) -> Iterator[SourceItem]:
+        """The kept seeds' items, in order, each grid batch made whole as one generator batch.
+
+        Whole whenever the grid's batch size is this source's, as on the CPU and with a fixed size;
+        a Ray GPU actor with "auto" and less memory than the driver assumed splits it rather than fail.
+        """
+        for batch in batches:
+            made = self.items(batch.seeds, batch_size=min(len(batch.seeds), self.batch_size))
+            yield from (item for item, keep in zip(made, batch.keep) if keep)
+
+    def items(self, seeds: Iterable[int], batch_size: int | None = None) -> Iterator[SourceItem]:
+        """One item per seed, in order: the pixels (not yet encoded), the provenance as metadata.
+
+        Batches of `batch_size` consecutive seeds (None: this source's); `grid_items` fixes them.
+        """
         from facebank.sources.stylegan import generate_images
 
         cfg, sha = self.cfg, self.network_sha256
         for seed, image, ws in generate_images(self.generator, list(seeds), psi=cfg.psi, cutoff=cfg.cutoff,
                                                class_idx=cfg.class_idx, noise_mode=cfg.noise_mode,
-                                               batch_size=cfg.batch_size, device=self.device):
+                                               batch_size=batch_size or self.batch_size, device=self.device):
             provenance = {
                 "source": SOURCE, "seed": int(seed), "psi": cfg.psi, "cutoff": cfg.cutoff,
                 "class_idx": cfg.class_idx, "noise_mode": cfg.noise_mode, "network": str(cfg.network),

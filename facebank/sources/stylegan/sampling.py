@@ -15,7 +15,8 @@ import torch
 
 from facebank.errors import InputError
 
-__all__ = ["auto_batch_size", "generate_images", "parse_seeds", "resolve_device", "to_uint8", "z_from_seed"]
+__all__ = ["auto_batch_size", "generate_images", "parse_seeds", "resolve_batch_size", "resolve_device", "to_uint8",
+           "z_from_seed"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,15 @@ def auto_batch_size(G: torch.nn.Module, device: torch.device) -> int:
     return int(max(1, min(64, (free // 2) // per_image)))
 
 
+def resolve_batch_size(batch_size: Union[int, str], G: Optional[torch.nn.Module], device: torch.device) -> int:
+    """A positive batch size checked, or 'auto' resolved (`auto_batch_size`; CPU_BATCH on CPU, where G is unused)."""
+    if batch_size == "auto":
+        return auto_batch_size(G, device)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    return batch_size
+
+
 def _validate_class(G: torch.nn.Module, class_idx: Optional[int]) -> Optional[int]:
     if G.c_dim == 0:
         if class_idx is not None:
@@ -134,10 +144,7 @@ def generate_images(
         raise InputError(f"generate_images makes RGB images; this network has {G.img_channels} channels")
     class_idx = _validate_class(G, class_idx)
     device = torch.device(device)
-    if batch_size == "auto":
-        batch_size = auto_batch_size(G, device)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    batch_size = resolve_batch_size(batch_size, G, device)
     G = G.to(device).eval()
 
     pending: list[int] = []
