@@ -113,9 +113,10 @@ class _Commit:
         cols = list(schema.REJECTION_COLUMNS if table == "rejections" else ["log"])
         return self.fw.part(table, start, start, cols)
 
-    def _face_columns(self) -> list[str]:
-        # Without copy_images, `image` is a virtual dataset over the batch files, made in `finish`.
-        return [c for c in schema.FACE_COLUMNS if self.copy_images or c != "image"]
+    @staticmethod
+    def _face_columns() -> list[str]:
+        # `image` is made in `finish`, from the batch files: a virtual dataset over them, or a copy.
+        return [c for c in schema.FACE_COLUMNS if c != "image"]
 
     def add_batch(self, p: h5py.File, path: str) -> None:
         st = self.state
@@ -133,8 +134,7 @@ class _Commit:
                 for name in self._face_columns():
                     values = pf[name][:]
                     self.new_faces.setdefault(name, []).append(values if whole else values[keep])
-                if not self.copy_images:
-                    self.images.append((path, pf["image"].shape[0], keep))
+                self.images.append((path, pf["image"].shape[0], keep))
                 for h, fid in zip(pf["content_sha256"][keep], pf["id"][keep]):
                     st.shas.add(h.decode())
                     self.ids.append(fid.decode())
@@ -196,7 +196,9 @@ class _Commit:
             for seg, rows in sorted(per.items()):
                 self._rewrite_space(top, space, *segments[seg], rows)
         if self.images:
-            self._image_refs()
+            self._image_copies() if self.copy_images else self._image_refs()
+            entry = next(p for p in self.fw.parts if p["group"] == self.faces.name.lstrip("/"))
+            entry["columns"] = sorted([*entry["columns"], "image"])
         for part, table in ((self.faces, "faces"), (self.rej, "rejections"), (self.log, "log")):
             if part is not None:
                 entry = next(p for p in self.fw.parts if p["group"] == part.name.lstrip("/"))
@@ -216,8 +218,17 @@ class _Commit:
                 layout[row:row + b - a] = source[a:b]
                 row += b - a
         self.faces.create_virtual_dataset("image", layout, fillvalue=None)
-        entry = next(p for p in self.fw.parts if p["group"] == self.faces.name.lstrip("/"))
-        entry["columns"] = sorted([*entry["columns"], "image"])
+
+    def _image_copies(self) -> None:
+        """copy_images: the new rows' `image` column copied in, one batch file in memory at a time."""
+        self.faces.create_dataset("image", shape=(len(self.ids),), dtype=schema.FACE_COLUMNS["image"][0],
+                                  chunks=(min(schema.chunk_rows("image"), len(self.ids)),))
+        row = 0
+        for path, _, keep in self.images:
+            with h5py.File(path, "r") as p:
+                images = p["faces/image"][:]
+            _append(self.faces["image"], images[keep], at=row)
+            row += len(keep)
 
     def _rewrite_columns(self, top, start: int, stop: int, cols: dict[str, dict[int, object]]) -> None:
         g = self.fw.part("faces", start, stop, list(cols))
