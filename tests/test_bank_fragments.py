@@ -448,9 +448,12 @@ def test_worker_batches_are_adopted_in_the_drivers_order_and_stray_ones_never_co
         (work / ".batch-half.h5.123-4.tmp").write_bytes(b"\x89HDF half")
         with pytest.raises(BankError, match="does not match its checksum"):
             w.adopt(names[0], "0" * 64)
+        inodes = {(work / n).stat().st_ino for n in names}
         for name in reversed(names):  # input order: seeds 0-2, 3-5, 6-8
             w.adopt(name, xxh3_file(work / name))
         w.clear_work()
+    # the workers' files themselves hold the bank's images: linked into the bank, never copied
+    assert inodes <= {p.stat().st_ino for p in Path(f"{bank}.d").iterdir()}
     with open_bank(bank) as b:
         assert list(b.column("source_id")) == [f"face{i}.png" for i in range(9)]
         assert np.array_equal(b.vectors("s")[1], _record(1).embeddings["s"])
