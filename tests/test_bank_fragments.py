@@ -454,6 +454,9 @@ def test_worker_batches_are_adopted_in_the_drivers_order_and_stray_ones_never_co
         w.clear_work()
     # the workers' files themselves hold the bank's images: linked into the bank, never copied
     assert inodes <= {p.stat().st_ino for p in Path(f"{bank}.d").iterdir()}
+    refs = [r for fr in _manifest(bank)["fragments"] for r in fr.get("refs", [])]
+    assert len(refs) == 3 and all(r["xxh3_128"] == xxh3_file(Path(f"{bank}.d") / r["name"]) for r in refs)
+    assert w._checksums == {}  # forgotten once committed
     with open_bank(bank) as b:
         assert list(b.column("source_id")) == [f"face{i}.png" for i in range(9)]
         assert np.array_equal(b.vectors("s")[1], _record(1).embeddings["s"])

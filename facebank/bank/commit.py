@@ -96,8 +96,9 @@ def _drop(manifest: dict, table: str, start: int, stop: int, columns: set[str]) 
 
 
 class _Commit:
-    def __init__(self, bank: Path, state: CommitState, copy_images: bool = False):
+    def __init__(self, bank: Path, state: CommitState, copy_images: bool = False, checksums: dict | None = None):
         self.bank, self.state, self.copy_images = bank, state, copy_images
+        self.checksums = checksums or {}  # batch file -> XXH3-128 the writer checked when it adopted it
         self.m = copy.deepcopy(state.manifest)
         self.m["version"] += 1
         self.fw = FragmentWriter(fragment_dir(bank, self.m), self.m["version"])
@@ -213,7 +214,7 @@ class _Commit:
         layout = h5py.VirtualLayout(shape=(len(self.ids),), dtype=dtype)
         row = 0
         for path, n, keep in self.images:
-            source = h5py.VirtualSource(self.fw.link(path), "faces/image", shape=(n,), dtype=dtype)
+            source = h5py.VirtualSource(self.fw.link(path, self.checksums.get(path)), "faces/image", shape=(n,), dtype=dtype)
             for a, b in _runs(keep):  # rows of a batch that were already in the bank are skipped
                 layout[row:row + b - a] = source[a:b]
                 row += b - a
@@ -256,12 +257,13 @@ class _Commit:
         self.fw.seal(g)
 
 
-def commit_pending(bank: Path, state: CommitState, pending: list[str], *, copy_images: bool = False) -> None:
+def commit_pending(bank: Path, state: CommitState, pending: list[str], *, copy_images: bool = False,
+                   checksums: dict[str, str] | None = None) -> None:
     """Apply `pending` batch files as one new version of `bank`; updates `state` in place."""
     applied = set(state.manifest.get("applied_batches", []))
     todo = [p for p in pending if os.path.basename(p) not in applied]  # a kill after the switch
     if todo:
-        c = _Commit(bank, state, copy_images)
+        c = _Commit(bank, state, copy_images, checksums)
         try:
             for name in todo:
                 with h5py.File(name, "r") as p:

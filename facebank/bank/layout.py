@@ -132,12 +132,13 @@ class FragmentWriter:
         self.refs: list[dict] = []  # files linked beside it that its virtual datasets read
         self._seq = seq
 
-    def link(self, path: str | os.PathLike) -> str:
+    def link(self, path: str | os.PathLike, xxh3: str | None = None) -> str:
         """Put the immutable file `path` beside the fragment (a hard link, or a copy where links fail)
         under a fragment name of its own, for this fragment's virtual datasets; returns that name.
 
         A link, not a move: until the new top file is switched to, `path` (a pending batch) must stay
         where a re-run finds it; a killed commit leaves the link an orphan, which the next writer deletes.
+        `xxh3`: the file's XXH3-128 when the caller checked it already (an adopted worker batch).
         """
         name = f"frag-{self._seq:08d}-{uuid.uuid4().hex[:8]}.h5"
         target = self.directory / name
@@ -146,7 +147,7 @@ class FragmentWriter:
         except OSError:  # a file system without hard links
             shutil.copyfile(path, target)
             _fsync_path(target)
-        self.refs.append({"name": name, "bytes": target.stat().st_size, FAST: xxh3_file(target)})
+        self.refs.append({"name": name, "bytes": target.stat().st_size, FAST: xxh3 or xxh3_file(target)})
         return name
 
     def part(self, table: str, start: int, stop: int, columns: dict, dim: int | None = None) -> h5py.Group:

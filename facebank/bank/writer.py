@@ -106,6 +106,7 @@ class BankWriter:
         self.flush_seconds = flush_seconds
         self.copy_images = copy_images
         self._buffered_since: float | None = None  # monotonic time of the oldest unflushed work
+        self._checksums: dict[str, str] = {}  # adopted batch -> its checked XXH3-128, so the commit reads it once
         if not self.path.exists() and not create:
             raise InputError(f"bank {self.path} does not exist")
         refuse_directory(self.path)
@@ -290,6 +291,7 @@ class BankWriter:
         self.flush()  # what the driver buffered before (screening rejections, log lines) stays first
         dst = self._next_batch_name()
         os.replace(src, dst)
+        self._checksums[str(dst)] = xxh3
         with h5py.File(dst, "r") as p:
             if "faces" in p:
                 self._known.update(h.decode() for h in p["faces/content_sha256"][:])
@@ -302,13 +304,15 @@ class BankWriter:
         if not pending:
             return
         try:
-            commit_pending(self.path, self._state, pending, copy_images=self.copy_images)
+            commit_pending(self.path, self._state, pending, copy_images=self.copy_images, checksums=self._checksums)
         except OSError as exc:
             self._load_known()  # the commit did not happen: forget what it had noted
             raise BankError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         except BaseException:
             self._load_known()
             raise
+        for name in pending:  # applied and deleted
+            self._checksums.pop(name, None)
         log.debug("committed %d pending batches to %s", len(pending), self.path)
 
     def close(self) -> None:
