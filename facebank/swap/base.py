@@ -39,6 +39,13 @@ class _CallableSwapper:
 
 
 _FACTORIES: dict[str, Callable[..., Swapper]] = {}
+# The built-in swappers, imported on first use (OpenCV and ONNX Runtime load only when asked for).
+_BUILTIN = {
+    "classical": ("facebank.swap.classical", "ClassicalSwapper"),
+    "onnx": ("facebank.swap.onnx_swapper", "OnnxSwapper"),
+    "blur": ("facebank.swap.fallbacks", "BlurSwapper"),
+    "pixelate": ("facebank.swap.fallbacks", "PixelateSwapper"),
+}
 
 
 def register_swapper(name: str, factory: Callable[..., Swapper]) -> None:
@@ -49,14 +56,19 @@ def register_swapper(name: str, factory: Callable[..., Swapper]) -> None:
 
 
 def swapper_names() -> list[str]:
-    """Registered swapper names, sorted."""
-    return sorted(_FACTORIES)
+    """Registered and built-in swapper names, sorted."""
+    return sorted(set(_FACTORIES) | set(_BUILTIN))
 
 
 def get_swapper(spec, **options) -> Swapper:
     """A Swapper from a registered name, a Swapper instance or a callable `f(image, face, target)`."""
     if isinstance(spec, str):
         factory = _FACTORIES.get(spec)
+        if factory is None and spec in _BUILTIN:
+            import importlib
+
+            module, attr = _BUILTIN[spec]
+            factory = getattr(importlib.import_module(module), attr)
         if factory is None:
             raise InputError(f"unknown swapper {spec!r}; choose one of {', '.join(swapper_names()) or '(none)'} "
                              "or pass a callable f(image, face, target) -> image")
