@@ -57,6 +57,12 @@ class IndexConfig:
     out: str = DEFAULT_BUILDS
     kind: str = "flat"  # flat | ivf | hnsw
     thresholds: dict = field(default_factory=dict)  # space -> cosine threshold; empty: defaults
+    margin: float = 0.5  # privacy margin: picks draw among the furthest half (facebank.index.margin)
+
+    def __post_init__(self):  # checked before any work: a bad margin must not fail after ingest
+        m = self.margin
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not (0.0 < float(m) <= 1.0):
+            raise ConfigError(f"[index] margin must be a fraction in (0, 1] (1 = no margin), got {m!r}")
 
 
 ENGINE_KINDS = ("local", "ray")

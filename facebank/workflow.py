@@ -147,7 +147,8 @@ def run_build(cfg: BuildConfig, *, progress: ProgressFactory = _no_progress) -> 
             build_dir = current
     if build_dir is None:
         build_dir = build_stage(cfg.bank, spaces=spaces, out=cfg.index.out, kind=cfg.index.kind,
-                                thresholds=dict(cfg.index.thresholds) or None, pipeline=cfg.to_dict())
+                                thresholds=dict(cfg.index.thresholds) or None, margin=cfg.index.margin,
+                                pipeline=cfg.to_dict())
     result["build"] = str(build_dir)
     session = open_facebank(build_dir, bank=cfg.bank)
     rng = np.random.default_rng(0)

@@ -35,13 +35,12 @@ from facebank.bank import open_bank
 from facebank.bank.schema import STATUS_ANNOTATED, gender_name
 from facebank.errors import FaceRejected, InputError, NoEligibleTarget
 from facebank.index import groups as G
-from facebank.index.picker import unit_queries
+from facebank.index.picker import MODES, unit_queries
 from facebank.sources.base import IMAGE_SUFFIXES
 
 __all__ = ["AuditConfig", "run_audit"]
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-MODES = ("random", "furthest")
 
 
 @dataclass

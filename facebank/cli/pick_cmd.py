@@ -46,6 +46,11 @@ def pick(
     fallback: Annotated[Fallback, typer.Option(help="When the group has none: error or widen_age.")] = Fallback.error,
     threshold: Annotated[list[str], typer.Option(
         "--threshold", help="SPACE=COS overriding the build's threshold (repeatable; a bare COS with one space).")] = [],
+    margin: Annotated[Optional[float], typer.Option(
+        help="Draw among the furthest MARGIN fraction of candidates (0 < MARGIN <= 1; 1: every eligible face; "
+             "default: the build's).")] = None,
+    allow_looser: Annotated[bool, typer.Option(
+        "--allow-looser", help="Permit a --threshold above the build's calibrated one (weakens the guarantee).")] = False,
     seed: Annotated[Optional[int], typer.Option(help="Seed for a reproducible pick.")] = None,
     model: Annotated[list[str], typer.Option("--model", help="SPACE=PATH of a non-dlib embedder for --image.")] = [],
     build: Annotated[Optional[Path], typer.Option(help=f"Index build (default: {DEFAULT_BUILDS}/current).")] = None,
@@ -69,6 +74,10 @@ def pick(
         if aligned and save is None:
             raise InputError("--aligned needs --save DIR")
         thr = _thresholds(threshold)
+        if margin is not None:
+            from facebank.index.margin import check_margin
+
+            check_margin(margin)  # before the session opens or a model loads
         session = open_facebank(build, bank=bank)
         rng = np.random.default_rng(seed)
         rows, targets = [], []
@@ -77,7 +86,8 @@ def pick(
 
             models = parse_pairs(model, "--model", shape="SPACE=PATH", must_exist=True)
             for p in pick_for_image(session, image, models=models, threshold=thr, mode=mode.value, rng=rng,
-                                    fallback=fallback.value, require_face=True):
+                                    fallback=fallback.value, margin=margin, allow_looser=allow_looser,
+                                    require_face=True):
                 rows.append(p.to_dict())
                 targets.append(p.target)
         else:
@@ -95,7 +105,7 @@ def pick(
             queries = q if q.ndim == 2 else q[None, :]
             for qi in queries:
                 t = session.pick_target(qi, space=space, age=age, gender=gender, threshold=thr, mode=mode.value,
-                                        rng=rng, fallback=fallback.value)
+                                        rng=rng, fallback=fallback.value, margin=margin, allow_looser=allow_looser)
                 rows.append({"face": None, "target": t.to_dict()})
                 targets.append(t)
         if save is not None:

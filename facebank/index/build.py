@@ -32,6 +32,7 @@ from facebank.config import DEFAULT_BUILDS
 from facebank.errors import ConfigError, IndexBuildError, InputError, StaleIndex, UnknownSpace
 from facebank._io.files import atomic_write_json, pid_alive
 from facebank.index import groups as G
+from facebank.index.margin import DEFAULT_MARGIN, SAMPLE_ROWS, check_margin
 from facebank.index.manifest import FAST, FORMAT_VERSION, KIND, read_manifest, verify_all
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
@@ -139,6 +140,7 @@ def build_index(
     thresholds: dict[str, float] | None = None,  # space -> cosine; overrides the rest
     calibrated: Calibrated | None = None,  # from a calibration report (see facebank.build_index)
     far: float = 1e-3,  # the false-accept rate of the shipped default thresholds to use
+    margin: float = DEFAULT_MARGIN,  # the privacy margin picks from this build use by default
     build_id: str | None = None,
     make_current: bool = True,
     pipeline: dict | None = None,  # the resolved pipeline config, recorded in build_config.json
@@ -148,6 +150,7 @@ def build_index(
     `facebank.build_index` is this function with a calibration report path (`threshold_from`,
     `far`) in place of `calibrated`."""
     start = time.time()
+    margin = check_margin(margin)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
@@ -187,6 +190,8 @@ def build_index(
                          "faces": len(bank), "writer": bank.writer},
                 "rows": int(len(rows)), "excluded": excluded, "groups": counts,
                 "age_groups": list(G.AGE_GROUPS), "spaces": space_meta,
+                # picks draw among the furthest `default` fraction of candidates (facebank.index.margin)
+                "margin": {"default": margin, "score": "max-rank", "sample": SAMPLE_ROWS},
                 **checksums(tmp, ["rows.npy", "ids.npy", "groups.npy"]),
                 "versions": _versions(),
             }
@@ -197,7 +202,7 @@ def build_index(
             os.chmod(secret, 0o600)
             atomic_write_json(tmp / BUILD_CONFIG, {
                 "bank": str(Path(bank_path).resolve()), "spaces": spaces, "out": str(out), "kind": kind,
-                "thresholds": thr, "index_params": {s: m["index"]["params"] for s, m in space_meta.items()},
+                "thresholds": thr, "margin": margin, "index_params": {s: m["index"]["params"] for s, m in space_meta.items()},
                 "build_id": build_id, "make_current": make_current, "pipeline": pipeline})
             atomic_write_json(tmp / "manifest.json", manifest)
             os.rename(tmp, final)

@@ -106,6 +106,7 @@ class PickResult:
     similarities: dict[str, float]
     tries: int
     method: str
+    cut: object = None  # the privacy margin's MarginCut (facebank.index.margin), None without a margin
 
 
 @dataclass(frozen=True)

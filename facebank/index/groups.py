@@ -43,6 +43,8 @@ __all__ = [
 
 AGE_GROUPS: tuple[str, ...] = labels.AGE_GROUPS
 GENDERS: tuple[str, ...] = labels.GENDERS
+# What a pick does when the face's own age group has no eligible target (facebank.pick.options).
+FALLBACKS: tuple[str, ...] = ("error", "widen_age")
 N_GROUPS = len(AGE_GROUPS) * len(GENDERS)
 
 # Lower bounds of age groups 1..6; searchsorted(side="right") maps an age to its group index.

@@ -101,6 +101,10 @@ def check_manifest(data: dict, path) -> None:
         _files(meta, path, where, fast)
         if f"vectors.{s}.npy" not in meta["files"]:
             raise IndexBuildError(f"{path}: field {where}files lacks vectors.{s}.npy")
+    if "margin" in data:  # builds made before the privacy margin have none (picks then use 1.0)
+        m = _field(_field(data, "margin", dict, path), "default", (int, float), path, "margin.")
+        if not (math.isfinite(m) and 0.0 < m <= 1.0):
+            raise IndexBuildError(f"{path}: field margin.default must be a fraction in (0, 1], got {m!r}")
 
 
 def manifest_files(m: dict, key: str = "files") -> dict[str, str]:

@@ -40,6 +40,7 @@ from facebank.index import scan
 from facebank.index.draws import DrawPlan, draw_plan, random_draws
 from facebank.index.exact import BatchPick, PickResult, Space, make_space, rng_for_key, unit_queries
 from facebank.index.groups import N_GROUPS, group_label
+from facebank.index.margin import MarginCut, MarginSampler, check_margin
 from facebank.index import picker_batch
 from facebank.index.query import Query, make_query
 
@@ -91,6 +92,7 @@ class Picker:
         self._max_draws = max_draws
         self._plans: dict[int, DrawPlan] = {}  # draw plans per group size (the whole bank's apart)
         self._all_rows = self._new_plan(self.n)
+        self._margins = MarginSampler(self._spaces, self.n)
 
     @property
     def spaces(self) -> dict[str, int]:
@@ -183,11 +185,32 @@ class Picker:
             self._union_cache[key] = np.sort(np.concatenate(parts)) if parts else np.empty(0, np.intp)
         return self._union_cache[key], desc
 
+    def margin_cut(self, qry: Query, groups, margin: float, exclude: Iterable[int] = ()) -> MarginCut:
+        """The privacy margin's cut for a prepared query in a group (facebank.index.margin)."""
+        members, _ = self.group_rows(groups)
+        if groups is None:
+            key: tuple = ("all",)
+        else:
+            key = tuple(sorted({int(c) for c in ([groups] if isinstance(groups, (int, np.integer)) else groups)}))
+        parts = {p.space.name: (p.q, p.threshold) for p in qry.parts}
+        return self._margins.cut(parts, members, key, check_margin(margin), {int(r) for r in exclude})
+
+    def tightened(self, qry: Query, groups, margin: float, exclude: Iterable[int] = ()) -> tuple[Query, MarginCut | None]:
+        """`qry` with each threshold lowered to the margin's cut, and the cut (None for margin 1)."""
+        if margin == 1.0:
+            return qry, None
+        cut = self.margin_cut(qry, groups, margin, exclude)
+        return make_query([(p.space, p.q, cut.thresholds[p.space.name]) for p in qry.parts]), cut
+
     def pick_query(self, qry: Query, groups, mode: str, rng: np.random.Generator, exclude: Iterable[int],
-                   prefix: str = "") -> PickResult:
-        """One pick for a prepared query (every face of it) from `rng`; `prefix` starts errors."""
+                   prefix: str = "", margin: float = 1.0) -> PickResult:
+        """One pick for a prepared query (every face of it) from `rng`; `prefix` starts errors.
+        `margin` < 1 draws among the furthest `margin` fraction of the group only (MarginCut)."""
         if mode not in MODES:
             raise InputError(f"mode must be 'random' or 'furthest', got {mode!r}")
+        qry, cut = self.tightened(qry, groups, margin, exclude)
+        if cut is not None:
+            return _with_cut(self.pick_query(qry, groups, mode, rng, exclude, prefix), cut)
         members, desc = self.group_rows(groups)
         excluded = set(map(int, exclude))
         m = self.n if members is None else members.size
@@ -259,13 +282,13 @@ class Picker:
 
     def furthest_among(self, faces: Sequence[Mapping[str, np.ndarray]], candidates: np.ndarray, *,
                        thresholds: Mapping[str, float], groups: Sequence[int] | int | None = None,
-                       exclude: Iterable[int] = ()) -> PickResult | None:
+                       exclude: Iterable[int] = (), margin: float = 1.0) -> PickResult | None:
         """The least similar eligible row among `candidates`, decided exactly; None if none is.
 
         For approximate indexes (IVF, HNSW): they propose rows, this decides. The result is the
         true minimum over the candidates, not necessarily over the whole group.
         """
-        qry = self.prepare(list(faces), thresholds)
+        qry, cut = self.tightened(self.prepare(list(faces), thresholds), groups, margin, exclude)
         members, _ = self.group_rows(groups)
         cand = np.unique(np.asarray(candidates, dtype=np.intp).ravel())
         cand = cand[(cand >= 0) & (cand < self.n)]  # FAISS pads missing results with -1
@@ -275,7 +298,7 @@ class Picker:
         elig, score, _ = scan.scan(qry, self.n, cand, excluded, want_score=True)
         if elig.size == 0:
             return None
-        return self._result(qry, scan.lowest_exact(qry, elig, score), int(cand.size), "index_furthest")
+        return _with_cut(self._result(qry, scan.lowest_exact(qry, elig, score), int(cand.size), "index_furthest"), cut)
 
     @staticmethod
     def _result(qry: Query, row: int, tries: int, method: str) -> PickResult:
@@ -292,7 +315,7 @@ class Picker:
     def pick(self, query: Mapping[str, np.ndarray], *, thresholds: Mapping[str, float],
              groups: Sequence[int] | int | None = None, mode: str = "random",
              rng: np.random.Generator | None = None, key: bytes | str | None = None,
-             exclude: Iterable[int] = ()) -> PickResult:
+             exclude: Iterable[int] = (), margin: float = 1.0) -> PickResult:
         """Pick one row dissimilar to `query` in every space it gives.
 
         Args:
@@ -302,9 +325,16 @@ class Picker:
             mode: "random" (uniform over the eligible rows) or "furthest" (smallest score).
             rng / key: randomness; key (bytes or str) derives it with the picker's secret.
             exclude: row numbers never returned.
+            margin: < 1 draws only among the furthest `margin` fraction of the group (the
+                result's `cut` says how; facebank.index.margin); 1: every eligible row.
         Raises:
             InvalidEmbedding, UnknownSpace, InputError, NoEligibleTarget (with counts).
         """
+        if margin != 1.0:
+            qry = self.prepare([query], thresholds)
+            cut = self.margin_cut(qry, groups, margin, exclude)
+            return _with_cut(self.pick(query, thresholds=cut.thresholds, groups=groups, mode=mode, rng=rng, key=key,
+                                       exclude=exclude), cut)
         if mode == "random" and type(query) is dict and len(query) == 1 and type(thresholds) is dict \
                 and len(thresholds) == 1:
             res = self._pick_fast(query, thresholds, groups, rng, key, exclude)
@@ -384,7 +414,7 @@ class Picker:
                       groups: Sequence[int] | int | None = None,
                       face_groups: Sequence[Sequence[int] | int | None] | None = None, mode: str = "random",
                       rng: np.random.Generator | None = None, key: bytes | str | None = None,
-                      exclude: Iterable[int] = ()) -> list[PickResult]:
+                      exclude: Iterable[int] = (), margin: float = 1.0) -> list[PickResult]:
         """Distinct rows for all faces of one photo, each dissimilar to EVERY face of the photo.
 
         Args:
@@ -400,7 +430,7 @@ class Picker:
         out = []
         for f in range(len(queries)):
             g = groups if face_groups is None else face_groups[f]
-            res = self.pick_query(qry, g, mode, gen, taken, prefix=f"face {f}: ")
+            res = self.pick_query(qry, g, mode, gen, taken, prefix=f"face {f}: ", margin=margin)
             taken.add(res.row)
             out.append(res)
         return out
@@ -408,7 +438,8 @@ class Picker:
     def pick_batch(self, queries: Mapping[str, np.ndarray], *, thresholds: Mapping[str, float],
                    groups: Sequence[int] | int | None = None, mode: str = "random",
                    rng: np.random.Generator | None = None, keys: Sequence[bytes | str] | None = None,
-                   exclude: Iterable[int] = (), as_arrays: bool = False) -> list[PickResult] | BatchPick:
+                   exclude: Iterable[int] = (), as_arrays: bool = False,
+                   margin: float = 1.0) -> list[PickResult] | BatchPick:
         """Pick one row for each of B queries, each with the semantics of `pick`.
 
         Random picks are the picks `pick` would make for the (normalised) query rows one after
@@ -421,14 +452,14 @@ class Picker:
         Raises:
             NoEligibleTarget naming the first query that has none.
         """
-        if keys is not None or mode != "random":
+        if keys is not None or mode != "random" or margin != 1.0:  # per query: each has its own cut
             qs = {s: np.asarray(v) for s, v in queries.items()}
             sizes = {v.shape[0] if v.ndim == 2 else -1 for v in qs.values()}
             if keys is not None and sizes != {len(keys)}:
                 raise InputError("keys must give one key per query")
             gen = None if keys is not None else self.generator(rng, None)
             res = [self.pick({s: v[i] for s, v in qs.items()}, thresholds=thresholds, groups=groups, mode=mode,
-                             rng=gen, key=None if keys is None else keys[i], exclude=exclude)
+                             rng=gen, key=None if keys is None else keys[i], exclude=exclude, margin=margin)
                    for i in range(max(sizes))]
             return picker_batch.as_arrays(res, list(queries)) if as_arrays else res
         qry = self.prepare([queries], thresholds, ndim=2)
@@ -441,3 +472,9 @@ class Picker:
 
 
 _new = object.__new__
+
+
+def _with_cut(res: PickResult, cut: MarginCut | None) -> PickResult:
+    if cut is not None:
+        object.__setattr__(res, "cut", cut)
+    return res

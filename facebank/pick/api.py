@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from facebank.index.build import resolve_build
-from facebank.pick.options import Embedding, Embeddings, PickOptions, Threshold
+from facebank.pick.options import Embedding, Embeddings, PickOptions, QueryFace, Threshold
 from facebank.pick.session import FaceBank, Target
 
 from facebank.pick.analyse import FaceAnalyser, ImageInput, PhotoFace
@@ -50,7 +50,8 @@ def pick_target(embedding: Embedding, *, build: str | os.PathLike | None = None,
                 bank: str | os.PathLike | None = None, space: str | None = None, age: float | None = None,
                 gender: str | None = None, threshold: Threshold = None, mode: str = "random",
                 rng: np.random.Generator | None = None, key: bytes | str | None = None,
-                exclude: Iterable[str] = (), fallback: str = "error", secret: bytes | None = None) -> Target:
+                exclude: Iterable[str] = (), fallback: str = "error", margin: float | None = None,
+                allow_looser: bool = False, secret: bytes | None = None) -> Target:
     """A random synthetic face guaranteed dissimilar to `embedding` in every space it gives.
 
     Args:
@@ -64,12 +65,16 @@ def pick_target(embedding: Embedding, *, build: str | os.PathLike | None = None,
         rng / key: a numpy Generator, or a key (e.g. photo id + face index) that makes the pick
             reproducible under `secret` and unlinkable across keys.
         exclude: face ids never to return. fallback: "error" or "widen_age".
+        margin: draw only among the furthest `margin` fraction of the candidates (None: the
+            build's default; 1: every eligible face); see docs/privacy-margin.md.
+        allow_looser: permit a threshold above the build's calibrated one (recorded in the Target).
 
     Raises:
         NoEligibleTarget, InvalidEmbedding, UnknownSpace, StaleIndex, InputError.
     """
-    options = PickOptions(threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback)
-    face = {"embedding": embedding, "space": space, "age": age, "gender": gender}
+    options = PickOptions(threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback,
+                          margin=margin, allow_looser=allow_looser)
+    face = QueryFace(embedding, space, age, gender)
     return open_facebank(build, bank=bank, secret=secret).pick_faces([face], options)[0]
 
 
@@ -77,9 +82,11 @@ def pick_targets(embeddings: Embeddings, *, build: str | os.PathLike | None = No
                  bank: str | os.PathLike | None = None, space: str | None = None, ages: Sequence | None = None,
                  genders: Sequence | None = None, threshold: Threshold = None, mode: str = "random",
                  rng: np.random.Generator | None = None, keys: Sequence | None = None,
-                 exclude: Iterable[str] = (), fallback: str = "error", secret: bytes | None = None) -> list[Target]:
+                 exclude: Iterable[str] = (), fallback: str = "error", margin: float | None = None,
+                allow_looser: bool = False, secret: bytes | None = None) -> list[Target]:
     """`pick_target` for a batch: (B, d) or dict space -> (B, d); one Target per row."""
-    options = PickOptions(threshold=threshold, mode=mode, rng=rng, exclude=exclude, fallback=fallback)
+    options = PickOptions(threshold=threshold, mode=mode, rng=rng, exclude=exclude, fallback=fallback,
+                          margin=margin, allow_looser=allow_looser)
     return open_facebank(build, bank=bank, secret=secret).pick_rows(embeddings, options, space=space, ages=ages,
                                                                     genders=genders, keys=keys)
 
@@ -87,20 +94,22 @@ def pick_targets(embeddings: Embeddings, *, build: str | os.PathLike | None = No
 def pick_for_photo(faces: Sequence[Mapping], *, build: str | os.PathLike | None = None,
                    bank: str | os.PathLike | None = None, threshold: Threshold = None, mode: str = "random",
                    rng: np.random.Generator | None = None, key: bytes | str | None = None,
-                   exclude: Iterable[str] = (), fallback: str = "error", secret: bytes | None = None) -> list[Target]:
+                   exclude: Iterable[str] = (), fallback: str = "error", margin: float | None = None,
+                allow_looser: bool = False, secret: bytes | None = None) -> list[Target]:
     """Distinct targets for every real face of one photo, each dissimilar to all of them.
 
     `faces`: mappings with `embedding` (array or dict space -> array), optional `space`, `age`, `gender`.
     """
-    options = PickOptions(threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback)
+    options = PickOptions(threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback,
+                          margin=margin, allow_looser=allow_looser)
     return open_facebank(build, bank=bank, secret=secret).pick_faces(faces, options)
 
 
 def pick_for_image(image: ImageInput, *, build: str | os.PathLike | None = None, bank: str | os.PathLike | None = None,
                    models: Mapping[str, str | os.PathLike] | None = None, threshold: Threshold = None,
                    mode: str = "random", rng: np.random.Generator | None = None, key: bytes | str | None = None,
-                   exclude: Iterable[str] = (), fallback: str = "error",
-                   secret: bytes | None = None) -> list[ImagePick]:
+                   exclude: Iterable[str] = (), fallback: str = "error", margin: float | None = None,
+                   allow_looser: bool = False, secret: bytes | None = None) -> list[ImagePick]:
     """One distinct target per face of a real photo (an RGB uint8 array, a path or encoded bytes).
 
     Detection, age/gender and embeddings in the build's spaces run with models loaded once per
@@ -110,7 +119,8 @@ def pick_for_image(image: ImageInput, *, build: str | os.PathLike | None = None,
     `target.crop()`, `target.image()`.
     """
     return open_facebank(build, bank=bank, secret=secret).pick_for_image(
-        image, models=models, threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback)
+        image, models=models, threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback,
+        margin=margin, allow_looser=allow_looser)
 
 
 def analyse(image: ImageInput, *, spaces: Sequence[str] = ("dlib",), models: Mapping[str, str | os.PathLike] | None = None,

@@ -8,27 +8,27 @@ import numpy as np
 
 from facebank.errors import InputError
 from facebank.pick.analyse import ImageInput, PhotoFace, analyse_photo  # noqa: F401  (analyse_photo: old path)
-from facebank.pick.options import PickOptions, Threshold
+from facebank.pick.options import PickOptions, QueryFace, Threshold
 from facebank.pick.session import FaceBank, ImagePick  # noqa: F401  (ImagePick: re-exported)
 
 
 def pick_for_image(session: FaceBank, image: ImageInput, *, models: Mapping[str, str] | None = None,
                    threshold: Threshold = None, mode: str = "random",
                    rng: np.random.Generator | None = None, key: bytes | str | None = None,
-                   exclude: Iterable[str] = (), fallback: str = "error",
-                   require_face: bool = False) -> list[ImagePick]:
+                   exclude: Iterable[str] = (), fallback: str = "error", margin: float | None = None,
+                   allow_looser: bool = False, require_face: bool = False) -> list[ImagePick]:
     """Distinct targets for all faces of `image`, each dissimilar to every face in it.
 
     The session's analyser (models loaded once per session and `models`) does the detection;
     a photo without a face gives [] (or an InputError with `require_face`, as the CLI wants).
     """
-    options = PickOptions(threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback)
-    options.check()  # a bad mode or fallback is refused before any model runs
+    # built (and so validated) before any model runs
+    options = PickOptions(threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback,
+                          margin=margin, allow_looser=allow_looser)
     faces = session.analyse(image, models=models)
     if not faces:
         if require_face:
             raise InputError(f"no face found in {image if not isinstance(image, (np.ndarray, bytes)) else 'the image'}")
         return []
-    targets = session.pick_faces([{"embedding": f.embeddings, "age": f.age, "gender": f.gender} for f in faces],
-                                 options)
+    targets = session.pick_faces([QueryFace(f.embeddings, None, f.age, f.gender) for f in faces], options)
     return [ImagePick(f, t) for f, t in zip(faces, targets)]

@@ -26,7 +26,7 @@ from facebank.index.manifest import load_array, open_files, read_manifest, verif
 from facebank.index.picker import Picker, PickResult
 from facebank.labels import check_age, gender_name
 from facebank.pick.analyse import FaceAnalyser, ImageInput, PhotoFace  # numpy only: models load on first use
-from facebank.pick.options import FALLBACKS, MODES, Embedding, Embeddings, PickOptions, Threshold
+from facebank.pick.options import Embedding, Embeddings, PickOptions, QueryFace, Threshold
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,9 @@ class Target:
     fallback: str | None  # None, or what the fallback policy did ("widen_age:20-29")
     mode: str
     method: str  # rejection | scan | furthest | index_furthest (proposed by an ivf/hnsw index)
+    margin: float = 1.0  # the privacy margin the pick was drawn with (1: every eligible face)
+    cut: dict | None = None  # the margin's cut (MarginCut.to_dict: tau per space, share, sample, exact, relaxed)
+    looser: bool = False  # a threshold above the build's was allowed (allow_looser=True)
     _session: object = field(default=None, repr=False, compare=False)
 
     # Reads go through the session, not a bank handle kept here: the session reopens a bank that
@@ -194,6 +197,8 @@ class FaceBank:
         self._check_fresh()
         self.spaces = sorted(self.manifest["spaces"])
         self.thresholds = {s: float(m["threshold"]) for s, m in self.manifest["spaces"].items()}
+        # The privacy margin picks use unless told otherwise (builds made before margins: none).
+        self.default_margin = float(self.manifest.get("margin", {}).get("default", 1.0))
         m = self.manifest["rows"]
         self.rows = load_array(self.build_dir, "rows.npy", dtype="int64", shape=(m,))
         self.ids = load_array(self.build_dir, "ids.npy", dtype="S16", shape=(m,))
@@ -303,9 +308,7 @@ class FaceBank:
     # -- groups --
     def _group_plan(self, age: float | None, gender: str | None, fallback: str) -> list[tuple[list[int] | None, str]]:
         """Group-code sets to try in order, with their labels (cached: a plan depends on the
-        age group, gender and fallback only)."""
-        if fallback not in FALLBACKS:
-            raise InputError(f"fallback must be one of {', '.join(FALLBACKS)}, got {fallback!r}")
+        age group, gender and fallback only; PickOptions validated the fallback)."""
         key = (None if age is None else G.age_group(check_age(age)), None if gender is None else G.gender_name(gender),
                fallback)
         plan = self._plans.get(key)
@@ -329,7 +332,7 @@ class FaceBank:
                 raise InputError(f"exclude takes face ids (str), got {type(e).__name__}")
         return out
 
-    def _thresholds(self, query: Mapping, threshold) -> dict[str, float]:
+    def _thresholds(self, query: Mapping, threshold, allow_looser: bool = False) -> dict[str, float]:
         if threshold is None:
             return {s: self.thresholds[s] for s in query}
         if isinstance(threshold, Mapping):
@@ -337,14 +340,21 @@ class FaceBank:
                 if s not in self.thresholds:
                     raise UnknownSpace(f"threshold for space {s!r}, which is not in this build; it has: "
                                        f"{', '.join(self.spaces)}")
-            return {s: check_threshold(threshold[s], s) if s in threshold else self.thresholds[s] for s in query}
-        if len(query) != 1:
+            out = {s: check_threshold(threshold[s], s) if s in threshold else self.thresholds[s] for s in query}
+        elif len(query) != 1:
             raise InputError("a single threshold needs a single-space query; give a dict of space -> threshold")
-        s = next(iter(query))
-        return {s: check_threshold(threshold, s)}
+        else:
+            s = next(iter(query))
+            out = {s: check_threshold(threshold, s)}
+        looser = [s for s, t in out.items() if t > self.thresholds[s]]
+        if looser and not allow_looser:  # a higher cosine admits more similar faces: never silently
+            s = looser[0]
+            raise InputError(f"threshold {out[s]} for {s!r} is looser than the build's calibrated {self.thresholds[s]}; "
+                             "pass allow_looser=True (CLI: --allow-looser) to weaken the guarantee on purpose")
+        return out
 
     def _target(self, res: PickResult, thresholds, requested: str, fallback_used: str | None, mode: str,
-                queries: Sequence[Mapping]) -> Target:
+                queries: Sequence[Mapping], margin: float = 1.0) -> Target:
         bank_row = int(self.rows[res.row])
         self._guard(res.row, bank_row, queries, thresholds)
         code = int(self.codes[res.row])
@@ -356,39 +366,46 @@ class FaceBank:
             thresholds=dict(thresholds), age=float(self._ages[bank_row]),
             gender=gender_name(int(self._genders[bank_row])),
             group=self._labels[code], requested_group=requested, fallback=fallback_used, mode=mode,
-            method=res.method, _session=self,
+            method=res.method, margin=margin, cut=None if res.cut is None else res.cut.to_dict(),
+            looser=any(t > self.thresholds[s] for s, t in thresholds.items()), _session=self,
         )
 
     # -- the API: the keyword forms build one PickOptions; pick_faces and pick_rows do the work --
     def pick_target(self, embedding: Embedding, *, space: str | None = None, age: float | None = None,
                     gender: str | None = None, threshold: Threshold = None, mode: str = "random",
                     rng: np.random.Generator | None = None, key: bytes | str | None = None,
-                    exclude: Iterable[str] = (), fallback: str = "error") -> Target:
+                    exclude: Iterable[str] = (), fallback: str = "error", margin: float | None = None,
+                    allow_looser: bool = False) -> Target:
         """A synthetic face dissimilar to `embedding` in every space it gives; see facebank.pick_target."""
-        options = PickOptions(threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback)
-        return self.pick_faces([{"embedding": embedding, "space": space, "age": age, "gender": gender}], options)[0]
+        options = PickOptions(threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback,
+                              margin=margin, allow_looser=allow_looser)
+        return self.pick_faces([QueryFace(embedding, space, age, gender)], options)[0]
 
     def pick_targets(self, embeddings: Embeddings, *, space: str | None = None, ages: Sequence | None = None,
                      genders: Sequence | None = None, threshold: Threshold = None, mode: str = "random",
                      rng: np.random.Generator | None = None, keys: Sequence | None = None,
-                     exclude: Iterable[str] = (), fallback: str = "error") -> list[Target]:
+                     exclude: Iterable[str] = (), fallback: str = "error", margin: float | None = None,
+                     allow_looser: bool = False) -> list[Target]:
         """One target per query (independent picks; targets may repeat across queries).
 
         `embeddings` is (B, d) for one space, or a dict space -> (B, d). Without ages/genders,
         keys or fallbacks the whole batch goes to `Picker.pick_batch` at once.
         """
-        options = PickOptions(threshold=threshold, mode=mode, rng=rng, exclude=exclude, fallback=fallback)
+        options = PickOptions(threshold=threshold, mode=mode, rng=rng, exclude=exclude, fallback=fallback,
+                              margin=margin, allow_looser=allow_looser)
         return self.pick_rows(embeddings, options, space=space, ages=ages, genders=genders, keys=keys)
 
     def pick_for_photo(self, faces: Sequence[Mapping], *, threshold: Threshold = None, mode: str = "random",
                        rng: np.random.Generator | None = None, key: bytes | str | None = None,
-                       exclude: Iterable[str] = (), fallback: str = "error") -> list[Target]:
+                       exclude: Iterable[str] = (), fallback: str = "error", margin: float | None = None,
+                       allow_looser: bool = False) -> list[Target]:
         """Distinct targets for all real faces of one photo, each dissimilar to every one of them.
 
-        Each face is a mapping with `embedding` (array or dict space -> array), optional `space`,
-        `age` and `gender`.
+        Each face is a QueryFace, or a mapping with `embedding` (array or dict space -> array) and
+        optional `space`, `age` and `gender` (any other key is an error).
         """
-        options = PickOptions(threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback)
+        options = PickOptions(threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback,
+                              margin=margin, allow_looser=allow_looser)
         return self.pick_faces(faces, options)
 
     def pick_rows(self, embeddings: Embeddings, options: PickOptions, *, space: str | None = None, ages: Sequence | None = None,
@@ -396,9 +413,8 @@ class FaceBank:
         """`pick_targets` with its options as one object (`options.key` is unused: give `keys`)."""
         self._recheck()
         query = _as_query(embeddings, space, self.spaces)
-        thresholds = self._thresholds(query, options.threshold)
-        if options.mode not in MODES:
-            raise InputError(f"mode must be one of {', '.join(MODES)}, got {options.mode!r}")
+        thresholds = self._thresholds(query, options.threshold, options.allow_looser)
+        margin = self._margin(options)
         sizes = {np.shape(v)[0] if np.ndim(v) == 2 else -1 for v in query.values()}
         if len(sizes) != 1 or -1 in sizes:
             raise InputError("batch embeddings must be (B, d) arrays with the same B in every space")
@@ -408,15 +424,15 @@ class FaceBank:
                                        or len(values) != b):
                 raise InputError(f"{name} must give one value per embedding ({b}), "
                                  f"got {len(values) if hasattr(values, '__len__') else type(values).__name__}")
-        if ages is None and genders is None and options.fallback == "error":
+        if ages is None and genders is None and options.fallback == "error" and margin == 1.0:
             res = self.picker.pick_batch(query, thresholds=thresholds, mode=options.mode, rng=options.rng, keys=keys,
                                          exclude=self._index_rows(options.exclude))
             return [self._target(r, thresholds, "any", None, options.mode, [{s: np.asarray(v)[i] for s, v in query.items()}])
                     for i, r in enumerate(res)]
         out = []
         for i in range(b):
-            face = {"embedding": {s: np.asarray(v)[i] for s, v in query.items()},
-                    "age": None if ages is None else ages[i], "gender": None if genders is None else genders[i]}
+            face = QueryFace({s: np.asarray(v)[i] for s, v in query.items()}, None,
+                             None if ages is None else ages[i], None if genders is None else genders[i])
             out += self.pick_faces([face], replace(options, key=None if keys is None else keys[i]))
         return out
 
@@ -424,20 +440,16 @@ class FaceBank:
         """`pick_for_photo` (and `pick_target`, one face) with its options as one object."""
         self._recheck()
         mode = options.mode
-        if mode not in MODES:
-            raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if isinstance(faces, Mapping) or not isinstance(faces, Sequence) or not faces:
-            raise InputError(f"faces must be a non-empty list of mappings, got {type(faces).__name__}")
-        for i, f in enumerate(faces):
-            if not isinstance(f, Mapping) or "embedding" not in f:
-                raise InputError(f"face {i} must be a mapping with an 'embedding', got {type(f).__name__}"
-                                 + (f" with keys {sorted(map(str, f))}" if isinstance(f, Mapping) else ""))
-        queries = [_as_query(f["embedding"], f.get("space"), self.spaces) for f in faces]
+        if isinstance(faces, (Mapping, QueryFace)) or not isinstance(faces, Sequence) or not faces:
+            raise InputError(f"faces must be a non-empty list of faces, got {type(faces).__name__}")
+        faces = [QueryFace.of(f, i) for i, f in enumerate(faces)]
+        queries = [_as_query(f.embedding, f.space, self.spaces) for f in faces]
         spaces = set(queries[0])
         if any(set(q) != spaces for q in queries):
             raise InputError("every face of a photo must give the same spaces")
-        thresholds = self._thresholds(queries[0], options.threshold)
-        plans = [self._group_plan(f.get("age"), f.get("gender"), options.fallback) for f in faces]
+        thresholds = self._thresholds(queries[0], options.threshold, options.allow_looser)
+        margin = self._margin(options)
+        plans = [self._group_plan(f.age, f.gender, options.fallback) for f in faces]
         taken = self._index_rows(options.exclude)
         gen = self.picker.generator(options.rng, options.key)  # one generator for the whole photo: keyed picks reproduce
         # Every face is checked against every face of the photo, not only its own. One face: the
@@ -445,24 +457,30 @@ class FaceBank:
         qry = self.picker.prepare(queries, thresholds) if len(queries) > 1 or mode == "furthest" else None
         out = []
         for i, plan in enumerate(plans):
-            res, step = self._pick_in_plan(i, plan, queries, qry, thresholds, mode, gen, taken)
+            res, step = self._pick_in_plan(i, plan, queries, qry, thresholds, mode, gen, taken, margin)
             taken.add(res.row)
-            out.append(self._target(res, thresholds, plan[0][1], None if step == 0 else f"widen_age:{plan[step][1]}",
-                                    mode, queries))
+            used = None if step == 0 else f"widen_age:{plan[step][1]}"
+            if res.cut is not None and res.cut.relaxed and used is None:
+                used = f"margin_relaxed:{res.cut.share:.3g}"  # the group is too small for the margin
+            out.append(self._target(res, thresholds, plan[0][1], used, mode, queries, margin))
         return out
 
+    def _margin(self, options: PickOptions) -> float:
+        """The pick's margin: the option, else the build's default (1.0 for builds made before margins)."""
+        return self.default_margin if options.margin is None else options.margin
+
     def _pick_in_plan(self, i: int, plan: list, queries: list[dict], qry, thresholds: dict, mode: str, gen,
-                      taken: set[int]) -> tuple[PickResult, int]:
+                      taken: set[int], margin: float = 1.0) -> tuple[PickResult, int]:
         """Face i's pick from the first group of its plan that has an eligible target: (result, step)."""
         last: NoEligibleTarget | None = None
         for step, (codes, _label) in enumerate(plan):
             try:
-                res = self._proposed_furthest(queries, thresholds, codes, taken) if mode == "furthest" else None
+                res = self._proposed_furthest(queries, thresholds, codes, taken, margin) if mode == "furthest" else None
                 if res is None and len(queries) == 1:  # one face: the picker's fast path applies
                     res = self.picker.pick(queries[0], thresholds=thresholds, groups=codes, mode=mode, rng=gen,
-                                           exclude=taken)
+                                           exclude=taken, margin=margin)
                 elif res is None:
-                    res = self.picker.pick_query(qry, codes, mode, gen, taken, prefix=f"face {i}: ")
+                    res = self.picker.pick_query(qry, codes, mode, gen, taken, prefix=f"face {i}: ", margin=margin)
             except NoEligibleTarget as exc:
                 last = exc
                 continue
@@ -473,7 +491,7 @@ class FaceBank:
         raise NoEligibleTarget(f"no eligible target in any of {tried}; last: {last}",
                                group_size=last.group_size, too_similar=last.too_similar, group=plan[0][1])
 
-    def _proposed_furthest(self, queries: list[dict], thresholds: dict, codes, taken: set[int]):
+    def _proposed_furthest(self, queries: list[dict], thresholds: dict, codes, taken: set[int], margin: float = 1.0):
         """Furthest pick among an approximate index's proposals, or None (then the exact scan decides)."""
         spaces = [s for s in queries[0] if s in self._approx]
         if not spaces:
@@ -491,7 +509,7 @@ class FaceBank:
             _, rows = self._faiss[s].search(np.ascontiguousarray(q), self.furthest_candidates)
             cand.append(rows.ravel())
         return self.picker.furthest_among(queries, np.concatenate(cand), thresholds=thresholds, groups=codes,
-                                          exclude=taken)
+                                          exclude=taken, margin=margin)
 
     # -- photos: the models load once per session (prepare once, get many) --
     def analyser(self, models: Mapping[str, str | os.PathLike] | None = None) -> FaceAnalyser:
@@ -512,7 +530,8 @@ class FaceBank:
     def pick_for_image(self, image: ImageInput, *, models: Mapping[str, str | os.PathLike] | None = None,
                        threshold: Threshold = None, mode: str = "random",
                        rng: np.random.Generator | None = None, key: bytes | str | None = None,
-                       exclude: Iterable[str] = (), fallback: str = "error") -> list[ImagePick]:
+                       exclude: Iterable[str] = (), fallback: str = "error", margin: float | None = None,
+                       allow_looser: bool = False) -> list[ImagePick]:
         """One distinct target per face of `image` (an RGB uint8 array, a path or encoded bytes).
 
         Detects every face, estimates age and gender, embeds it in the build's spaces and picks
@@ -522,7 +541,7 @@ class FaceBank:
         from facebank.pick.photo import pick_for_image
 
         return pick_for_image(self, image, models=models, threshold=threshold, mode=mode, rng=rng, key=key,
-                              exclude=exclude, fallback=fallback)
+                              exclude=exclude, fallback=fallback, margin=margin, allow_looser=allow_looser)
 
     def close(self) -> None:
         self._closed = True
