@@ -134,7 +134,7 @@ class MarginSampler:
         k = max(k, min(n, MIN_CUT_ROWS))
         if len(names) == 1:
             (s, a), = sims.items()
-            tau = {s: float(np.partition(a, k - 1)[k - 1])}
+            tau = {s: _between(np.sort(a), k - 1)}
             inside = int(np.count_nonzero(a <= tau[s]))
         else:  # score = max over spaces of the row's rank; the k-th smallest score is the cut-off K
             order = {s: np.argsort(a, kind="stable") for s, a in sims.items()}
@@ -144,7 +144,15 @@ class MarginSampler:
                 r[o] = np.arange(n)
                 np.maximum(ranks, r, out=ranks)
             cutoff = int(np.partition(ranks, k - 1)[k - 1])
-            tau = {s: float(sims[s][order[s][cutoff]]) for s in names}
+            tau = {s: _between(sims[s][order[s]], cutoff) for s in names}
             inside = int(np.count_nonzero(ranks <= cutoff))
         share = inside / n
         return MarginCut(margin, {s: min(thresholds[s], tau[s]) for s in names}, tau, share, n, exact)
+
+
+def _between(ascending: np.ndarray, k: int) -> float:
+    """A cut between the k-th and the next similarity (0-based), midway: the same rows fall under
+    it as under the k-th value, and a float32 rounding of either neighbour cannot move one across
+    (the exact check compares exact similarities with it)."""
+    lo = float(ascending[k])
+    return lo if k + 1 >= ascending.size else (lo + float(ascending[k + 1])) / 2
