@@ -2,7 +2,8 @@
 
 The picker runs its compiled rejection loop (facebank.index._screen); the same picks through its
 numpy loop, and through the fp16 option (float16 rows, float32 rows kept for exact re-checks),
-are timed beside it. Baselines: (a) FAISS IndexFlatIP.range_search for the eligible set (query
+are timed beside it, and the same picks with the privacy margin (the shipped default, taking turns
+with margin 1 in the same rounds, so the cost of the cut is read off side by side). Baselines: (a) FAISS IndexFlatIP.range_search for the eligible set (query
 -q, radius -threshold: FAISS returns rows with -sim > -thr, i.e. sim < thr), then a random
 choice; (b) a numpy scan (V @ q <= thr, flatnonzero, choice). Banks of random unit vectors
 (512-d, float32); thresholds are each query's 10%, 50% and 90% similarity quantiles, so that
@@ -13,7 +14,8 @@ share of the bank is eligible.
 Single picks are timed in steady state (after a second of untimed picks) with the three levels
 taking turns; batch picks/s is the median of three batches. Memory is measured in fresh
 subprocesses (peak RSS, VmHWM) that hold only numpy and the picker. The last line is
-`RESULT pick_p99_us_10k=... pick_p99_us_1m=... speedup_vs_faiss_range_1m=...
+`RESULT pick_p99_us_10k=... pick_p99_us_1m=... margin_p99_us_10k=... margin_p99_us_1m=...
+margin_p50_ratio=... speedup_vs_faiss_range_1m=...
 batch_picks_per_s_10k=... rss_mb_1m=...` (MiB).
 """
 
@@ -33,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from facebank.index import screen  # noqa: E402
+from facebank.index.margin import DEFAULT_MARGIN as MARGIN  # noqa: E402
 from facebank.index.picker import Picker  # noqa: E402
 
 D = 512
@@ -131,15 +134,16 @@ def bench_size(n: int, *, picks: int, base_reps: int, batch: int, faiss_mod) -> 
     index = faiss_mod.IndexFlatIP(D)
     index.add(v)
     print(f"# n={n}: bank, picker and FAISS index built in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    out = {lv: {"picker": [], "numpy_loop": [], "fp16": [], "faiss_range": [], "numpy_scan": []} for lv in LEVELS}
+    out = {lv: {"picker": [], "margin": [], "numpy_loop": [], "fp16": [], "faiss_range": [], "numpy_scan": []}
+           for lv in LEVELS}
 
-    def time_picks(pk: Picker, lv: float, count: int) -> list[int]:
+    def time_picks(pk: Picker, lv: float, count: int, margin: float = 1.0) -> list[int]:
         ts = []
         for i in range(count):
             j = i % len(queries)
             q, t = {"arcface": queries[j]}, {"arcface": float(thr[lv][j])}
             a = time.perf_counter_ns()
-            pk.pick(q, thresholds=t, rng=rng)
+            pk.pick(q, thresholds=t, rng=rng, margin=margin)
             ts.append(time.perf_counter_ns() - a)
         return ts
 
@@ -153,7 +157,12 @@ def bench_size(n: int, *, picks: int, base_reps: int, batch: int, faiss_mod) -> 
     # Single picks: the levels take turns in rounds of 500 picks, so that a burst of noise on the
     # machine lands on all of them alike rather than on whichever ran at the time. Then the same
     # for the numpy loop (what an install without a C compiler runs) and for the fp16 option.
-    for key, pk, count in (("picker", picker, picks), ("numpy_loop", picker, picks // 4), ("fp16", picker16, picks // 4)):
+    # The privacy margin (MARGIN, the shipped default) takes turns with margin 1 in the same rounds.
+    for _ in range(max(1, picks // 500)):
+        for lv in LEVELS:
+            out[lv]["picker"] += time_picks(picker, lv, min(500, picks))
+            out[lv]["margin"] += time_picks(picker, lv, min(500, picks), MARGIN)
+    for key, pk, count in (("numpy_loop", picker, picks // 4), ("fp16", picker16, picks // 4)):
         with screen.numpy_loop() if key == "numpy_loop" else contextlib.nullcontext():
             for _ in range(max(1, count // 500)):
                 for lv in LEVELS:
@@ -193,17 +202,18 @@ def bench_size(n: int, *, picks: int, base_reps: int, batch: int, faiss_mod) -> 
 
 def report(n: int, out: dict) -> None:
     print(f"\n## n = {n:,} x {D} float32, group = whole bank")
-    print(f"{'eligible':>8} | {'picker p50/p99 us':>18} | {'numpy loop p50/p99':>18} | {'fp16 p50/p99':>16} | "
+    print(f"{'eligible':>8} | {'picker p50/p99 us':>18} | {f'margin {MARGIN:g} p50/p99':>19} | {'numpy loop p50/p99':>18} | {'fp16 p50/p99':>16} | "
           f"{'FAISS range p50/p99 us':>23} | "
           f"{'numpy scan p50/p99 us':>22} | {'x FAISS (p50)':>13} | {'x numpy (p50)':>13} | batch picks/s")
     for lv, r in out.items():
         p50, p99 = pct(r["picker"], 50), pct(r["picker"], 99)
+        m50, m99 = pct(r["margin"], 50), pct(r["margin"], 99)
         n50, n99 = pct(r["numpy_loop"], 50), pct(r["numpy_loop"], 99)
         h50, h99 = pct(r["fp16"], 50), pct(r["fp16"], 99)
         f50, f99 = pct(r["faiss_range"], 50), pct(r["faiss_range"], 99)
         s50, s99 = pct(r["numpy_scan"], 50), pct(r["numpy_scan"], 99)
         batch = (f"{r['batch_arrays']:,.0f} arrays / {r['batch_list']:,.0f} list" if "batch_arrays" in r else "-")
-        print(f"{lv:>8.0%} | {p50:>8.1f} / {p99:>7.1f} | {n50:>8.1f} / {n99:>7.1f} | {h50:>7.1f} / {h99:>6.1f} | {f50:>11.0f} / {f99:>9.0f} | {s50:>10.0f} / {s99:>9.0f} | "
+        print(f"{lv:>8.0%} | {p50:>8.1f} / {p99:>7.1f} | {m50:>9.1f} / {m99:>7.1f} | {n50:>8.1f} / {n99:>7.1f} | {h50:>7.1f} / {h99:>6.1f} | {f50:>11.0f} / {f99:>9.0f} | {s50:>10.0f} / {s99:>9.0f} | "
               f"{f50 / p50:>13.0f} | {s50 / p50:>13.0f} | {batch}")
     print(f"(picker: {len(out[LEVELS[0]]['picker'])} picks per level, compiled loop "
           f"{'built' if screen.AVAILABLE else 'NOT BUILT'}; numpy loop and fp16: {len(out[LEVELS[0]]['numpy_loop'])}; "
@@ -238,7 +248,12 @@ def main() -> None:
     p99_large = max(pct(r_large[lv]["picker"], 99) for lv in LEVELS)
     speedup = min(pct(r_large[lv]["faiss_range"], 50) / pct(r_large[lv]["picker"], 50) for lv in LEVELS)
     batch = min(r_small[lv]["batch_arrays"] for lv in LEVELS)
-    print(f"RESULT pick_p99_us_10k={p99_small:.1f} pick_p99_us_1m={p99_large:.1f} "
+    m99_small = max(pct(r_small[lv]["margin"], 99) for lv in LEVELS)
+    m99_large = max(pct(r_large[lv]["margin"], 99) for lv in LEVELS)
+    ratio = float(np.median([pct(r[lv]["margin"], 50) / pct(r[lv]["picker"], 50) for r in (r_small, r_large)
+                             for lv in LEVELS]))
+    print(f"RESULT pick_p99_us_10k={p99_small:.1f} pick_p99_us_1m={p99_large:.1f} margin_p99_us_10k={m99_small:.1f} "
+          f"margin_p99_us_1m={m99_large:.1f} margin_p50_ratio={ratio:.2f} "
           f"speedup_vs_faiss_range_1m={speedup:.0f} batch_picks_per_s_10k={batch:.0f} rss_mb_1m={rss32:.0f}")
 
 

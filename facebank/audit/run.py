@@ -371,6 +371,7 @@ class AuditConfig:
     aligned: bool = False  # labelled images are aligned 112 crops (facebank.audit.labelled)
     conservative: bool | str = False  # True/"far": 95% upper bound <= FAR; "privacy": lower bound >= FAR
     heldout: Mapping[str, str] | None = None  # space -> model of recognisers the build does not use
+    transfer: bool = False  # the privacy margin's leave-one-out transfer table (needs labelled + build)
 
 
 def run_audit(config: AuditConfig | None = None, /, *, progress: Progress | None = None, **fields: Any) -> Path:
@@ -416,7 +417,8 @@ def _run_audit(cfg: AuditConfig, progress: Progress | None) -> Path:
                   "queries": str(queries) if queries else None, "far_levels": list(fars), "score_far": score_far,
                   "max_pairs": max_pairs, "near_duplicate_above": _cuts(near_duplicate_above, spaces),
                   "max_pixel_candidates": max_pixel_candidates, "groups": groups, "seed": seed, "models": dict(models or {}),
-                  "aligned": aligned, "conservative": conservative, "heldout": dict(heldout or {})}
+                  "aligned": aligned, "conservative": conservative, "heldout": dict(heldout or {}),
+                  "transfer": cfg.transfer}
         sec, pair_sims = _bank_section(b, spaces, build_thr, max_pairs=max_pairs, seed=seed, out=out,
                                        cut=_cuts(near_duplicate_above, spaces), progress=progress)
         sections = [sec]
@@ -434,6 +436,12 @@ def _run_audit(cfg: AuditConfig, progress: Progress | None) -> Path:
                 held = load_embedders(list(heldout or {}), heldout) if heldout else {}
                 sections.append(privacy_section(session, b, report, labels=lab[0], embeddings=lab[1], crops=lab[2],
                                                 heldout=held, out=out, seed=seed, progress=progress))
+                if cfg.transfer:
+                    from facebank.audit.margin_transfer import TransferConfig, transfer_section
+
+                    sections.append(transfer_section(session, b, labels=lab[0], embeddings=lab[1], crops=lab[2],
+                                                     heldout=held, out=out, config=TransferConfig(seed=seed),
+                                                     progress=progress))
         score_thr, thr_rows = {}, []
         for s in spaces:
             entry = report.spaces[s].at_far(score_far) if report else None

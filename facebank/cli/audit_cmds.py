@@ -67,6 +67,9 @@ def audit_cmd(
              "threshold at that FAR (the shipped defaults' choice).")] = False,
     heldout: Annotated[list[str], typer.Option("--heldout",
                                                help="SPACE=MODEL of a recogniser the build does not use (repeatable; dlib=dlib).")] = [],
+    transfer: Annotated[bool, typer.Option(
+        "--transfer", help="Privacy margin: hold each recogniser out in turn and measure every margin's "
+                           "held-out match (needs --labelled and --build).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write an audit report: bank distributions, calibration, pick audit, pixel metrics, plots."""
@@ -80,12 +83,16 @@ def audit_cmd(
         _check_path("--queries", queries, folder=True)
         models = parse_pairs(model, "--model", shape="SPACE=PATH", must_exist=True)
         held = parse_pairs(heldout, "--heldout", shape="SPACE=MODEL")
+        if transfer and (labelled is None or build is None):
+            from facebank.errors import InputError
+
+            raise InputError("--transfer needs --labelled (identity-labelled real faces) and --build")
         with _stages() as progress:
             cfg = AuditConfig(bank=bank, out=out, build=build, labelled=labelled, identities=identities,
                               queries=queries, max_pairs=max_pairs, near_duplicate_above=near_duplicate_above, seed=seed,
                               groups=groups, models=models, aligned=aligned,
                               conservative="privacy" if privacy_bound else conservative,
-                              heldout=held or None)
+                              heldout=held or None, transfer=transfer)
             path = run_audit(cfg, progress=progress)
         cal = path.parent / "calibration.json"
         data = {"report": str(path), "folder": str(path.parent), "calibration": str(cal) if cal.exists() else None}

@@ -19,7 +19,7 @@ What is exact and what is estimated. The threshold check is exact, always. The c
 estimated from a fixed uniform sample of `sample` rows of the group (the whole group when it is
 no larger, which makes the cut exact): the share of the group under the cut is then the k-th of
 n uniform order statistics, Beta(k, n + 1 - k), standard deviation sqrt(m (1 - m) / (n + 2)),
-2.2 points at m = 0.5 and n = 512. Exclusions are left out of a whole-group sample and ignored in
+3.1 points at m = 0.5 and n = 256. Exclusions are left out of a whole-group sample and ignored in
 a sampled one (their share of the group is the extra error). The sample is fixed per session and
 group, so keyed picks reproduce. Cost: one (n, d) @ (d, faces) product per space and pick,
 independent of the bank's size.
@@ -39,7 +39,7 @@ __all__ = ["DEFAULT_MARGIN", "MIN_CUT_ROWS", "SAMPLE_ROWS", "MarginCut", "Margin
 
 # The shipped default, chosen from `facebank audit --transfer` (docs/privacy-margin.md).
 DEFAULT_MARGIN = 0.5
-SAMPLE_ROWS = 512  # rows the cut-off is estimated from: 2.2 points of share at m = 0.5
+SAMPLE_ROWS = 256  # rows the cut-off is estimated from: 3.1 points of share at m = 0.5 (sd), ~6 us at d = 512
 # A cut that would leave fewer candidates than this is widened to this many (or the whole group):
 # a margin must not turn a random pick into a handful of fixed targets for a thin group.
 MIN_CUT_ROWS = 8

@@ -188,12 +188,25 @@ class Picker:
     def margin_cut(self, qry: Query, groups, margin: float, exclude: Iterable[int] = ()) -> MarginCut:
         """The privacy margin's cut for a prepared query in a group (facebank.index.margin)."""
         members, _ = self.group_rows(groups)
-        if groups is None:
-            key: tuple = ("all",)
-        else:
-            key = tuple(sorted({int(c) for c in ([groups] if isinstance(groups, (int, np.integer)) else groups)}))
         parts = {p.space.name: (p.q, p.threshold) for p in qry.parts}
-        return self._margins.cut(parts, members, key, check_margin(margin), {int(r) for r in exclude})
+        return self._margins.cut(parts, members, _group_key(groups), check_margin(margin), {int(r) for r in exclude})
+
+    def _query_cut(self, query, thresholds, groups, margin, exclude) -> MarginCut:
+        """`margin_cut` of one face; a float32 (d,) query in one space skips building a Query
+        (the same float32 unit row `unit_queries` gives: normalised in float64, then rounded)."""
+        if type(query) is dict and len(query) == 1 and type(thresholds) is dict and len(thresholds) == 1:
+            (name, q), = query.items()
+            sp, thr = self._spaces.get(name), thresholds.get(name)
+            if sp is not None and type(q) is np.ndarray and q.dtype == np.float32 and q.shape == (sp.dim,) \
+                    and isinstance(thr, float) and math.isfinite(thr):
+                v = q.astype(np.float64)
+                ss = float(np.dot(v, v))
+                if 1e-280 < ss < math.inf:
+                    qf = (v * (1.0 / math.sqrt(ss))).astype(np.float32)[None, :]
+                    members, _ = (None, "all") if groups is None else self.group_rows(groups)
+                    return self._margins.cut({name: (qf, thr)}, members, _group_key(groups), check_margin(margin),
+                                             {int(r) for r in exclude} if exclude else frozenset())
+        return self.margin_cut(self.prepare([query], thresholds), groups, margin, exclude)
 
     def tightened(self, qry: Query, groups, margin: float, exclude: Iterable[int] = ()) -> tuple[Query, MarginCut | None]:
         """`qry` with each threshold lowered to the margin's cut, and the cut (None for margin 1)."""
@@ -331,8 +344,7 @@ class Picker:
             InvalidEmbedding, UnknownSpace, InputError, NoEligibleTarget (with counts).
         """
         if margin != 1.0:
-            qry = self.prepare([query], thresholds)
-            cut = self.margin_cut(qry, groups, margin, exclude)
+            cut = self._query_cut(query, thresholds, groups, margin, exclude)
             return _with_cut(self.pick(query, thresholds=cut.thresholds, groups=groups, mode=mode, rng=rng, key=key,
                                        exclude=exclude), cut)
         if mode == "random" and type(query) is dict and len(query) == 1 and type(thresholds) is dict \
@@ -472,6 +484,13 @@ class Picker:
 
 
 _new = object.__new__
+
+
+def _group_key(groups) -> tuple:
+    """The margin sampler's cache key of a group-code set (validated by `group_rows` first)."""
+    if groups is None:
+        return ("all",)
+    return tuple(sorted({int(c) for c in ([groups] if isinstance(groups, (int, np.integer)) else groups)}))
 
 
 def _with_cut(res: PickResult, cut: MarginCut | None) -> PickResult:
