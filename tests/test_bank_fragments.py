@@ -374,7 +374,8 @@ print("DONE", flush=True)
 
 
 def _make_v1(path: Path, n: int = 48) -> None:
-    from facebank.bank.v1.writer import BankWriter as V1Writer
+    sys.path.insert(0, str(ROOT / "tests" / "fixtures"))  # the frozen v1 writer: test-only code
+    from bank_v1_frozen.writer import BankWriter as V1Writer
 
     with V1Writer(path, batch_size=8, commit_every=1000) as w:
         w.register_space("s", INFO)

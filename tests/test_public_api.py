@@ -30,29 +30,24 @@ def test_unknown_space_message_is_not_quoted():
     assert str(errors.UnknownSpace("space 'x' is not here")) == "space 'x' is not here"
 
 
-def test_deprecated_paths_reexport_the_new_objects():
-    import facebank.api
-    import facebank.build
-    import facebank.download
-    import facebank.files
-    import facebank.index.session
-    import facebank.photo
-    import facebank.pipeline
-    from facebank import _io, ingest, pick, workflow  # noqa: F401
-    import facebank._io.download
-    import facebank._io.files
-    import facebank.pick.api
-    import facebank.pick.photo
-    import facebank.pick.session
+def test_all_equals_the_public_names():
+    """`__all__` is exactly what `facebank/__init__.py` binds that is not private or a submodule:
+    nothing public is left out of it and nothing in it is missing."""
+    import types
 
-    assert facebank.pipeline.ingest is facebank.ingest.ingest
-    assert facebank.pipeline.SpaceConfig is facebank.config.SpaceConfig
-    assert facebank.build.run_build is facebank.workflow.run_build
-    assert facebank.photo.pick_for_image is facebank.pick.photo.pick_for_image
-    assert facebank.api.pick_target is facebank.pick.api.pick_target is facebank.pick_target
-    assert facebank.index.session.FaceBank is facebank.pick.session.FaceBank is facebank.FaceBank
-    assert facebank.files.atomic_write_json is facebank._io.files.atomic_write_json
-    assert facebank.download.sha256_file is facebank._io.download.sha256_file
+    public = {n for n, v in vars(facebank).items() if not n.startswith("_") and not isinstance(v, types.ModuleType)}
+    assert set(facebank.__all__) - {"__version__"} == public
+
+
+def test_no_old_import_path_is_left():
+    import importlib
+
+    import pytest
+
+    for old in ("facebank.pipeline", "facebank.build", "facebank.photo", "facebank.api", "facebank.files",
+                "facebank.download", "facebank.index.session", "facebank.bank.v1"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(old)
 
 
 def test_reading_a_config_loads_no_vision_library(tmp_path):

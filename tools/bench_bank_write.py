@@ -48,7 +48,8 @@ def measure_write(n_faces: int, writer: str = "v2", face_bytes: float = 1.3e6, w
 
         options = {"copy_images": writer == "v2-copy"}  # v2-copy: images copied into each commit (before refs)
     elif writer == "v1":
-        from facebank.bank.v1.writer import BankWriter
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fixtures"))  # frozen, test-only
+        from bank_v1_frozen.writer import BankWriter
     else:
         raise ValueError(f"writer must be v1, v2 or v2-copy, not {writer!r}")
     root = Path(tempfile.mkdtemp(prefix=f"bench-{writer}-", dir=directory))

@@ -20,7 +20,7 @@ import h5py
 from facebank.bank import schema
 from facebank.bank.layout import FragmentWriter, empty_manifest, fragment_dir, fragment_files, read_manifest, write_top
 from facebank.bank.store import check_header
-from facebank.bank.v1 import SCHEMA_VERSION as V1
+V1 = 1  # the schema `bank upgrade` reads, with plain h5py (its frozen writer: tests/fixtures/bank_v1_frozen)
 from facebank.errors import BankError, BankLockedError, InputError
 
 __all__ = ["compact_bank", "copy_bank", "upgrade_bank"]

@@ -12,7 +12,7 @@ import numpy as np
 from facebank import labels
 
 FORMAT = "facebank-bank"
-SCHEMA_VERSION = 2  # 1: one file copied whole on every commit (facebank/bank/v1); 2: fragments
+SCHEMA_VERSION = 2  # 1: one file copied whole on every commit (its frozen writer: tests/fixtures/bank_v1_frozen); 2: fragments
 # Required features this reader understands. `fragment-refs`: a fragment's virtual datasets read
 # batch files linked beside it (its `refs`): a commit references the images it adds instead of copying them.
 KNOWN_FEATURES: frozenset[str] = frozenset({"fragment-refs"})
