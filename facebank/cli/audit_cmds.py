@@ -67,6 +67,9 @@ def audit_cmd(
              "threshold at that FAR (the shipped defaults' choice).")] = False,
     heldout: Annotated[list[str], typer.Option("--heldout",
                                                help="SPACE=MODEL of a recogniser the build does not use (repeatable; dlib=dlib).")] = [],
+    anonymize: Annotated[list[str], typer.Option(
+        "--anonymize", help="Swap the labelled faces with SWAPPER[:key=value,...] and report Source vs Result "
+                            "(repeatable; e.g. classical:geometry=warp).")] = [],
     as_json: JsonOpt = False,
 ) -> None:
     """Write an audit report: bank distributions, calibration, pick audit, pixel metrics, plots."""
@@ -85,7 +88,7 @@ def audit_cmd(
                               queries=queries, max_pairs=max_pairs, near_duplicate_above=near_duplicate_above, seed=seed,
                               groups=groups, models=models, aligned=aligned,
                               conservative="privacy" if privacy_bound else conservative,
-                              heldout=held or None)
+                              heldout=held or None, anonymize=tuple(anonymize))
             path = run_audit(cfg, progress=progress)
         cal = path.parent / "calibration.json"
         data = {"report": str(path), "folder": str(path.parent), "calibration": str(cal) if cal.exists() else None}

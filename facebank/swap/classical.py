@@ -10,8 +10,9 @@ deterministic (same photo, face and target: same bytes). Two geometries:
   is filled with the target's matching triangle (piecewise affine). The result follows the real
   face's pose and expression, and therefore its shape, which a recogniser reads as identity.
 
-The pasted region is the convex hull of the real face's 68 points (jaw, brows), shrunk a little;
-the forehead, hair and background stay the photo's.
+The pasted region is the convex hull of the real face's 68 points (jaw, brows), shrunk a little
+(with `similarity`, also inside the placed target's own hull); the forehead, hair and background
+stay the photo's.
 """
 
 from __future__ import annotations
@@ -157,6 +158,10 @@ class ClassicalSwapper:
         if self.geometry == "warp":
             warp_triangles(target_image, target68, warped, pts)
         mask = self._mask(pts, dst.shape[:2])
+        if self.geometry == "similarity":
+            # Only where the target has face: its own outline may lie inside the real one, and its
+            # hair or background pasted there would be a smear after blending.
+            mask = np.minimum(mask, self._mask(target68 @ sim[:, :2].T + sim[:, 2], dst.shape[:2]))
         if self.colour:
             warped = colour_match(warped, dst, mask)
         if self.blend == "poisson":
