@@ -28,12 +28,13 @@ import cv2
 import numpy as np
 
 from facebank.errors import FaceRejected, InputError
+from facebank.vision.dlib_models import DLIB_BOX_112
 
 __all__ = ["DLIB_CROP_BOX", "LabelledFaces", "LabelledSet", "embed_crop", "fingerprint", "load_labelled",
            "read_identities"]
 
 # left, top, right, bottom in the 112 crop's pixels (measured; see the module docstring).
-DLIB_CROP_BOX = (10.3, 24.3, 101.4, 119.7)
+DLIB_CROP_BOX = DLIB_BOX_112
 DLIB_CROP_PAD = 32
 
 

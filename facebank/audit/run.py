@@ -9,7 +9,9 @@ Sections of the report (each one only when its inputs are given):
    `calibration.json`, which `facebank index build --threshold-from` reads;
 3. pick audit (`queries`, needs `build`): every face of every query photo, picked with one space
    in random and furthest modes, the pick scored in every space ("Source vs Target");
-4. pixel metrics: SSIM/RMSE/PSNR of query crop vs picked crop, and furthest picks by each metric.
+4. pixel metrics: SSIM/RMSE/PSNR of query crop vs picked crop, and furthest picks by each metric;
+5. Source vs Result (`anonymize`, needs `build` and `labelled`): the labelled faces swapped, and how
+   often the target and the result are matched to the person's other faces (audit.swap_leak).
 """
 
 from __future__ import annotations
@@ -372,6 +374,8 @@ class AuditConfig:
     conservative: bool | str = False  # True/"far": 95% upper bound <= FAR; "privacy": lower bound >= FAR
     heldout: Mapping[str, str] | None = None  # space -> model of recognisers the build does not use
     transfer: bool = False  # the privacy margin's leave-one-out transfer table (needs labelled + build)
+    anonymize: Sequence[str] = ()  # swappers ("classical:geometry=warp") run on the labelled faces: Source vs Result
+    anonymize_max_photos: int | None = None  # the first N labelled faces only (None: all)
 
 
 def run_audit(config: AuditConfig | None = None, /, *, progress: Progress | None = None, **fields: Any) -> Path:
@@ -402,6 +406,8 @@ def _run_audit(cfg: AuditConfig, progress: Progress | None) -> Path:
         identities = Path(labelled) / "identities.csv"
     if identities is not None and not Path(identities).is_file():
         raise InputError(f"identities CSV {identities} does not exist")
+    if cfg.anonymize and (build is None or labelled is None):
+        raise InputError("the swap audit (--anonymize) needs an index build (--build) and labelled faces (--labelled)")
     if queries is not None and build is None:
         raise InputError("the pick audit (--queries) needs an index build (--build)")
     fars = tuple(sorted({float(f) for f in far_levels} | {float(score_far)}, reverse=True))
@@ -418,7 +424,7 @@ def _run_audit(cfg: AuditConfig, progress: Progress | None) -> Path:
                   "max_pairs": max_pairs, "near_duplicate_above": _cuts(near_duplicate_above, spaces),
                   "max_pixel_candidates": max_pixel_candidates, "groups": groups, "seed": seed, "models": dict(models or {}),
                   "aligned": aligned, "conservative": conservative, "heldout": dict(heldout or {}),
-                  "transfer": cfg.transfer}
+                  "transfer": cfg.transfer, "anonymize": list(cfg.anonymize)}
         sec, pair_sims = _bank_section(b, spaces, build_thr, max_pairs=max_pairs, seed=seed, out=out,
                                        cut=_cuts(near_duplicate_above, spaces), progress=progress)
         sections = [sec]
@@ -442,6 +448,13 @@ def _run_audit(cfg: AuditConfig, progress: Progress | None) -> Path:
                     sections.append(transfer_section(session, b, labels=lab[0], embeddings=lab[1], crops=lab[2],
                                                      heldout=held, out=out, config=TransferConfig(seed=seed),
                                                      progress=progress))
+                if cfg.anonymize:
+                    from facebank.audit.swap_leak import swap_leak_section
+
+                    sections.append(swap_leak_section(
+                        session, LabelledSet(Path(labelled), Path(identities), aligned), cfg.anonymize,
+                        {**photos.embedders, **held}, heldout=list(held), groups=groups, out=out,
+                        max_photos=cfg.anonymize_max_photos, progress=progress))
         score_thr, thr_rows = {}, []
         for s in spaces:
             entry = report.spaces[s].at_far(score_far) if report else None

@@ -70,6 +70,9 @@ def audit_cmd(
     transfer: Annotated[bool, typer.Option(
         "--transfer", help="Privacy margin: hold each recogniser out in turn and measure every margin's "
                            "held-out match (needs --labelled and --build).")] = False,
+    anonymize: Annotated[list[str], typer.Option(
+        "--anonymize", help="Swap the labelled faces with SWAPPER[:key=value,...] and report Source vs Result "
+                            "(repeatable; e.g. classical:geometry=warp).")] = [],
     as_json: JsonOpt = False,
 ) -> None:
     """Write an audit report: bank distributions, calibration, pick audit, pixel metrics, plots."""
@@ -92,7 +95,7 @@ def audit_cmd(
                               queries=queries, max_pairs=max_pairs, near_duplicate_above=near_duplicate_above, seed=seed,
                               groups=groups, models=models, aligned=aligned,
                               conservative="privacy" if privacy_bound else conservative,
-                              heldout=held or None, transfer=transfer)
+                              heldout=held or None, transfer=transfer, anonymize=tuple(anonymize))
             path = run_audit(cfg, progress=progress)
         cal = path.parent / "calibration.json"
         data = {"report": str(path), "folder": str(path.parent), "calibration": str(cal) if cal.exists() else None}

@@ -27,7 +27,12 @@ try:
 except ImportError:  # pragma: no cover - dlib-bin is a dependency
     dlib = None
 
-__all__ = ["DlibDetector", "DlibEmbedder", "dlib_model_path"]
+__all__ = ["DLIB_BOX_112", "DlibDetector", "DlibEmbedder", "dlib_model_path"]
+
+# dlib's face box in the 112 ArcFace crop (left, top, right, bottom): the mean of dlib's HOG boxes of
+# the 61 `deepface_faces` photos mapped into their aligned crops. A face known only by its 5 points
+# gets a box dlib's shape predictors and descriptor expect from this.
+DLIB_BOX_112 = (10.3, 24.3, 101.4, 119.7)
 
 _FILES = {
     "shape_5": "shape_predictor_5_face_landmarks.dat",
