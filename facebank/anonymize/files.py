@@ -8,6 +8,7 @@ that reads back complete means the photo is done and a re-run skips it.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from facebank.anonymize.consent import PHOTO_SUFFIXES
 from facebank.anonymize.report import SIDECAR_FORMAT
 from facebank.errors import InputError
 
-__all__ = ["Job", "collect", "encode_like", "is_done", "write_result"]
+__all__ = ["Job", "clear_leftovers", "collect", "encode_like", "is_done", "write_result"]
 
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 
@@ -108,6 +109,14 @@ def is_done(job: Job, out: Path, data: bytes) -> bool:
                 and side.get("input_sha256") == sha256(data) and image.stat().st_size == side.get("output_bytes"))
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def clear_leftovers(job: Job, out: Path) -> None:
+    """Remove the temporary files a killed run left for this photo (atomic writes' `.NAME.*.tmp`)."""
+    for final in (job.image_out(out), job.sidecar(out)):
+        if final.parent.is_dir():
+            for tmp in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
+                tmp.unlink(missing_ok=True)
 
 
 def encode_like(pixels: np.ndarray, fmt: str, jpeg_quality: int = 95) -> bytes:

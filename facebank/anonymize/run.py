@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facebank.anonymize.files import Job, collect, encode_like, is_done, write_result
+from facebank.anonymize.files import Job, clear_leftovers, collect, encode_like, is_done, write_result
 from facebank.anonymize.options import AnonymizeOptions
 from facebank.anonymize.report import RunCounts
 from facebank.errors import FacebankError, InputError
@@ -65,6 +65,7 @@ class _Worker:
             data = job.src.read_bytes()
             if is_done(job, self.out, data):
                 return _Outcome(job.rel, RunCounts(photos_skipped=1))
+            clear_leftovers(job, self.out)  # a killed run's half-written files for this photo
             fmt = image_format(data, name=str(job.src))
             key = self.options.key if self.options.key is not None else job.rel
             image, report = self.anonymizer.run(data, key=key)
