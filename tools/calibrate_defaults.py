@@ -1,6 +1,6 @@
 """Calibrate facebank's default thresholds on identity-labelled real faces.
 
-Writes facebank/index/default_thresholds.json: per space and per FAR (1e-3 and 1e-4), the cosine
+Writes facebank/index/default_thresholds.json: per space and per FAR (1e-3, 1e-4, 1e-2), the cosine
 at which a recogniser using that space accepts impostor pairs at that rate, chosen on the privacy
 side by default: the 95% Clopper-Pearson LOWER bound on the achieved FAR is >= the asked FAR, so
 the threshold lies at or below the score where a recogniser run at that FAR starts accepting, and
@@ -36,7 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--photos", default=str(ASSETS / "deepface_faces"), help="labelled photos (detected)")
     ap.add_argument("--aligned", default=str(ASSETS / "labelled_aligned112"), help="labelled aligned 112 crops")
-    ap.add_argument("--fars", default="1e-3,1e-4")
+    ap.add_argument("--fars", default="1e-3,1e-4,1e-2")  # 1e-2: the anonymize result check
     ap.add_argument("--default-far", type=float, default=1e-3, help="the FAR a build uses unless told")
     ap.add_argument("--bound", choices=("privacy", "far", "none"), default="privacy",
                     help="privacy: lower bound >= FAR (default); far: upper bound <= FAR; none: point estimate")

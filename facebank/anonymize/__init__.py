@@ -1,1 +1,12 @@
-"""Anonymise photos: detect every real face, pick a dissimilar target, swap, and check the result."""
+"""Anonymise photos: detect every real face, pick a dissimilar target, swap, and check the result.
+
+`anonymize` (photos and folders to an output folder, or one array in memory) and
+`anonymize_image` (one image against an open FaceBank); the work is in `photo` (one photo),
+`check` (the result check), `run` (folders, workers, resume), `files`, `consent`, `thresholds`.
+"""
+
+from facebank.anonymize.api import AnonymizedImage, anonymize, anonymize_image
+from facebank.anonymize.options import AnonymizeOptions
+from facebank.anonymize.report import PhotoReport, RunCounts
+
+__all__ = ["AnonymizeOptions", "AnonymizedImage", "PhotoReport", "RunCounts", "anonymize", "anonymize_image"]

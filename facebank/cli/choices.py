@@ -36,3 +36,19 @@ class NoiseMode(str, Enum):
     const = "const"
     random = "random"
     none = "none"
+
+
+class PhotoDetector(str, Enum):
+    """`facebank anonymize --detector`: YuNet too (facebank.vision.yunet)."""
+
+    dlib = "dlib"
+    scrfd = "scrfd"
+    yunet = "yunet"
+
+
+class SwapFallback(str, Enum):
+    """`facebank anonymize --fallback`: what a face gets when no swap passes the result check."""
+
+    blur = "blur"
+    pixelate = "pixelate"
+    none = "none"

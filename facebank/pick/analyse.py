@@ -75,7 +75,8 @@ class FaceAnalyser:
     Args:
         spaces: identity spaces to embed in ("dlib" needs no model file).
         models: the model path of each non-dlib space, e.g. {"arcface": "buffalo_l/"}.
-        detector, detector_path: "dlib" (default) or "scrfd" with its ONNX file or folder.
+        detector, detector_path: "dlib" (default), or "scrfd" or "yunet" with its ONNX file or folder.
+        detector_options: keywords for the detector's constructor (e.g. SCRFD's input_size).
         min_face_px: faces whose box is smaller on either side are left out.
         expected_sha256: space -> the model checksum the embeddings must come from (a build's
             manifest); a model file with another checksum is refused, since the build's
@@ -84,13 +85,15 @@ class FaceAnalyser:
 
     def __init__(self, spaces: Sequence[str], *, models: Mapping[str, str | os.PathLike] | None = None,
                  detector: str = "dlib", detector_path: str | os.PathLike | None = None, min_face_px: int = 20,
-                 expected_sha256: Mapping[str, str | None] | None = None):
+                 expected_sha256: Mapping[str, str | None] | None = None,
+                 detector_options: Mapping[str, object] | None = None):
         self.spaces = list(spaces)
         self.models = dict(models or {})
         for s in self.spaces:
             if s != "dlib" and s not in self.models:
                 raise InputError(f"space {s!r} needs its model: pass models={{{s!r}: PATH}} (CLI: --model {s}=PATH)")
         self.detector_name, self.detector_path = detector, detector_path
+        self.detector_options = dict(detector_options or {})
         self.min_face_px = min_face_px
         self.expected_sha256 = dict(expected_sha256 or {})
         self._models: tuple | None = None
@@ -110,7 +113,7 @@ class FaceAnalyser:
     def _load(self) -> tuple:
         from facebank.vision.registry import load_attribute_model, load_detector, load_embedder
 
-        det = load_detector(self.detector_name, self.detector_path)
+        det = load_detector(self.detector_name, self.detector_path, **self.detector_options)
         attr = load_attribute_model()
         embedders = {}
         for s in self.spaces:

