@@ -26,7 +26,8 @@ def _photo(assets, name):
 def session(small_build):
     from facebank.pick.session import FaceBank
 
-    with FaceBank(small_build[2]) as fb:
+    # a fixed secret: keyed picks are the same targets on every run (a build's own secret is random)
+    with FaceBank(small_build[2], secret=b"classical-test-secret") as fb:
         yield fb
 
 
@@ -110,16 +111,19 @@ def test_swapped_face_is_found_again_and_leaves_the_person(picked, assets, dlib_
     assert float(swapped @ tgt) > float(real @ tgt) + 0.02, "the result did not move towards the target"
 
 
-def test_similarity_leaves_less_of_the_person_than_warp(picked, assets, dlib_models):
+def test_similarity_leaves_less_of_the_person_than_warp(picked, session, assets, dlib_models):
     det, emb = dlib_models
     image, face, target = picked
     other_img = _photo(assets, OTHER)
     other = emb.embed(other_img, _largest(det, other_img))
-    sims = {}
-    for g in GEOMETRIES:
-        out = ClassicalSwapper(geometry=g).swap(image, face, target)
-        sims[g] = float(emb.embed(out, _largest(det, out)) @ other)
-    assert sims["similarity"] < sims["warp"], sims
+    sims = {g: [] for g in GEOMETRIES}
+    targets = [target] + [session.pick_for_image(image, key=f"classical-test-{k}", fallback="widen_age")[0].target
+                          for k in range(2)]
+    for t in targets:  # the mean over three targets: one target alone may happen to favour either
+        for g in GEOMETRIES:
+            out = ClassicalSwapper(geometry=g).swap(image, face, t)
+            sims[g].append(float(emb.embed(out, _largest(det, out)) @ other))
+    assert np.mean(sims["similarity"]) < np.mean(sims["warp"]), sims
 
 
 def test_closed_mouth_degenerate_triangles_are_skipped(picked):
