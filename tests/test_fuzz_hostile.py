@@ -184,11 +184,24 @@ def assert_clean(result) -> None:
     assert result.exit_code in (1, 2), (result.exit_code, lines)
 
 
+def _below_the_real_threshold(bank: Path, q: np.ndarray, row: int) -> None:
+    """A target that a damaged build returned is still dissimilar to the query by the REAL bank's
+    vector at the unmutated build's threshold (the shipped dlib default): damage may refuse a
+    pick, never weaken it."""
+    from facebank.index.build import default_thresholds
+
+    with h5py.File(bank, "r") as f:
+        v = f["embeddings/dlib/vectors"][row].astype(np.float64)
+    u = q.astype(np.float64) / np.linalg.norm(q.astype(np.float64))
+    assert float(u @ v) <= default_thresholds()["spaces"]["dlib"]["threshold"] + 1e-6
+
+
 def _open_and_pick(build: Path, bank: Path, q: np.ndarray) -> None:
     from facebank.pick.session import FaceBank
 
     with FaceBank(build, bank=bank) as fb:
-        fb.pick_target(q, rng=np.random.default_rng(0))
+        t = fb.pick_target(q, rng=np.random.default_rng(0))
+    _below_the_real_threshold(bank, q, t.row)
 
 
 # -- (a) build manifests --
@@ -239,6 +252,11 @@ def test_fuzz_manifest_cli(real_build, tmp_path, data, command):
     else:
         r = cli("index", "verify", "--build", b, "--bank", bank)
     assert_clean(r)
+    if command == "pick" and r.exit_code == 0:
+        from facebank.cli.common import read_envelope
+
+        for p in read_envelope(r.stdout)["picks"]:
+            _below_the_real_threshold(bank, np.load(qfile), p["target"]["row"])
 
 
 # -- (b) bank attributes and column lengths --
