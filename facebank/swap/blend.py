@@ -1,4 +1,4 @@
-"""Putting a warped face into a photo: colour match, Poisson cloning, feathered paste-back.
+"""Putting a warped face into a photo: colour match, Poisson blending, feathered paste-back.
 
 Every function works on a region of interest cut from the photo with a reflected border, so a
 face at the photo's edge or a mask touching it still has a frame of known pixels around it for
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["Roi", "colour_match", "feather_paste", "poisson_paste", "roi_around"]
+__all__ = ["Roi", "colour_match", "feather_paste", "paste_back", "poisson_paste", "roi_around"]
 
 MIN_CLONE_PIXELS = 64  # below this a Poisson solve has too little inside to be worth it: alpha blend
 
@@ -140,4 +140,35 @@ def poisson_paste(dst: np.ndarray, src: np.ndarray, mask: np.ndarray, feather: f
     out = dst.copy()
     window = out[y0:y1, x0:x1]
     window[inside] = np.clip(np.rint(solved[inside]), 0, 255).astype(np.uint8)
+    return out
+
+
+def paste_back(image: np.ndarray, crop: np.ndarray, matrix: np.ndarray, border: float = 0.1) -> np.ndarray:
+    """A copy of `image` with `crop` (taken from it by the (2, 3) `matrix`) warped back in place.
+
+    The crop is blended through a mask that is 1 inside, 0 on a frame of `border` x its side and
+    smooth between, so the crop's square edge never shows. Only pixels under the crop change.
+    """
+    size = crop.shape[0]
+    inv = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
+    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64) @ inv[:, :2].T + inv[:, 2]
+    h, w = image.shape[:2]
+    x0, y0 = np.floor(corners.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(corners.max(axis=0)).astype(int) + 1
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    out = image.copy()
+    if x1 <= x0 or y1 <= y0:
+        return out
+    pad = max(int(round(border * size)), 1)
+    mask = np.zeros((size, size), np.float32)
+    mask[pad:-pad, pad:-pad] = 1.0
+    k = 2 * pad + 1
+    mask = cv2.GaussianBlur(mask, (k, k), 0)
+    shifted = inv.copy()
+    shifted[:, 2] -= (x0, y0)
+    back = cv2.warpAffine(crop, shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    alpha = cv2.warpAffine(mask, shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    region = out[y0:y1, x0:x1].astype(np.float32)
+    blended = back.astype(np.float32) * alpha[..., None] + region * (1.0 - alpha[..., None])
+    out[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     return out

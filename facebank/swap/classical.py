@@ -129,7 +129,7 @@ class ClassicalSwapper:
         """A new RGB uint8 photo with `target`'s face on `face` (PhotoFace); `image` is not modified."""
         image = _check_image(image)
         tface = target.face()
-        return self.swap_images(image, np.asarray(face.landmarks, np.float64), target.image(),
+        return self.swap_images(image, np.asarray(face.landmarks, np.float64), tface.image(),
                                 np.asarray(tface.landmarks, np.float64))
 
     def swap_images(self, image: np.ndarray, points5: np.ndarray, target_image: np.ndarray,
