@@ -146,8 +146,12 @@ def embed(
         _report(summary, as_json, f"embed {space}")
 
 
-def info(bank: Annotated[Path, typer.Option("--bank", "-b", help="The bank file.")], as_json: JsonOpt = False) -> None:
-    """Counts per source, per age/gender group and per space, and rejections by reason."""
+def info(bank: Annotated[Path, typer.Option("--bank", "-b", help="The bank file.")],
+         build: Annotated[Optional[Path], typer.Option(
+             "--build", help="Count distinct identities at this build's thresholds (default: the current build "
+                             "when it was made from this bank, else the shipped defaults).")] = None,
+         as_json: JsonOpt = False) -> None:
+    """Counts per source, per age/gender group and per space, capacity per group, rejections."""
     from facebank.bank import open_bank
     from facebank.bank.summary import bank_summary
 
@@ -155,6 +159,7 @@ def info(bank: Annotated[Path, typer.Option("--bank", "-b", help="The bank file.
         _require_bank(bank)
         with open_bank(bank) as b:
             s = bank_summary(b)
+            s["capacity"] = _capacity(b, build)
         lines = [f"bank {s['bank']}: {s['faces']} faces ({s['writer']}), content {s['content_hash'][:16]}",
                  "sources: " + (", ".join(f"{k}={v}" for k, v in s["sources"].items()) or "none"),
                  "groups (age/gender): " + (", ".join(f"{k}={v}" for k, v in s["groups"].items()) or "none")]
@@ -166,7 +171,47 @@ def info(bank: Annotated[Path, typer.Option("--bank", "-b", help="The bank file.
         lines.append("status: " + ", ".join(f"{k}={v}" for k, v in s["status"].items()))
         if s["stylegan_faces"]:
             lines.append(f"stylegan faces: {s['stylegan_faces']} (seeds {s['stylegan_seeds']})")
+        lines += _capacity_lines(s["capacity"])
         emit(s, as_json=as_json, human="\n".join(lines))
+
+
+def _capacity(b, build: Optional[Path]) -> dict | None:
+    """The bank's capacity per group (facebank.index.capacity), or None without a threshold for any space."""
+    from facebank.index.capacity import bank_capacity, capacity_thresholds
+
+    build = build if build is not None else _matching_current_build(b)
+    thr, source = capacity_thresholds(b, build)
+    return bank_capacity(b, thr, source=source).to_dict() if thr else {"threshold_source": source, "warnings": []}
+
+
+def _matching_current_build(b) -> Optional[Path]:
+    """The current build (FACEBANK_BUILD or index_builds/current) when it was made from this bank file."""
+    import json
+
+    from facebank.config import DEFAULT_BUILDS
+
+    current = Path(DEFAULT_BUILDS) / "current"
+    try:
+        m = json.loads((current / "manifest.json").read_text())
+        same = Path(m["bank"]["path"]).resolve() == Path(b.path).resolve()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return current if same else None
+
+
+def _capacity_lines(cap: dict | None) -> list[str]:
+    """Capacity for a person: the whole bank, every group, then the warnings."""
+    if not cap or "total" not in cap:
+        return [f"capacity: not counted ({cap['threshold_source'] if cap else 'no threshold'})"]
+    thr = ", ".join(f"{k} {v:.4f}" for k, v in cap["thresholds"].items())
+    t = cap["total"]
+    lines = [f"capacity at {thr} ({cap['threshold_source']}): {t['faces']} faces, {t['distinct']} distinct identities"
+             + (" (" + ", ".join(f"{k} {v}" for k, v in t["distinct_by_space"].items()) + ")"
+                if len(t["distinct_by_space"]) > 1 else ""),
+             "  per group (faces/distinct): " + ", ".join(f"{g['group']} {g['faces']}/{g['distinct']}"
+                                                         for g in cap["groups"])]
+    lines += [f"warning: {w}" for w in cap["warnings"]]
+    return lines
 
 
 def _space_model(space: Optional[str], model: Optional[str]) -> tuple[str, Optional[str]]:

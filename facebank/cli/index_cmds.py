@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from facebank.cli.choices import Kind
-from facebank.cli.common import alias, cli_errors, deprecated, emit, examples, parse_pairs
+from facebank.cli.common import alias, cli_errors, deprecated, emit, err, examples, parse_pairs
 from facebank.config import DEFAULT_BUILDS
 
 index_app = typer.Typer(help="Build, check and switch FAISS index builds.", no_args_is_help=True)
@@ -64,9 +64,24 @@ def build_cmd(
                            calibrated=calibrated_thresholds(str(threshold_from), far) if threshold_from else None,
                            make_current=not no_use)
         m = read_manifest(path)
-        emit({"build": str(path), "manifest": m}, as_json=as_json,
+        cap = _build_capacity(path, m)
+        for w in cap["warnings"]:
+            err.print(f"warning: {w}", markup=False, highlight=False, soft_wrap=True)
+        emit({"build": str(path), "manifest": m, "capacity": cap}, as_json=as_json,
              human=f"built {path} ({m['rows']} faces; " + ", ".join(
                  f"{s} thr {v['threshold']:.4f}" for s, v in m["spaces"].items()) + ")")
+
+
+def _build_capacity(path: Path, m: dict) -> dict:
+    """Faces and distinct identities per group of the new build, at its thresholds (facebank.index.capacity)."""
+    import numpy as np
+
+    from facebank.bank import open_bank
+    from facebank.index.capacity import bank_capacity
+
+    with open_bank(m["bank"]["path"]) as b:
+        return bank_capacity(b, {s: float(v["threshold"]) for s, v in m["spaces"].items()},
+                             source=f"build {m['build_id']}", rows=np.load(path / "rows.npy")).to_dict()
 
 
 def verify_cmd(
