@@ -160,6 +160,7 @@ def info(bank: Annotated[Path, typer.Option("--bank", "-b", help="The bank file.
         with open_bank(bank) as b:
             s = bank_summary(b)
             s["capacity"] = _capacity(b, build)
+            s["labels_disputed"] = _disputed(b)
         lines = [f"bank {s['bank']}: {s['faces']} faces ({s['writer']}), content {s['content_hash'][:16]}",
                  "sources: " + (", ".join(f"{k}={v}" for k, v in s["sources"].items()) or "none"),
                  "groups (age/gender): " + (", ".join(f"{k}={v}" for k, v in s["groups"].items()) or "none")]
@@ -172,6 +173,12 @@ def info(bank: Annotated[Path, typer.Option("--bank", "-b", help="The bank file.
         if s["stylegan_faces"]:
             lines.append(f"stylegan faces: {s['stylegan_faces']} (seeds {s['stylegan_seeds']})")
         lines += _capacity_lines(s["capacity"])
+        d = s["labels_disputed"]
+        if d["count"]:
+            lines.append(f"warning: {d['count']} gender labels the model contradicts with confidence >= "
+                         f"{d['min_confidence']:g} (aged {d['min_age']:g}+; e.g. {', '.join(f['id'] for f in d['faces'][:5])}): "
+                         "left out of index builds until settled with `facebank bank check-labels` or "
+                         "`facebank bank accept-labels`")
         emit(s, as_json=as_json, human="\n".join(lines))
 
 
@@ -182,6 +189,14 @@ def _capacity(b, build: Optional[Path]) -> dict | None:
     build = build if build is not None else _matching_current_build(b)
     thr, source = capacity_thresholds(b, build)
     return bank_capacity(b, thr, source=source).to_dict() if thr else {"threshold_source": source, "warnings": []}
+
+
+def _disputed(b) -> dict:
+    """Gender labels the attribute model contradicts (facebank.bank.disputes): counts and the faces."""
+    from facebank.bank.disputes import DISPUTE_CONFIDENCE, MIN_AGE, disputes
+
+    found = disputes(b)
+    return {"count": len(found), "min_confidence": DISPUTE_CONFIDENCE, "min_age": MIN_AGE, "faces": found}
 
 
 def _matching_current_build(b) -> Optional[Path]:

@@ -9,7 +9,8 @@ import typer
 
 from facebank.cli.common import cli_errors, emit, examples
 
-bank_app = typer.Typer(help="The bank's on-disk format: upgrade from version 1, compact fragments.",
+bank_app = typer.Typer(help="The bank's on-disk format (upgrade from version 1, compact fragments) and its "
+                            "disputed gender labels (check-labels, accept-labels).",
                        no_args_is_help=True)
 
 BankOpt = Annotated[Path, typer.Option("--bank", "-b", help="The bank file.")]

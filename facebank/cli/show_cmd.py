@@ -20,7 +20,10 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Show what the bank holds about one face: source, attributes, landmarks, spaces."""
+    import numpy as np
+
     from facebank.bank import open_bank
+    from facebank.bank.disputes import disputed_rows, disputes
     from facebank.bank.export import export_face, face_record
     from facebank.errors import InputError
 
@@ -30,6 +33,8 @@ def show(
         with open_bank(bank) as b:
             face = b.face(face_id)  # UnknownFace for an id the bank does not hold
             record = face_record(face)
+            disputed = next(iter(disputes(b, np.array([face.row]) if face.row in set(
+                disputed_rows(b).tolist()) else np.empty(0, np.int64))), None)
             if aligned and out is None:
                 raise InputError("--aligned needs --out DIR")
             files = export_face(out, face.id, face, aligned=aligned) if out is not None else None
@@ -38,9 +43,13 @@ def show(
                  f"  age {_fmt(a['age'], '.1f')} ({a['age_source']}), gender {a['gender']} ({a['gender_source']})",
                  f"  box {record['box']}", f"  landmarks {record['landmarks']}",
                  "  spaces: " + (", ".join(record["spaces"]) or "none")]
+        if disputed:
+            d = disputed
+            lines.append(f"  warning: gender label disputed: labelled {d['label']}, the model says {d['model']} "
+                         f"({d['model_confidence']:.2f}); not served until `facebank bank accept-labels --id {record['id']}`")
         if files:
             lines.append("wrote " + ", ".join(files.values()))
-        emit({"bank": str(bank), "face": record, "files": files}, as_json=as_json, human="\n".join(lines))
+        emit({"bank": str(bank), "face": record, "files": files, "label_disputed": disputed}, as_json=as_json, human="\n".join(lines))
 
 
 def _fmt(value, spec: str) -> str:
