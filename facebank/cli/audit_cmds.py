@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from facebank.cli.choices import Bound
 from facebank.cli.common import cli_errors, emit, err, examples, parse_pairs
 
 BankOpt = Annotated[Path, typer.Option("--bank", "-b", help="The bank file.")]
@@ -30,6 +31,17 @@ def _stages():
     prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeRemainingColumn(), console=err)
     tasks: dict[str, int] = {}
+    if not err.is_terminal:  # a log file or CI: rich draws nothing there, so one line per quarter of a stage
+        shown: dict[str, int] = {}
+
+        def plain(stage: str, done: int, total: int) -> None:
+            quarter = 4 * done // total if total else 4
+            if shown.get(stage, -1) < quarter:
+                shown[stage] = quarter
+                err.print(f"audit: {stage} {done}/{total}", markup=False, highlight=False, soft_wrap=True)
+
+        yield plain
+        return
 
     def update(stage: str, done: int, total: int) -> None:
         if not tasks:
@@ -43,6 +55,20 @@ def _stages():
     finally:
         if tasks:
             prog.stop()
+
+
+def _bound(bound: Bound, conservative: bool, privacy_bound: bool) -> str:
+    """--bound, or its old spellings --conservative (far) and --privacy-bound (privacy), with a note."""
+    from facebank.cli.common import deprecated
+    from facebank.errors import InputError
+
+    old = [v for flag, v in ((conservative, "far"), (privacy_bound, "privacy")) if flag]
+    if not old:
+        return bound.value
+    deprecated("--conservative" if conservative else "--privacy-bound", f"--bound {old[0]}")
+    if len(old) > 1 or bound not in (Bound.privacy, Bound(old[0])):
+        raise InputError("give one bound: --bound privacy|far|none")
+    return old[0]
 
 
 def audit_cmd(
@@ -59,12 +85,13 @@ def audit_cmd(
                                          help="Pick from each query's estimated age/gender group (as the pipeline does).")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the pair sample and the random picks.")] = 0,
     aligned: Annotated[bool, typer.Option("--aligned", help="LABELLED holds aligned 112 crops, not photos.")] = False,
-    conservative: Annotated[bool, typer.Option("--conservative",
-                                               help="Thresholds whose 95% upper bound on the FAR is <= the FAR.")] = False,
-    privacy_bound: Annotated[bool, typer.Option(
-        "--privacy-bound",
-        help="Thresholds whose 95% lower bound on the FAR is >= the FAR: at or below a recogniser's own "
-             "threshold at that FAR (the shipped defaults' choice).")] = False,
+    bound: Annotated[Bound, typer.Option(
+        "--bound", help="Which 95% bound picks each threshold: privacy (lower bound on the FAR >= the FAR: at or "
+                        "below a recogniser's own threshold; the shipped defaults' choice), far (upper bound <= "
+                        "the FAR) or none (the point estimate, looser).")] = Bound.privacy,
+    conservative: Annotated[bool, typer.Option("--conservative", hidden=True, help="Deprecated: --bound far.")] = False,
+    privacy_bound: Annotated[bool, typer.Option("--privacy-bound", hidden=True,
+                                                help="Deprecated: --bound privacy.")] = False,
     heldout: Annotated[list[str], typer.Option("--heldout",
                                                help="SPACE=MODEL of a recogniser the build does not use (repeatable; dlib=dlib).")] = [],
     as_json: JsonOpt = False,
@@ -84,7 +111,7 @@ def audit_cmd(
             cfg = AuditConfig(bank=bank, out=out, build=build, labelled=labelled, identities=identities,
                               queries=queries, max_pairs=max_pairs, near_duplicate_above=near_duplicate_above, seed=seed,
                               groups=groups, models=models, aligned=aligned,
-                              conservative="privacy" if privacy_bound else conservative,
+                              bound=_bound(bound, conservative, privacy_bound),
                               heldout=held or None)
             path = run_audit(cfg, progress=progress)
         cal = path.parent / "calibration.json"

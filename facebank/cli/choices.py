@@ -36,3 +36,11 @@ class NoiseMode(str, Enum):
     const = "const"
     random = "random"
     none = "none"
+
+
+class Bound(str, Enum):
+    """Which 95% bound picks a calibrated threshold (facebank.audit.calibration; the manifest's `bound`)."""
+
+    privacy = "privacy"
+    far = "far"
+    none = "none"
