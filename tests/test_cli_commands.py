@@ -39,6 +39,8 @@ COVERED = {
     "generate": "test_cli.py::test_generate_tiny_network_resumable",
     "index build": "test_cli.py::test_index_build_verify_pick",
     "index info": "test_cli_commands.py::test_every_json_result_is_one_envelope",
+    "index list": "cli/test_operator_edges.py::test_index_list_and_prune_keep_the_newest_and_the_current",
+    "index prune": "cli/test_operator_edges.py::test_index_list_and_prune_keep_the_newest_and_the_current",
     "index use": "test_cli_commands.py::test_index_use",
     "index verify": "test_cli_commands.py::test_every_json_result_is_one_envelope",
     "info": "test_cli_commands.py::test_every_json_result_is_one_envelope",

@@ -9,9 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from facebank.cli.choices import Bound
-from facebank.cli.common import cli_errors, emit, err, examples, parse_pairs
+from facebank.cli.common import bank_option, cli_errors, emit, err, examples, parse_pairs
 
-BankOpt = Annotated[Path, typer.Option("--bank", "-b", help="The bank file.")]
+BankOpt = Annotated[Path, bank_option()]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
@@ -72,8 +72,8 @@ def _bound(bound: Bound, conservative: bool, privacy_bound: bool) -> str:
 
 
 def audit_cmd(
-    bank: BankOpt,
-    out: Annotated[Path, typer.Option("--out", "-o", help="The report folder (created).")],
+    bank: BankOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The report folder (created).")] = ...,
     build: Annotated[Optional[Path], typer.Option("--build", help="Index build directory (for the pick audit).")] = None,
     labelled: Annotated[Optional[Path], typer.Option(help="Folder of identity-labelled real photos.")] = None,
     identities: Annotated[Optional[Path], typer.Option(help="CSV file,identity_id (default: LABELLED/identities.csv).")] = None,
@@ -122,24 +122,37 @@ def audit_cmd(
 
 
 def dedupe_cmd(
-    bank: BankOpt,
+    bank: BankOpt = None,
     space: Annotated[str, typer.Option(help="The identity space compared.")] = "dlib",
     above: Annotated[Optional[float], typer.Option(help="Remove one face of every pair more similar than SIM.")] = None,
     below: Annotated[Optional[float], typer.Option(help="Alias: keep only faces whose nearest neighbour is below SIM.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be removed; change nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Remove without asking (needed when not at a terminal).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Mark near-duplicate faces as removed (the first of each pair stays); recorded and resumable."""
+    """Mark near-duplicate faces as removed (the first of each pair stays); asks first; recorded and resumable."""
+    import sys
+
     from facebank.audit.dedupe import dedupe_bank
+    from facebank.errors import InputError
+
+    def confirm(result: dict) -> bool:
+        n, m = len(result["removed"]), result["considered"]
+        what = f"remove {n} of {m} faces ({n / m:.0%}) above {result['cut']:g} in {space}"
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise InputError(f"dedupe would {what}: re-run with --yes to remove them, or --dry-run to list them")
+        return typer.confirm(f"{what}?", err=True)
 
     with cli_errors():
         _check_path("--bank", bank, folder=False)
-        result = dedupe_bank(bank, space=space, above=above, below=below, dry_run=dry_run)
-        verb = "would remove" if dry_run else "removed"
+        result = dedupe_bank(bank, space=space, above=above, below=below, dry_run=dry_run, confirm=confirm)
+        verb = "would remove" if dry_run else "cancelled: would remove" if result["cancelled"] else "removed"
         lines = [f"{verb} {len(result['removed'])} of {result['considered']} faces "
                  f"({result['pairs_above']} pairs above {result['cut']:g} in {space})"]
         lines += [f"  {r['id']} (sim {r['sim']:.4f} to {r['kept_id']})" for r in result["removed"][:20]]
-        if result["removed"] and not dry_run:
+        if result["removed"] and not dry_run and not result["cancelled"]:
             lines.append("index builds still hold the removed faces: run `facebank index build` again")
         emit(result, as_json=as_json, human="\n".join(lines))
 
@@ -152,5 +165,5 @@ def register(app: typer.Typer) -> None:
     ))(audit_cmd)
     app.command("dedupe", epilog=examples(
         "facebank dedupe --bank data/bank.h5 --space dlib --above 0.995 --dry-run",
-        "facebank dedupe --bank data/bank.h5 --space dlib --above 0.995 --json",
+        "facebank dedupe --bank data/bank.h5 --space dlib --above 0.995 --yes --json",
     ))(dedupe_cmd)

@@ -17,9 +17,9 @@ from facebank.cli.common import cli_errors, emit, examples
 
 
 def check_labels(
-    bank: BankOpt,
+    bank: BankOpt = None,
     model: Annotated[Path, typer.Option(
-        "--model", help="InsightFace's gender-age model genderage_112.onnx (the second opinion).")],
+        "--model", help="InsightFace's gender-age model genderage_112.onnx (the second opinion).")] = ...,
     as_json: JsonOpt = False,
 ) -> None:
     """Ask a second model about every disputed face; those it calls as labelled are settled."""
@@ -39,7 +39,7 @@ def check_labels(
 
 
 def accept_labels(
-    bank: BankOpt,
+    bank: BankOpt = None,
     face_id: Annotated[list[str], typer.Option("--id", help="A disputed face (repeatable).")] = [],
     all_: Annotated[bool, typer.Option("--all", help="Every disputed face.")] = False,
     use: Annotated[str, typer.Option(help="label: keep the source's label; model: take the model's gender.")] = "label",
