@@ -64,7 +64,7 @@ def build_cmd(
                            calibrated=calibrated_thresholds(str(threshold_from), far) if threshold_from else None,
                            make_current=not no_use)
         m = read_manifest(path)
-        cap = _build_capacity(path, m)
+        cap = build_capacity(path, m)
         for w in cap["warnings"]:
             err.print(f"warning: {w}", markup=False, highlight=False, soft_wrap=True)
         emit({"build": str(path), "manifest": m, "capacity": cap}, as_json=as_json,
@@ -72,7 +72,7 @@ def build_cmd(
                  f"{s} thr {v['threshold']:.4f}" for s, v in m["spaces"].items()) + ")")
 
 
-def _build_capacity(path: Path, m: dict) -> dict:
+def build_capacity(path: Path, m: dict) -> dict:
     """Faces and distinct identities per group of the new build, at its thresholds (facebank.index.capacity)."""
     import numpy as np
 
@@ -80,8 +80,13 @@ def _build_capacity(path: Path, m: dict) -> dict:
     from facebank.index.capacity import bank_capacity
 
     with open_bank(m["bank"]["path"]) as b:
-        return bank_capacity(b, {s: float(v["threshold"]) for s, v in m["spaces"].items()},
-                             source=f"build {m['build_id']}", rows=np.load(path / "rows.npy")).to_dict()
+        cap = bank_capacity(b, {s: float(v["threshold"]) for s, v in m["spaces"].items()},
+                            source=f"build {m['build_id']}", rows=np.load(path / "rows.npy")).to_dict()
+    disputed = (m.get("excluded") or {}).get("label_disputed", 0)
+    if disputed:
+        cap["warnings"].append(f"{disputed} faces left out: the attribute model disputes their gender label "
+                               "(facebank info lists them; facebank bank check-labels / accept-labels settle them)")
+    return cap
 
 
 def verify_cmd(

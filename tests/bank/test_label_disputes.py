@@ -111,3 +111,10 @@ def test_insightface_second_opinion_on_the_stored_crops(disputed_bank, assets):
     with open_bank(bank) as b:
         still = {str(b.ids[r]) for r in disputed_rows(b)}
     assert fid in still and all((o["id"] in still) != o["agrees"] for o in got["opinions"])
+
+
+def test_index_build_says_how_many_faces_it_left_out_for_their_label(disputed_bank, tmp_path):
+    bank, fid, _, _, _ = disputed_bank
+    r = invoke("index", "build", "--bank", bank, "--builds", tmp_path / "b")
+    assert r.exit_code == 0, r.output
+    assert "warning: 1 faces left out: the attribute model disputes their gender label" in r.stderr
