@@ -145,6 +145,9 @@ def verdict_section(bank: Any, session: Any = None, report: Any = None, sections
         rows.append(_row("held-out transfer", "not run", "info",
                          "--build B --labelled DIR --heldout SPACE=MODEL: how picks fare against a recogniser "
                          "the build does not use"))
+    if not _table(sections, "match rates"):
+        rows.append(_row("pick audit", "not run", "info",
+                         "--build B --queries DIR: every face of real photos picked, then scored in every space"))
     warn = sum(r["status"] == "warning" for r in rows)
     text = (f"**{warn} warning{'s' if warn != 1 else ''}.** One row per check; the sections below hold the numbers.")
     return Section(TITLE, text, {"verdict": rows})

@@ -31,7 +31,8 @@ def test_the_first_section_is_the_verdict(report):
     assert rows["gender labels"]["finding"] == "no disputed label"
     t = rows["threshold dlib"]["finding"]
     assert "0.9239 at FAR 0.001 (privacy bound" in t and "95% CI 1.00e-03..1.22e-03" in t
-    assert rows["calibration"]["status"] == rows["held-out transfer"]["status"] == "info"  # not run: said so
+    assert rows["calibration"]["status"] == rows["held-out transfer"]["status"] == rows["pick audit"]["status"] == "info"
+    assert rows["pick audit"]["finding"] == "not run"  # what did not run says so, and how to run it
 
 
 def test_markdown_and_html_have_a_table_of_contents(report):
