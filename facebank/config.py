@@ -190,3 +190,54 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> BuildConfig:
     return BuildConfig(bank=cfg.bank, cache_dir=cfg.cache_dir, sources=sources, vision=vision, spaces=spaces,
                        index=index, sample_picks=cfg.sample_picks, workers=cfg.workers,
                        engine=engine)
+
+
+# -- where an operator's bank and build are, when a command is not told -------------------------
+
+BANK_ENV, BUILD_ENV, CONFIG_ENV = "FACEBANK_BANK", "FACEBANK_BUILD", "FACEBANK_CONFIG"
+
+
+@dataclass(frozen=True)
+class OperatorDefaults:
+    """The bank and build commands use without --bank/--build: the FACEBANK_BANK and FACEBANK_BUILD
+    environment variables, else the `bank` and `build` keys of the user's config file
+    (FACEBANK_CONFIG, else $XDG_CONFIG_HOME/facebank/config.toml or ~/.config/facebank/config.toml;
+    relative paths in it are relative to the file)."""
+
+    bank: str | None = None
+    build: str | None = None  # a build folder, or a folder of builds (its `current`)
+    source: str = ""  # where they came from, for messages
+
+
+def user_config_file() -> Path:
+    import os
+
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV]).expanduser()
+    home = os.environ.get("XDG_CONFIG_HOME") or str(Path("~/.config").expanduser())
+    return Path(home) / "facebank" / "config.toml"
+
+
+def operator_defaults() -> OperatorDefaults:
+    import os
+
+    path = user_config_file()
+    doc: dict = {}
+    if path.is_file():
+        try:
+            doc = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+            raise ConfigError(f"{path}: not a readable TOML file ({exc})") from None
+        unknown = sorted(set(doc) - {"bank", "build"})
+        if unknown:
+            raise ConfigError(f"{path}: unknown key {unknown[0]!r}; it takes bank and build")
+    out = {}
+    for key, env in (("bank", BANK_ENV), ("build", BUILD_ENV)):
+        if os.environ.get(env):
+            out[key] = (os.environ[env], env)
+        elif doc.get(key) is not None:
+            if not isinstance(doc[key], str) or not doc[key]:
+                raise ConfigError(f"{path}: {key} must be a path (a string), got {doc[key]!r}")
+            out[key] = (str((path.parent / Path(doc[key]).expanduser())), f"{path}")
+    return OperatorDefaults(bank=out.get("bank", (None,))[0], build=out.get("build", (None,))[0],
+                            source=", ".join(sorted({v[1] for v in out.values()})))

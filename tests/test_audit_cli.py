@@ -118,7 +118,7 @@ def test_dedupe_command(small_bank, tmp_path):
     r = invoke("dedupe", "--bank", bank, "--space", "dlib", "--above", 0.99, "--dry-run", "--json")
     assert r.exit_code == 0, r.output
     assert _json(r)["removed"] == expected and _json(r)["dry_run"] is True
-    r = invoke("dedupe", "--bank", bank, "--space", "dlib", "--above", 0.99)
+    r = invoke("dedupe", "--bank", bank, "--space", "dlib", "--above", 0.99, "--yes")
     assert r.exit_code == 0, r.output
     assert f"removed {len(expected)} of 40 faces" in r.stdout and "index build" in r.stdout
     with open_bank(bank) as b:

@@ -29,6 +29,8 @@ HERE = Path(__file__).resolve().parent
 COVERED = {
     "annotate": "test_cli_commands.py::test_ingest_generated_photos_then_annotate",
     "audit": "test_audit_cli.py::test_audit_command",
+    "bank accept-labels": "bank/test_label_disputes.py::test_accept_with_the_model_gender_relabels_the_face",
+    "bank check-labels": "bank/test_label_disputes.py::test_insightface_second_opinion_on_the_stored_crops",
     "bank compact": "test_cli_commands.py::test_bank_compact",
     "bank upgrade": "test_bank_fragments.py::test_v1_fixture_converts_bit_for_bit",
     "build": "test_cli.py::test_build_from_config_with_source_override",
@@ -37,6 +39,8 @@ COVERED = {
     "generate": "test_cli.py::test_generate_tiny_network_resumable",
     "index build": "test_cli.py::test_index_build_verify_pick",
     "index info": "test_cli_commands.py::test_every_json_result_is_one_envelope",
+    "index list": "cli/test_operator_edges.py::test_index_list_and_prune_keep_the_newest_and_the_current",
+    "index prune": "cli/test_operator_edges.py::test_index_list_and_prune_keep_the_newest_and_the_current",
     "index use": "test_cli_commands.py::test_index_use",
     "index verify": "test_cli_commands.py::test_every_json_result_is_one_envelope",
     "info": "test_cli_commands.py::test_every_json_result_is_one_envelope",

@@ -121,7 +121,7 @@ def test_pick_json_and_save_give_a_swapper_everything(built, tmp_path, assets):
     # --export is the same option.
     r = invoke("pick", "--image", assets / "deepface_faces" / "img1.jpg", "--build", builds, "--export",
                tmp_path / "o2", "--seed", 2, "--fallback", "widen_age")
-    assert r.exit_code == 0 and len(list((tmp_path / "o2").glob("*.crop.png"))) == len(picks)
+    assert r.exit_code == 0 and len(list((tmp_path / "o2").rglob("*.crop.png"))) == len(picks)  # in the run folder
 
 
 def test_embed_model_takes_space_eq_path_and_the_old_bare_path(built, tmp_path):

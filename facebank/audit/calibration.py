@@ -50,6 +50,7 @@ __all__ = [
     "ScoreStats",
     "SpaceCalibration",
     "ThresholdAtFar",
+    "bound_name",
     "calibrate",
     "eer",
     "eer_point",
@@ -196,7 +197,14 @@ def _bound(conservative: bool | str) -> str:
         return "far"
     if conservative == "privacy":
         return "privacy"
-    raise InputError(f"conservative must be False, True/'far' or 'privacy', got {conservative!r}")
+    raise InputError(f"bound must be 'privacy', 'far' or 'none' (conservative: False, True/'far' or 'privacy'), "
+                     f"got {conservative!r}")
+
+
+def bound_name(value: bool | str | None) -> str:
+    """The one vocabulary of bounds (manifest, CLI, audit): 'privacy' | 'far' | 'none', from it or the old
+    `conservative` spelling (False -> none, True -> far)."""
+    return _bound(value)
 
 
 def threshold_at_far(impostor: Any, far: float, *, conservative: bool | str = False) -> ThresholdAtFar:

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from facebank.audit.calibration import threshold_at_far
+from facebank.index.capacity import greedy_distinct  # one greedy count: info, index build and the audit
 
 __all__ = ["SWEEP_FARS", "capacity_rows", "eligible_share_rows", "greedy_distinct", "repeat_rows", "sweep_thresholds"]
 
@@ -47,17 +48,6 @@ def eligible_share_rows(space: str, bank_x: np.ndarray, groups: np.ndarray, quer
                          "threshold": s["threshold"], "supported": s["supported"],
                          "mean_eligible_share": float(share.mean()), "p10_eligible_share": float(np.percentile(share, 10))})
     return rows
-
-
-def greedy_distinct(x: np.ndarray, threshold: float, rng: np.random.Generator) -> int:
-    """How many faces stay when, in random order, a face is kept only if every kept face is at or
-    below `threshold` to it: a lower bound on the mutually distinct identities of the set."""
-    kept = np.zeros((0, x.shape[1]), dtype=np.float64)
-    for i in rng.permutation(x.shape[0]):
-        v = x[i].astype(np.float64)
-        if kept.shape[0] == 0 or float((kept @ v).max()) <= threshold:
-            kept = np.vstack([kept, v])
-    return int(kept.shape[0])
 
 
 def capacity_rows(space: str, bank_x: np.ndarray, groups: np.ndarray, threshold: float, *, seed: int = 0) -> list[dict]:

@@ -51,12 +51,13 @@ def dedupe_bank(
     above: float | None = None,  # remove one face of every pair more similar than this
     below: float | None = None,  # alias: keep only faces whose nearest kept neighbour is <= this
     dry_run: bool = False,  # report what would be removed, change nothing
+    confirm=None,  # callable(result) -> bool, asked before anything is removed; False cancels
 ) -> dict:
     """Mark near-duplicates as removed; returns what was (or would be) removed.
 
     Returns:
         {"bank", "space", "cut", "considered", "pairs_above", "removed": [{"id", "row",
-        "kept_id", "kept_row", "sim"}], "dry_run"}.
+        "kept_id", "kept_row", "sim"}], "dry_run", "cancelled"}.
     """
     if (above is None) == (below is None):
         raise InputError("give exactly one cut: --above SIM (or its alias --below SIM)")
@@ -78,6 +79,10 @@ def dedupe_bank(
         "removed": [{"id": ids[j], "row": int(rows[j]), "kept_id": ids[i], "kept_row": int(rows[i]), "sim": sim}
                     for j, (i, sim) in sorted(removed.items())],
     }
+    result["cancelled"] = False
+    if removed and not dry_run and confirm is not None and not confirm(result):
+        result["cancelled"] = True
+        return result
     if removed and not dry_run:
         with BankWriter(bank_path, create=False) as writer:
             gone = [r["id"] for r in result["removed"]]

@@ -26,7 +26,7 @@ from facebank.audit.calibration import Curve
 from facebank._io.files import atomic_write_bytes
 from facebank.errors import InputError
 
-__all__ = ["plot_det", "plot_eligible_shares", "plot_nn_histogram", "plot_pick_grid", "plot_score_histogram"]
+__all__ = ["merge_close", "plot_det", "plot_eligible_shares", "plot_nn_histogram", "plot_pick_grid", "plot_score_histogram"]
 
 _DPI = 100
 _COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:olive", "tab:cyan", "tab:pink")
@@ -39,9 +39,27 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def merge_close(thresholds: Mapping[str, float], span: float, *, within: float = 0.01) -> list[tuple[str, float]]:
+    """(label, value) lines to draw: thresholds closer than `within` x `span` share one line and one
+    label ("build 0.9239 = FAR 0.001 0.9245"), so lines a pixel apart do not hide each other."""
+    items = sorted(((float(t), str(label)) for label, t in thresholds.items()), key=lambda x: x[0])
+    groups: list[list[tuple[float, str]]] = []
+    for t, label in items:
+        if groups and t - groups[-1][-1][0] < within * span:
+            groups[-1].append((t, label))
+        else:
+            groups.append([(t, label)])
+    if all(len(g) == 1 for g in groups):
+        return [(f"{label}: {t:.3f}", t) for g in groups for t, label in g]
+    return [(" = ".join(f"{label} {t:.4f}" for t, label in g) if len(g) > 1 else f"{g[0][1]}: {g[0][0]:.3f}",
+             float(np.mean([t for t, _ in g]))) for g in groups]
+
+
 def _mark_thresholds(ax: Any, thresholds: Mapping[str, float]) -> None:
-    for k, (label, t) in enumerate(thresholds.items()):
-        ax.axvline(t, color=_COLOURS[k % len(_COLOURS)], linestyle="--", linewidth=1.2, label=f"{label}: {t:.3f}")
+    lo, hi = ax.get_xlim()
+    for k, (label, t) in enumerate(merge_close(thresholds, hi - lo)):
+        ax.axvline(t, color=_COLOURS[k % len(_COLOURS)], linestyle=("--", ":", "-.")[k % 3], linewidth=1.4,
+                   label=label)
 
 
 def plot_score_histogram(

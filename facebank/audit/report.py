@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 
 from facebank.errors import InputError
 from facebank._io.files import atomic_write_text
-from facebank.audit.html import render_html
+from facebank.audit.html import anchor, render_html
 
 __all__ = ["Section", "rows_to_csv", "write_csv", "write_report"]
 
@@ -156,14 +156,15 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     used_tables: set[str] = set()
     used_images: set[str] = set()
-    md = [f"# {title}\n"]
+    md = [f"# {title}\n", "Contents: " + " · ".join(f"[{sec.title}](#{anchor(i, sec.title)})"
+                                                   for i, sec in enumerate(sections) if isinstance(sec, Section)) + "\n"]
     doc: dict[str, Any] = {"title": title, "sections": []}
     html_tables: dict[int, list] = {}
     html_images: dict[int, list] = {}
     for i, section in enumerate(sections):
         if not isinstance(section, Section):
             raise InputError(f"sections must be Section objects, got {type(section).__name__}")
-        md.append(f"## {section.title}\n")
+        md.append(f'<a id="{anchor(i, section.title)}"></a>\n\n## {section.title}\n')
         if section.text:
             md.append(section.text.rstrip() + "\n")
         entry: dict[str, Any] = {"title": section.title, "text": section.text, "tables": {}, "images": []}

@@ -28,10 +28,11 @@ import numpy as np
 from facebank.audit import distributions as D
 from facebank.audit import pixel_metrics as P
 from facebank.audit import plots
-from facebank.audit.calibration import CalibrationReport, calibrate, eer, roc_det
+from facebank.audit.calibration import CalibrationReport, bound_name, calibrate, eer, roc_det
 from facebank.audit.labelled import LabelledSet, load_labelled, read_identities
 from facebank.audit.pick_audit import match_rate_table, per_query_rows
 from facebank.audit.report import Section, write_csv, write_report
+from facebank.audit.verdict import verdict_section
 from facebank._io.files import atomic_write_text
 from facebank.bank import open_bank
 from facebank.bank.schema import STATUS_ANNOTATED, gender_name
@@ -239,11 +240,12 @@ def _calibration_section(photos, labelled, identities, spaces, fars, build_thr, 
         text.append(f"- **{s}**: {cal.n_genuine:,} genuine / {cal.n_impostor:,} impostor pairs; "
                     f"{cal.eer_text} at {cal.eer_threshold:.4f}; {figs}.")
     what = "aligned crops (embedded as they are)" if aligned else "photos (largest face of each)"
-    how = {"far": "conservative (far): each threshold is the lowest whose 95% Clopper-Pearson upper bound on the "
+    how = {"far": "bound far: each threshold is the lowest whose 95% Clopper-Pearson upper bound on the "
                   "FAR is <= the asked FAR",
-           "privacy": "conservative (privacy): each threshold is the highest whose 95% Clopper-Pearson lower bound "
+           "privacy": "bound privacy (the shipped defaults' choice): each threshold is the highest whose 95% Clopper-Pearson lower bound "
                       "on the FAR is >= the asked FAR, so it lies at or below a recogniser's own threshold at that FAR",
-           }.get(report.bound, "each threshold is the lowest whose measured FAR is <= the asked FAR")
+           }.get(report.bound, "bound none: each threshold is the lowest whose measured FAR is <= the asked FAR (the point "
+                         "estimate; looser than the shipped defaults)")
     head = (f"{len(files)} of {n_listed} labelled {what} of {report.n_identities} identities from `{labelled}`; {how}. "
             f"A figure is supported when at least 30 impostor pairs lie above its threshold, or when its 95% upper "
             f"bound is <= the asked FAR. Intervals treat pairs as independent (pairs sharing a face are not), so "
@@ -371,7 +373,11 @@ class AuditConfig:
     seed: int = 0
     models: Mapping[str, str] | None = None  # space -> ONNX path for non-dlib spaces
     aligned: bool = False  # labelled images are aligned 112 crops (facebank.audit.labelled)
-    conservative: bool | str = False  # True/"far": 95% upper bound <= FAR; "privacy": lower bound >= FAR
+    # Which 95% bound picks each calibrated threshold (facebank.audit.calibration): "privacy" (the
+    # lower bound on the FAR is >= the FAR: at or below a recogniser's own threshold; the shipped
+    # defaults' choice, so the default here), "far" (the upper bound <= the FAR) or "none" (the point estimate).
+    bound: str = "privacy"
+    conservative: bool | str | None = None  # the old spelling of bound: True = "far", False = "none", "privacy"
     heldout: Mapping[str, str] | None = None  # space -> model of recognisers the build does not use
     transfer: bool = False  # the privacy margin's leave-one-out transfer table (needs labelled + build)
     anonymize: Sequence[str] = ()  # swappers ("classical:geometry=warp") run on the labelled faces: Source vs Result
@@ -394,7 +400,8 @@ def _run_audit(cfg: AuditConfig, progress: Progress | None) -> Path:
     far_levels, score_far, max_pairs, near_duplicate_above = cfg.far_levels, cfg.score_far, cfg.max_pairs, \
         cfg.near_duplicate_above
     max_pixel_candidates, groups, seed, models = cfg.max_pixel_candidates, cfg.groups, cfg.seed, cfg.models
-    aligned, conservative, heldout = cfg.aligned, cfg.conservative, cfg.heldout
+    aligned, heldout = cfg.aligned, cfg.heldout
+    conservative = bound_name(cfg.bound if cfg.conservative is None else cfg.conservative)
     out = Path(out)
     bank_path = Path(bank)
     if not bank_path.is_file():
@@ -423,7 +430,7 @@ def _run_audit(cfg: AuditConfig, progress: Progress | None) -> Path:
                   "queries": str(queries) if queries else None, "far_levels": list(fars), "score_far": score_far,
                   "max_pairs": max_pairs, "near_duplicate_above": _cuts(near_duplicate_above, spaces),
                   "max_pixel_candidates": max_pixel_candidates, "groups": groups, "seed": seed, "models": dict(models or {}),
-                  "aligned": aligned, "conservative": conservative, "heldout": dict(heldout or {}),
+                  "aligned": aligned, "bound": conservative, "heldout": dict(heldout or {}),
                   "transfer": cfg.transfer, "anonymize": list(cfg.anonymize)}
         sec, pair_sims = _bank_section(b, spaces, build_thr, max_pairs=max_pairs, seed=seed, out=out,
                                        cut=_cuts(near_duplicate_above, spaces), progress=progress)
@@ -473,6 +480,9 @@ def _run_audit(cfg: AuditConfig, progress: Progress | None) -> Path:
         if photos is not None:
             run_tables["skipped photos"] = photos.skipped
         sections.insert(0, Section("Run", "Inputs and thresholds of this audit (also in `config.json`).", run_tables))
+        _tick(progress, "verdict", 0, 1)
+        sections.insert(0, verdict_section(b, session, report, sections))  # the first screen
+        _tick(progress, "verdict", 1, 1)
         atomic_write_text(out / "config.json", json.dumps(config, indent=1) + "\n")
         return write_report(out, sections, title="facebank audit")
     finally:

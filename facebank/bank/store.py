@@ -262,13 +262,21 @@ class Bank:
         except KeyError:
             raise UnknownFace(f"face {face_id!r} is not in {self.path}") from None
 
+    def _check_row(self, row) -> int:
+        """A row number as an int in range; anything else is a typed error, not h5py's."""
+        if isinstance(row, bool) or not isinstance(row, (int, np.integer)):
+            raise InputError(f"row must be an int (a face's row; Bank.row(id) gives it), got {type(row).__name__}")
+        if not 0 <= row < len(self):
+            raise UnknownFace(f"row {row} is outside the bank (0..{len(self) - 1})")
+        return int(row)
+
     def crop(self, row: int) -> np.ndarray:
         self._live()
-        return self._crop[row]
+        return self._crop[self._check_row(row)]
 
     def image_bytes(self, row: int) -> bytes:
         self._live()
-        return self._image[row].tobytes()
+        return self._image[self._check_row(row)].tobytes()
 
     def face(self, face_id_or_row: str | int, *, spaces: list[str] | None = None) -> Face:
         """One face by id (or row): crop, landmarks, attributes and its embeddings."""

@@ -1,4 +1,5 @@
-"""What `facebank info` reports: counts per source, per age x gender group, per space, rejections."""
+"""What `facebank info` reports: counts per source, per age x gender group (annotated faces only: removed
+and rejected ones serve no pick), per space, rejections."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ from collections import Counter
 
 import numpy as np
 
+from facebank.bank.schema import STATUS_ANNOTATED
 from facebank.bank.store import Bank
 from facebank.labels import AGE_GROUPS, age_group, gender_name
 
 
 def bank_summary(bank: Bank) -> dict:
     ages, genders = bank.column("age"), bank.column("gender")
+    served = bank.column("status") == STATUS_ANNOTATED  # removed and rejected faces are in no group
     groups: Counter = Counter()
-    for age, gender in zip(ages, genders):
+    for age, gender in zip(ages[served], genders[served]):
         a = age_group(float(age)) if np.isfinite(age) else "unknown"
         g = gender_name(int(gender))
         groups[f"{a}/{g}"] += 1

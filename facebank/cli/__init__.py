@@ -15,7 +15,8 @@ from facebank.cli.clicks import EXITS as _EXITS
 from facebank.cli.clicks import USAGE_ERRORS as _USAGE_ERRORS
 
 from facebank.cli import (
-    anonymize_cmd, audit_cmds, bank_cmds, bank_format_cmds, build_cmd, generate_cmd, index_cmds, models_cmd, pick_cmd,
+    anonymize_cmd, audit_cmds, bank_cmds, bank_format_cmds, build_cmd, generate_cmd, index_cmds, labels_cmds, models_cmd,
+    pick_cmd,
     show_cmd,
 )
 
@@ -78,7 +79,7 @@ def _root(version: Annotated[Optional[bool], typer.Option(
 
 
 for _group in (bank_cmds, build_cmd, generate_cmd, index_cmds, pick_cmd, show_cmd, audit_cmds, models_cmd,
-               bank_format_cmds, anonymize_cmd):
+               bank_format_cmds, labels_cmds, anonymize_cmd):
     _group.register(app)
 
 

@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from facebank.cli.common import cli_errors, emit, err, examples, parse_pairs
+from facebank.cli.choices import Bound
+from facebank.cli.common import bank_option, cli_errors, emit, err, examples, parse_pairs
 
-BankOpt = Annotated[Path, typer.Option("--bank", "-b", help="The bank file.")]
+BankOpt = Annotated[Path, bank_option()]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
@@ -30,6 +31,17 @@ def _stages():
     prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeRemainingColumn(), console=err)
     tasks: dict[str, int] = {}
+    if not err.is_terminal:  # a log file or CI: rich draws nothing there, so one line per quarter of a stage
+        shown: dict[str, int] = {}
+
+        def plain(stage: str, done: int, total: int) -> None:
+            quarter = 4 * done // total if total else 4
+            if shown.get(stage, -1) < quarter:
+                shown[stage] = quarter
+                err.print(f"audit: {stage} {done}/{total}", markup=False, highlight=False, soft_wrap=True)
+
+        yield plain
+        return
 
     def update(stage: str, done: int, total: int) -> None:
         if not tasks:
@@ -45,9 +57,23 @@ def _stages():
             prog.stop()
 
 
+def _bound(bound: Bound, conservative: bool, privacy_bound: bool) -> str:
+    """--bound, or its old spellings --conservative (far) and --privacy-bound (privacy), with a note."""
+    from facebank.cli.common import deprecated
+    from facebank.errors import InputError
+
+    old = [v for flag, v in ((conservative, "far"), (privacy_bound, "privacy")) if flag]
+    if not old:
+        return bound.value
+    deprecated("--conservative" if conservative else "--privacy-bound", f"--bound {old[0]}")
+    if len(old) > 1 or bound not in (Bound.privacy, Bound(old[0])):
+        raise InputError("give one bound: --bound privacy|far|none")
+    return old[0]
+
+
 def audit_cmd(
-    bank: BankOpt,
-    out: Annotated[Path, typer.Option("--out", "-o", help="The report folder (created).")],
+    bank: BankOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The report folder (created).")] = ...,
     build: Annotated[Optional[Path], typer.Option("--build", help="Index build directory (for the pick audit).")] = None,
     labelled: Annotated[Optional[Path], typer.Option(help="Folder of identity-labelled real photos.")] = None,
     identities: Annotated[Optional[Path], typer.Option(help="CSV file,identity_id (default: LABELLED/identities.csv).")] = None,
@@ -59,12 +85,13 @@ def audit_cmd(
                                          help="Pick from each query's estimated age/gender group (as the pipeline does).")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the pair sample and the random picks.")] = 0,
     aligned: Annotated[bool, typer.Option("--aligned", help="LABELLED holds aligned 112 crops, not photos.")] = False,
-    conservative: Annotated[bool, typer.Option("--conservative",
-                                               help="Thresholds whose 95% upper bound on the FAR is <= the FAR.")] = False,
-    privacy_bound: Annotated[bool, typer.Option(
-        "--privacy-bound",
-        help="Thresholds whose 95% lower bound on the FAR is >= the FAR: at or below a recogniser's own "
-             "threshold at that FAR (the shipped defaults' choice).")] = False,
+    bound: Annotated[Bound, typer.Option(
+        "--bound", help="Which 95% bound picks each threshold: privacy (lower bound on the FAR >= the FAR: at or "
+                        "below a recogniser's own threshold; the shipped defaults' choice), far (upper bound <= "
+                        "the FAR) or none (the point estimate, looser).")] = Bound.privacy,
+    conservative: Annotated[bool, typer.Option("--conservative", hidden=True, help="Deprecated: --bound far.")] = False,
+    privacy_bound: Annotated[bool, typer.Option("--privacy-bound", hidden=True,
+                                                help="Deprecated: --bound privacy.")] = False,
     heldout: Annotated[list[str], typer.Option("--heldout",
                                                help="SPACE=MODEL of a recogniser the build does not use (repeatable; dlib=dlib).")] = [],
     transfer: Annotated[bool, typer.Option(
@@ -94,7 +121,7 @@ def audit_cmd(
             cfg = AuditConfig(bank=bank, out=out, build=build, labelled=labelled, identities=identities,
                               queries=queries, max_pairs=max_pairs, near_duplicate_above=near_duplicate_above, seed=seed,
                               groups=groups, models=models, aligned=aligned,
-                              conservative="privacy" if privacy_bound else conservative,
+                              bound=_bound(bound, conservative, privacy_bound),
                               heldout=held or None, transfer=transfer, anonymize=tuple(anonymize))
             path = run_audit(cfg, progress=progress)
         cal = path.parent / "calibration.json"
@@ -105,24 +132,37 @@ def audit_cmd(
 
 
 def dedupe_cmd(
-    bank: BankOpt,
+    bank: BankOpt = None,
     space: Annotated[str, typer.Option(help="The identity space compared.")] = "dlib",
     above: Annotated[Optional[float], typer.Option(help="Remove one face of every pair more similar than SIM.")] = None,
     below: Annotated[Optional[float], typer.Option(help="Alias: keep only faces whose nearest neighbour is below SIM.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be removed; change nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Remove without asking (needed when not at a terminal).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Mark near-duplicate faces as removed (the first of each pair stays); recorded and resumable."""
+    """Mark near-duplicate faces as removed (the first of each pair stays); asks first; recorded and resumable."""
+    import sys
+
     from facebank.audit.dedupe import dedupe_bank
+    from facebank.errors import InputError
+
+    def confirm(result: dict) -> bool:
+        n, m = len(result["removed"]), result["considered"]
+        what = f"remove {n} of {m} faces ({n / m:.0%}) above {result['cut']:g} in {space}"
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise InputError(f"dedupe would {what}: re-run with --yes to remove them, or --dry-run to list them")
+        return typer.confirm(f"{what}?", err=True)
 
     with cli_errors():
         _check_path("--bank", bank, folder=False)
-        result = dedupe_bank(bank, space=space, above=above, below=below, dry_run=dry_run)
-        verb = "would remove" if dry_run else "removed"
+        result = dedupe_bank(bank, space=space, above=above, below=below, dry_run=dry_run, confirm=confirm)
+        verb = "would remove" if dry_run else "cancelled: would remove" if result["cancelled"] else "removed"
         lines = [f"{verb} {len(result['removed'])} of {result['considered']} faces "
                  f"({result['pairs_above']} pairs above {result['cut']:g} in {space})"]
         lines += [f"  {r['id']} (sim {r['sim']:.4f} to {r['kept_id']})" for r in result["removed"][:20]]
-        if result["removed"] and not dry_run:
+        if result["removed"] and not dry_run and not result["cancelled"]:
             lines.append("index builds still hold the removed faces: run `facebank index build` again")
         emit(result, as_json=as_json, human="\n".join(lines))
 
@@ -135,5 +175,5 @@ def register(app: typer.Typer) -> None:
     ))(audit_cmd)
     app.command("dedupe", epilog=examples(
         "facebank dedupe --bank data/bank.h5 --space dlib --above 0.995 --dry-run",
-        "facebank dedupe --bank data/bank.h5 --space dlib --above 0.995 --json",
+        "facebank dedupe --bank data/bank.h5 --space dlib --above 0.995 --yes --json",
     ))(dedupe_cmd)

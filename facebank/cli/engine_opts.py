@@ -10,7 +10,7 @@ from facebank.config import ENGINE_KINDS, EngineConfig
 
 EngineOpt = Annotated[str, typer.Option(
     "--engine", help="Where the work runs: local (worker processes, default) or ray (a Ray cluster; "
-                     "pip install 'facebank[ray]').")]
+                     "pip install 'facebank\\[ray]').")]  # \\[: Rich would read [ray] as markup and drop it
 RayAddressOpt = Annotated[Optional[str], typer.Option(
     "--ray-address", help="Ray cluster to join: auto (the running one), HOST:PORT or ray://HOST:10001; "
                           "default: start a local one for this command.")]

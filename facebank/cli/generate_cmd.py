@@ -9,13 +9,13 @@ from typing import Annotated, Optional
 import typer
 
 from facebank.cli.choices import NoiseMode
-from facebank.cli.common import cli_errors, emit, examples, progress_bar
+from facebank.cli.common import bank_option, cli_errors, emit, examples, progress_bar
 from facebank.cli.engine_opts import EngineOpt, RayAddressOpt, engine_config
 
 
 def generate(
     network: Annotated[str, typer.Option(help="Network pickle (path or URL; URLs are cached once, checksummed).")],
-    bank: Annotated[Path, typer.Option("--bank", "-b", help="The bank file; created if missing.")],
+    bank: Annotated[Path, bank_option("The bank file; created if missing.")] = None,
     seeds: Annotated[str, typer.Option(help="Seeds, e.g. 0-9999 or 1,5,10-20.")] = "0-9999",
     psi: Annotated[float, typer.Option(help="Truncation psi (1 = none).")] = 0.7,
     cutoff: Annotated[Optional[int], typer.Option(help="Truncate only the first CUTOFF w rows.")] = None,

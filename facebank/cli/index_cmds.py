@@ -14,13 +14,13 @@ from typing import Annotated, Optional
 import typer
 
 from facebank.cli.choices import Kind
-from facebank.cli.common import alias, cli_errors, deprecated, emit, examples, parse_pairs
+from facebank.cli.common import alias, bank_option, build_option, cli_errors, deprecated, emit, err, examples, parse_pairs
 from facebank.config import DEFAULT_BUILDS
 
 index_app = typer.Typer(help="Build, check and switch FAISS index builds.", no_args_is_help=True)
 BuildsOpt = Annotated[Path, typer.Option("--builds", help="The folder of index builds.")]
 OldOutOpt = Annotated[Optional[Path], typer.Option("--out", hidden=True, help="Deprecated: --builds.")]
-BuildOpt = Annotated[Optional[Path], typer.Option("--build", help="Build directory (default: the current one).")]
+BuildOpt = Annotated[Optional[Path], build_option()]
 OldBuildArg = Annotated[Optional[Path], typer.Argument(hidden=True, help="Deprecated: --build.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 _BUILDS = Path(DEFAULT_BUILDS)
@@ -38,7 +38,7 @@ def _build_arg(build: Optional[Path], positional: Optional[Path]) -> Optional[Pa
 
 
 def build_cmd(
-    bank: Annotated[Path, typer.Option("--bank", "-b", help="The bank file.")],
+    bank: Annotated[Path, bank_option()] = None,
     space: Annotated[list[str], typer.Option("--space", help="A space to index (repeatable; default: all).")] = [],
     spaces: Annotated[Optional[str], typer.Option("--spaces", hidden=True, help="Deprecated: --space.")] = None,
     builds: BuildsOpt = _BUILDS,
@@ -64,9 +64,29 @@ def build_cmd(
                            calibrated=calibrated_thresholds(str(threshold_from), far) if threshold_from else None,
                            make_current=not no_use)
         m = read_manifest(path)
-        emit({"build": str(path), "manifest": m}, as_json=as_json,
+        cap = build_capacity(path, m)
+        for w in cap["warnings"]:
+            err.print(f"warning: {w}", markup=False, highlight=False, soft_wrap=True)
+        emit({"build": str(path), "manifest": m, "capacity": cap}, as_json=as_json,
              human=f"built {path} ({m['rows']} faces; " + ", ".join(
                  f"{s} thr {v['threshold']:.4f}" for s, v in m["spaces"].items()) + ")")
+
+
+def build_capacity(path: Path, m: dict) -> dict:
+    """Faces and distinct identities per group of the new build, at its thresholds (facebank.index.capacity)."""
+    import numpy as np
+
+    from facebank.bank import open_bank
+    from facebank.index.capacity import bank_capacity
+
+    with open_bank(m["bank"]["path"]) as b:
+        cap = bank_capacity(b, {s: float(v["threshold"]) for s, v in m["spaces"].items()},
+                            source=f"build {m['build_id']}", rows=np.load(path / "rows.npy")).to_dict()
+    disputed = (m.get("excluded") or {}).get("label_disputed", 0)
+    if disputed:
+        cap["warnings"].append(f"{disputed} faces left out: the attribute model disputes their gender label "
+                               "(facebank info lists them; facebank bank check-labels / accept-labels settle them)")
+    return cap
 
 
 def verify_cmd(
@@ -131,7 +151,40 @@ def use_cmd(
         emit({"current": str(link), "build": str(build)}, as_json=as_json, human=f"{link} -> {build.name}")
 
 
+def list_cmd(builds: BuildsOpt = _BUILDS, as_json: JsonOpt = False) -> None:
+    """List the builds of a builds folder, oldest first; `*` marks the current one."""
+    from facebank.index.builds import list_builds
+
+    with cli_errors():
+        entries = list_builds(builds)
+        lines = [f"{'*' if e.current else ' '} {e.build_id}  {e.created}  {e.rows} faces  "
+                 f"{','.join(e.spaces)}  {e.bytes / 1e6:.1f} MB  {e.bank}" for e in entries]
+        emit({"builds": str(builds), "entries": [e.to_dict() for e in entries]}, as_json=as_json,
+             human="\n".join(lines) or f"no builds in {builds}")
+
+
+def prune_cmd(
+    keep: Annotated[int, typer.Option("--keep", help="How many of the newest builds to keep (the current one "
+                                                     "always stays).")],
+    builds: BuildsOpt = _BUILDS,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be removed; remove nothing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove old builds, keeping the newest N and the current one."""
+    from facebank.index.builds import prune_builds
+
+    with cli_errors():
+        gone = prune_builds(builds, keep, dry_run=dry_run)
+        verb = "would remove" if dry_run else "removed"
+        emit({"builds": str(builds), "dry_run": dry_run, "removed": [e.to_dict() for e in gone]}, as_json=as_json,
+             human=f"{verb} {len(gone)} builds" + "".join(f"\n  {e.build_id} ({e.bytes / 1e6:.1f} MB)" for e in gone))
+
+
 def register(app: typer.Typer) -> None:
+    index_app.command("list", epilog=examples("facebank index list", "facebank index list --builds my_builds --json"))(
+        list_cmd)
+    index_app.command("prune", epilog=examples("facebank index prune --keep 3 --dry-run",
+                                               "facebank index prune --keep 1 --builds my_builds"))(prune_cmd)
     index_app.command("build", epilog=examples(
         "facebank index build --bank data/bank.h5",
         "facebank index build --bank data/bank.h5 --space dlib --space arcface --kind hnsw --threshold arcface=0.3",

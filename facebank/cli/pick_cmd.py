@@ -9,8 +9,7 @@ import numpy as np
 import typer
 
 from facebank.cli.choices import Fallback, Mode
-from facebank.cli.common import cli_errors, emit, examples, parse_pairs
-from facebank.config import DEFAULT_BUILDS
+from facebank.cli.common import build_option, cli_errors, emit, examples, parse_pairs
 
 
 def _thresholds(items: list[str]):
@@ -36,6 +35,38 @@ def _export(folder: Path, i: int, target, row: dict, aligned: list[int]) -> dict
         aligned=aligned, names_prefix="target_")
 
 
+def _run_folder(save: Path) -> Path:
+    """A new folder inside `save` for this run (`<UTC time>`, `-2`, ... when taken): runs never mix."""
+    import time
+
+    save.mkdir(parents=True, exist_ok=True)
+    base = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    for k in range(1, 10_000):
+        folder = save / (base if k == 1 else f"{base}-{k}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free run folder name in {save}")
+
+
+def _run_record(session, query: Path, kind: str, seed: int, mode: str, fallback: str, thr, picks: int) -> dict:
+    """What made this run, enough to make it again: build, bank and its content hash, the query file, seed, options."""
+    import hashlib
+    import time
+
+    from facebank._version import __version__
+
+    return {"format": "facebank.pick_run/1", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "facebank": __version__,
+            "build": {"path": str(session.build_dir), "build_id": session.manifest["build_id"]},
+            "bank": {"path": str(session.bank.path), "content_hash": session.bank.content_hash},
+            kind: {"path": str(query.resolve()), "sha256": hashlib.sha256(query.read_bytes()).hexdigest()},
+            "seed": seed, "mode": mode, "fallback": fallback, "thresholds": dict(session.thresholds) if thr is None
+            else thr, "threshold_given": thr is not None, "picks": picks}
+
+
 def pick(
     embedding: Annotated[Optional[Path], typer.Option(help="A .npy query embedding (d,) or batch (B, d).")] = None,
     image: Annotated[Optional[Path], typer.Option(help="A photo: one target per face, dissimilar to all of them.")] = None,
@@ -53,7 +84,7 @@ def pick(
         "--allow-looser", help="Permit a --threshold above the build's calibrated one (weakens the guarantee).")] = False,
     seed: Annotated[Optional[int], typer.Option(help="Seed for a reproducible pick.")] = None,
     model: Annotated[list[str], typer.Option("--model", help="SPACE=PATH of a non-dlib embedder for --image.")] = [],
-    build: Annotated[Optional[Path], typer.Option(help=f"Index build (default: {DEFAULT_BUILDS}/current).")] = None,
+    build: Annotated[Optional[Path], build_option()] = None,
     bank: Annotated[Optional[Path], typer.Option("--bank", "-b", help="Bank (default: the build's).")] = None,
     save: Annotated[Optional[Path], typer.Option(
         "--save", "--export", help="Write each target's original image, aligned crop and a JSON sidecar here.")] = None,
@@ -79,7 +110,9 @@ def pick(
 
             check_margin(margin)  # before the session opens or a model loads
         session = open_facebank(build, bank=bank)
-        rng = np.random.default_rng(seed)
+        # A saved run records its seed, so that it can be made again: draw one when none is given.
+        seed_used = seed if seed is not None or save is None else int(np.random.SeedSequence().entropy % 2**32)
+        rng = np.random.default_rng(seed_used)
         rows, targets = [], []
         if image is not None:
             from facebank.pick.photo import pick_for_image
@@ -108,9 +141,16 @@ def pick(
                                         rng=rng, fallback=fallback.value, margin=margin, allow_looser=allow_looser)
                 rows.append({"face": None, "target": t.to_dict()})
                 targets.append(t)
+        run_dir = None
         if save is not None:
+            run_dir = _run_folder(save)
+            run = _run_record(session, image if image is not None else embedding, "photo" if image is not None
+                              else "embedding", seed_used, mode.value, fallback.value, thr, len(rows))
             for i, (row, t) in enumerate(zip(rows, targets)):
-                row["files"] = _export(save, i, t, dict(row), aligned)
+                row["files"] = _export(run_dir, i, t, {**row, "run": run}, aligned)
+            from facebank._io.files import atomic_write_json
+
+            atomic_write_json(run_dir / "run.json", run)
         lines = []
         for i, r in enumerate(rows):
             t = r["target"]
@@ -119,8 +159,9 @@ def pick(
             who = f"face {i} {face['box']} {face['gender']} ~{face['age']:.0f}y" if face else f"query {i}"
             lines.append(f"{who} -> {t['id']} ({t['group']}{', ' + t['fallback'] if t['fallback'] else ''}): {sims}")
         if save is not None:
-            lines.append(f"saved {len(rows)} target(s) into {save}")
-        emit({"build": str(session.build_dir), "picks": rows}, as_json=as_json, human="\n".join(lines))
+            lines.append(f"saved {len(rows)} target(s) into {run_dir} (the run: {run_dir / 'run.json'})")
+        emit({"build": str(session.build_dir), "picks": rows, "saved": str(run_dir) if run_dir else None},
+             as_json=as_json, human="\n".join(lines))
 
 
 def register(app: typer.Typer) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 
 from facebank._version import __version__
 from facebank.bank import open_bank
-from facebank.bank.schema import STATUS_ANNOTATED
+from facebank.bank.schema import STATUS_ANNOTATED, STATUS_GENERATED, STATUS_REJECTED, STATUS_REMOVED
 from facebank._io.deps import require
 from facebank._io.checksum import file_digests
 from facebank.config import DEFAULT_BUILDS
@@ -236,10 +236,18 @@ def remove_dead_temps(out: Path) -> list[Path]:
 
 def _usable_rows(bank, bank_path, spaces: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
     """(bank rows that enter the build, their group codes, counts of the faces left out by reason)."""
+    from facebank.bank.disputes import disputed_rows
+
     ages, genders = bank.column("age"), bank.column("gender")
-    annotated = bank.column("status") == STATUS_ANNOTATED
+    status = bank.column("status")
+    annotated = status == STATUS_ANNOTATED
     usable = annotated & np.isfinite(ages) & np.isin(genders, (0, 1))
-    excluded = {"not_annotated": int((~annotated).sum()), "no_age_or_gender": int((annotated & ~usable).sum())}
+    excluded = {"not_annotated": int((status == STATUS_GENERATED).sum()), "rejected": int((status == STATUS_REJECTED).sum()),
+                "removed": int((status == STATUS_REMOVED).sum()), "no_age_or_gender": int((annotated & ~usable).sum())}
+    # A gender label the model contradicts is not served until an operator settles it (bank.disputes).
+    disputed = disputed_rows(bank)
+    excluded["label_disputed"] = int(usable[disputed].sum())
+    usable[disputed] = False
     for s in spaces:
         missing = ~bank.present(s)
         excluded[f"no_vector:{s}"] = int((missing & usable).sum())

