@@ -19,6 +19,7 @@ from pathlib import Path
 import h5py
 
 from facebank.bank import schema
+from facebank._io.files import as_path
 from facebank.bank.integrity import BANK_ID_FILE, bind_top, canonical_dir, check_refs, fragment_seq, read_bank_id, write_bank_id
 from facebank.bank.layout import FragmentWriter, empty_manifest, fragment_dir, fragment_files, orphans, write_top
 from facebank.bank.store import Bank, check_header
@@ -134,7 +135,7 @@ def _checked(bank: Path, *, bind: bool = True) -> tuple[dict, float]:
 
 def upgrade_bank(bank: str | os.PathLike, *, target_rows: int = 2048) -> dict:
     """Convert a version-1 bank to version 2 in place. Returns what was done."""
-    bank = Path(bank)
+    bank = as_path(bank, "bank")
     with _locked(bank):
         with h5py.File(bank, "r") as f:
             version = int(f.attrs.get("schema_version", -1))
@@ -177,7 +178,7 @@ def compact_bank(bank: str | os.PathLike, *, target_rows: int = 2048) -> dict:
     """Merge small fragments into fragments of about `target_rows` rows; content and content hash stay."""
     if target_rows < 1:
         raise InputError("--target-rows must be at least 1")
-    bank = Path(bank)
+    bank = as_path(bank, "bank")
     with _locked(bank):
         manifest, created = _checked(bank)
         with h5py.File(bank, "r") as f:
@@ -206,8 +207,8 @@ def compact_bank(bank: str | os.PathLike, *, target_rows: int = 2048) -> dict:
 def copy_bank(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Copy a bank: its top file and live fragments (immutable, so hard-linked when possible), under a new
     bank id in its own folder `<dst>.d`. The source is checked as a reader would, under its lock."""
-    src, dst = Path(src), Path(dst)
-    if not isinstance(dst, Path) or dst.exists() or canonical_dir(dst).exists():
+    src, dst = as_path(src, "bank"), as_path(dst, "copy")
+    if dst.exists() or canonical_dir(dst).exists():
         raise InputError(f"{dst if dst.exists() else canonical_dir(dst)} already exists")
     _check_dir(dst.parent)
     with _locked(src):

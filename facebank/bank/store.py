@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 
 from facebank.bank import schema
+from facebank._io.files import as_path
 from facebank.bank.integrity import bound_folder, check_files, check_manifest, manifest_digest
 from facebank.bank.layout import content_hash, fill_top
 from facebank.bank.rows import VectorRows
@@ -117,7 +118,7 @@ class Bank:
     """A bank opened for reading. Cheap to keep open; reuse it across calls."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+        self.path = as_path(path, "bank")
         if not self.path.exists():
             raise InputError(f"bank {self.path} does not exist")
         refuse_directory(self.path)

@@ -35,6 +35,7 @@ import numpy as np
 from facebank.bank import schema
 from facebank.bank.commit import CommitState, commit_pending
 from facebank._io.checksum import xxh3_file
+from facebank._io.files import as_path
 from facebank.bank.integrity import BANK_ID_FILE, bind_top, canonical_dir, check_refs, read_bank_id, write_bank_id
 from facebank.bank.layout import empty_manifest, orphans, write_top
 from facebank.bank.leftovers import quarantine_corrupt_batches, remove_temp_files
@@ -109,7 +110,7 @@ class BankWriter:
         flush_seconds: float = 10.0,  # buffered work older than this is flushed: a kill loses at most that
         copy_images: bool = False,  # copy images into each commit's fragment (no `fragment-refs`; see commit.py)
     ):
-        self.path = Path(path)
+        self.path = as_path(path, "bank")
         self.batch_size = batch_size
         self.commit_every = commit_every
         self.flush_seconds = flush_seconds
