@@ -262,10 +262,13 @@ def test_fuzz_manifest_cli(real_build, tmp_path, data, command):
 # -- (b) bank attributes and column lengths --
 
 def _top_copy(bank: Path, tmp_name: str) -> Path:
-    """A copy of the bank's small top file beside it: it maps onto the same (untouched) fragments."""
+    """A copy of the bank beside it (top file, and its folder of hard-linked fragments)."""
+    from facebank.bank import copy_bank
+
     dst = bank.parent / tmp_name
-    shutil.copy(bank, dst)
-    return dst
+    dst.unlink(missing_ok=True)
+    shutil.rmtree(f"{dst}.d", ignore_errors=True)
+    return copy_bank(bank, dst)
 
 
 def _h5_value(value):

@@ -11,7 +11,26 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "pid_alive"]
+__all__ = ["as_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "pid_alive"]
+
+
+def as_path(value, what: str) -> Path:
+    """`value` as a Path, or InputError naming `what`: not a str or os.PathLike, or not encodable as a file
+    name (a NUL byte, a lone surrogate), so an API caller gets a facebank error, not a TypeError."""
+    from facebank.errors import InputError
+
+    if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
+        raise InputError(f"{what} must be a path (str or os.PathLike), got {type(value).__name__}")
+    try:
+        path = Path(value)
+        os.fsencode(path)
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+        raise InputError(f"{what} {str(value)!r} is not a valid file name ({type(exc).__name__})") from None
+    if "\0" in str(path):
+        raise InputError(f"{what} {str(value)!r} contains a NUL byte")
+    if not str(path):
+        raise InputError(f"{what} is empty")
+    return path
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int = 0o644) -> Path:

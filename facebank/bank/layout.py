@@ -25,7 +25,7 @@ from facebank._version import __version__
 from facebank.errors import BankError
 from facebank.bank import schema
 
-__all__ = ["FragmentWriter", "content_hash", "empty_manifest", "fragment_dir", "fragment_files", "required_features",
+__all__ = ["FragmentWriter", "content_hash", "empty_manifest", "fill_top", "orphans", "fragment_dir", "fragment_files", "required_features",
            "row_sum", "write_top"]
 
 HASH_TAG = b"facebank-bank-content-v2"
@@ -35,7 +35,7 @@ TABLES = {"faces": schema.FACE_COLUMNS, "rejections": schema.REJECTION_COLUMNS, 
 
 
 def empty_manifest(dir_name: str) -> dict:
-    return {"dir": dir_name, "version": 0, "rows": {"faces": 0, "rejections": 0, "log": 0},
+    return {"dir": dir_name, "uuid": uuid.uuid4().hex, "version": 0, "rows": {"faces": 0, "rejections": 0, "log": 0},
             "spaces": {}, "fragments": [], "retired": [], "applied_batches": []}
 
 
@@ -50,6 +50,20 @@ def fragment_files(fragment: dict) -> list[str]:
         if not isinstance(name, str) or os.path.basename(name) != name or name in ("", ".", ".."):
             raise BankError(f"manifest names a fragment file {name!r} that is not a plain file name")
     return names
+
+
+def orphans(folder: Path, manifest: dict) -> list[Path]:
+    """Files in the bank's own `folder` that a killed writer of this bank left: temporary fragments,
+    and fragment files named for a version after the manifest's (never a file it cannot prove its own)."""
+    from facebank.bank.integrity import fragment_seq
+
+    live = {name for fr in manifest["fragments"] for name in fragment_files(fr)} | set(manifest["retired"])
+    out = []
+    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+        seq = fragment_seq(p.name)
+        if p.name not in live and seq is not None and (p.name.endswith(".tmp") or seq > manifest["version"]):
+            out.append(p)
+    return out
 
 
 def required_features(manifest: dict) -> list[str]:
@@ -216,7 +230,9 @@ def _sources(manifest: dict, table: str, column: str) -> list[tuple[int, int, st
     for frag in manifest["fragments"]:
         for part in frag["parts"]:
             if part["table"] == table and column in part["columns"] and part["stop"] > part["start"]:
-                out.append((part["start"], part["stop"], f"{manifest['dir']}/{frag['name']}", f"{part['group']}/{column}"))
+                # HDF5 reads `%%` as `%` in a source file name (and `%b` as a block number): escape
+                source = f"{manifest['dir']}/{frag['name']}".replace("%", "%%")
+                out.append((part["start"], part["stop"], source, f"{part['group']}/{column}"))
     return sorted(out)
 
 
@@ -229,33 +245,40 @@ def _virtual(parent: h5py.Group, name: str, manifest: dict, table: str, column: 
     parent.create_virtual_dataset(name, layout, fillvalue=fill)
 
 
+def fill_top(f: h5py.File, manifest: dict, created: float) -> None:
+    """The root attributes and virtual datasets of the top file for `manifest`, written into `f`."""
+    raw = json.dumps(manifest, sort_keys=True)
+    f.attrs["format"] = schema.FORMAT
+    f.attrs["schema_version"] = schema.SCHEMA_VERSION
+    f.attrs["required_features"] = json.dumps(required_features(manifest))
+    f.attrs["writer"] = f"facebank {__version__}"
+    f.attrs["created"] = created
+    f.attrs["updated"] = time.time()
+    f.attrs["version"] = manifest["version"]
+    f.attrs["content_hash"] = content_hash(manifest)
+    f.attrs["manifest"] = raw
+    f.attrs["manifest_sha256"] = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+    rows = manifest["rows"]
+    for table in ("faces", "rejections"):
+        g = f.create_group(table)
+        for col, spec in TABLES[table].items():
+            _virtual(g, col, manifest, table, col, spec, rows[table])
+    _virtual(f, "log", manifest, "log", "log", TABLES["log"]["log"], rows["log"])
+    emb = f.create_group("embeddings")
+    for space, info in sorted(manifest["spaces"].items()):
+        g = emb.create_group(space)
+        g.attrs["info"] = json.dumps(info, sort_keys=True)
+        specs = space_columns(int(info["dim"]))
+        _virtual(g, "vectors", manifest, f"emb/{space}", "vectors", specs["vectors"], rows["faces"], 0.0)
+        _virtual(g, "present", manifest, f"emb/{space}", "present", specs["present"], rows["faces"], False)
+
+
 def write_top(bank: Path, manifest: dict, created: float) -> None:
     """Write the top file for `manifest` under a temporary name and switch `<bank>` to it (atomic)."""
     tmp = _tmp_top(bank)
     try:
         with h5py.File(tmp, "w", libver=("v110", "latest")) as f:
-            f.attrs["format"] = schema.FORMAT
-            f.attrs["schema_version"] = schema.SCHEMA_VERSION
-            f.attrs["required_features"] = json.dumps(required_features(manifest))
-            f.attrs["writer"] = f"facebank {__version__}"
-            f.attrs["created"] = created
-            f.attrs["updated"] = time.time()
-            f.attrs["version"] = manifest["version"]
-            f.attrs["content_hash"] = content_hash(manifest)
-            f.attrs["manifest"] = json.dumps(manifest, sort_keys=True)
-            rows = manifest["rows"]
-            for table in ("faces", "rejections"):
-                g = f.create_group(table)
-                for col, spec in TABLES[table].items():
-                    _virtual(g, col, manifest, table, col, spec, rows[table])
-            _virtual(f, "log", manifest, "log", "log", TABLES["log"]["log"], rows["log"])
-            emb = f.create_group("embeddings")
-            for space, info in sorted(manifest["spaces"].items()):
-                g = emb.create_group(space)
-                g.attrs["info"] = json.dumps(info, sort_keys=True)
-                specs = space_columns(int(info["dim"]))
-                _virtual(g, "vectors", manifest, f"emb/{space}", "vectors", specs["vectors"], rows["faces"], 0.0)
-                _virtual(g, "present", manifest, f"emb/{space}", "present", specs["present"], rows["faces"], False)
+            fill_top(f, manifest, created)
         _fsync_path(tmp)
         os.replace(tmp, bank)
         _fsync_path(bank.parent)

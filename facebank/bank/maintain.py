@@ -12,14 +12,17 @@ import fcntl
 import json
 import os
 import shutil
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
 
 from facebank.bank import schema
-from facebank.bank.layout import FragmentWriter, empty_manifest, fragment_dir, fragment_files, read_manifest, write_top
-from facebank.bank.store import check_header
+from facebank._io.files import as_path
+from facebank.bank.integrity import BANK_ID_FILE, bind_top, canonical_dir, check_refs, fragment_seq, read_bank_id, write_bank_id
+from facebank.bank.layout import FragmentWriter, empty_manifest, fragment_dir, fragment_files, orphans, write_top
+from facebank.bank.store import Bank, check_header
 V1 = 1  # the schema `bank upgrade` reads, with plain h5py (its frozen writer: tests/fixtures/bank_v1_frozen)
 from facebank.errors import BankError, BankLockedError, InputError
 
@@ -104,20 +107,35 @@ def _rewrite(bank: Path, f: h5py.File, manifest: dict, runs: list[tuple[int, int
     return new
 
 
-def _remove_unreferenced(bank: Path, manifest: dict) -> int:
-    directory = fragment_dir(bank, manifest)
-    live = {name for fr in manifest["fragments"] for name in fragment_files(fr)}
-    removed = 0
-    for p in directory.iterdir() if directory.is_dir() else []:
-        if p.name not in live and (p.name.startswith("frag-") or p.name.startswith(".frag-")):
-            p.unlink()
-            removed += 1
-    return removed
+def _remove_unreferenced(bank: Path, old: dict, new: dict) -> int:
+    """After the switch to `new`: delete the files of `old` (live or retired) that `new` does not use,
+    and this bank's orphans. Only in the bank's own folder, and only files provably its own."""
+    directory = canonical_dir(bank)
+    live = {name for fr in new["fragments"] for name in fragment_files(fr)}
+    mine = {name for fr in old["fragments"] for name in fragment_files(fr)} | set(old["retired"])
+    doomed = {directory / name for name in mine - live} | set(orphans(directory, new))
+    for p in doomed:
+        p.unlink(missing_ok=True)
+    return len(doomed)
+
+
+def _checked(bank: Path, *, bind: bool = True) -> tuple[dict, float]:
+    """Every check a reader makes, then the manifest bound to the bank's own folder (see integrity.py)."""
+    with Bank(bank) as b:
+        manifest = copy.deepcopy(b.manifest)
+        created = float(b._f.attrs["created"])
+        recorded = b.recorded_dir
+    folder = canonical_dir(bank)
+    check_refs(bank, manifest, folder)
+    if not bind:
+        return manifest, created
+    bind_top(bank, manifest, recorded, created)
+    return manifest, created
 
 
 def upgrade_bank(bank: str | os.PathLike, *, target_rows: int = 2048) -> dict:
     """Convert a version-1 bank to version 2 in place. Returns what was done."""
-    bank = Path(bank)
+    bank = as_path(bank, "bank")
     with _locked(bank):
         with h5py.File(bank, "r") as f:
             version = int(f.attrs.get("schema_version", -1))
@@ -127,7 +145,14 @@ def upgrade_bank(bank: str | os.PathLike, *, target_rows: int = 2048) -> dict:
             if f.attrs.get("format") != schema.FORMAT or version != V1:
                 raise BankError(f"{bank} is not a version-1 facebank bank (schema version {version})")
             manifest = empty_manifest(f"{bank.name}.d")
-            _remove_unreferenced(bank, manifest)  # a killed upgrade's fragments: start again
+            folder = canonical_dir(bank)
+            if folder.is_dir():  # only what a killed upgrade leaves (version-1 fragments) is taken over
+                names = [p.name for p in folder.iterdir() if p.name != BANK_ID_FILE]
+                if any(fragment_seq(n) != 1 for n in names):
+                    raise BankError(f"{folder} holds files a killed upgrade of {bank} did not write; move it away first")
+                manifest["uuid"] = read_bank_id(folder) or manifest["uuid"]
+            write_bank_id(folder, manifest["uuid"])
+            _remove_unreferenced(bank, manifest, manifest)  # a killed upgrade's fragments: start again
             n = f["faces/id"].shape[0]
             manifest["rows"] = {"faces": n, "rejections": f["rejections/reason"].shape[0], "log": f["log"].shape[0]}
             manifest["spaces"] = {s: json.loads(g.attrs["info"]) for s, g in f["embeddings"].items()}
@@ -153,11 +178,10 @@ def compact_bank(bank: str | os.PathLike, *, target_rows: int = 2048) -> dict:
     """Merge small fragments into fragments of about `target_rows` rows; content and content hash stay."""
     if target_rows < 1:
         raise InputError("--target-rows must be at least 1")
-    bank = Path(bank)
+    bank = as_path(bank, "bank")
     with _locked(bank):
+        manifest, created = _checked(bank)
         with h5py.File(bank, "r") as f:
-            check_header(f, bank)
-            manifest = read_manifest(f)
             segs = _segment_files(manifest)
             by_name = {fr["name"]: fr for fr in manifest["fragments"]}
             runs, keep, cur = [], [], None
@@ -175,31 +199,39 @@ def compact_bank(bank: str | os.PathLike, *, target_rows: int = 2048) -> dict:
                     runs.append(cur)
             before = len(manifest["fragments"]) + len(manifest["retired"])
             new = _rewrite(bank, f, manifest, [tuple(r) for r in runs], keep)
-            created = float(f.attrs["created"])
         write_top(bank, new, created)
-        removed = _remove_unreferenced(bank, new)
+        removed = _remove_unreferenced(bank, manifest, new)
     return {"bank": str(bank), "fragments_before": before, "fragments": len(new["fragments"]), "removed": removed}
 
 
 def copy_bank(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """Copy a bank (its top file and fragments; fragments are immutable, so they are hard-linked when possible)."""
-    src, dst = Path(src), Path(dst)
-    if dst.exists():
-        raise InputError(f"{dst} already exists")
-    with h5py.File(src, "r") as f:
-        check_header(f, src)
-        manifest = read_manifest(f)
-        created = float(f.attrs["created"])
-    new = copy.deepcopy(manifest)
-    new.update(dir=f"{dst.name}.d", retired=[])
-    names = [name for fr in manifest["fragments"] for name in fragment_files(fr)]  # checked before any write
-    out = fragment_dir(dst, new)
-    out.mkdir(exist_ok=True)
-    for name in names:
-        source = fragment_dir(src, manifest) / name
+    """Copy a bank: its top file and live fragments (immutable, so hard-linked when possible), under a new
+    bank id in its own folder `<dst>.d`. The source is checked as a reader would, under its lock."""
+    src, dst = as_path(src, "bank"), as_path(dst, "copy")
+    if dst.exists() or canonical_dir(dst).exists():
+        raise InputError(f"{dst if dst.exists() else canonical_dir(dst)} already exists")
+    _check_dir(dst.parent)
+    with _locked(src):
+        manifest, created = _checked(src, bind=False)  # a copy never writes to its source
+        new = copy.deepcopy(manifest)
+        new.update(dir=f"{dst.name}.d", uuid=uuid.uuid4().hex, retired=[])
+        out = canonical_dir(dst)
+        write_bank_id(out, new["uuid"])
         try:
-            os.link(source, out / name)
-        except OSError:
-            shutil.copyfile(source, out / name)
-    write_top(dst, new, created)
+            for name in [name for fr in manifest["fragments"] for name in fragment_files(fr)]:
+                source = canonical_dir(src) / name
+                try:
+                    os.link(source, out / name)
+                except OSError:
+                    shutil.copyfile(source, out / name)
+            write_top(dst, new, created)
+        except BaseException:
+            shutil.rmtree(out, ignore_errors=True)  # a folder only this call made
+            raise
     return dst
+
+
+def _check_dir(directory: Path) -> None:
+    directory = directory if str(directory) else Path(".")
+    if not directory.is_dir():
+        raise InputError(f"{directory} is not a folder" if directory.exists() else f"folder {directory} does not exist")

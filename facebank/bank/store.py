@@ -11,7 +11,9 @@ import h5py
 import numpy as np
 
 from facebank.bank import schema
-from facebank.bank.layout import fragment_files
+from facebank._io.files import as_path
+from facebank.bank.integrity import bound_folder, check_files, check_manifest, manifest_digest
+from facebank.bank.layout import content_hash, fill_top
 from facebank.bank.rows import VectorRows
 from facebank.errors import BankClosed, BankError, InputError, SchemaVersionError, UnknownFace, UnknownSpace
 
@@ -93,6 +95,18 @@ class Face:
         return decode_image(self.image_bytes(), name=self.id)
 
 
+def _view(f: h5py.File, path: Path, manifest: dict) -> h5py.File:
+    """An in-memory top file for `manifest`, resolving fragments beside `path` (readers never write)."""
+    attrs = dict(f.attrs)
+    f.close()
+    view = h5py.File(path.parent / f".{path.name}.view", "w", driver="core", backing_store=False)
+    fill_top(view, manifest, float(attrs.get("created", 0.0)))
+    for key, value in attrs.items():
+        if key not in ("manifest", "manifest_sha256"):
+            view.attrs[key] = value
+    return view
+
+
 def refuse_directory(path: Path) -> None:
     """InputError for a bank path that is a folder (HDF5's own message is a C error dump)."""
     if path.is_dir():
@@ -104,7 +118,7 @@ class Bank:
     """A bank opened for reading. Cheap to keep open; reuse it across calls."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+        self.path = as_path(path, "bank")
         if not self.path.exists():
             raise InputError(f"bank {self.path} does not exist")
         refuse_directory(self.path)
@@ -140,23 +154,23 @@ class Bank:
             raise BankClosed(f"bank {self.path} was closed; open it again (facebank.open_bank)")
 
     def _check_fragments(self) -> None:
-        """A missing fragment would read as fill values through the virtual datasets: refuse instead."""
+        """The manifest is whole and consistent, and its files are in this bank's own folder with the
+        recorded sizes: a missing or cut fragment would read as fill values through the virtual datasets."""
+        raw = self._f.attrs.get("manifest")
         manifest = _json_attr(self._f, "manifest", self.path, "null", dict)
-        frags = manifest.get("fragments")
-        if not isinstance(manifest.get("dir"), str) or not isinstance(frags, list) or not all(
-                isinstance(fr, dict) and isinstance(fr.get("name"), str) and isinstance(fr.get("refs", []), list)
-                and all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in fr.get("refs", []))
-                for fr in frags):
-            raise BankError(f"{self.path}: attribute manifest lacks a valid dir or fragments list")
-        directory = self.path.parent / manifest["dir"]
-        try:  # one listing, not a stat per file: a bank of small Ray batches links ~10^5 files
-            present = {e.name for e in os.scandir(directory) if e.is_file()}
-        except OSError:
-            present = set()
-        missing = [name for fr in frags for name in fragment_files(fr) if name not in present]
-        if missing:
-            raise BankError(f"{self.path} lacks {len(missing)} fragment file(s) in {directory}, e.g. {missing[0]}; "
-                            f"a bank is its file and that folder (copy both, or use facebank.bank.copy_bank)")
+        recorded = self._f.attrs.get("manifest_sha256")
+        if recorded is not None and (not isinstance(raw, str) or recorded != manifest_digest(raw)):
+            raise BankError(f"{self.path}: its manifest does not match manifest_sha256 (edited or damaged); "
+                            f"the bank is damaged")
+        check_manifest(manifest, self.path)
+        if self._f.attrs["content_hash"] != content_hash(manifest):
+            raise BankError(f"{self.path}: attribute content_hash does not match its manifest; the bank is damaged")
+        folder = bound_folder(self.path, manifest)
+        check_files(self.path, manifest, folder)
+        self.recorded_dir: str = manifest["dir"]  # the folder the top file names; a writer re-binds it
+        if manifest["dir"] != folder.name:  # renamed or copied with its folder: map onto the folder beside it
+            manifest = {**manifest, "dir": folder.name}
+            self._f = _view(self._f, self.path, manifest)
         self.manifest = manifest
 
     def _check_lengths(self) -> None:

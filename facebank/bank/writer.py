@@ -21,6 +21,7 @@ a time (`flock` on `<bank>.lock`).
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import json
 import logging
@@ -34,10 +35,12 @@ import numpy as np
 from facebank.bank import schema
 from facebank.bank.commit import CommitState, commit_pending
 from facebank._io.checksum import xxh3_file
-from facebank.bank.layout import empty_manifest, fragment_dir, fragment_files, read_manifest, write_top
+from facebank._io.files import as_path
+from facebank.bank.integrity import BANK_ID_FILE, bind_top, canonical_dir, check_refs, read_bank_id, write_bank_id
+from facebank.bank.layout import empty_manifest, orphans, write_top
 from facebank.bank.leftovers import quarantine_corrupt_batches, remove_temp_files
 from facebank.bank.records import FaceRecord, Rejection
-from facebank.bank.store import check_header, refuse_directory
+from facebank.bank.store import Bank, refuse_directory
 from facebank.errors import BankError, BankLockedError, InputError
 
 log = logging.getLogger(__name__)
@@ -69,7 +72,14 @@ def create_bank(path: str | os.PathLike) -> Path:
     if path.exists():
         raise InputError(f"{path} already exists")
     _check_writable_dir(path.parent)
-    write_top(path, empty_manifest(f"{path.name}.d"), time.time())  # an OSError names the path itself
+    manifest = empty_manifest(f"{path.name}.d")
+    folder = canonical_dir(path)
+    if folder.exists():  # what a creation killed before its top file leaves is taken over; nothing else
+        if not folder.is_dir() or any(p.name != BANK_ID_FILE for p in folder.iterdir()):
+            raise InputError(f"{folder} already exists; a new bank needs its own fragments folder")
+        manifest["uuid"] = read_bank_id(folder) or manifest["uuid"]
+    write_bank_id(folder, manifest["uuid"])  # the folder first: a kill leaves no top file without one
+    write_top(path, manifest, time.time())  # an OSError names the path itself
     return path
 
 
@@ -100,7 +110,7 @@ class BankWriter:
         flush_seconds: float = 10.0,  # buffered work older than this is flushed: a kill loses at most that
         copy_images: bool = False,  # copy images into each commit's fragment (no `fragment-refs`; see commit.py)
     ):
-        self.path = Path(path)
+        self.path = as_path(path, "bank")
         self.batch_size = batch_size
         self.commit_every = commit_every
         self.flush_seconds = flush_seconds
@@ -122,30 +132,35 @@ class BankWriter:
         except BlockingIOError:
             self._lock_fh.close()
             raise BankLockedError(f"another process is writing to {self.path}") from None
-        try:
-            remove_temp_files(self.path, self.pending_dir)
-            if not self.path.exists():
-                create_bank(self.path)
-            quarantine_corrupt_batches(self.pending_dir)
-        except BaseException:
-            self._unlock()
-            raise
         self._batch = PendingBatch()
         self._last_ns = 0
         self._since_commit = 0
         self._seen: set[str] = set()
         self._state: CommitState
-        self._load_known()
-        self._remove_orphans()
-        self._remove_unfinished()
+        try:
+            if self.path.exists():
+                with Bank(self.path) as bank:  # every check a reader makes, before anything is written or deleted
+                    check_refs(self.path, bank.manifest, canonical_dir(self.path))
+            remove_temp_files(self.path, self.pending_dir)
+            if not self.path.exists():
+                create_bank(self.path)
+            quarantine_corrupt_batches(self.pending_dir)
+            self._load_known()
+            self._bind()
+            self._remove_orphans()
+            self._remove_unfinished()
+        except BaseException:
+            self._unlock()
+            raise
         if self._pending_files():
             self.commit()  # finish what a killed writer left behind
 
     # -- what is already there (for resumable re-runs) --
     def _load_known(self) -> None:
-        with h5py.File(self.path, "r") as f:
-            check_header(f, self.path)
-            manifest = read_manifest(f)
+        with Bank(self.path) as bank:
+            f = bank._f
+            manifest = copy.deepcopy(bank.manifest)  # `dir` is the folder it was proven to own
+            self._recorded_dir = bank.recorded_dir
             shas = {h.decode() for h in f["faces/content_sha256"][:]}
             ids = [h.decode() for h in f["faces/id"][:]]
             rej = f["rejections"]
@@ -159,16 +174,19 @@ class BankWriter:
                 if "faces" in p:
                     self._known.update(h.decode() for h in p["faces/content_sha256"][:])
 
-    def _remove_orphans(self) -> None:
-        """Delete fragment files no version references (left by a killed commit, compact or upgrade)."""
+    def _bind(self) -> None:
+        """Record the folder beside the bank, and a bank id, in the top file when it does not yet."""
         m = self._state.manifest
-        directory = fragment_dir(self.path, m)
-        if not directory.is_dir():
-            return
-        live = {name for fr in m["fragments"] for name in fragment_files(fr)} | set(m["retired"])
-        for p in directory.iterdir():
-            if p.name not in live and (p.name.startswith("frag-") or p.name.startswith(".frag-")):
-                p.unlink()
+        if bind_top(self.path, m, self._recorded_dir, self._state.created):
+            self._recorded_dir = m["dir"]
+
+    def _remove_orphans(self) -> None:
+        """Delete what a killed commit, compact or upgrade of THIS bank left in its own folder: temporary
+        fragments, and fragment files written for a version this bank never reached (their name carries
+        the version). Anything else not in the manifest is kept: it cannot be proven an orphan."""
+        m = self._state.manifest
+        for p in orphans(canonical_dir(self.path), m):
+            p.unlink(missing_ok=True)
 
     def _remove_unfinished(self) -> None:
         """Delete half-written batch files (a killed writer's) and unadopted worker batches: never part of the bank."""

@@ -1,4 +1,4 @@
-"""`facebank bank upgrade` and `facebank bank compact`: the bank's on-disk format."""
+"""`facebank bank upgrade`, `compact` and `copy`: the bank's on-disk format."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 
 from facebank.cli.common import bank_option, cli_errors, emit, examples
 
-bank_app = typer.Typer(help="The bank's on-disk format (upgrade from version 1, compact fragments) and its "
+bank_app = typer.Typer(help="The bank's on-disk format (upgrade from version 1, compact fragments, copy) and its "
                             "disputed gender labels (check-labels, accept-labels).",
                        no_args_is_help=True)
 
@@ -43,9 +43,22 @@ def compact(bank: BankOpt = None,
                                             f"{result['fragments']} fragments ({result['removed']} files removed)")
 
 
+def copy(bank: BankOpt,
+         to: Annotated[Path, typer.Option("--to", help="The new bank file (its folder <to>.d is made beside it).")],
+         as_json: JsonOpt = False) -> None:
+    """Copy a bank (top file and fragments, hard-linked where possible) under a new bank id."""
+    from facebank.bank import copy_bank
+
+    with cli_errors():
+        dst = copy_bank(bank, to)
+        emit({"bank": str(bank), "copy": str(dst)}, as_json=as_json, human=f"copied {bank} to {dst}")
+
+
 def register(app: typer.Typer) -> None:
     bank_app.command(epilog=examples("facebank bank upgrade --bank data/bank.h5",
                                      "facebank bank upgrade --bank data/bank.h5 --json"))(upgrade)
     bank_app.command(epilog=examples("facebank bank compact --bank data/bank.h5",
                                      "facebank bank compact --bank data/bank.h5 --target-rows 8192"))(compact)
+    bank_app.command(epilog=examples("facebank bank copy --bank data/bank.h5 --to backup/bank.h5",
+                                     "facebank bank copy --bank data/bank.h5 --to backup/bank.h5 --json"))(copy)
     app.add_typer(bank_app, name="bank")

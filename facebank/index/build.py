@@ -29,11 +29,11 @@ from facebank.bank.schema import STATUS_ANNOTATED, STATUS_GENERATED, STATUS_REJE
 from facebank._io.deps import require
 from facebank._io.checksum import file_digests
 from facebank.config import DEFAULT_BUILDS
-from facebank.errors import ConfigError, IndexBuildError, InputError, StaleIndex, UnknownSpace
-from facebank._io.files import atomic_write_json, pid_alive
+from facebank.errors import ConfigError, IndexBuildError, InputError, UnknownSpace
+from facebank._io.files import as_path, atomic_write_json, pid_alive
 from facebank.index import groups as G
 from facebank.index.margin import DEFAULT_MARGIN, SAMPLE_ROWS, check_margin
-from facebank.index.manifest import FAST, FORMAT_VERSION, KIND, read_manifest, verify_all
+from facebank.index.manifest import FAST, FORMAT_VERSION, KIND, content_id, read_manifest
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 _BLOCK_ROWS = 65536  # rows per read when an index build streams a space's vectors
@@ -54,6 +54,18 @@ def default_thresholds() -> dict:
     """Thresholds calibrated on identity-labelled photos, shipped with facebank (see the file)."""
     text = resources.files("facebank.index").joinpath("default_thresholds.json").read_text()
     return json.loads(text)
+
+
+def calibrated_threshold(space: str, model_sha256: str | None, far: float | None = None) -> float | None:
+    """The shipped calibrated threshold of `space` at `far` (the defaults' FAR when None or not shipped),
+    if it was calibrated for this model; None otherwise."""
+    defaults = default_thresholds()
+    d = defaults.get("spaces", {}).get(space)
+    if d is None or d.get("sha256") != model_sha256:
+        return None
+    key = f"{far:g}" if isinstance(far, (int, float)) and not isinstance(far, bool) else None
+    at = d.get("at_far", {}).get(key) if key else None
+    return float(at["threshold"] if at else d["threshold"])
 
 
 def resolve_thresholds(
@@ -166,9 +178,10 @@ def build_index(
         infos = {s: bank.space_info(s) for s in spaces}
         thr = resolve_thresholds(spaces, given=thresholds, calibrated=calibrated, far=far,
                                  models={s: i.get("sha256") for s, i in infos.items()})
-        rows, codes, excluded = _usable_rows(bank, bank_path, spaces)
+        rows, codes, excluded = usable_rows(bank, bank_path, spaces)
         if build_id is None:
-            base = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{bank.content_hash[:8]}"
+            # A random tail: two builds of one bank in one second (two processes) never share a name.
+            base = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{bank.content_hash[:8]}-{os.urandom(3).hex()}"
             build_id = next(b for b in (base, *(f"{base}-{k}" for k in range(2, 1000))) if not (out / b).exists())
         final = out / build_id
         if final.exists():
@@ -204,6 +217,7 @@ def build_index(
                 "bank": str(Path(bank_path).resolve()), "spaces": spaces, "out": str(out), "kind": kind,
                 "thresholds": thr, "margin": margin, "index_params": {s: m["index"]["params"] for s, m in space_meta.items()},
                 "build_id": build_id, "make_current": make_current, "pipeline": pipeline})
+            manifest["content_id"] = content_id(manifest)
             atomic_write_json(tmp / "manifest.json", manifest)
             os.rename(tmp, final)
         finally:
@@ -234,8 +248,9 @@ def remove_dead_temps(out: Path) -> list[Path]:
     return removed
 
 
-def _usable_rows(bank, bank_path, spaces: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(bank rows that enter the build, their group codes, counts of the faces left out by reason)."""
+def usable_rows(bank, bank_path, spaces: list[str]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(bank rows that enter the build, their group codes, counts of the faces left out by reason);
+    `index verify` recomputes them from the bank the same way."""
     from facebank.bank.disputes import disputed_rows
 
     ages, genders = bank.column("age"), bank.column("gender")
@@ -266,10 +281,13 @@ def _write_space(tmp: Path, bank, rows: np.ndarray, s: str, info: dict, thr: dic
         return bank.vectors(s, lo, hi)[rows[a:b] - lo]
 
     params, files = write_space_files(tmp, s, read, len(rows), int(info["dim"]), kind)
+    far = (thr.get("calibration") or {}).get("far")
+    ref = calibrated_threshold(s, info.get("sha256"), far)
+    looser = {"threshold_allowed_looser": True} if ref is not None and thr["value"] > ref else {}
     return {
         "dim": int(info["dim"]), "model": info.get("model"), "model_sha256": info.get("sha256"),
         "threshold": thr["value"], "threshold_source": thr["source"],
-        "threshold_calibration": thr.get("calibration"),
+        "threshold_calibration": thr.get("calibration"), **looser,  # the operator chose a looser one
         "index": {"type": kind, "faiss_class": _faiss_name(kind), "params": params},
         **files,
     }
@@ -332,7 +350,7 @@ def use_build(build_dir: str | os.PathLike) -> Path:
 
 def resolve_build(build: str | os.PathLike | None = None, *, out: str | os.PathLike = DEFAULT_BUILDS) -> Path:
     """A build directory: the given one, or `<out>/current`."""
-    path = Path(build) if build else Path(out) / CURRENT
+    path = as_path(build, "build") if build else as_path(out, "builds folder") / CURRENT
     if path.is_dir() and not (path / "manifest.json").exists() and (path / CURRENT).exists():
         path = path / CURRENT  # given the builds folder itself
     if not path.exists():
@@ -341,34 +359,7 @@ def resolve_build(build: str | os.PathLike | None = None, *, out: str | os.PathL
 
 
 def verify_build(build_dir: str | os.PathLike, *, bank_path: str | None = None, sample: int = 256) -> dict:
-    """Check a build against its bank: content hash, counts, file checksums, a sample of vectors.
+    """Check a build as a whole against its bank (facebank/index/verify.py)."""
+    from facebank.index.verify import verify_build as verify
 
-    Raises StaleIndex (bank changed or another bank) or IndexBuildError (build damaged).
-    """
-    build_dir = Path(build_dir)
-    m = read_manifest(build_dir)
-    verify_all(build_dir, m)
-    bank_path = bank_path or m["bank"]["path"]
-    with open_bank(bank_path) as bank:
-        if bank.content_hash != m["bank"]["content_hash"]:
-            raise StaleIndex(
-                f"build {m['build_id']} was made from bank content {m['bank']['content_hash'][:16]}, "
-                f"but {bank_path} now has {bank.content_hash[:16]}: rebuild the index"
-            )
-        rows = np.load(build_dir / "rows.npy")
-        ids = np.load(build_dir / "ids.npy")
-        if len(rows) != m["rows"] or (len(rows) and rows.max() >= len(bank)):
-            raise IndexBuildError(f"{build_dir}: row count or rows do not match the bank")
-        rng = np.random.default_rng(0)
-        pick = np.sort(rng.choice(len(rows), size=min(sample, len(rows)), replace=False))
-        if any(bank.ids[rows[i]] != ids[i].decode() for i in pick):
-            raise StaleIndex(f"{build_dir}: face ids do not match the bank")
-        for s in m["spaces"]:
-            vec = np.load(build_dir / f"vectors.{s}.npy", mmap_mode="r")
-            if vec.shape != (m["rows"], m["spaces"][s]["dim"]):
-                raise IndexBuildError(f"{build_dir}: vectors.{s}.npy has shape {vec.shape}")
-            stored = bank.vectors(s)[rows[pick]]
-            if not np.array_equal(stored, np.asarray(vec[pick])):
-                raise StaleIndex(f"{build_dir}: vectors of space {s!r} differ from the bank's")
-    return {"build": m["build_id"], "ok": True, "rows": m["rows"], "spaces": sorted(m["spaces"]),
-            "checked_vectors": int(len(pick)), "bank": str(bank_path)}
+    return verify(build_dir, bank_path=bank_path, sample=sample)

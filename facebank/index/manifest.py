@@ -7,6 +7,7 @@ damaged manifest is an IndexBuildError, never a KeyError deep inside a pick.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -45,6 +46,29 @@ def read_manifest(build_dir: str | os.PathLike) -> dict:
         )
     check_manifest(data, path)
     return data
+
+
+def check_content_id(m: dict, where) -> str | None:
+    """The manifest's content_id after checking it matches the manifest (None for builds made before it)."""
+    if "content_id" not in m:
+        return None
+    try:
+        ok = m["content_id"] == content_id(m)
+    except ValueError:  # NaN or infinity somewhere
+        ok = False
+    if not ok:
+        raise IndexBuildError(f"{where}: manifest.json does not match its content_id (edited or damaged): "
+                              f"rebuild the index")
+    return m["content_id"]
+
+
+def content_id(m: dict) -> str:
+    """The build's content id: sha256 of its manifest (every file checksum, threshold, the bank's content
+    hash) without the `content_id` field itself, as sorted compact JSON. A pipeline pins it
+    (`facebank.index.verify.check_build_id`); `index verify` refuses a manifest that does not match it."""
+    body = json.dumps({k: v for k, v in m.items() if k != "content_id"}, sort_keys=True, separators=(",", ":"),
+                      allow_nan=False, default=str)
+    return hashlib.sha256(b"facebank-build-v1\0" + body.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _field(data: dict, key: str, kind, path, where: str = ""):
