@@ -21,12 +21,16 @@ from facebank.config import DEFAULT_BUILDS
 from facebank.errors import BankClosed, BankError, IndexBuildError, InputError, NoEligibleTarget, StaleIndex, UnknownSpace
 from facebank.index import groups as G
 from facebank.index.build import resolve_build
-from facebank.index.exact import unit_queries
 from facebank.index.manifest import load_array, open_files, read_manifest, verify_files
 from facebank.index.picker import Picker, PickResult
 from facebank.labels import check_age, gender_name
+from facebank.pick.guard import BankGuard, _clearly_below, calibrated_thresholds  # noqa: F401  (_clearly_below: tests)
 from facebank.pick.analyse import FaceAnalyser, ImageInput, PhotoFace  # numpy only: models load on first use
 from facebank.pick.options import FALLBACKS, MODES, Embedding, Embeddings, PickOptions, Threshold
+
+
+_new = object.__new__
+_GENDER_NAMES = {0: gender_name(0), 1: gender_name(1)}
 
 
 @dataclass(frozen=True)
@@ -114,40 +118,6 @@ def _as_query(embedding, space: str | None, spaces: list[str]) -> dict[str, np.n
     return query
 
 
-_F32_MARGIN = 2e-4  # > 3 x gamma_512 = 3 x 512 * 2**-24 / (1 - 512 * 2**-24) ~ 9.2e-5, see _clearly_below
-
-
-def _clearly_below(q, v: np.ndarray, t: float) -> bool:
-    """True when cos(q, v) is certainly <= t - a margin, from three float32 dot products (~6 us).
-
-    A float32 dot of n terms is within gamma_n * |q| |v| of the exact one in any summation order
-    (gamma_n = n u / (1 - n u), u = 2**-24; Cauchy-Schwarz bounds the sum of |q_i v_i|), so for
-    d <= 512 the estimate q.v / |q| is within 2 gamma_n |v| of the exact cosine times |v|. Anything
-    near the threshold, or a query whose squares overflow or underflow float32, returns False and
-    is decided exactly (`_unit64`, then the correctly rounded sum)."""
-    if type(q) is not np.ndarray or q.dtype != np.float32 or q.shape != v.shape or len(v) > 512:
-        return False
-    with np.errstate(over="ignore", invalid="ignore"):  # a huge query: inf here, then the exact path
-        qq, vv = float(np.dot(q, q)), float(np.dot(v, v))
-    if not (1e-30 < qq < 1e30 and 1e-30 < vv < 1e30):
-        return False
-    return float(np.dot(q, v)) / math.sqrt(qq) <= t - _F32_MARGIN * math.sqrt(vv)
-
-
-def _unit64(q, space: str, dim: int) -> np.ndarray:
-    """The float32 unit row `unit_queries` gives (the one the picker decided with), as float64.
-
-    A float32/float16 (dim,) query takes unit_queries' own arithmetic inline (same bits, a third
-    of the time: this runs for every returned target); anything else goes through it."""
-    a = np.asarray(q)
-    if a.dtype.kind == "f" and a.dtype.itemsize <= 4 and a.shape == (dim,):
-        a = a.astype(np.float64)
-        ss = float(np.dot(a, a))
-        if 1e-280 < ss < math.inf:
-            return (a * (1.0 / math.sqrt(ss))).astype(np.float32).astype(np.float64)
-    return unit_queries(q, space=space, dim=dim)[0].astype(np.float64)
-
-
 def check_threshold(value, space: str) -> float:
     """A cosine threshold, finite and in [-1, 1] (the same rule as the CLI and index builds)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
@@ -199,7 +169,8 @@ class FaceBank:
         self.ids = load_array(self.build_dir, "ids.npy", dtype="S16", shape=(m,))
         self.codes = load_array(self.build_dir, "groups.npy", dtype="int16", shape=(m,))
         self._check_rows()
-        self._index_row = {fid.decode(): i for i, fid in enumerate(self.ids)}
+        self._id_rows: dict[str, int] | None = None  # id -> build row, made for the first `exclude`
+        self._calibrated = calibrated_thresholds(self.manifest)
         # Plain ndarray views of the memory maps: same mapped pages, no memmap subclass cost per access.
         vectors = {s: load_array(self.build_dir, f"vectors.{s}.npy", dtype="float32",
                                  shape=(m, self.manifest["spaces"][s]["dim"]), mmap=True).view(np.ndarray)
@@ -211,8 +182,7 @@ class FaceBank:
             key_file = self.build_dir / "secret.key"
             secret = key_file.read_bytes() if key_file.is_file() else secrets.token_bytes(32)
         self.picker = Picker(vectors, self.codes, dtype=dtype, secret=secret)
-        self._ages = self.bank.column("age")
-        self._genders = self.bank.column("gender")
+        self._guard_of = self._new_guard()
         # Approximate FAISS indexes (ivf, hnsw) propose candidates for furthest picks; the exact
         # picker decides. Flat builds need no index at pick time: the exact scan is the index.
         self._approx = {s: m["index"]["type"] for s, m in self.manifest["spaces"].items()
@@ -245,35 +215,29 @@ class FaceBank:
             raise IndexBuildError(f"{self.build_dir}: rows.npy points outside the bank's {n} rows")
         if len(self.codes) and (self.codes.min() < 0 or self.codes.max() >= G.N_GROUPS):
             raise IndexBuildError(f"{self.build_dir}: groups.npy holds codes outside 0..{G.N_GROUPS - 1}")
-        if not np.array_equal(np.array(self.bank.ids[self.rows].tolist(), dtype="S16"), self.ids):
+        got = self.bank.mapped("id").read_all(n)[self.rows]  # from the fragments' maps: ~20 ms at 1M rows
+        if got.dtype != self.ids.dtype or not np.array_equal(got.view(np.uint8), self.ids.view(np.uint8)):
             raise StaleIndex(f"{self.build_dir}: ids.npy does not match the bank's ids at rows.npy; rebuild the index")
 
-    def _guard(self, index_row: int, bank_row: int, queries: Sequence[Mapping], thresholds: Mapping) -> None:
-        """The last check before a target leaves: the BANK's own vector of that face, in every space
-        of the query, is the build's, and is within the threshold of every query face.
+    def _new_guard(self) -> BankGuard:
+        return BankGuard(self.bank, self._vectors, self.codes, self.thresholds, self._calibrated, self.build_dir)
 
-        The picker decides on the build's vectors; this makes the guarantee rest on the bank's.
-        The bank's row is read from its fragment (~5 us), so the check costs a few microseconds.
-        """
-        for s, t in thresholds.items():
-            stored = self.bank.vector(s, bank_row)
-            if stored.tobytes() != self._vectors[s][index_row].tobytes():
-                raise StaleIndex(f"{self.build_dir}: vectors.{s}.npy row {index_row} differs from the bank's vector "
-                                 f"of face {self.bank.ids[bank_row]}; rebuild the index")
-            v = None
-            for q in queries:
-                if _clearly_below(q[s], stored, t):
-                    continue
-                if v is None:
-                    v = stored.astype(np.float64)
-                    bound = len(v) * 2.0**-52  # |float64 dot - exact| for unit rows of float32 values
-                u = _unit64(q[s], s, len(v))
-                sim = float(u @ v)
-                if sim > t - bound:  # near or above the threshold: decide on the correctly rounded sum
-                    sim = math.fsum((u * v).tolist())  # float32 products are exact in float64
-                if not sim <= t:
-                    raise IndexBuildError(f"{self.build_dir}: the pick of face {self.bank.ids[bank_row]} has "
-                                          f"{s} similarity {sim:.6f} > {t} against the bank's vector; refused")
+    def _guard(self, index_row: int, bank_row: int, queries: Sequence[Mapping], thresholds: Mapping) -> tuple[float, int]:
+        """The last check before a target leaves (facebank.pick.guard): the BANK's own vector of
+        that face, in every space of the query, is the build's and is within the threshold of every
+        query face; each threshold is not looser than the calibrated one unless given explicitly;
+        the target's group is the one of the bank's own age and gender. Returns (age, gender code).
+
+        The picker decides on the build's files; this makes the guarantee rest on the bank's, read
+        from its fragments' memory maps (about a microsecond a space)."""
+        return self._guard_of.check(index_row, bank_row, queries, thresholds)
+
+    @property
+    def _index_row(self) -> dict[str, int]:
+        """face id -> build row, made on first use (only `exclude` needs it; ~0.3 s at 1M faces)."""
+        if self._id_rows is None:
+            self._id_rows = dict(zip(self.ids.astype("U16").tolist(), range(len(self.ids))))
+        return self._id_rows
 
     def live_bank(self):
         """The session's bank, reopened if its file was replaced since (BankClosed after close(),
@@ -299,6 +263,7 @@ class FaceBank:
                 raise
             self.bank.close()
             self.bank, self._bank_stat, self._source_ids = new, stat, None
+            self._guard_of = self._new_guard()
 
     # -- groups --
     def _group_plan(self, age: float | None, gender: str | None, fallback: str) -> list[tuple[list[int] | None, str]]:
@@ -345,19 +310,23 @@ class FaceBank:
 
     def _target(self, res: PickResult, thresholds, requested: str, fallback_used: str | None, mode: str,
                 queries: Sequence[Mapping]) -> Target:
-        bank_row = int(self.rows[res.row])
-        self._guard(res.row, bank_row, queries, thresholds)
-        code = int(self.codes[res.row])
+        index_row = res.row
+        bank_row = int(self.rows[index_row])
+        age, gender = self._guard(index_row, bank_row, queries, thresholds)
+        return self._make_target(index_row, bank_row, age, gender, dict(res.similarities), dict(thresholds),
+                                 requested, fallback_used, mode, res.method)
+
+    def _make_target(self, index_row: int, bank_row: int, age: float, gender: int, sims: dict, thresholds: dict,
+                     requested: str, fallback_used: str | None, mode: str, method: str) -> Target:
         if self._source_ids is None:
             self._source_ids = self.bank.column("source_id")
-        return Target(
-            id=self.ids[res.row].decode(), row=bank_row, source_id=str(self._source_ids[bank_row]),
-            similarities=dict(res.similarities),
-            thresholds=dict(thresholds), age=float(self._ages[bank_row]),
-            gender=gender_name(int(self._genders[bank_row])),
-            group=self._labels[code], requested_group=requested, fallback=fallback_used, mode=mode,
-            method=res.method, _session=self,
-        )
+        t = _new(Target)  # Target(...) without the frozen __init__'s cost: the fields are set once, here
+        t.__dict__.update(
+            id=self.ids[index_row].decode(), row=bank_row, source_id=str(self._source_ids[bank_row]),
+            similarities=sims, thresholds=thresholds, age=age, gender=_GENDER_NAMES[gender],
+            group=self._labels[self.codes[index_row]], requested_group=requested, fallback=fallback_used, mode=mode,
+            method=method, _session=self)
+        return t
 
     # -- the API: the keyword forms build one PickOptions; pick_faces and pick_rows do the work --
     def pick_target(self, embedding: Embedding, *, space: str | None = None, age: float | None = None,
@@ -410,9 +379,14 @@ class FaceBank:
                                  f"got {len(values) if hasattr(values, '__len__') else type(values).__name__}")
         if ages is None and genders is None and options.fallback == "error":
             res = self.picker.pick_batch(query, thresholds=thresholds, mode=options.mode, rng=options.rng, keys=keys,
-                                         exclude=self._index_rows(options.exclude))
-            return [self._target(r, thresholds, "any", None, options.mode, [{s: np.asarray(v)[i] for s, v in query.items()}])
-                    for i, r in enumerate(res)]
+                                         exclude=self._index_rows(options.exclude), as_arrays=True)
+            bank_rows = self.rows[res.rows]
+            ages, genders = self._guard_of.check_batch(res.rows, bank_rows, query, thresholds)
+            sims = {s: v.tolist() for s, v in res.similarities.items()}
+            return [self._make_target(i, b, a, g, {s: c[k] for s, c in sims.items()}, dict(thresholds), "any", None,
+                                      options.mode, m)
+                    for k, (i, b, a, g, m) in enumerate(zip(res.rows.tolist(), bank_rows.tolist(), ages.tolist(),
+                                                            genders.tolist(), res.methods.tolist()))]
         out = []
         for i in range(b):
             face = {"embedding": {s: np.asarray(v)[i] for s, v in query.items()},
