@@ -39,6 +39,7 @@ class _Part:
         self._size = 0
         self._offsets: dict[int, int] | None = None  # chunk index -> byte offset (-1: unwritten)
         self._lazy = False  # offsets looked up per chunk on demand (datasets of very many chunks)
+        self._offset_list: list[int] | None = None  # the same as a list, when all were read at once
         self.array: np.ndarray | None = None  # every row as one view when the chunks are consecutive
         self._cr = 0
         self._fill: np.ndarray | None = None
@@ -81,6 +82,7 @@ class _Part:
                 self._check_span(offset, size, chunk_bytes)
                 offsets[first // self._cr] = offset
         self._offsets, self.mapped = offsets, True
+        self._offset_list = [offsets[k] for k in range(n_chunks)]
         o0 = offsets[0]
         if o0 >= 0 and all(offsets[k] == o0 + k * chunk_bytes for k in range(n_chunks)):
             n = self.stop - self.start
@@ -113,7 +115,7 @@ class _Part:
         if self._mm is None:
             return np.asarray(self._ds[local], dtype=self.dtype)
         k = local // self._cr
-        offset = self._offset(k)
+        offset = self._offset_list[k] if self._offset_list is not None else self._offset(k)
         if offset < 0:  # an unwritten chunk reads as the fill value
             return self._fill
         rb = self._row_bytes
@@ -179,7 +181,7 @@ class _Part:
             self._mm = None
         if self._h5 is not None:
             self._h5.close()
-            self._h5, self._ds, self._offsets = None, None, None
+            self._h5, self._ds, self._offsets, self._offset_list = None, None, None, None
 
 
 class MappedColumn:
@@ -206,6 +208,10 @@ class MappedColumn:
 
     def __getitem__(self, row: int) -> np.ndarray:
         row = int(row)
+        if len(self._parts) == 1:
+            part = self._parts[0]
+            if part.start <= row < part.stop:
+                return part.row(row - part.start)
         part = self._part(row)
         if part is None:
             return self._fill

@@ -102,7 +102,7 @@ class ImagePick:
 def _as_query(embedding, space: str | None, spaces: list[str]) -> dict[str, np.ndarray]:
     if space is not None and not isinstance(space, str):
         raise InputError(f"space must be a space name (str), got {type(space).__name__}")
-    if isinstance(embedding, Mapping):
+    if type(embedding) is not np.ndarray and isinstance(embedding, Mapping):  # the ABC check only when needed
         query = dict(embedding)
     else:
         if space is None:
@@ -177,6 +177,7 @@ class FaceBank:
                    for s in self.spaces}
         self._vectors = vectors
         self._plans: dict[tuple, list] = {}
+        self._raw_plans: dict[tuple, list] = {}
         self._labels = [G.group_label(c) for c in range(G.N_GROUPS)]
         if secret is None:
             key_file = self.build_dir / "secret.key"
@@ -269,6 +270,14 @@ class FaceBank:
     def _group_plan(self, age: float | None, gender: str | None, fallback: str) -> list[tuple[list[int] | None, str]]:
         """Group-code sets to try in order, with their labels (cached: a plan depends on the
         age group, gender and fallback only)."""
+        # The raw arguments (with their types: True is not 1) -> the plan, once they were validated.
+        raw = (age.__class__, age, gender.__class__, gender, fallback)
+        try:
+            plan = self._raw_plans.get(raw)
+        except TypeError:  # unhashable: validated below, and refused or planned without the memo
+            plan, raw = None, None
+        if plan is not None:
+            return plan
         if fallback not in FALLBACKS:
             raise InputError(f"fallback must be one of {', '.join(FALLBACKS)}, got {fallback!r}")
         key = (None if age is None else G.age_group(check_age(age)), None if gender is None else G.gender_name(gender),
@@ -276,9 +285,13 @@ class FaceBank:
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = _plan(*key)
+        if raw is not None and len(self._raw_plans) < 4096:
+            self._raw_plans[raw] = plan
         return plan
 
     def _index_rows(self, exclude: Iterable) -> set[int]:
+        if type(exclude) in (tuple, list) and not exclude:  # the common case: nothing excluded
+            return set()
         try:
             if isinstance(exclude, (str, bytes)):
                 raise TypeError
