@@ -172,47 +172,76 @@ def main() -> None:
 
 
 def bench_photo(args) -> None:
-    """Per-photo cost of the session path (models warm) beside the one-shot path (models per call)."""
+    """`pick_for_image`'s cost per photo with models warm, split per stage, for each detector."""
     from facebank import FaceBank, build_index
     from facebank.config import SpaceConfig
     from facebank.ingest import ingest
-    from facebank.pick.analyse import analyse_photo
+    from facebank.pick.analyse import FaceAnalyser, PhotoFace, as_rgb
     from facebank.pick.options import PickOptions
     from facebank.sources.generated_photos import iter_generated_photos
 
+    assets = args.gp.parents[1]
+    paths = {"dlib": None, "scrfd": assets / "insightface_scrfd" / "det_2.5g.onnx",
+             "yunet": assets / "yunet" / "face_detection_yunet_2023mar.onnx"}
     tmp = Path(tempfile.mkdtemp(prefix="facebank-photo-"))
     items = [i for i in iter_generated_photos(args.gp) if i.data][:30]
     ingest(str(tmp / "bank.h5"), items, spaces=[SpaceConfig("dlib")])
     build = build_index(tmp / "bank.h5", out=tmp / "builds")
     image = args.photo.read_bytes()
+    if args.upscale:
+        import cv2
+
+        rgb = as_rgb(image)
+        f = (args.upscale * 1e6 / (rgb.shape[0] * rgb.shape[1])) ** 0.5
+        big = cv2.resize(rgb, None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)
+        ok, enc = cv2.imencode(".jpg", cv2.cvtColor(big, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        image = enc.tobytes()
+    h, w = as_rgb(image).shape[:2]
+    res = {}
     with FaceBank(build) as fb:
         g = np.random.default_rng(0)
-
-        def oneshot():  # today's private path: every model loaded again for this photo
-            faces = analyse_photo(image, spaces=fb.spaces)
-            return fb.pick_faces([{"embedding": f.embeddings, "age": f.age, "gender": f.gender} for f in faces],
-                                 PickOptions(rng=g))
-
-        def session():
-            return fb.pick_for_image(image, rng=g)
-
-        t0 = time.perf_counter()
-        first = session()
-        cold = time.perf_counter() - t0
-        assert len(first) == len(oneshot()) >= 1, "both paths must find the same faces"
-        times = {"one-shot (models per call)": [], "FaceBank.pick_for_image": []}
-        for _ in range(args.calls):  # interleaved, so machine load hits both alike
-            for name, fn in (("one-shot (models per call)", oneshot), ("FaceBank.pick_for_image", session)):
+        for det_name in args.detectors:
+            try:
+                an = FaceAnalyser(fb.spaces, detector=det_name, detector_path=paths.get(det_name)).prepare()
+            except Exception as exc:  # a detector this checkout lacks (YuNet before it lands)
+                print(f"# {det_name}: not available ({str(exc).splitlines()[0][:100]})")
+                continue
+            det, attr, embedders = an._models
+            stages: dict[str, list[float]] = {k: [] for k in ("decode", "detection", "attributes", "embedding", "pick",
+                                                              "pick_for_image")}
+            for c in range(args.calls + 1):  # call 0 warms up
+                t = [time.perf_counter()]
+                rgb = as_rgb(image)
+                t.append(time.perf_counter())
+                dets = [d for d in det.detect(rgb)
+                        if min(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= an.min_face_px]
+                t.append(time.perf_counter())
+                attrs = [attr.estimate(rgb, d) for d in dets]
+                t.append(time.perf_counter())
+                embs = [{s: e.embed(rgb, d) for s, e in embedders.items()} for d in dets]
+                t.append(time.perf_counter())
+                faces = [PhotoFace(box=list(d.box), age=float(a.age), gender=a.gender, embeddings=e)
+                         for d, a, e in zip(dets, attrs, embs)]
+                if faces:
+                    fb.pick_faces([{"embedding": f.embeddings, "age": f.age, "gender": f.gender} for f in faces],
+                                  PickOptions(rng=g))
+                t.append(time.perf_counter())
+                fb._analysers[("bench", det_name)] = an
                 t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
-    print(f"# {args.photo.name}: {len(first)} face(s); bank of {len(items)} real faces; first session call "
-          f"(loads the models) {cold * 1e3:.0f} ms")
-    med = {name: float(np.median(t)) * 1e3 for name, t in times.items()}
-    for name, m in med.items():
-        print(f"{name:28s} median {m:7.1f} ms  min {min(times[name]) * 1e3:7.1f} ms  ({args.calls} calls)")
-    a, b = med["one-shot (models per call)"], med["FaceBank.pick_for_image"]
-    print(f"RESULT photo_oneshot_ms={a:.1f} photo_session_ms={b:.1f} photo_speedup={a / b:.2f}")
+                got = an.get(image)
+                if got:
+                    fb.pick_faces([{"embedding": f.embeddings, "age": f.age, "gender": f.gender} for f in got],
+                                  PickOptions(rng=g))
+                t_all = time.perf_counter() - t0
+                if c:
+                    for k, name in enumerate(("decode", "detection", "attributes", "embedding", "pick")):
+                        stages[name].append(t[k + 1] - t[k])
+                    stages["pick_for_image"].append(t_all)
+            med = {k: 1e3 * float(np.median(v)) for k, v in stages.items()}
+            print(f"{det_name:6s} {len(dets)} face(s) of {w}x{h} ({w * h / 1e6:.1f} MP), medians of {args.calls} ms: "
+                  + "  ".join(f"{k} {v:.1f}" for k, v in med.items()))
+            res[f"photo_{det_name}_ms"] = med["pick_for_image"]
+    print("RESULT " + " ".join(f"{k}={v:.1f}" for k, v in res.items()))
 
 
 if __name__ == "__main__":

@@ -65,15 +65,22 @@ def _clearly_below(q, v: np.ndarray, t: float) -> bool:
     return float(np.dot(q, v)) / math.sqrt(qq) <= t - _F32_MARGIN * math.sqrt(vv)
 
 
-def _below64(q64: np.ndarray, v64: np.ndarray, t: float) -> bool:
+def _below64(q, v: np.ndarray, t: float) -> bool:
     """True when u.v <= t for the float32 unit query u the picker uses (u = fl32(q / |q|)),
     decided in float64 without forming u: |u_i - q_i/|q|| <= 2**-24 |q_i|/|q|, so
     |u.v - (q.v)/|q|| <= 2**-24 |v|; float64 sums of d <= 4096 terms add < 1e-12 |v|.
-    False near t (or for a degenerate query): the caller decides exactly."""
-    qq, vv = float(np.dot(q64, q64)), float(np.dot(v64, v64))
+    False near t (or for a degenerate query): the caller decides exactly.
+
+    q, v: (d,) float arrays; one 2 x 2 Gram product. Only values of at most 32 bits take this way
+    (their squares cannot overflow float64); a float64 query goes to the exact path."""
+    if q.dtype.itemsize > 4 or v.dtype.itemsize > 4:
+        return False
+    m = np.empty((2, len(v)))
+    m[0], m[1] = q, v
+    (qq, qv), (_, vv) = np.dot(m, m.T).tolist()
     if not (1e-280 < qq < math.inf and vv < math.inf):
         return False
-    return float(np.dot(q64, v64)) / math.sqrt(qq) <= t - _F64_MARGIN * (math.sqrt(vv) + 1e-300)
+    return qv / math.sqrt(qq) <= t - _F64_MARGIN * (math.sqrt(vv) + 1e-300)
 
 
 def _unit64(q, space: str, dim: int) -> np.ndarray:
@@ -169,13 +176,12 @@ class BankGuard:
             if stored.tobytes() != self.build_vectors[s][index_row].tobytes():
                 raise StaleIndex(f"{self.where}: vectors.{s}.npy row {index_row} differs from the bank's vector "
                                  f"of face {self.bank.face_id(bank_row)}; rebuild the index")
-            v64 = stored.astype(np.float64)
             for q in queries:
                 qs = q[s]
-                if type(qs) is np.ndarray and qs.dtype.kind == "f" and qs.shape == stored.shape \
-                        and _below64(qs.astype(np.float64), v64, t):
+                if type(qs) is np.ndarray and qs.dtype.kind == "f" \
+                        and qs.shape == stored.shape and _below64(qs, stored, t):
                     continue
-                sim = _exact_sim(qs, v64, s, t)
+                sim = _exact_sim(qs, stored.astype(np.float64), s, t)
                 if not sim <= t:
                     raise IndexBuildError(f"{self.where}: the pick of face {self.bank.face_id(bank_row)} has "
                                           f"{s} similarity {sim:.6f} > {t} against the bank's vector; refused")
