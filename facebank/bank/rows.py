@@ -1,13 +1,21 @@
-"""A bank column read row by row straight from the fragments' memory maps, not through HDF5.
+"""A bank column read row by row straight from the fragments, not through HDF5.
 
 A pick re-checks each target against the bank's own vector, id, age and gender. Through the top
-file's virtual dataset one row costs ~86 us (HDF5 resolves the mapping on every read); through
-`os.pread` at the chunk's byte offset ~5 us and a system call. Here each fragment file is mapped
-once (`mmap`, read-only) and a row is a view at its chunk's byte offset (~0.5 us; a whole run of
-consecutive chunks is one array view, so a row costs an index). That holds for the uncompressed
-chunks facebank writes; a filtered or virtual dataset falls back to h5py. The mapping is the
-manifest's, the same one the virtual dataset is made from, and fragments are immutable, so the
-bytes read are the ones the bank holds (tests/test_build_integrity.py compares every row).
+file's virtual dataset one row costs ~86 us (HDF5 resolves the mapping on every read). Here each
+fragment's chunk byte offsets are read once (HDF5's chunk index), and then:
+
+- small columns (ids, ages, genders: rows of at most 64 bytes) are read from a memory map of the
+  fragment, in bulk (a session reads them whole: ~20 ms for a million ids);
+- large rows (a vector, a crop) are one `os.pread` at the row's byte offset (~1-2 us). Not a view
+  of the map: a random row of a large bank is a page the process never touched, and its page
+  fault costs more than the system call on these VMs (measured at 1M faces: 46,000 faults in a
+  few thousand picks), and chunks start at any byte, so the view would be unaligned, which makes
+  numpy and BLAS several times slower on it (measured: docs/api-performance.md).
+
+That holds for the uncompressed chunks facebank writes; a filtered or virtual dataset falls back
+to h5py. The mapping is the manifest's, the same one the virtual dataset is made from, and
+fragments are immutable, so the bytes read are the ones the bank holds
+(tests/test_build_integrity.py compares every row of every column read so).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from facebank.errors import BankError
 
 __all__ = ["MappedColumn", "VectorRows"]
 
+_SMALL_ROW = 64  # rows up to this many bytes are read from the map; larger ones with pread (see _Part.row)
 _ITER_CHUNKS = 65536  # up to this many chunks their offsets are read at once; beyond, per chunk on demand
 
 
@@ -36,7 +45,8 @@ class _Part:
         self._row_bytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))  # an attribute: read per row
         self._h5: h5py.File | None = None
         self._ds: h5py.Dataset | None = None
-        self._mm: mmap.mmap | None = None
+        self._mm: mmap.mmap | None = None  # bulk reads of small columns (ids, ages, genders)
+        self._fd: int | None = None  # row reads of large ones (vectors, crops)
         self._size = 0
         self._offsets: dict[int, int] | None = None  # chunk index -> byte offset (-1: unwritten)
         self._lazy = False  # offsets looked up per chunk on demand (datasets of very many chunks)
@@ -63,6 +73,7 @@ class _Part:
             if self._size == 0:
                 raise BankError(f"fragment {self.file} is empty (damaged)")
             self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        self._fd = os.open(self.file, os.O_RDONLY)
         fill = np.zeros((), self.dtype) if ds.fillvalue is None else ds.fillvalue
         self._fill = np.full(self.shape, fill, self.dtype)
         self._fill.flags.writeable = False
@@ -109,7 +120,7 @@ class _Part:
     def row(self, local: int) -> np.ndarray:
         if self._ds is None:
             self.open()
-        if self.array is not None:
+        if self.array is not None and self._row_bytes <= _SMALL_ROW:
             return self.array[local]
         if self._mm is None:
             return np.asarray(self._ds[local], dtype=self.dtype)
@@ -118,10 +129,14 @@ class _Part:
         if offset < 0:  # an unwritten chunk reads as the fill value
             return self._fill
         rb = self._row_bytes
-        # A slice of the map is a bytes copy (~1 us for 2 KB, ~1 us less than `pread`): chunks start at
-        # any byte, and numpy and BLAS are several times slower on an unaligned view of the map.
-        start = offset + (local - k * self._cr) * rb
-        return np.frombuffer(self._mm[start:start + rb], dtype=self.dtype).reshape(self.shape)
+        # Large rows (vectors, crops) are read with `pread`, not through the map: a random row of a
+        # large bank is a page the process never touched, and the page fault (several us on these
+        # VMs) costs more than the system call; chunks also start at any byte, so a view of the map
+        # would be unaligned, which makes numpy and BLAS several times slower on it.
+        data = os.pread(self._fd, rb, offset + (local - k * self._cr) * rb)
+        if len(data) != rb:
+            raise BankError(f"fragment {self.file} is shorter than its chunk index says (damaged)")
+        return np.frombuffer(data, dtype=self.dtype).reshape(self.shape)
 
     def all(self) -> np.ndarray:
         """Every row of the part as one array: the view when its chunks are consecutive, else a
@@ -148,9 +163,10 @@ class _Part:
     def take(self, local: np.ndarray) -> np.ndarray:
         if self._ds is None:
             self.open()
-        if self.array is not None:
+        small = self._row_bytes <= _SMALL_ROW
+        if self.array is not None and small:
             return self.array[local]
-        if len(local) * 4 >= self.stop - self.start and self._row_bytes <= 64:  # many rows of a small column
+        if len(local) * 4 >= self.stop - self.start and small:  # many rows of a small column
             return self.all()[local]
         out = np.empty((len(local), *self.shape), self.dtype)
         if self._mm is None:
@@ -163,18 +179,25 @@ class _Part:
         ends = np.append(starts[1:], len(order))
         out_bytes = out.reshape(len(local), -1).view(np.uint8)
         rb = self._row_bytes
-        for c, a, b in zip(ks.tolist(), starts.tolist(), ends.tolist()):  # one view per chunk touched
+        for c, a, b in zip(ks.tolist(), starts.tolist(), ends.tolist()):  # one read per chunk touched
             sel = order[a:b]
             offset = self._offset(c)
             if offset < 0:
                 out[sel] = self._fill
                 continue
-            chunk = np.frombuffer(self._mm, dtype=np.uint8, count=self._cr * rb, offset=offset)  # bytes: aligned
-            out_bytes[sel] = chunk.reshape(self._cr, rb)[local[sel] - c * self._cr]
+            within = local[sel] - c * self._cr
+            lo, hi = int(within.min()), int(within.max()) + 1
+            data = os.pread(self._fd, (hi - lo) * rb, offset + lo * rb)  # the span of its rows asked for
+            if len(data) != (hi - lo) * rb:
+                raise BankError(f"fragment {self.file} is shorter than its chunk index says (damaged)")
+            out_bytes[sel] = np.frombuffer(data, dtype=np.uint8).reshape(hi - lo, rb)[within - lo]
         return out
 
     def close(self) -> None:
         self.array = None  # views of the map go before it
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         if self._mm is not None:
             try:
                 self._mm.close()

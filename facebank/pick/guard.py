@@ -123,7 +123,6 @@ class BankGuard:
         self.build_vectors, self.codes = build_vectors, codes
         self.thresholds, self.calibrated = dict(thresholds), dict(calibrated)
         self._vec = {s: bank.vector_rows(s) for s in build_vectors}
-        self._whole: dict[str, np.ndarray | None] = {}  # mapped on a space's first check, not at open
         self._age, self._gender = bank.mapped("age"), bank.mapped("gender")
         self._attrs: tuple[np.ndarray, np.ndarray] | None = None  # every age and gender, read on the first check
 
@@ -157,14 +156,8 @@ class BankGuard:
                                   f"{age:g}, gender {labels.GENDERS[gender] if gender in (0, 1) else gender}; refused")
         return age, gender
 
-    def _whole_of(self, space: str) -> np.ndarray | None:
-        if space not in self._whole:
-            self._whole[space] = self._vec[space].whole()
-        return self._whole[space]
-
     def stored(self, space: str, bank_row: int) -> np.ndarray:
-        w = self._whole_of(space)
-        return w[bank_row] if w is not None else self._vec[space][bank_row]
+        return self._vec[space][bank_row]
 
     # -- one target --
     def check(self, index_row: int, bank_row: int, queries: Sequence[Mapping], thresholds: Mapping) -> tuple[float, int]:
@@ -197,8 +190,7 @@ class BankGuard:
             q = np.asarray(query[s])
             for a in range(0, len(index_rows), 2048):  # chunks: bounded float64 temporaries
                 ir, br = index_rows[a:a + 2048], bank_rows[a:a + 2048]
-                w = self._whole_of(s)
-                stored = w[br] if w is not None else self._vec[s].take(br)
+                stored = self._vec[s].take(br)
                 build = self.build_vectors[s][ir]
                 same = (stored.view(np.uint32) == build.view(np.uint32)).all(axis=1)
                 if not same.all():
