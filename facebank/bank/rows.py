@@ -173,24 +173,25 @@ class _Part:
             for j, i in enumerate(local.tolist()):
                 out[j] = self.row(i)
             return out
-        k = local // self._cr
-        order = np.argsort(k, kind="stable")
-        ks, starts = np.unique(k[order], return_index=True)
-        ends = np.append(starts[1:], len(order))
+        order = np.argsort(local, kind="stable")  # runs of one chunk, each in increasing row order
+        srt = local[order]
+        k = srt // self._cr
+        cut = np.flatnonzero(np.diff(k)) + 1
+        starts, ends = np.append(0, cut).tolist(), np.append(cut, len(srt)).tolist()
         out_bytes = out.reshape(len(local), -1).view(np.uint8)
-        rb = self._row_bytes
-        for c, a, b in zip(ks.tolist(), starts.tolist(), ends.tolist()):  # one read per chunk touched
+        rb, cr, srt_l, k_l = self._row_bytes, self._cr, srt.tolist(), k.tolist()
+        for a, b in zip(starts, ends):  # one read per chunk touched: the span of its rows asked for
+            c = k_l[a]
             sel = order[a:b]
             offset = self._offset(c)
             if offset < 0:
                 out[sel] = self._fill
                 continue
-            within = local[sel] - c * self._cr
-            lo, hi = int(within.min()), int(within.max()) + 1
-            data = os.pread(self._fd, (hi - lo) * rb, offset + lo * rb)  # the span of its rows asked for
+            lo, hi = srt_l[a] - c * cr, srt_l[b - 1] - c * cr + 1
+            data = os.pread(self._fd, (hi - lo) * rb, offset + lo * rb)
             if len(data) != (hi - lo) * rb:
                 raise BankError(f"fragment {self.file} is shorter than its chunk index says (damaged)")
-            out_bytes[sel] = np.frombuffer(data, dtype=np.uint8).reshape(hi - lo, rb)[within - lo]
+            out_bytes[sel] = np.frombuffer(data, dtype=np.uint8).reshape(hi - lo, rb)[srt[a:b] - c * cr - lo]
         return out
 
     def close(self) -> None:
