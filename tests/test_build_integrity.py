@@ -137,7 +137,13 @@ def test_fragment_row_reads_equal_the_virtual_dataset(built, tmp_path):
                 whole = b.vectors(s)
                 for row in range(len(b)):
                     assert np.array_equal(b.vector(s, row), whole[row]), (step, s, row)
-            assert all(p._offsets for p in b._rows["s"]._parts)  # read by byte offset, not through h5py
+            assert all(p.mapped for p in b._rows["s"]._parts)  # read from the mapped fragments, not through h5py
+            for name in ("id", "age", "gender", "crop"):
+                whole = b._f["faces"][name][:]
+                col = b.mapped(name)
+                assert all(np.array_equal(col[row], whole[row]) for row in range(len(b))), (step, name)
+                assert np.array_equal(col.take(np.arange(len(b))[::-3]), whole[::-3]), (step, name)
+            assert [b.face_id(r) for r in range(len(b))] == list(b.ids)
             with pytest.raises(FacebankError):
                 b.vector("s", len(b))
         compact_bank(bank)

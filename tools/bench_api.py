@@ -1,157 +1,247 @@
-"""Latency of the public API, `FaceBank.pick_target`, against the picker core it wraps.
+"""The public API (`FaceBank.pick_target`, `pick_targets`, reads, session open) against the picker
+core it wraps, side by side in one run (issue 22).
 
-A synthetic 10k-face bank (random 512-d unit vectors in one space, placeholder crops) is built
-and indexed in a temporary folder; then, side by side in one run: `Picker.pick` directly,
-`pick_target` without a group, and `pick_target` with an age/gender group. Queries are
-correlated with the bank so that about `--eligible` of it is eligible.
+A synthetic bank of random 512-d unit vectors in one or two spaces (written with the project's
+fragment writer, tools/bench_integrity.py) and its flat build, threshold 0 in every space (about
+half the bank eligible per space), or an existing one (`--reuse DIR` with DIR/bank.h5 and
+DIR/builds/b). The variants take turns in rounds, so machine load hits them alike:
 
-    python tools/bench_api.py [--n 10000] [--picks 5000]
+- core one space (`Picker.pick`) vs `pick_target` one space; core two spaces vs `pick_target`
+  two spaces (a dict query); `pick_target` with age 34 + gender f (widen_age), keyed, furthest
+  (at n <= 100k: a furthest pick scans the bank);
+- batches: `Picker.pick_batch(as_arrays=True)` vs `pick_targets`, `--batch` queries;
+- one-face read by id: `bank.row(id)` + `bank.crop(row)` + `bank.vector(space, row)`;
+- session open (`FaceBank(build)`), and the part of it that is `Picker(...)` construction.
 
-Last line: RESULT api_pick_p50_us=<a> api_pick_p99_us=<b> api_group_pick_p99_us=<c>
+    python tools/bench_api.py [--n 10000] [--spaces 2] [--picks 400] [--rounds 10]
+    python tools/bench_api.py --reuse DIR        # e.g. a 1M bank made by tools/bench_integrity.py
 
-With --photo, the photo path instead: `FaceBank.pick_for_image` on a real photo (models loaded
-once per session, so a call costs inference only) against the one-shot path it replaces
-(`analyse_photo` loads the detector, age/gender and embedding models on every call, then the
-same session pick), on a bank of real generated.photos faces in the dlib space:
+Last line: RESULT api_p99_ratio_1s=... api_p99_ratio_2s=... group_p99_us=... open_ms=...
+read_p99_us=... batch_per_s=... (ratios: pick_target p99 / core p99 on the same queries).
 
-    python tools/bench_api.py --photo ../shared/assets/deepface_faces/img1.jpg [--calls 7]
+With --photo, the photo path instead: `FaceBank.pick_for_image` on a real photo, split per stage
+(decode, detection, attributes, embedding, pick) and per detector, on a bank of real
+generated.photos faces in the dlib space:
 
-Last line: RESULT photo_oneshot_ms=<a> photo_session_ms=<b> photo_speedup=<a/b>
+    python tools/bench_api.py --photo ../shared/assets/deepface_faces/img1.jpg [--calls 7] [--upscale 2.6]
+
+Last line: RESULT photo_<detector>_ms=<median of pick_for_image> ... per detector.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def make_bank(path: Path, n: int, d: int, rng: np.random.Generator) -> np.ndarray:
-    from facebank.bank import BankWriter, FaceRecord
-
-    x = rng.standard_normal((n, d)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    crop = np.zeros((112, 112, 3), np.uint8)
-    nan4, nan52 = np.full(4, np.nan, np.float32), np.full((5, 2), np.nan, np.float32)
-    with BankWriter(path, batch_size=4096, commit_every=10**9) as w:
-        w.register_space("s", {"model": "random", "sha256": "0" * 64, "dim": d})
-        for i in range(n):
-            w.add_face(FaceRecord(source="folder", source_id=str(i), image=i.to_bytes(8, "little"), image_format="png",
-                                  width=1, height=1, box=nan4, landmarks=nan52, detector="", crop=crop,
-                                  age=float(rng.integers(0, 80)), gender=int(rng.integers(0, 2)),
-                                  embeddings={"s": x[i]}))
-    return x
+D = 512
 
 
-def timed(fn, queries, repeat: int) -> np.ndarray:
-    gc.disable()
-    try:
-        out = []
-        for k in range(repeat):
-            t0 = time.perf_counter_ns()
-            fn(queries[k % len(queries)])
-            out.append(time.perf_counter_ns() - t0)
-        return np.asarray(out) / 1000.0
-    finally:
-        gc.enable()
+def make(root: Path, n: int, spaces: tuple[str, ...]) -> tuple[Path, Path]:
+    from bench_integrity import synthetic_bank
+
+    from facebank.index.build import build_index
+
+    bank = root / "bank.h5"
+    synthetic_bank(bank, n, seed=0, spaces=spaces)
+    return bank, build_index(bank, out=root / "builds", thresholds={s: 0.0 for s in spaces}, build_id="b")
+
+
+def pct(a, q) -> float:
+    return float(np.percentile(np.asarray(a) / 1e3, q))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10_000)
-    ap.add_argument("--d", type=int, default=512)
-    ap.add_argument("--picks", type=int, default=5000)
-    ap.add_argument("--eligible", type=float, default=0.5, help="share of the bank each query may get")
+    ap.add_argument("--spaces", type=int, default=2, choices=(1, 2))
+    ap.add_argument("--reuse", type=Path, help="a folder with bank.h5 and builds/b (its spaces are used)")
+    ap.add_argument("--picks", type=int, default=400, help="picks per variant per round")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=10_000)
+    ap.add_argument("--no-gc", action="store_true", help="disable the garbage collector while timing")
     ap.add_argument("--photo", type=Path, help="benchmark pick_for_image on this real photo instead")
     ap.add_argument("--gp", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "assets"
                     / "generated_photos" / "age_adult", help="generated.photos folder for the --photo bank")
     ap.add_argument("--calls", type=int, default=7, help="timed calls per path with --photo")
+    ap.add_argument("--upscale", type=float, default=0.0, help="with --photo: upscale it to this many megapixels")
+    ap.add_argument("--detectors", nargs="*", default=["dlib", "scrfd"])
     args = ap.parse_args()
     if args.photo:
         return bench_photo(args)
 
-    from facebank import FaceBank, build_index
+    from facebank import FaceBank
+    from facebank.index.picker import Picker
 
-    rng = np.random.default_rng(0)
-    tmp = Path(tempfile.mkdtemp(prefix="facebank-api-"))
-    t0 = time.perf_counter()
-    x = make_bank(tmp / "bank.h5", args.n, args.d, rng)
-    queries = []
-    for _ in range(64):  # queries near a random subset, so similarities spread out
-        q = x[rng.choice(args.n, 50, replace=False)].mean(0) + 0.02 * rng.standard_normal(args.d).astype(np.float32)
-        queries.append((q / np.linalg.norm(q)).astype(np.float32))
-    sims = np.stack(queries) @ x.T
-    thr = float(np.quantile(sims, args.eligible))
-    build = build_index(tmp / "bank.h5", out=tmp / "builds", thresholds={"s": thr})
-    print(f"# bank of {args.n} x {args.d} and its build made in {time.perf_counter() - t0:.1f} s; "
-          f"threshold {thr:.4f} (about {args.eligible:.0%} eligible)")
+    if args.reuse:
+        bank, build = args.reuse / "bank.h5", args.reuse / "builds" / "b"
+    else:
+        t0 = time.perf_counter()
+        bank, build = make(Path(tempfile.mkdtemp(prefix="facebank-api-")), args.n, ("s", "t")[:args.spaces])
+        print(f"# bank of {args.n:,} x {D} in {args.spaces} space(s) and its build made in {time.perf_counter() - t0:.0f} s")
+    opens = []
+    for _ in range(4):
+        t = time.perf_counter_ns()
+        FaceBank(build, bank=bank).close()
+        opens.append(time.perf_counter_ns() - t)
+    fb = FaceBank(build, bank=bank)
+    t = time.perf_counter_ns()
+    Picker(fb._vectors, fb.codes)
+    picker_ns = time.perf_counter_ns() - t
+    spaces, n = fb.spaces, len(fb.rows)
+    thr = dict(fb.thresholds)
+    rng = np.random.default_rng(2)
+    qs = {s: rng.standard_normal((256, D), dtype=np.float32) for s in spaces}
+    one = spaces[0]
+    g = np.random.default_rng(1)
+    ids = [fb.bank.face_id(int(r)) for r in rng.integers(0, len(fb.bank), 256)]
 
-    with FaceBank(build) as fb:
-        g = np.random.default_rng(1)
-        runs = {
-            "Picker.pick (core)": lambda q: fb.picker.pick({"s": q}, thresholds={"s": thr}, rng=g),
-            "FaceBank.pick_target": lambda q: fb.pick_target(q, space="s", rng=g),
-            "pick_target, age 34 + gender f": lambda q: fb.pick_target(q, space="s", age=34, gender="f", rng=g,
-                                                                      fallback="widen_age"),
-        }
-        for fn in runs.values():  # warm up
-            timed(fn, queries, 200)
-        results = {name: timed(fn, queries, args.picks) for name, fn in runs.items()}
-    core = np.median(results["Picker.pick (core)"])
-    for name, t in results.items():
-        p50, p99 = np.percentile(t, [50, 99])
-        print(f"{name:32s} p50 {p50:7.1f} us  p99 {p99:7.1f} us  ({p50 / core:.2f}x the core's median)")
-    api, grp = results["FaceBank.pick_target"], results["pick_target, age 34 + gender f"]
-    print(f"RESULT api_pick_p50_us={np.median(api):.1f} api_pick_p99_us={np.percentile(api, 99):.1f} "
-          f"api_group_pick_p99_us={np.percentile(grp, 99):.1f}")
+    def read(k):
+        row = fb.bank.row(ids[k % 256])
+        fb.bank.crop(row), fb.bank.vector(one, row)
+
+    runs = {
+        "core, one space": lambda k: fb.picker.pick({one: qs[one][k % 256]}, thresholds={one: thr[one]}, rng=g),
+        "pick_target, one space": lambda k: fb.pick_target(qs[one][k % 256], space=one, rng=g),
+        "pick_target, age 34 + f": lambda k: fb.pick_target(qs[one][k % 256], space=one, age=34, gender="f", rng=g,
+                                                            fallback="widen_age"),
+        "pick_target, keyed": lambda k: fb.pick_target(qs[one][k % 256], space=one, key=f"photo-{k}"),
+        "one-face read by id": read,
+    }
+    if len(spaces) == 2:
+        runs["core, two spaces"] = lambda k: fb.picker.pick({s: qs[s][k % 256] for s in spaces}, thresholds=thr, rng=g)
+        runs["pick_target, two spaces"] = lambda k: fb.pick_target({s: qs[s][k % 256] for s in spaces}, rng=g)
+    if n <= 100_000:
+        runs["pick_target, furthest"] = lambda k: fb.pick_target(qs[one][k % 256], space=one, mode="furthest")
+    times: dict[str, list[int]] = {name: [] for name in runs}
+    slow: dict[str, int] = {name: 0 for name in runs}
+    flt0 = resource.getrusage(resource.RUSAGE_SELF)
+    for r in range(args.rounds + 1):  # round 0 warms up (maps, caches, the first source_id read)
+        for name, fn in runs.items():
+            if args.no_gc:
+                gc.disable()
+            for k in range(args.picks):
+                t = time.perf_counter_ns()
+                fn(k)
+                dt = time.perf_counter_ns() - t
+                if r:
+                    times[name].append(dt)
+                    slow[name] += dt > 1_000_000
+            gc.enable()
+    flt1 = resource.getrusage(resource.RUSAGE_SELF)
+    qb = {s: rng.standard_normal((args.batch, D), dtype=np.float32) for s in spaces}
+    batch = {"core pick_batch": [], "pick_targets": []}
+    for _ in range(5):
+        t = time.perf_counter_ns()
+        fb.picker.pick_batch(qb, thresholds=thr, rng=g, as_arrays=True)
+        batch["core pick_batch"].append(time.perf_counter_ns() - t)
+        t = time.perf_counter_ns()
+        fb.pick_targets(qb, rng=g)
+        batch["pick_targets"].append(time.perf_counter_ns() - t)
+    fb.close()
+
+    print(f"# n={n:,}, spaces {spaces}, {args.rounds} rounds x {args.picks} picks per variant, gc "
+          f"{'off' if args.no_gc else 'on'}; page faults during the rounds: {flt1.ru_minflt - flt0.ru_minflt} minor, "
+          f"{flt1.ru_majflt - flt0.ru_majflt} major")
+    print(f"session open: median {np.median(opens) / 1e6:.0f} ms (min {min(opens) / 1e6:.0f}); "
+          f"of it Picker(...) construction {picker_ns / 1e6:.0f} ms")
+    core = {"one space": times["core, one space"], "two spaces": times.get("core, two spaces")}
+    for name, t in times.items():
+        base = core["two spaces" if "two spaces" in name else "one space"]
+        print(f"{name:26s} p50 {pct(t, 50):8.1f} us  p99 {pct(t, 99):8.1f} us  (p50 {pct(t, 50) / pct(base, 50):.2f}x, "
+              f"p99 {pct(t, 99) / pct(base, 99):.2f}x the core's)  calls > 1 ms: {slow[name]}")
+    for name, t in batch.items():
+        print(f"{name:26s} {args.batch / np.median(t) * 1e9:10,.0f} picks/s (median of {len(t)} batches of {args.batch:,})")
+    res = {"api_p99_ratio_1s": pct(times["pick_target, one space"], 99) / pct(times["core, one space"], 99)}
+    if len(spaces) == 2:
+        res["api_p99_ratio_2s"] = pct(times["pick_target, two spaces"], 99) / pct(times["core, two spaces"], 99)
+    res.update(group_p99_us=pct(times["pick_target, age 34 + f"], 99), open_ms=np.median(opens) / 1e6,
+               open_minus_picker_ms=np.median(opens) / 1e6 - picker_ns / 1e6,
+               read_p99_us=pct(times["one-face read by id"], 99),
+               batch_per_s=args.batch / np.median(batch["pick_targets"]) * 1e9,
+               core_batch_per_s=args.batch / np.median(batch["core pick_batch"]) * 1e9)
+    print("RESULT " + " ".join(f"{k}={v:.2f}" if "ratio" in k else f"{k}={v:.0f}" for k, v in res.items()))
 
 
 def bench_photo(args) -> None:
-    """Per-photo cost of the session path (models warm) beside the one-shot path (models per call)."""
+    """`pick_for_image`'s cost per photo with models warm, split per stage, for each detector."""
     from facebank import FaceBank, build_index
     from facebank.config import SpaceConfig
     from facebank.ingest import ingest
-    from facebank.pick.analyse import analyse_photo
+    from facebank.pick.analyse import FaceAnalyser, PhotoFace, as_rgb
     from facebank.pick.options import PickOptions
     from facebank.sources.generated_photos import iter_generated_photos
 
+    assets = args.gp.parents[1]
+    paths = {"dlib": None, "scrfd": assets / "insightface_scrfd" / "det_2.5g.onnx",
+             "yunet": assets / "yunet" / "face_detection_yunet_2023mar.onnx"}
     tmp = Path(tempfile.mkdtemp(prefix="facebank-photo-"))
     items = [i for i in iter_generated_photos(args.gp) if i.data][:30]
     ingest(str(tmp / "bank.h5"), items, spaces=[SpaceConfig("dlib")])
     build = build_index(tmp / "bank.h5", out=tmp / "builds")
     image = args.photo.read_bytes()
+    if args.upscale:
+        import cv2
+
+        rgb = as_rgb(image)
+        f = (args.upscale * 1e6 / (rgb.shape[0] * rgb.shape[1])) ** 0.5
+        big = cv2.resize(rgb, None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)
+        ok, enc = cv2.imencode(".jpg", cv2.cvtColor(big, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        image = enc.tobytes()
+    h, w = as_rgb(image).shape[:2]
+    res = {}
     with FaceBank(build) as fb:
         g = np.random.default_rng(0)
-
-        def oneshot():  # today's private path: every model loaded again for this photo
-            faces = analyse_photo(image, spaces=fb.spaces)
-            return fb.pick_faces([{"embedding": f.embeddings, "age": f.age, "gender": f.gender} for f in faces],
-                                 PickOptions(rng=g))
-
-        def session():
-            return fb.pick_for_image(image, rng=g)
-
-        t0 = time.perf_counter()
-        first = session()
-        cold = time.perf_counter() - t0
-        assert len(first) == len(oneshot()) >= 1, "both paths must find the same faces"
-        times = {"one-shot (models per call)": [], "FaceBank.pick_for_image": []}
-        for _ in range(args.calls):  # interleaved, so machine load hits both alike
-            for name, fn in (("one-shot (models per call)", oneshot), ("FaceBank.pick_for_image", session)):
+        for det_name in args.detectors:
+            try:
+                an = FaceAnalyser(fb.spaces, detector=det_name, detector_path=paths.get(det_name)).prepare()
+            except Exception as exc:  # a detector this checkout lacks (YuNet before it lands)
+                print(f"# {det_name}: not available ({str(exc).splitlines()[0][:100]})")
+                continue
+            det, attr, embedders = an._models
+            stages: dict[str, list[float]] = {k: [] for k in ("decode", "detection", "attributes", "embedding", "pick",
+                                                              "pick_for_image")}
+            for c in range(args.calls + 1):  # call 0 warms up
+                t = [time.perf_counter()]
+                rgb = as_rgb(image)
+                t.append(time.perf_counter())
+                dets = [d for d in det.detect(rgb)
+                        if min(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= an.min_face_px]
+                t.append(time.perf_counter())
+                attrs = [attr.estimate(rgb, d) for d in dets]
+                t.append(time.perf_counter())
+                embs = [{s: e.embed(rgb, d) for s, e in embedders.items()} for d in dets]
+                t.append(time.perf_counter())
+                faces = [PhotoFace(box=list(d.box), age=float(a.age), gender=a.gender, embeddings=e)
+                         for d, a, e in zip(dets, attrs, embs)]
+                if faces:
+                    fb.pick_faces([{"embedding": f.embeddings, "age": f.age, "gender": f.gender} for f in faces],
+                                  PickOptions(rng=g))
+                t.append(time.perf_counter())
+                fb._analysers[("bench", det_name)] = an
                 t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
-    print(f"# {args.photo.name}: {len(first)} face(s); bank of {len(items)} real faces; first session call "
-          f"(loads the models) {cold * 1e3:.0f} ms")
-    med = {name: float(np.median(t)) * 1e3 for name, t in times.items()}
-    for name, m in med.items():
-        print(f"{name:28s} median {m:7.1f} ms  min {min(times[name]) * 1e3:7.1f} ms  ({args.calls} calls)")
-    a, b = med["one-shot (models per call)"], med["FaceBank.pick_for_image"]
-    print(f"RESULT photo_oneshot_ms={a:.1f} photo_session_ms={b:.1f} photo_speedup={a / b:.2f}")
+                got = an.get(image)
+                if got:
+                    fb.pick_faces([{"embedding": f.embeddings, "age": f.age, "gender": f.gender} for f in got],
+                                  PickOptions(rng=g))
+                t_all = time.perf_counter() - t0
+                if c:
+                    for k, name in enumerate(("decode", "detection", "attributes", "embedding", "pick")):
+                        stages[name].append(t[k + 1] - t[k])
+                    stages["pick_for_image"].append(t_all)
+            med = {k: 1e3 * float(np.median(v)) for k, v in stages.items()}
+            print(f"{det_name:6s} {len(dets)} face(s) of {w}x{h} ({w * h / 1e6:.1f} MP), medians of {args.calls} ms: "
+                  + "  ".join(f"{k} {v:.1f}" for k, v in med.items()))
+            res[f"photo_{det_name}_ms"] = med["pick_for_image"]
+    print("RESULT " + " ".join(f"{k}={v:.1f}" for k, v in res.items()))
 
 
 if __name__ == "__main__":

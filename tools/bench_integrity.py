@@ -5,9 +5,9 @@
    same files under a version-1 manifest) and not at all; the three take turns, medians of
    `--opens` rounds. Also the checksum pass alone.
 2. Pick latency (`pick_target`, one random unit query, threshold 0: about half the bank is
-   eligible) at 10k and 100k: with the per-target re-check against the bank's stored vector as
-   shipped (read from its fragment), with the re-check reading through the virtual dataset
-   (the code before), and without the re-check; the three take turns in rounds.
+   eligible) at 10k and 100k: with the per-target re-check against the bank (facebank.pick.guard:
+   its vector, group and threshold, read from the fragments' memory maps) and without it; the two
+   take turns in rounds.
 
 Banks are synthetic (random unit vectors) but written with the project's own fragment writer
 (`facebank.bank.layout`: a fragment, row sums, the top file); crops and images are left
@@ -48,14 +48,14 @@ D = 512
 BLOCK = 65536
 
 
-def synthetic_bank(path: Path, n: int, seed: int = 0) -> None:
-    """n annotated faces with random unit vectors in space "s", in one fragment."""
+def synthetic_bank(path: Path, n: int, seed: int = 0, spaces: tuple[str, ...] = ("s",)) -> None:
+    """n annotated faces with random unit vectors in each space (default: one, "s"), in one fragment."""
     rng = np.random.default_rng(seed)
     m = empty_manifest(f"{path.name}.d")
     m["version"] = 1
     fw = FragmentWriter(fragment_dir(path, m), 1)
     faces = fw.part("faces", 0, n, list(schema.FACE_COLUMNS))
-    emb = fw.part("emb/s", 0, n, ["vectors", "present"], dim=D)
+    embs = {s: fw.part(f"emb/{s}", 0, n, ["vectors", "present"], dim=D) for s in spaces}
     for a in range(0, n, BLOCK):
         b = min(a + BLOCK, n)
         rows = np.arange(a, b)
@@ -64,15 +64,18 @@ def synthetic_bank(path: Path, n: int, seed: int = 0) -> None:
         faces["age"][a:b] = rng.uniform(1, 90, b - a).astype(np.float32)
         faces["gender"][a:b] = rng.integers(0, 2, b - a).astype(np.int8)
         faces["status"][a:b] = schema.STATUS_ANNOTATED
-        v = rng.standard_normal((b - a, D), dtype=np.float32)
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        emb["vectors"][a:b] = v
-        emb["present"][a:b] = True
+        for emb in embs.values():
+            v = rng.standard_normal((b - a, D), dtype=np.float32)
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            emb["vectors"][a:b] = v
+            emb["present"][a:b] = True
     fw.seal(faces)
-    fw.seal(emb)
+    for emb in embs.values():
+        fw.seal(emb)
     m["fragments"].append(fw.close())
     m["rows"]["faces"] = n
-    m["spaces"]["s"] = {"model": "synthetic", "sha256": "00" * 32, "dim": D}
+    for s in spaces:
+        m["spaces"][s] = {"model": "synthetic", "sha256": "00" * 32, "dim": D}
     write_top(path, m, time.time())
 
 
@@ -135,19 +138,13 @@ def bench_open(root: Path, n: int, rounds: int) -> dict:
     return out
 
 
-def _through_vds(session: FaceBank):
-    """The re-check as it was: each row read through the top file's virtual dataset."""
-    bank = session.bank
-    bank.vector = lambda s, row: bank._vec[s][row]
-
-
 def bench_pick(root: Path, n: int, rounds: int, per_round: int) -> dict:
     bank = root / f"pbank{n}.h5"
     synthetic_bank(bank, n, seed=1)
     build = build_index(bank, out=root / f"pbuilds{n}", thresholds={"s": 0.0}, build_id="b")
-    sessions = {name: FaceBank(build, bank=bank) for name in ("recheck", "recheck_vds", "none")}
-    _through_vds(sessions["recheck_vds"])
-    sessions["none"]._guard = lambda *a, **k: None
+    sessions = {name: FaceBank(build, bank=bank) for name in ("recheck", "none")}
+    off = sessions["none"]
+    off._guard = lambda index_row, bank_row, *a: off._guard_of.attributes(bank_row)  # the target's fields only
     rng = np.random.default_rng(2)
     queries = rng.standard_normal((per_round, D), dtype=np.float32)
     times: dict[str, list[int]] = {k: [] for k in sessions}
@@ -201,7 +198,6 @@ def main() -> None:
             p = bench_pick(root, n, args.pick_rounds, args.picks)
             for q in ("p50", "p99"):
                 res[f"pick_{q}_us_{_tag(n)}_recheck"] = p["recheck"][q]
-                res[f"pick_{q}_us_{_tag(n)}_vds_recheck"] = p["recheck_vds"][q]
                 res[f"pick_{q}_us_{_tag(n)}_none"] = p["none"][q]
                 res[f"pick_{q}_ratio_{_tag(n)}"] = p["recheck"][q] / p["none"][q]
         for n in args.open_sizes:

@@ -13,8 +13,8 @@ import numpy as np
 from facebank.bank import schema
 from facebank._io.files import as_path
 from facebank.bank.integrity import bound_folder, check_files, check_manifest, manifest_digest
-from facebank.bank.layout import content_hash, fill_top
-from facebank.bank.rows import VectorRows
+from facebank.bank.layout import content_hash, fill_top, fragment_files
+from facebank.bank.rows import MappedColumn, VectorRows
 from facebank.errors import BankClosed, BankError, InputError, SchemaVersionError, UnknownFace, UnknownSpace
 
 __all__ = ["Bank", "Face", "check_header", "open_bank"]
@@ -135,8 +135,9 @@ class Bank:
             self._f.close()
             raise
         faces = self._f["faces"]
-        self.ids = np.array([h.decode() for h in faces["id"][:]], dtype=object)
-        self._row_of = {fid: i for i, fid in enumerate(self.ids)}
+        self._n = int(faces["id"].shape[0])
+        self._ids: np.ndarray | None = None  # read on first use: a 1M bank's ids take ~0.3 s
+        self._row_of: dict[str, int] | None = None
         self.content_hash: str = str(self._f.attrs["content_hash"])
         self.writer: str = str(self._f.attrs.get("writer", ""))
         # Dataset handles and small columns are looked up once: a path lookup costs ~150 us.
@@ -145,6 +146,7 @@ class Bank:
         self._groups = {s: self._f["embeddings"][s] for s in self._f["embeddings"]}
         self._vec = {s: g["vectors"] for s, g in self._groups.items()}
         self._rows: dict[str, VectorRows] = {}  # one-row reads from the fragments (`vector`)
+        self._mapped: dict[str, MappedColumn] = {}  # the same for fixed-size face columns (`mapped`)
         self._cols: dict[str, np.ndarray] = {}
         self._closed = False
 
@@ -211,7 +213,15 @@ class Bank:
 
     # -- shape of the bank --
     def __len__(self) -> int:
-        return len(self.ids)
+        return self._n
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Every face id (str, object array), in row order; read on first use."""
+        if self._ids is None:
+            self._live()
+            self._ids = self.mapped("id").read_all(self._n).astype("U16").astype(object)
+        return self._ids
 
     @property
     def spaces(self) -> list[str]:
@@ -258,19 +268,44 @@ class Bank:
         """(n,) bool: which faces have a vector in `space`."""
         return self._space(space)["present"][:]
 
-    def vector(self, space: str, row: int) -> np.ndarray:
-        """One row's stored vector, read from its fragment (~5 us; ~86 us through the virtual dataset)."""
+    def vector_rows(self, space: str) -> VectorRows:
+        """A space's vectors read row by row from the fragments' memory maps (`rows[row]`, `rows.take`)."""
         self._live()
         reader = self._rows.get(space)
         if reader is None:
             vec = self._space(space)["vectors"]
             reader = self._rows[space] = VectorRows(self.path, self.manifest, space, int(vec.shape[1]))
+        return reader
+
+    def vector(self, space: str, row: int) -> np.ndarray:
+        """One row's stored vector (read only), from its fragment's memory map (~1 us; ~86 us through
+        the virtual dataset)."""
+        reader = self.vector_rows(space)
         if not 0 <= int(row) < len(self):
             raise UnknownFace(f"row {row} is outside the bank (0..{len(self) - 1})")
         return reader[row]
 
+    def face_id(self, row: int) -> str:
+        """One face's id, read from its fragment (no need to load every id)."""
+        return np.asarray(self.mapped("id")[row]).tobytes().rstrip(b"\0").decode()
+
+    def mapped(self, name: str) -> MappedColumn:
+        """A fixed-size face column (id, age, gender, crop, ...) read row by row from the fragments'
+        memory maps (`col[row]`, `col.take(rows)`): ~1 us a row instead of ~86 us through HDF5."""
+        self._live()
+        col = self._mapped.get(name)
+        if col is None:
+            dtype, shape = schema.FACE_COLUMNS.get(name, (None, ()))
+            if dtype is None or dtype in (schema.STR, schema.BYTES):
+                raise InputError(f"column {name!r} is not a fixed-size face column")
+            col = self._mapped[name] = MappedColumn(self.path, self.manifest, "faces", name,
+                                                    np.dtype(dtype).newbyteorder("<"), shape)
+        return col
+
     # -- one face --
     def row(self, face_id: str) -> int:
+        if self._row_of is None:
+            self._row_of = {fid: i for i, fid in enumerate(self.ids.tolist())}
         try:
             return self._row_of[face_id]
         except KeyError:
@@ -286,7 +321,7 @@ class Bank:
 
     def crop(self, row: int) -> np.ndarray:
         self._live()
-        return self._crop[self._check_row(row)]
+        return self.mapped("crop")[self._check_row(row)].copy()
 
     def image_bytes(self, row: int) -> bytes:
         self._live()
@@ -303,11 +338,11 @@ class Bank:
         for space in self.spaces if spaces is None else spaces:
             self._space(space)
             if self._cached_present(space)[row]:
-                embeddings[space] = self._vec[space][row]
+                embeddings[space] = self.vector(space, row).copy()
         return Face(
-            id=self.ids[row], row=int(row), source=c("source")[row], source_id=c("source_id")[row],
+            id=self.face_id(row), row=int(row), source=c("source")[row], source_id=c("source_id")[row],
             provenance=json.loads(self._f["faces/provenance"].asstr()[row]),
-            box=c("box")[row], landmarks=c("landmarks")[row], crop=self._crop[row],
+            box=c("box")[row], landmarks=c("landmarks")[row], crop=self.mapped("crop")[row].copy(),
             age=float(c("age")[row]), gender=schema.gender_name(int(c("gender")[row])),
             age_confidence=float(c("age_confidence")[row]), gender_confidence=float(c("gender_confidence")[row]),
             age_source=c("age_source")[row], gender_source=c("gender_source")[row],
@@ -338,9 +373,10 @@ class Bank:
 
     def close(self) -> None:
         self._closed = True
-        for reader in self._rows.values():
+        for reader in [*self._rows.values(), *self._mapped.values()]:
             reader.close()
         self._rows.clear()
+        self._mapped.clear()
         self._f.close()
 
     def __enter__(self) -> Bank:

@@ -21,12 +21,16 @@ from facebank.config import DEFAULT_BUILDS
 from facebank.errors import BankClosed, BankError, IndexBuildError, InputError, NoEligibleTarget, StaleIndex, UnknownSpace
 from facebank.index import groups as G
 from facebank.index.build import resolve_build
-from facebank.index.exact import unit_queries
 from facebank.index.manifest import load_array, open_files, read_manifest, verify_files
 from facebank.index.picker import Picker, PickResult
 from facebank.labels import check_age, gender_name
+from facebank.pick.guard import BankGuard, _clearly_below, calibrated_thresholds  # noqa: F401  (_clearly_below: tests)
 from facebank.pick.analyse import FaceAnalyser, ImageInput, PhotoFace  # numpy only: models load on first use
 from facebank.pick.options import Embedding, Embeddings, PickOptions, QueryFace, Threshold
+
+
+_new = object.__new__
+_GENDER_NAMES = {0: gender_name(0), 1: gender_name(1)}
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,7 @@ class ImagePick:
 def _as_query(embedding, space: str | None, spaces: list[str]) -> dict[str, np.ndarray]:
     if space is not None and not isinstance(space, str):
         raise InputError(f"space must be a space name (str), got {type(space).__name__}")
-    if isinstance(embedding, Mapping):
+    if type(embedding) is not np.ndarray and isinstance(embedding, Mapping):  # the ABC check only when needed
         query = dict(embedding)
     else:
         if space is None:
@@ -115,40 +119,6 @@ def _as_query(embedding, space: str | None, spaces: list[str]) -> dict[str, np.n
         if s not in spaces:
             raise UnknownSpace(f"space {s!r} is not in this build; it has: {', '.join(spaces)}")
     return query
-
-
-_F32_MARGIN = 2e-4  # > 3 x gamma_512 = 3 x 512 * 2**-24 / (1 - 512 * 2**-24) ~ 9.2e-5, see _clearly_below
-
-
-def _clearly_below(q, v: np.ndarray, t: float) -> bool:
-    """True when cos(q, v) is certainly <= t - a margin, from three float32 dot products (~6 us).
-
-    A float32 dot of n terms is within gamma_n * |q| |v| of the exact one in any summation order
-    (gamma_n = n u / (1 - n u), u = 2**-24; Cauchy-Schwarz bounds the sum of |q_i v_i|), so for
-    d <= 512 the estimate q.v / |q| is within 2 gamma_n |v| of the exact cosine times |v|. Anything
-    near the threshold, or a query whose squares overflow or underflow float32, returns False and
-    is decided exactly (`_unit64`, then the correctly rounded sum)."""
-    if type(q) is not np.ndarray or q.dtype != np.float32 or q.shape != v.shape or len(v) > 512:
-        return False
-    with np.errstate(over="ignore", invalid="ignore"):  # a huge query: inf here, then the exact path
-        qq, vv = float(np.dot(q, q)), float(np.dot(v, v))
-    if not (1e-30 < qq < 1e30 and 1e-30 < vv < 1e30):
-        return False
-    return float(np.dot(q, v)) / math.sqrt(qq) <= t - _F32_MARGIN * math.sqrt(vv)
-
-
-def _unit64(q, space: str, dim: int) -> np.ndarray:
-    """The float32 unit row `unit_queries` gives (the one the picker decided with), as float64.
-
-    A float32/float16 (dim,) query takes unit_queries' own arithmetic inline (same bits, a third
-    of the time: this runs for every returned target); anything else goes through it."""
-    a = np.asarray(q)
-    if a.dtype.kind == "f" and a.dtype.itemsize <= 4 and a.shape == (dim,):
-        a = a.astype(np.float64)
-        ss = float(np.dot(a, a))
-        if 1e-280 < ss < math.inf:
-            return (a * (1.0 / math.sqrt(ss))).astype(np.float32).astype(np.float64)
-    return unit_queries(q, space=space, dim=dim)[0].astype(np.float64)
 
 
 def check_threshold(value, space: str) -> float:
@@ -204,20 +174,21 @@ class FaceBank:
         self.ids = load_array(self.build_dir, "ids.npy", dtype="S16", shape=(m,))
         self.codes = load_array(self.build_dir, "groups.npy", dtype="int16", shape=(m,))
         self._check_rows()
-        self._index_row = {fid.decode(): i for i, fid in enumerate(self.ids)}
+        self._id_rows: dict[str, int] | None = None  # id -> build row, made for the first `exclude`
+        self._calibrated = calibrated_thresholds(self.manifest)
         # Plain ndarray views of the memory maps: same mapped pages, no memmap subclass cost per access.
         vectors = {s: load_array(self.build_dir, f"vectors.{s}.npy", dtype="float32",
                                  shape=(m, self.manifest["spaces"][s]["dim"]), mmap=True).view(np.ndarray)
                    for s in self.spaces}
         self._vectors = vectors
         self._plans: dict[tuple, list] = {}
+        self._raw_plans: dict[tuple, list] = {}
         self._labels = [G.group_label(c) for c in range(G.N_GROUPS)]
         if secret is None:
             key_file = self.build_dir / "secret.key"
             secret = key_file.read_bytes() if key_file.is_file() else secrets.token_bytes(32)
         self.picker = Picker(vectors, self.codes, dtype=dtype, secret=secret)
-        self._ages = self.bank.column("age")
-        self._genders = self.bank.column("gender")
+        self._guard_of = self._new_guard()
         # Approximate FAISS indexes (ivf, hnsw) propose candidates for furthest picks; the exact
         # picker decides. Flat builds need no index at pick time: the exact scan is the index.
         self._approx = {s: m["index"]["type"] for s, m in self.manifest["spaces"].items()
@@ -250,35 +221,29 @@ class FaceBank:
             raise IndexBuildError(f"{self.build_dir}: rows.npy points outside the bank's {n} rows")
         if len(self.codes) and (self.codes.min() < 0 or self.codes.max() >= G.N_GROUPS):
             raise IndexBuildError(f"{self.build_dir}: groups.npy holds codes outside 0..{G.N_GROUPS - 1}")
-        if not np.array_equal(np.array(self.bank.ids[self.rows].tolist(), dtype="S16"), self.ids):
+        got = self.bank.mapped("id").read_all(n)[self.rows]  # from the fragments' maps: ~20 ms at 1M rows
+        if got.dtype != self.ids.dtype or not np.array_equal(got.view(np.uint8), self.ids.view(np.uint8)):
             raise StaleIndex(f"{self.build_dir}: ids.npy does not match the bank's ids at rows.npy; rebuild the index")
 
-    def _guard(self, index_row: int, bank_row: int, queries: Sequence[Mapping], thresholds: Mapping) -> None:
-        """The last check before a target leaves: the BANK's own vector of that face, in every space
-        of the query, is the build's, and is within the threshold of every query face.
+    def _new_guard(self) -> BankGuard:
+        return BankGuard(self.bank, self._vectors, self.codes, self.thresholds, self._calibrated, self.build_dir)
 
-        The picker decides on the build's vectors; this makes the guarantee rest on the bank's.
-        The bank's row is read from its fragment (~5 us), so the check costs a few microseconds.
-        """
-        for s, t in thresholds.items():
-            stored = self.bank.vector(s, bank_row)
-            if stored.tobytes() != self._vectors[s][index_row].tobytes():
-                raise StaleIndex(f"{self.build_dir}: vectors.{s}.npy row {index_row} differs from the bank's vector "
-                                 f"of face {self.bank.ids[bank_row]}; rebuild the index")
-            v = None
-            for q in queries:
-                if _clearly_below(q[s], stored, t):
-                    continue
-                if v is None:
-                    v = stored.astype(np.float64)
-                    bound = len(v) * 2.0**-52  # |float64 dot - exact| for unit rows of float32 values
-                u = _unit64(q[s], s, len(v))
-                sim = float(u @ v)
-                if sim > t - bound:  # near or above the threshold: decide on the correctly rounded sum
-                    sim = math.fsum((u * v).tolist())  # float32 products are exact in float64
-                if not sim <= t:
-                    raise IndexBuildError(f"{self.build_dir}: the pick of face {self.bank.ids[bank_row]} has "
-                                          f"{s} similarity {sim:.6f} > {t} against the bank's vector; refused")
+    def _guard(self, index_row: int, bank_row: int, queries: Sequence[Mapping], thresholds: Mapping) -> tuple[float, int]:
+        """The last check before a target leaves (facebank.pick.guard): the BANK's own vector of
+        that face, in every space of the query, is the build's and is within the threshold of every
+        query face; each threshold is not looser than the calibrated one unless given explicitly;
+        the target's group is the one of the bank's own age and gender. Returns (age, gender code).
+
+        The picker decides on the build's files; this makes the guarantee rest on the bank's, read
+        from its fragments' memory maps (about a microsecond a space)."""
+        return self._guard_of.check(index_row, bank_row, queries, thresholds)
+
+    @property
+    def _index_row(self) -> dict[str, int]:
+        """face id -> build row, made on first use (only `exclude` needs it; ~0.3 s at 1M faces)."""
+        if self._id_rows is None:
+            self._id_rows = dict(zip(self.ids.astype("U16").tolist(), range(len(self.ids))))
+        return self._id_rows
 
     def live_bank(self):
         """The session's bank, reopened if its file was replaced since (BankClosed after close(),
@@ -304,19 +269,32 @@ class FaceBank:
                 raise
             self.bank.close()
             self.bank, self._bank_stat, self._source_ids = new, stat, None
+            self._guard_of = self._new_guard()
 
     # -- groups --
     def _group_plan(self, age: float | None, gender: str | None, fallback: str) -> list[tuple[list[int] | None, str]]:
         """Group-code sets to try in order, with their labels (cached: a plan depends on the
         age group, gender and fallback only; PickOptions validated the fallback)."""
+        # The raw arguments (with their types: True is not 1) -> the plan, once they were validated.
+        raw = (age.__class__, age, gender.__class__, gender, fallback)
+        try:
+            plan = self._raw_plans.get(raw)
+        except TypeError:  # unhashable: validated below, and refused or planned without the memo
+            plan, raw = None, None
+        if plan is not None:
+            return plan
         key = (None if age is None else G.age_group(check_age(age)), None if gender is None else G.gender_name(gender),
                fallback)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = _plan(*key)
+        if raw is not None and len(self._raw_plans) < 4096:
+            self._raw_plans[raw] = plan
         return plan
 
     def _index_rows(self, exclude: Iterable) -> set[int]:
+        if type(exclude) in (tuple, list) and not exclude:  # the common case: nothing excluded
+            return set()
         try:
             if isinstance(exclude, (str, bytes)):
                 raise TypeError
@@ -355,20 +333,47 @@ class FaceBank:
 
     def _target(self, res: PickResult, thresholds, requested: str, fallback_used: str | None, mode: str,
                 queries: Sequence[Mapping], margin: float = 1.0) -> Target:
-        bank_row = int(self.rows[res.row])
-        self._guard(res.row, bank_row, queries, thresholds)
-        code = int(self.codes[res.row])
+        index_row = res.row
+        bank_row = int(self.rows[index_row])
+        age, gender = self._guard(index_row, bank_row, queries, thresholds)
+        t = self._make_target(index_row, bank_row, age, gender, dict(res.similarities), dict(thresholds),
+                              requested, fallback_used, mode, res.method)
+        t.__dict__.update(margin=margin, cut=None if res.cut is None else res.cut.to_dict(),
+                          looser=any(v > self.thresholds[s] for s, v in thresholds.items()))
+        return t
+
+    def _batch_targets(self, res, bank_rows: np.ndarray, ages: np.ndarray, genders: np.ndarray, thresholds: dict,
+                       mode: str) -> list[Target]:
+        """The Targets of a checked batch, their fields gathered column by column (not row by row)."""
         if self._source_ids is None:
             self._source_ids = self.bank.column("source_id")
-        return Target(
-            id=self.ids[res.row].decode(), row=bank_row, source_id=str(self._source_ids[bank_row]),
-            similarities=dict(res.similarities),
-            thresholds=dict(thresholds), age=float(self._ages[bank_row]),
-            gender=gender_name(int(self._genders[bank_row])),
-            group=self._labels[code], requested_group=requested, fallback=fallback_used, mode=mode,
-            method=res.method, margin=margin, cut=None if res.cut is None else res.cut.to_dict(),
-            looser=any(t > self.thresholds[s] for s, t in thresholds.items()), _session=self,
-        )
+        ids = self.ids[res.rows].astype("U16").tolist()
+        source_ids = self._source_ids[bank_rows].astype(str).tolist()
+        labels = [self._labels[c] for c in self.codes[res.rows].tolist()]
+        names = [_GENDER_NAMES[g] for g in genders.tolist()]
+        sims = [dict(zip(res.similarities, v)) for v in zip(*(c.tolist() for c in res.similarities.values()))]
+        looser = any(v > self.thresholds[s] for s, v in thresholds.items())
+        out = []
+        for k, (b, a, m) in enumerate(zip(bank_rows.tolist(), ages.tolist(), res.methods.tolist())):
+            t = _new(Target)
+            t.__dict__.update(id=ids[k], row=b, source_id=source_ids[k], similarities=sims[k],
+                              thresholds=dict(thresholds), age=a, gender=names[k], group=labels[k],
+                              requested_group="any", fallback=None, mode=mode, method=m, margin=1.0, cut=None,
+                              looser=looser, _session=self)
+            out.append(t)
+        return out
+
+    def _make_target(self, index_row: int, bank_row: int, age: float, gender: int, sims: dict, thresholds: dict,
+                     requested: str, fallback_used: str | None, mode: str, method: str) -> Target:
+        if self._source_ids is None:
+            self._source_ids = self.bank.column("source_id")
+        t = _new(Target)  # Target(...) without the frozen __init__'s cost: the fields are set once, here
+        t.__dict__.update(
+            id=self.ids[index_row].decode(), row=bank_row, source_id=str(self._source_ids[bank_row]),
+            similarities=sims, thresholds=thresholds, age=age, gender=_GENDER_NAMES[gender],
+            group=self._labels[self.codes[index_row]], requested_group=requested, fallback=fallback_used, mode=mode,
+            method=method, margin=1.0, cut=None, looser=False, _session=self)
+        return t
 
     # -- the API: the keyword forms build one PickOptions; pick_faces and pick_rows do the work --
     def pick_target(self, embedding: Embedding, *, space: str | None = None, age: float | None = None,
@@ -426,9 +431,10 @@ class FaceBank:
                                  f"got {len(values) if hasattr(values, '__len__') else type(values).__name__}")
         if ages is None and genders is None and options.fallback == "error" and margin == 1.0:
             res = self.picker.pick_batch(query, thresholds=thresholds, mode=options.mode, rng=options.rng, keys=keys,
-                                         exclude=self._index_rows(options.exclude))
-            return [self._target(r, thresholds, "any", None, options.mode, [{s: np.asarray(v)[i] for s, v in query.items()}])
-                    for i, r in enumerate(res)]
+                                         exclude=self._index_rows(options.exclude), as_arrays=True)
+            bank_rows = self.rows[res.rows]
+            ages, genders = self._guard_of.check_batch(res.rows, bank_rows, query, thresholds)
+            return self._batch_targets(res, bank_rows, ages, genders, thresholds, options.mode)
         out = []
         for i in range(b):
             face = QueryFace({s: np.asarray(v)[i] for s, v in query.items()}, None,
