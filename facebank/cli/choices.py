@@ -51,6 +51,7 @@ class SwapFallback(str, Enum):
 
     blur = "blur"
     pixelate = "pixelate"
+    none = "none"
 
 
 class Bound(str, Enum):
