@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -96,15 +97,25 @@ class Face:
 
 
 def _view(f: h5py.File, path: Path, manifest: dict) -> h5py.File:
-    """An in-memory top file for `manifest`, resolving fragments beside `path` (readers never write)."""
+    """An in-memory top file for `manifest`, resolving fragments beside `path` (readers never write).
+
+    Built in memory with absolute fragment paths, then reopened read-only from its image: a view
+    opened for writing would open its fragments for writing too, whose locks then clash with the
+    read-only opens of the one-row readers (facebank.bank.rows)."""
     attrs = dict(f.attrs)
     f.close()
-    view = h5py.File(path.parent / f".{path.name}.view", "w", driver="core", backing_store=False)
-    fill_top(view, manifest, float(attrs.get("created", 0.0)))
-    for key, value in attrs.items():
-        if key not in ("manifest", "manifest_sha256"):
-            view.attrs[key] = value
-    return view
+    absolute = {**manifest, "dir": str((path.parent / manifest["dir"]).resolve())}
+    with h5py.File(path.parent / f".{path.name}.view", "w", driver="core", backing_store=False) as view:
+        fill_top(view, absolute, float(attrs.get("created", 0.0)))
+        for key, value in attrs.items():
+            if key not in ("manifest", "manifest_sha256"):
+                view.attrs[key] = value
+        raw = json.dumps(manifest, sort_keys=True)  # the manifest as the folder beside it names it
+        view.attrs["manifest"] = raw
+        view.attrs["manifest_sha256"] = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+        view.flush()
+        image = view.id.get_file_image()
+    return h5py.File(h5py.h5f.open_file_image(image))
 
 
 def refuse_directory(path: Path) -> None:

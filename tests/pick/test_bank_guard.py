@@ -70,9 +70,9 @@ def test_forged_groups_never_serve_the_wrong_gender(built, tmp_path):
             for _ in range(10):
                 q = rng.standard_normal(DIM).astype(np.float32)
                 with pytest.raises(IndexBuildError, match=r"groups\.npy puts face .* the bank says"):
-                    fb.pick_target(q, age=30, gender=gender, threshold=0.9, rng=rng, fallback="widen_age")
+                    fb.pick_target(q, age=30, gender=gender, threshold=0.9, rng=rng, fallback="widen_age", allow_looser=True)
         with pytest.raises(IndexBuildError, match=r"groups\.npy"):
-            fb.pick_targets(rng.standard_normal((5, DIM)).astype(np.float32), threshold=0.9, rng=rng)
+            fb.pick_targets(rng.standard_normal((5, DIM)).astype(np.float32), threshold=0.9, rng=rng, allow_looser=True)
 
 
 def test_untouched_groups_agree_with_the_bank(built):
@@ -80,11 +80,12 @@ def test_untouched_groups_agree_with_the_bank(built):
     with FaceBank(built[1], bank=built[0]) as fb:
         for gender, name in (("f", "female"), ("m", "male")):
             t = fb.pick_target(rng.standard_normal(DIM).astype(np.float32), age=33, gender=gender, threshold=0.9,
-                               rng=rng)
+                               rng=rng, allow_looser=True)
             face = fb.bank.face(t.row)
             assert t.gender == face.gender == name and t.age == pytest.approx(face.age)
             assert t.group == f"30-39/{name}"
-        for t in fb.pick_targets(rng.standard_normal((20, DIM)).astype(np.float32), threshold=0.9, rng=rng):
+        for t in fb.pick_targets(rng.standard_normal((20, DIM)).astype(np.float32), threshold=0.9, rng=rng,
+                                 allow_looser=True):
             assert (t.age, t.gender) == (pytest.approx(fb.bank.face(t.row).age), fb.bank.face(t.row).gender)
 
 
@@ -104,7 +105,7 @@ def test_a_threshold_raised_above_its_calibration_is_refused_unless_explicit(bui
             fb.pick_target(q, rng=rng)
         with pytest.raises(IndexBuildError, match="calibrated"):
             fb.pick_targets(np.stack([q, q]), rng=rng)
-        t = fb.pick_target(q, threshold=0.5, rng=rng)  # given explicitly: the caller's choice
+        t = fb.pick_target(q, threshold=0.5, rng=rng)  # given explicitly, at the forged (not looser) threshold
         assert t.similarities["s"] <= 0.5
         assert fb.pick_target(q, threshold=0.1, rng=rng).thresholds == {"s": 0.1}  # stricter: always fine
 
@@ -116,13 +117,13 @@ def test_batch_targets_are_checked_against_the_bank(built, tmp_path):
     q = rng.standard_normal((40, DIM)).astype(np.float32)
     with FaceBank(built[1], bank=built[0]) as fb:
         truth = fb.bank.vectors("s").astype(np.float64)
-        for t, x in zip(fb.pick_targets(q, threshold=0.3, rng=rng), q):
+        for t, x in zip(fb.pick_targets(q, threshold=0.3, rng=rng, allow_looser=True), q):
             u = x.astype(np.float64) / np.linalg.norm(x.astype(np.float64))
             assert truth[t.row] @ u <= 0.3 + 1e-7 and t.id == fb.bank.ids[t.row]
     b = _forged(built, tmp_path, lambda b: np.save(b / "vectors.s.npy", np.load(b / "vectors.s.npy")[::-1].copy()))
     with FaceBank(b, bank=built[0]) as fb:
         try:
-            fb.pick_targets(q, threshold=0.9, rng=rng)
+            fb.pick_targets(q, threshold=0.9, rng=rng, allow_looser=True)
         except NoEligibleTarget:
             pytest.fail("a forged build must be refused, not reported as empty")
         except Exception as exc:  # noqa: BLE001 - the type is asserted next
