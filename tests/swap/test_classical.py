@@ -126,6 +126,14 @@ def test_similarity_leaves_less_of_the_person_than_warp(picked, session, assets,
     assert np.mean(sims["similarity"]) < np.mean(sims["warp"]), sims
 
 
+def test_region_real_pastes_over_the_whole_real_hull(picked):
+    """region="real" covers at least what "both" covers (the real hull contains their intersection)."""
+    image, face, target = picked
+    both = (ClassicalSwapper(region="both").swap(image, face, target) != image).any(axis=2)
+    real = (ClassicalSwapper(region="real").swap(image, face, target) != image).any(axis=2)
+    assert real.sum() >= both.sum() > 0
+
+
 def test_closed_mouth_degenerate_triangles_are_skipped(picked):
     """Coincident inner-lip points (a closed mouth) make zero-area triangles: skipped, no hang."""
     image, face, target = picked
@@ -191,6 +199,8 @@ def test_options_and_registry():
     assert get_swapper("classical").geometry == "similarity"
     with pytest.raises(InputError, match="geometry"):
         ClassicalSwapper(geometry="morph")
+    with pytest.raises(InputError, match="region"):
+        ClassicalSwapper(region="target")
     with pytest.raises(InputError, match="blend"):
         ClassicalSwapper(blend="seamless")
     with pytest.raises(InputError, match="RGB uint8"):
