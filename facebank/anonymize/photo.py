@@ -24,9 +24,9 @@ from facebank.swap import get_swapper
 
 __all__ = ["Anonymizer", "build_models"]
 
-# SCRFD sees the photo at 1280 (letterboxed, 3/4 filled): three 40 px faces in a 1080p frame are
-# found there (at 640 one of them is missed); see docs/anonymize.md.
-_DETECTOR_OPTIONS = {"scrfd": {"input_size": (1280, 1280)}}
+# A coarse pass for large faces and a fine one for small faces (facebank.vision.multiscale): one
+# input size either loses 40 px faces in 1080p or close-up portraits; see docs/anonymize.md.
+_DETECTOR_OPTIONS = {"scrfd": {"fine_size": 1280}, "yunet": {"fine_size": 1920}}
 
 
 def build_models(session: FaceBank, given) -> dict[str, str]:
