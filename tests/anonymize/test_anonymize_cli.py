@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from typer.testing import CliRunner
+
+from facebank.cli import app
 from facebank.cli.common import read_envelope
 from facebank.vision.image_io import decode_image, image_format
 
@@ -143,3 +146,16 @@ def test_errors_are_one_line(anon_build, faces_dir, tmp_path):
         lines = r.stderr.strip().splitlines()
         assert r.returncode != 0 and len(lines) == 1 and lines[0].startswith("error:") and what in lines[0], r.stderr
     assert not (tmp_path / "o").exists()  # nothing made before the error
+
+
+def test_cli_runner_anonymizes_one_photo_list(anon_build, faces_dir, tmp_path):
+    listing = tmp_path / "photos.txt"
+    listing.write_text(f"# one photo\n{faces_dir / 'img8.jpg'}\n")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["anonymize", str(listing), "--out", str(out), "--build", str(anon_build),
+                                 "--swapper", "pixelate", "--key", "album", "--json"])
+    assert r.exit_code == 0, r.output
+    res = read_envelope(r.stdout, "anonymize")
+    assert res["counts"]["photos"] == 1 and res["counts"]["faces_found"] >= 1
+    side = json.loads((out / "img8.json").read_text())
+    assert side["key"] == "album" and side["input"] == "img8.jpg" and (out / "img8.jpg").is_file()
