@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--detector-model", default=None)
     args = ap.parse_args()
 
-    import facebank.anonymize.photo as photo_mod
+    from facebank.anonymize import photo as photo_mod  # (facebank.anonymize the attribute is the function)
     from facebank import FaceBank
     from facebank.anonymize import AnonymizeOptions
     from facebank.anonymize.photo import Anonymizer, build_models

@@ -105,9 +105,10 @@ def test_kill_9_mid_folder_then_a_rerun_completes_with_no_duplicates(anon_build,
         image = image_of[k]
         assert (out / k).read_bytes() == done[k] and (out / k).stat().st_mtime_ns == stamps[k]
         assert (out / image).read_bytes() == done[image]
-    # A run from scratch gives the same bytes as the interrupted and resumed one.
+    # A run from scratch, in two worker processes, gives the same bytes as the interrupted and resumed one.
     fresh = tmp_path / "fresh"
-    assert _cli("anonymize", root, "--out", fresh, "--build", anon_build, "--swapper", "blur").returncode == 0
+    r = _cli("anonymize", root, "--out", fresh, "--build", anon_build, "--swapper", "blur", "--workers", "2")
+    assert r.returncode == 0, r.stderr
     for rel in rels:
         assert (fresh / rel).read_bytes() == (out / rel).read_bytes()
 
