@@ -135,8 +135,9 @@ class Anonymizer:
             tried.add(target.id)
             try:
                 result = _validate(self.swapper.swap(image, face, target), image, self.swapper.name)
-            except FacebankError as exc:
-                attempts.append(Attempt(target.to_dict(), None, error=f"{type(exc).__name__}: {exc}"))
+            except FacebankError as exc:  # a swapper that cannot do this face: the next target, then the fallback
+                why = f"the swapper failed: {type(exc).__name__}: {exc}"
+                attempts.append(Attempt(target.to_dict(), None, error=why))
                 result = None
             if result is not None:
                 chk = check_result(self.analyser, result, face, self.result_t)
