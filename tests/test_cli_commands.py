@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 
 # command -> "file::test" that invokes it through CliRunner (the test's source names the command).
 COVERED = {
+    "anonymize": "anonymize/test_anonymize_cli.py::test_cli_runner_anonymizes_one_photo_list",
     "annotate": "test_cli_commands.py::test_ingest_generated_photos_then_annotate",
     "audit": "test_audit_cli.py::test_audit_command",
     "bank accept-labels": "bank/test_label_disputes.py::test_accept_with_the_model_gender_relabels_the_face",

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from facebank.anonymize.check import check_result
+from facebank.anonymize.check import check_result, cosine, iou
 from facebank.anonymize.consent import KeepSet, load_keep
 from facebank.anonymize.options import AnonymizeOptions
 from facebank.anonymize.report import Attempt, FaceReport, PhotoReport
@@ -24,9 +24,9 @@ from facebank.swap import get_swapper
 
 __all__ = ["Anonymizer", "build_models"]
 
-# SCRFD sees the photo at 1280 (letterboxed, 3/4 filled): three 40 px faces in a 1080p frame are
-# found there (at 640 one of them is missed); see docs/anonymize.md.
-_DETECTOR_OPTIONS = {"scrfd": {"input_size": (1280, 1280)}}
+# A coarse pass for large faces and a fine one for small faces (facebank.vision.multiscale): one
+# input size either loses 40 px faces in 1080p or close-up portraits; see docs/anonymize.md.
+_DETECTOR_OPTIONS = {"scrfd": {"fine_size": 1280}, "yunet": {"fine_size": 1920}}
 
 
 def build_models(session: FaceBank, given) -> dict[str, str]:
@@ -121,6 +121,8 @@ class Anonymizer:
                 why = f"no eligible target: {exc}"
         for i in todo:
             out, reports[i] = self._face(out, faces, i, targets, key, why)
+        if todo:
+            out = self._recheck(out, faces, todo, reports)
         report = PhotoReport(tuple(reports[i] for i in range(len(faces))), self.provenance(key))
         return out, report
 
@@ -135,8 +137,9 @@ class Anonymizer:
             tried.add(target.id)
             try:
                 result = _validate(self.swapper.swap(image, face, target), image, self.swapper.name)
-            except FacebankError as exc:
-                attempts.append(Attempt(target.to_dict(), None, error=f"{type(exc).__name__}: {exc}"))
+            except FacebankError as exc:  # a swapper that cannot do this face: the next target, then the fallback
+                why = f"the swapper failed: {type(exc).__name__}: {exc}"
+                attempts.append(Attempt(target.to_dict(), None, error=why))
                 result = None
             if result is not None:
                 chk = check_result(self.analyser, result, face, self.result_t)
@@ -152,6 +155,30 @@ class Anonymizer:
             others = {t.id for j, t in enumerate(targets) if t is not None and j != i}
             target = self._repick(faces, i, key, n + 1, tried | others) if n + 1 < self.options.tries else None
         return self._fall_back(image, face, i, tuple(attempts), why)
+
+    def _recheck(self, image: np.ndarray, faces: list[PhotoFace], todo: list[int], reports: dict) -> np.ndarray:
+        """The finished photo analysed whole, as a recogniser would see it: a treated face found there
+        above a result threshold (the crop's detection differs a little, and a later swap may overlap
+        an earlier face) gets the fallback, or fails."""
+        found = self.analyser.get(image)
+        for i in todo:
+            r = reports[i]
+            if r.action not in ("swapped", "fallback"):
+                continue
+            sims = [{s: cosine(g.embeddings[s], faces[i].embeddings[s]) for s in self.result_t}
+                    for g in found if iou(g.box, faces[i].box) >= 0.3]
+            worst = {s: max((m[s] for m in sims), default=None) for s in self.result_t}
+            still = [m for m in sims if any(m[s] > t for s, t in self.result_t.items())]
+            reports[i] = replace(r, recheck={s: None if v is None else round(v, 4) for s, v in worst.items()})
+            if not still:
+                continue
+            why = "the whole-photo re-check still matches the real face"
+            if r.action == "fallback" or self.fallback is None:
+                reports[i] = replace(reports[i], action="failed", reason=f"{why}; {r.reason}".strip("; "))
+                continue
+            image, fixed = self._fall_back(image, faces[i], i, r.attempts, why)
+            reports[i] = replace(fixed, recheck=reports[i].recheck)
+        return image
 
     def _fall_back(self, image, face: PhotoFace, i: int, attempts: tuple, why: str):
         base = FaceReport(i, face.to_dict(), "failed", swapper=self.swapper.name, attempts=attempts)

@@ -70,6 +70,7 @@ class FaceReport:
     fallback_check: ResultCheck | None = None
     kept: dict | None = None  # consent: which kept person matched, and how closely
     reason: str = ""
+    recheck: dict | None = None  # space -> the highest similarity to the real face in the whole finished photo
 
     @property
     def passed_at(self) -> int | None:
@@ -87,7 +88,7 @@ class FaceReport:
                 "check": None if last is None else last.check.to_dict(),
                 "attempts": [a.to_dict() for a in self.attempts], "fallback": self.fallback,
                 "fallback_check": None if self.fallback_check is None else self.fallback_check.to_dict(),
-                "kept": self.kept, "reason": self.reason}
+                "kept": self.kept, "recheck": self.recheck, "reason": self.reason}
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from facebank.errors import UnknownSpace
+from facebank.errors import InputError, UnknownSpace
 from facebank.pick.session import FaceBank, check_threshold
 
 __all__ = ["RESULT_FAR", "result_thresholds"]
@@ -24,10 +24,10 @@ def result_thresholds(session: FaceBank, given: float | Mapping[str, float] | No
     from facebank.index.build import default_thresholds
 
     if given is not None and not isinstance(given, Mapping):
-        if len(session.spaces) != 1:
-            given = {s: given for s in session.spaces}
-        else:
-            given = {session.spaces[0]: given}
+        if len(session.spaces) != 1:  # cosines of different models are not on one scale
+            raise InputError(f"a single result threshold needs a one-space build; give SPACE=COS for each of "
+                             f"{', '.join(session.spaces)}")
+        given = {session.spaces[0]: given}
     given = dict(given or {})
     for s in given:
         if s not in session.spaces:

@@ -90,7 +90,7 @@ def anonymize(
 
 def register(app: typer.Typer) -> None:
     app.command(epilog=examples(
-        "facebank anonymize photos/ --out anon/ --build out/current --detector scrfd --detector-model det_2.5g.onnx",
+        "facebank anonymize photos/ --out anon/ --build out/current --detector yunet --detector-model yunet_s_dynamic.onnx",
         "facebank anonymize album/ --out anon/ --key my-album --keep consent/ --json",
         "facebank anonymize list.txt --out anon/ --fallback pixelate --workers 4",
     ))(anonymize)

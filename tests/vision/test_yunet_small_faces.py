@@ -68,12 +68,26 @@ def _found(detections, where) -> int:
 @pytest.mark.slow
 def test_scrfd_2_5g_finds_three_40px_faces_in_1080p_and_dlib_does_not(assets, frame_with_small_faces):
     frame, where = frame_with_small_faces
-    # The setting `facebank anonymize --detector scrfd` uses: a 1280 input (the frame at 2/3 scale).
-    scrfd = load_detector("scrfd", assets / "insightface_scrfd" / "det_2.5g.onnx", input_size=(1280, 1280))
-    found = scrfd.detect(frame)
-    assert _found(found, where) == 3 and len(found) == 3, [d.box for d in found]
-    assert all(30 <= d.box[2] - d.box[0] <= 55 for d in found)
-    dynamic = load_detector("yunet", assets / "yunet" / "yunet_s_dynamic.onnx")
+    model = assets / "insightface_scrfd" / "det_2.5g.onnx"
+    # At its default 640 input the frame shrinks 3x: a 40 px face is 13 px there.
+    at_1280 = load_detector("scrfd", model, input_size=(1280, 1280)).detect(frame)
+    assert _found(at_1280, where) == 3 and len(at_1280) == 3, [d.box for d in at_1280]
+    assert all(30 <= d.box[2] - d.box[0] <= 55 for d in at_1280)
+    # What `facebank anonymize --detector scrfd` uses: 640 for large faces, plus 1280 for small ones.
+    two_pass = load_detector("scrfd", model, fine_size=1280)
+    assert _found(two_pass.detect(frame), where) == 3 and len(two_pass.detect(frame)) == 3
+    dynamic = load_detector("yunet", assets / "yunet" / "yunet_s_dynamic.onnx", fine_size=1920)
     assert _found(dynamic.detect(frame), where) == 3
     # dlib's HOG detector (an 80 px window) misses all three: the reason --detector exists.
     assert _found(load_detector("dlib").detect(frame), where) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["img3.jpg", "img33.jpg"])  # close-up portraits, 2048 px, the face ~700 px
+def test_two_passes_keep_a_close_up_portrait_as_one_face(assets, name):
+    image = _photo(assets, name)
+    scrfd = load_detector("scrfd", assets / "insightface_scrfd" / "det_2.5g.onnx", fine_size=1280)
+    yunet = load_detector("yunet", assets / "yunet" / "yunet_s_dynamic.onnx", fine_size=1920)
+    for det in (scrfd, yunet):
+        faces = det.detect(image)
+        assert len(faces) == 1 and faces[0].box[2] - faces[0].box[0] > 400, (det, [f.box for f in faces])
