@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import fcntl
+import io
 import json
 import logging
 import os
@@ -35,13 +36,13 @@ import numpy as np
 from facebank.bank import schema
 from facebank.bank.commit import CommitState, commit_pending
 from facebank._io.checksum import xxh3_file
-from facebank._io.files import as_path
+from facebank._io.files import as_path, disk_full, ensure_space, is_disk_full, write_durable
 from facebank.bank.integrity import BANK_ID_FILE, bind_top, canonical_dir, check_refs, read_bank_id, write_bank_id
 from facebank.bank.layout import empty_manifest, orphans, write_top
 from facebank.bank.leftovers import quarantine_corrupt_batches, remove_temp_files
 from facebank.bank.records import FaceRecord, Rejection
 from facebank.bank.store import Bank, refuse_directory
-from facebank.errors import BankError, BankLockedError, InputError
+from facebank.errors import BankError, BankLockedError, DiskFull, InputError
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +60,6 @@ def _create_columns(group: h5py.Group, columns: dict, n: int = 0) -> None:
     for name, (dtype, shape) in columns.items():
         group.create_dataset(name, shape=(n, *shape), maxshape=(None, *shape), dtype=dtype,
                              chunks=(schema.chunk_rows(name), *shape))
-
-
-def _fsync(name: str) -> None:
-    with open(name, "rb") as fh:
-        os.fsync(fh.fileno())
 
 
 def create_bank(path: str | os.PathLike) -> Path:
@@ -322,16 +318,38 @@ class BankWriter:
         if not pending:
             return
         try:
+            ensure_space(canonical_dir(self.path), self._commit_estimate(pending), f"a commit of {self.path}")
             commit_pending(self.path, self._state, pending, copy_images=self.copy_images, checksums=self._checksums)
-        except OSError as exc:
+        except Exception as exc:
             self._load_known()  # the commit did not happen: forget what it had noted
-            raise BankError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+            if isinstance(exc, DiskFull):
+                raise
+            if is_disk_full(exc):
+                raise disk_full(self.path, exc) from exc
+            if isinstance(exc, OSError):
+                raise BankError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+            raise
         except BaseException:
             self._load_known()
             raise
         for name in pending:  # applied and deleted
             self._checksums.pop(name, None)
         log.debug("committed %d pending batches to %s", len(pending), self.path)
+
+    def _commit_estimate(self, pending: list[str]) -> int:
+        """About how many bytes a commit of `pending` writes: the new faces' small columns and crops,
+        vectors and attribute updates; images only when they are copied (else hard links)."""
+        total = 0
+        for name in pending:
+            size = os.path.getsize(name)
+            if self.copy_images:
+                total += size
+                continue
+            with h5py.File(name, "r") as p:
+                faces = p["faces/id"].shape[0] if "faces" in p else 0
+                images = int(p["faces/image"].id.get_storage_size()) if "faces" in p else 0
+            total += faces * 40_000 + max(0, size - images)
+        return total
 
     def close(self) -> None:
         try:
@@ -423,8 +441,10 @@ class PendingBatch:
         """Write the batch as `final` (atomic: a temporary name, fsync, rename)."""
         tmp = f"{final.parent}/.{final.name}.{os.getpid()}-{time.time_ns()}.tmp"
         vectors = {s: (info, list(ids), list(vecs)) for s, (info, ids, vecs) in self.vectors.items()}
+        ensure_space(final.parent, self.estimate(), f"pending batch {final.name}")
+        buf = io.BytesIO()
         try:
-            with h5py.File(tmp, "w") as p:
+            with h5py.File(buf, "w") as p:  # in memory, then one plain write (see write_durable)
                 if self.faces:
                     _write_rows(p.create_group("faces"), schema.FACE_COLUMNS, self.faces)
                     for space in sorted({s for r in self.faces for s in r.embeddings}):
@@ -449,11 +469,23 @@ class PendingBatch:
                                          values.astype(dtype), dtype=dtype)
                 if self.lines:
                     p.create_dataset("log", data=np.array(self.lines, dtype=object), dtype=schema.STR)
-            _fsync(tmp)
+            write_durable(tmp, buf.getbuffer())
             os.replace(tmp, final)
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise disk_full(final.parent, exc) from exc
+            raise
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+    def estimate(self) -> int:
+        """About how many bytes `write` needs (images, crops, vectors, attribute columns, overhead)."""
+        n = sum(len(r.image) + r.crop.nbytes + 2048 + sum(v.nbytes for v in r.embeddings.values())
+                for r in self.faces)
+        n += sum(sum(np.asarray(v).nbytes for v in vecs) for _, _, vecs in self.vectors.values())
+        n += sum(sum(getattr(v, "nbytes", 0) for v in cols.values()) + 64 * len(ids) for ids, cols in self.attributes)
+        return n + 1024 * len(self.rejections) + sum(len(x) for x in self.lines) + (64 << 10)
 
 
 def _write_rows(group: h5py.Group, columns: dict, rows: list) -> None:

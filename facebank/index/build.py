@@ -30,7 +30,7 @@ from facebank._io.deps import require
 from facebank._io.checksum import file_digests
 from facebank.config import DEFAULT_BUILDS
 from facebank.errors import ConfigError, IndexBuildError, InputError, UnknownSpace
-from facebank._io.files import as_path, atomic_write_json, pid_alive
+from facebank._io.files import as_path, atomic_write_json, disk_full, ensure_space, is_disk_full, pid_alive
 from facebank.index import groups as G
 from facebank.index.manifest import FAST, FORMAT_VERSION, KIND, content_id, read_manifest
 
@@ -185,6 +185,7 @@ def build_index(
             raise InputError(f"build {final} already exists")
         tmp = out / f".tmp-{build_id}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
+        ensure_space(out, _build_bytes(len(rows), [int(infos[s]["dim"]) for s in spaces], kind), f"index build {build_id}")
         tmp.mkdir()
         try:
             np.save(tmp / "rows.npy", rows.astype(np.int64))
@@ -215,11 +216,22 @@ def build_index(
             manifest["content_id"] = content_id(manifest)
             atomic_write_json(tmp / "manifest.json", manifest)
             os.rename(tmp, final)
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise disk_full(out, exc) from exc
+            raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     if make_current:
         use_build(final)
     return final
+
+
+def _build_bytes(rows: int, dims: list[int], kind: str) -> int:
+    """About how many bytes a build writes: per space the exact vectors and the FAISS index (a copy of
+    them, plus HNSW's links), and the row, id and group files."""
+    per_row = sum(2 * 4 * d + (32 * 2 * 4 + 16 if kind == "hnsw" else 8) for d in dims) + 8 + 16 + 2
+    return rows * per_row
 
 
 def remove_dead_temps(out: Path) -> list[Path]:
