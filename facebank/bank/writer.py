@@ -81,6 +81,8 @@ def create_bank(path: str | os.PathLike) -> Path:
 
 def _check_writable_dir(directory: Path) -> None:
     directory = directory if str(directory) else Path(".")
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"{directory} is a file, not a folder: a bank needs a folder to live in")
     if not directory.is_dir():
         raise InputError(f"directory {directory} does not exist")
     if not os.access(directory, os.W_OK):

@@ -160,7 +160,12 @@ def build_index(
     `facebank.build_index` is this function with a calibration report path (`threshold_from`,
     `far`) in place of `calibrated`."""
     start = time.time()
-    out = Path(out)
+    out = as_path(out, "builds folder")
+    for folder in (out, *out.parents):
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"builds folder {out}: {folder} is a file, not a folder")
+        if folder.exists():
+            break
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise InputError(f"cannot write in {out}: read-only location")
