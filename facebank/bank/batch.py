@@ -17,7 +17,14 @@ from facebank.bank import schema
 from facebank.bank.records import FaceRecord, Rejection
 from facebank.errors import BankError
 
-__all__ = ["PendingBatch"]
+__all__ = ["ATTRIBUTE_COLUMNS", "PendingBatch"]
+
+# Columns `facebank annotate` may rewrite; everything else about a face is fixed at ingest.
+ATTRIBUTE_COLUMNS = frozenset({
+    "age", "age_confidence", "age_source", "gender", "gender_confidence", "gender_source",
+    "model_age", "model_age_confidence", "model_gender", "model_gender_confidence", "attribute_model",
+    "box", "landmarks", "crop", "detector", "status",
+})
 
 
 def _create_columns(group: h5py.Group, columns: dict, n: int = 0) -> None:

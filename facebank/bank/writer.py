@@ -37,7 +37,7 @@ from facebank._io.files import as_path, disk_full, ensure_space, is_disk_full
 from facebank.bank.integrity import BANK_ID_FILE, bind_top, canonical_dir, check_refs, read_bank_id, write_bank_id
 from facebank.bank.layout import empty_manifest, orphans, write_top
 from facebank.bank.leftovers import quarantine_corrupt_batches, remove_temp_files
-from facebank.bank.batch import PendingBatch
+from facebank.bank.batch import ATTRIBUTE_COLUMNS, PendingBatch
 from facebank.bank.records import FaceRecord, Rejection
 from facebank.bank.store import Bank, refuse_directory
 from facebank.errors import BankError, BankLockedError, DiskFull, InputError
@@ -46,12 +46,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ATTRIBUTE_COLUMNS", "BankWriter", "PendingBatch", "create_bank", "work_dir"]
 
-# Columns `facebank annotate` may rewrite; everything else about a face is fixed at ingest.
-ATTRIBUTE_COLUMNS = frozenset({
-    "age", "age_confidence", "age_source", "gender", "gender_confidence", "gender_source",
-    "model_age", "model_age_confidence", "model_gender", "model_gender_confidence", "attribute_model",
-    "box", "landmarks", "crop", "detector", "status",
-})
 
 
 def create_bank(path: str | os.PathLike) -> Path:
