@@ -6,9 +6,13 @@ imports only `errors`, so reading a config loads no model library.
 
 from __future__ import annotations
 
+import math
+import os
 import tomllib
+import types
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Union, get_args, get_origin, get_type_hints
 
 from facebank.errors import ConfigError, InputError
 
@@ -96,10 +100,18 @@ class EngineConfig:
                               "cpus_per_actor > 0")
 
 
+WORKERS_PER_CPU = 4  # the most worker processes per CPU: each loads its own models; more only compete
+
+
 def check_workers(workers, option: str = "--workers") -> int:
-    """A process count: an integer >= 0 (0 = one per CPU); InputError otherwise, before any work."""
+    """A process count: an integer >= 0 (0 = one per CPU), at most 4 per CPU; InputError otherwise, before any work."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise InputError(f"{option} must be an integer >= 0 (0 = one per CPU), got {workers!r}")
+    cpus = os.cpu_count() or 1
+    if workers > WORKERS_PER_CPU * cpus:
+        raise InputError(f"{option} {workers} is more than {WORKERS_PER_CPU * cpus} ({WORKERS_PER_CPU} per CPU, "
+                         f"{cpus} CPUs here): each worker is a process that loads its own models, so more only "
+                         f"compete for the cores and the memory")
     return workers
 
 
@@ -125,11 +137,50 @@ class BuildConfig:
         return asdict(self)
 
 
-def _make(cls, data: dict, where: str):
+def _fits(value, hint) -> bool:
+    """Whether a TOML value has the type a config field is annotated with."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:  # tuple[X, ...]: a TOML array of X
+        return isinstance(value, (list, tuple)) and all(_fits(v, args[0]) for v in value)
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    return True  # nested tables are checked by their own _make
+
+
+def _kind(hint) -> str:
+    names = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false", dict: "a table",
+             type(None): "absent"}
+    if get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_kind(a) for a in get_args(hint) if a is not type(None))
+    if get_origin(hint) is tuple:
+        return f"an array of {_kind(get_args(hint)[0]).split(' ', 1)[-1]}s"
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _make(cls, data, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table, got {type(data).__name__} {str(data)[:40]!r}")
     known = {f.name for f in fields(cls)}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{where}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+    hints = get_type_hints(cls)
+    for key, value in data.items():
+        if not _fits(value, hints[key]):
+            raise ConfigError(f"{where}: key {key} must be {_kind(hints[key])}, got {type(value).__name__} "
+                              f"{str(value)[:40]!r}")
     try:
         return cls(**data)
     except TypeError as exc:
@@ -148,6 +199,48 @@ def source_from_path(path: str) -> SourceConfig:
     if p.is_dir():
         return SourceConfig("folder", path)
     raise ConfigError(f"cannot tell what kind of face source {path} is (a folder, a generated.photos export or a .pkl)")
+
+
+INDEX_KINDS = ("flat", "ivf", "hnsw")
+
+
+def _check_values(path, cfg: BuildConfig, sources, vision: VisionConfig, spaces, index: IndexConfig) -> None:
+    """Ranges and choices of every key, before any work (ConfigError naming the key)."""
+    def bad(key: str, want: str, value) -> None:
+        raise ConfigError(f"{path}: key {key} must be {want}, got {value!r}")
+
+    if not cfg.bank.strip():
+        bad("bank", "a bank file path", cfg.bank)
+    if not 0 <= cfg.sample_picks <= 10_000:
+        bad("sample_picks", "an integer from 0 to 10000", cfg.sample_picks)
+    try:
+        check_workers(cfg.workers, "workers")
+    except InputError as exc:
+        raise ConfigError(f"{path}: key {exc}") from None
+    if not 1 <= vision.min_face_px <= 100_000:
+        bad("[vision] min_face_px", "an integer from 1 to 100000 (pixels)", vision.min_face_px)
+    for s in sources:
+        if s.kind == "stylegan":
+            if not -10 <= s.psi <= 10:
+                bad("[[sources]] psi", "a truncation from -10 to 10 (usually 0.5-1)", s.psi)
+            if s.class_idx is not None and s.class_idx < 0:
+                bad("[[sources]] class_idx", "an integer >= 0", s.class_idx)
+            from facebank.seeds import parse_seeds
+
+            try:
+                parse_seeds(s.seeds)
+            except InputError as exc:
+                raise ConfigError(f"{path}: key [[sources]] seeds: {exc}") from None
+        elif not s.path.strip():
+            bad("[[sources]] path", f"the folder or export of the {s.kind} source", s.path)
+    names = [sp.space for sp in spaces]
+    if any(not n.strip() for n in names) or len(set(names)) != len(names):
+        bad("[[spaces]] space", "distinct, non-empty space names", names)
+    if index.kind not in INDEX_KINDS:
+        bad("[index] kind", f"one of {', '.join(INDEX_KINDS)}", index.kind)
+    for space, value in index.thresholds.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1.0 <= value <= 1.0:
+            bad(f"[index] thresholds.{space}", "a cosine from -1 to 1", value)
 
 
 DEFAULT_CONFIG = "default"  # `--config default`: the config shipped in the package (facebank/data/default.toml)
@@ -169,6 +262,8 @@ def config_path(name: str | Path) -> Path:
 def load_config(path: str | Path = DEFAULT_CONFIG) -> BuildConfig:
     """Read a build config: a TOML path, or "default" (the packaged data/default.toml)."""
     path = config_path(path)
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a folder, not a TOML file")
     if not path.is_file():
         raise ConfigError(f"config {path} does not exist")
     try:
@@ -177,16 +272,21 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> BuildConfig:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
     top = {k: v for k, v in raw.items() if k not in ("sources", "vision", "spaces", "index", "engine")}
     cfg = _make(BuildConfig, top, str(path))
+    for key in ("sources", "spaces"):
+        if not isinstance(raw.get(key, []), list):
+            raise ConfigError(f"{path}: key {key} must be an array of tables ([[{key}]]), got "
+                              f"{type(raw[key]).__name__} {str(raw[key])[:40]!r}")
     sources = tuple(_make(SourceConfig, s, f"{path} [[sources]]") for s in raw.get("sources", []))
     for s in sources:
         if s.kind not in SOURCE_KINDS:
             raise ConfigError(f"{path}: source kind {s.kind!r} is not one of {', '.join(SOURCE_KINDS)}")
     vision = _make(VisionConfig, raw.get("vision", {}), f"{path} [vision]")
     spaces = tuple(_make(SpaceConfig, s, f"{path} [[spaces]]") for s in raw.get("spaces", [])) or cfg.spaces
-    index_raw = dict(raw.get("index", {}))
-    index_raw["spaces"] = tuple(index_raw.get("spaces", ()))
+    index_raw = raw.get("index", {})
     index = _make(IndexConfig, index_raw, f"{path} [index]")
+    index = IndexConfig(**{**asdict(index), "spaces": tuple(index.spaces)})
     engine = _make(EngineConfig, raw.get("engine", {}), f"{path} [engine]")
+    _check_values(path, cfg, sources, vision, spaces, index)
     return BuildConfig(bank=cfg.bank, cache_dir=cfg.cache_dir, sources=sources, vision=vision, spaces=spaces,
                        index=index, sample_picks=cfg.sample_picks, workers=cfg.workers,
                        engine=engine)

@@ -16,6 +16,7 @@
     │   └── BankClosed             a bank, picking session or target used after its session closed
     ├── IndexBuildError            an index build is missing, corrupt or inconsistent
     │   └── StaleIndex             the build was made from another bank, or the bank changed since
+    ├── DiskFull                   no space left on the device (or the file size limit) while writing
     ├── NoEligibleTarget           no synthetic face is dissimilar enough in the requested group
     └── ClusterError               the Ray cluster cannot be reached, or cannot place a stage
 
@@ -31,6 +32,7 @@ __all__ = [
     "BankLockedError",
     "ClusterError",
     "ConfigError",
+    "DiskFull",
     "FaceRejected",
     "FacebankError",
     "IndexBuildError",
@@ -123,6 +125,11 @@ class IndexBuildError(FacebankError):
 
 class StaleIndex(IndexBuildError):
     """The index build does not belong to this bank, or the bank changed since it was built."""
+
+
+class DiskFull(FacebankError):
+    """No space left on the device (or the process's file size limit) while writing; what was
+    committed before is intact (every write goes to a temporary file first)."""
 
 
 class NoEligibleTarget(FacebankError):

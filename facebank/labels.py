@@ -58,7 +58,9 @@ def gender_name(code: int) -> str:
 
 
 def check_age(age) -> float:
-    """A query's age in years as a float: finite and >= 0, else InputError."""
+    """A query's age in years as a float: finite and >= 0, else InputError (True is not an age)."""
+    if type(age).__name__ in ("bool", "bool_"):  # Python's or numpy's bool: float(True) would be age 1
+        raise InputError(f"age must be a number of years, got {type(age).__name__} {age!r}")
     try:
         a = float(age)
     except (TypeError, ValueError) as exc:

@@ -33,6 +33,7 @@ COVERED = {
     "bank accept-labels": "bank/test_label_disputes.py::test_accept_with_the_model_gender_relabels_the_face",
     "bank check-labels": "bank/test_label_disputes.py::test_insightface_second_opinion_on_the_stored_crops",
     "bank compact": "test_cli_commands.py::test_bank_compact",
+    "bank copy": "test_cli_commands.py::test_bank_copy",
     "bank upgrade": "test_bank_fragments.py::test_v1_fixture_converts_bit_for_bit",
     "build": "test_cli.py::test_build_from_config_with_source_override",
     "dedupe": "test_audit_cli.py::test_dedupe_command",
@@ -193,6 +194,16 @@ def test_bank_compact(small_bank, tmp_path):
     assert res["fragments"] >= 1 and open_bank(bank).content_hash == before
     r = invoke("bank", "compact", "--bank", bank)
     assert r.exit_code == 0 and r.stdout.startswith("compacted ")
+
+
+def test_bank_copy(small_bank, tmp_path):
+    r = invoke("bank", "copy", "--bank", small_bank, "--to", tmp_path / "copy.h5", "--json")
+    assert r.exit_code == 0, r.output
+    assert read_envelope(r.stdout, "bank copy")["copy"] == str(tmp_path / "copy.h5")
+    with open_bank(small_bank) as a, open_bank(tmp_path / "copy.h5") as b:
+        assert a.content_hash == b.content_hash and a.manifest["uuid"] != b.manifest["uuid"]
+    r = invoke("bank", "copy", "--bank", small_bank, "--to", tmp_path / "copy.h5")
+    assert r.exit_code == 2 and r.output.startswith("error: InputError") and "already exists" in r.output
 
 
 def _no_nan(value) -> bool:

@@ -92,6 +92,27 @@ def _check_expected(actual: str, expected: Optional[str], what: str) -> None:
         raise SourceError(f"{what} has sha256 {actual}, expected {expected.lower()}")
 
 
+def check_url(url: str) -> None:
+    """SourceError for a URL that cannot be fetched as written (no host, a port that is not a number
+    from 1 to 65535, a file:// path that is missing or a folder), before any connection is tried."""
+    try:
+        parsed = urllib.parse.urlparse(url)
+        port = parsed.port  # ValueError for "host:abc" or "host:70000"
+    except ValueError as exc:
+        raise SourceError(f"invalid URL {url!r}: {exc}") from None
+    if parsed.scheme.lower() in ("http", "https"):
+        if not parsed.hostname:
+            raise SourceError(f"invalid URL {url!r}: it names no host")
+        if port == 0:
+            raise SourceError(f"invalid URL {url!r}: port 0")
+    elif parsed.scheme.lower() == "file":
+        path = Path(urllib.request.url2pathname(parsed.path))
+        if path.is_dir():
+            raise SourceError(f"{url} is a folder, not a file")
+        if not path.is_file():
+            raise SourceError(f"{url}: file not found: {path}")
+
+
 def _retryable(exc: BaseException) -> bool:
     """A dropped connection, a timeout or a server-side error is worth another try; a 404 is not."""
     if isinstance(exc, urllib.error.HTTPError):
@@ -149,12 +170,13 @@ def _download(url: str, target: Path) -> str:
     """Download url into `target.part` (retries with backoff, resumed by Range), then os.replace
     it onto target; returns the sha256. A failed download keeps the part for the next run."""
     part = target.with_name(target.name + ".part")
+    local = urllib.parse.urlparse(url).scheme.lower() == "file"  # a local file: another try reads the same
     for k in range(ATTEMPTS):
         try:
             _attempt(url, part)
             break
         except Exception as exc:
-            if k == ATTEMPTS - 1 or not _retryable(exc):
+            if local or k == ATTEMPTS - 1 or not _retryable(exc):
                 raise
             log.warning("download of %s failed (%s); retry %d of %d", url, exc, k + 1, ATTEMPTS - 1)
             time.sleep(BACKOFF_S * 2 ** k)
@@ -189,13 +211,18 @@ def fetch(path_or_url: Union[str, Path], *, cache_dir: Union[str, Path, None] = 
     text = str(path_or_url)
     if not is_url(text):
         path = Path(text).expanduser()
+        if path.is_dir():
+            raise SourceError(f"{what} {path} is a folder, not a file")
         if not path.is_file():
             raise SourceError(f"{what} file not found: {path}")
         if expected_sha256 is not None:
             _check_expected(sha256_file(path), expected_sha256, str(path))
         return path
 
+    check_url(text)
     cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise SourceError(f"cache folder {cache_dir} is a file, not a folder")
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / _cache_name(text, default=default_name)
     meta_path = cache_record(target)

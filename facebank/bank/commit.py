@@ -101,7 +101,7 @@ class _Commit:
         self.checksums = checksums or {}  # batch file -> XXH3-128 the writer checked when it adopted it
         self.m = copy.deepcopy(state.manifest)
         self.m["version"] += 1
-        self.fw = FragmentWriter(fragment_dir(bank, self.m), self.m["version"])
+        self.fw = FragmentWriter(fragment_dir(bank, self.m), self.m["version"], memory=not copy_images)
         self.n0 = self.m["rows"]["faces"]
         self.faces = self.rej = self.log = None
         self.attrs: list[tuple[int, str, object]] = []  # (row, column, value), in order

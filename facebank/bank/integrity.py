@@ -222,3 +222,23 @@ def check_refs(bank: Path, manifest: dict, folder: Path) -> None:
         if unlisted:
             raise BankError(f"{bank}: fragment {path} reads {unlisted[0]}, which its manifest entry does not list "
                             f"in refs (edited manifest); the bank is damaged")
+
+
+def damaged_file(manifest: dict, folder: Path) -> Path | None:
+    """After a failed read: the first fragment or ref file that does not read whole (None: all do).
+    Reads every dataset, so it runs only once something already failed."""
+    import h5py
+
+    from facebank.bank.layout import fragment_files
+
+    def read_all(f: h5py.File) -> None:
+        f.visititems(lambda _, obj: obj[()] if isinstance(obj, h5py.Dataset) and not obj.is_virtual else None)
+
+    for fr in manifest["fragments"]:
+        for name in fragment_files(fr):
+            try:
+                with h5py.File(folder / name, "r") as f:
+                    read_all(f)
+            except (OSError, RuntimeError, KeyError, ValueError):
+                return folder / name
+    return None

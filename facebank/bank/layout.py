@@ -9,6 +9,7 @@ h5py opens the bank as one file. Fragments are written once, under a temporary n
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import h5py
 import numpy as np
 
 from facebank._io.checksum import FAST, xxh3_file
+from facebank._io.files import write_durable
 from facebank._version import __version__
 from facebank.errors import BankError
 from facebank.bank import schema
@@ -136,12 +138,15 @@ def file_sha256(path: Path) -> str:
 class FragmentWriter:
     """One new fragment file: parts (a table's row range and some of its columns), written once."""
 
-    def __init__(self, directory: Path, seq: int):
+    def __init__(self, directory: Path, seq: int, *, memory: bool = False):
         directory.mkdir(exist_ok=True)
         self.directory = directory
         self.name = f"frag-{seq:08d}-{uuid.uuid4().hex[:8]}.h5"
         self.tmp = directory / f".{self.name}.tmp"
-        self.f = h5py.File(self.tmp, "w", libver=("v110", "latest"))
+        # memory: built in memory and written in one plain write (a commit's fragment: crops and small
+        # columns), so a full disk fails outside HDF5; compact's, which copy images, go straight to disk.
+        self._buf = io.BytesIO() if memory else None
+        self.f = h5py.File(self._buf if memory else self.tmp, "w", libver=("v110", "latest"))
         self.parts: list[dict] = []
         self.refs: list[dict] = []  # files linked beside it that its virtual datasets read
         self._seq = seq
@@ -195,9 +200,14 @@ class FragmentWriter:
         """Fsync and move the file into place; returns its manifest entry (None when it holds no part)."""
         self.f.close()
         if not self.parts:
-            os.unlink(self.tmp)
+            if os.path.exists(self.tmp):
+                os.unlink(self.tmp)
             return None
-        _fsync_path(self.tmp)
+        if self._buf is not None:
+            write_durable(self.tmp, self._buf.getbuffer())
+            self._buf = None
+        else:
+            _fsync_path(self.tmp)
         final = self.directory / self.name
         os.replace(self.tmp, final)
         _fsync_path(self.directory)  # also makes the links of `refs` durable
@@ -277,9 +287,10 @@ def write_top(bank: Path, manifest: dict, created: float) -> None:
     """Write the top file for `manifest` under a temporary name and switch `<bank>` to it (atomic)."""
     tmp = _tmp_top(bank)
     try:
-        with h5py.File(tmp, "w", libver=("v110", "latest")) as f:
+        buf = io.BytesIO()  # in memory, then one plain write: a full disk fails outside HDF5
+        with h5py.File(buf, "w", libver=("v110", "latest")) as f:
             fill_top(f, manifest, created)
-        _fsync_path(tmp)
+        write_durable(tmp, buf.getbuffer())
         os.replace(tmp, bank)
         _fsync_path(bank.parent)
     finally:

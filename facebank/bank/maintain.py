@@ -19,7 +19,7 @@ from pathlib import Path
 import h5py
 
 from facebank.bank import schema
-from facebank._io.files import as_path
+from facebank._io.files import as_path, disk_full, ensure_space, is_disk_full
 from facebank.bank.integrity import BANK_ID_FILE, bind_top, canonical_dir, check_refs, fragment_seq, read_bank_id, write_bank_id
 from facebank.bank.layout import FragmentWriter, empty_manifest, fragment_dir, fragment_files, orphans, write_top
 from facebank.bank.store import Bank, check_header
@@ -82,14 +82,18 @@ def _write_tables(fw: FragmentWriter, f: h5py.File, rows: dict) -> None:
             _copy_rows(f if table == "log" else f[table], g, cols, 0, rows[table])
 
 
-def _rewrite(bank: Path, f: h5py.File, manifest: dict, runs: list[tuple[int, int]], keep: list[dict]) -> dict:
+_IN_MEMORY = 512 << 20  # merged fragments smaller than this are built in memory (a full disk fails outside HDF5)
+
+
+def _rewrite(bank: Path, f: h5py.File, manifest: dict, runs: list[tuple[int, int]], keep: list[dict],
+             memory: bool = False) -> dict:
     """Fragments for `runs` (row ranges) plus the tables; returns the new manifest (not yet switched to)."""
     new = copy.deepcopy(manifest)
     new.update(fragments=list(keep), retired=[], applied_batches=manifest.get("applied_batches", []))
     new["version"] += 1
     directory = fragment_dir(bank, new)
     for i, (a, b) in enumerate(runs):
-        fw = FragmentWriter(directory, new["version"])
+        fw = FragmentWriter(directory, new["version"], memory=memory)
         try:
             _write_range(fw, f, new["spaces"], a, b)
             if i == len(runs) - 1:
@@ -198,8 +202,22 @@ def compact_bank(bank: str | os.PathLike, *, target_rows: int = 2048) -> dict:
                     cur = [a, b]
                     runs.append(cur)
             before = len(manifest["fragments"]) + len(manifest["retired"])
-            new = _rewrite(bank, f, manifest, [tuple(r) for r in runs], keep)
-        write_top(bank, new, created)
+            merged = [fr for fr in manifest["fragments"] if fr not in keep]
+            need = sum(fr["bytes"] + sum(r["bytes"] for r in fr.get("refs", [])) for fr in merged)
+            ensure_space(canonical_dir(bank), need, f"compacted fragments of {bank}")
+            try:
+                new = _rewrite(bank, f, manifest, [tuple(r) for r in runs], keep, memory=need < _IN_MEMORY)
+            except Exception as exc:
+                if is_disk_full(exc):
+                    raise disk_full(canonical_dir(bank), exc) from exc
+                raise
+        try:
+            write_top(bank, new, created)
+        except Exception as exc:
+            if is_disk_full(exc):
+                _remove_unreferenced(bank, manifest, manifest)  # the new fragments: orphans of a version not reached
+                raise disk_full(bank, exc) from exc
+            raise
         removed = _remove_unreferenced(bank, manifest, new)
     return {"bank": str(bank), "fragments_before": before, "fragments": len(new["fragments"]), "removed": removed}
 

@@ -161,6 +161,14 @@ class Bank:
         self._cols: dict[str, np.ndarray] = {}
         self._closed = False
 
+    def _damaged(self, exc: BaseException) -> BankError:
+        """A read through the virtual datasets failed (HDF5 names no file): find the fragment that did."""
+        from facebank.bank.integrity import canonical_dir, damaged_file
+
+        bad = damaged_file(self.manifest, canonical_dir(self.path))
+        where = f"fragment file {bad} cannot be read" if bad else "a read failed"
+        return BankError(f"{self.path}: {where} ({' '.join(str(exc).split())[:160]}); the bank is damaged")
+
     def _live(self) -> None:
         """h5py would raise a bare ValueError or OSError on a closed file: say what happened instead."""
         if self._closed:
@@ -266,14 +274,20 @@ class Bank:
         if name not in schema.FACE_COLUMNS or name in ("image", "crop"):
             raise InputError(f"unknown or bulk column {name!r}")
         ds = self._f["faces"][name]
-        if ds.dtype.kind == "O":
-            return ds.asstr()[:]
-        values = ds[:]
+        try:
+            if ds.dtype.kind == "O":
+                return ds.asstr()[:]
+            values = ds[:]
+        except OSError as exc:
+            raise self._damaged(exc) from exc
         return values.astype(str) if values.dtype.kind == "S" else values
 
     def vectors(self, space: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """(n, d) float32 unit vectors of `space` (rows start..stop), rows of faces without one are zero."""
-        return self._space(space)["vectors"][start:stop]
+        try:
+            return self._space(space)["vectors"][start:stop]
+        except OSError as exc:
+            raise self._damaged(exc) from exc
 
     def present(self, space: str) -> np.ndarray:
         """(n,) bool: which faces have a vector in `space`."""
@@ -332,11 +346,19 @@ class Bank:
 
     def crop(self, row: int) -> np.ndarray:
         self._live()
-        return self.mapped("crop")[self._check_row(row)].copy()
+        row = self._check_row(row)
+        try:
+            return self.mapped("crop")[row].copy()
+        except OSError as exc:
+            raise self._damaged(exc) from exc
 
     def image_bytes(self, row: int) -> bytes:
         self._live()
-        return self._image[self._check_row(row)].tobytes()
+        row = self._check_row(row)
+        try:
+            return self._image[row].tobytes()
+        except OSError as exc:
+            raise self._damaged(exc) from exc
 
     def face(self, face_id_or_row: str | int, *, spaces: list[str] | None = None) -> Face:
         """One face by id (or row): crop, landmarks, attributes and its embeddings."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 from typing import Annotated, Optional
 
 import typer
@@ -28,6 +31,18 @@ class _OneLineErrors(TyperGroup):
     """
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
+        with _signals() as interrupted:
+            try:
+                rv = self._main(*args, **kwargs)
+            except SystemExit as done:
+                if interrupted and done.code in (None, 0):
+                    _swallowed(interrupted[0])
+                raise
+            if interrupted and rv in (None, 0):
+                _swallowed(interrupted[0])
+        return rv
+
+    def _main(self, *args, **kwargs):
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
         except _ABORTS:
@@ -52,6 +67,38 @@ class _OneLineErrors(TyperGroup):
         if isinstance(rv, int):  # typer.Exit(code) comes back as a return value here
             sys.exit(rv)
         return rv
+
+
+def _swallowed(signum: int) -> None:
+    """A Ctrl-C or SIGTERM that some library caught (h5py ignores exceptions raised in its callbacks):
+    the command still never exits 0."""
+    typer.echo(f"error: interrupted by {signal.Signals(signum).name}: finished work is kept; "
+               f"re-run the command to continue", err=True)
+    sys.exit(130 if signum == signal.SIGINT else 143)
+
+
+@contextlib.contextmanager
+def _signals():
+    """SIGINT and SIGTERM raise in the main thread (KeyboardInterrupt, Terminated), so every command
+    ends through its one-line error path and its `with` blocks (pools, writers) close; the signals seen
+    are yielded so that one a library swallowed still ends the command non-zero."""
+    from facebank.cli.common import Terminated
+
+    seen: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+
+    def handler(signum, frame):
+        seen.append(signum)
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield seen
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 app = typer.Typer(
@@ -99,4 +146,14 @@ def command_paths() -> list[list[str]]:
 
 
 def main() -> None:
+    sys.unraisablehook = _quiet_failed_writes
     app()
+
+
+def _quiet_failed_writes(unraisable) -> None:
+    """HDF5 objects of a file whose write failed (a full disk) fail again as they are freed; the
+    command reports the failure once, so these echoes are dropped. Anything else is shown."""
+    from facebank._io.files import is_disk_full
+
+    if not is_disk_full(unraisable.exc_value):
+        sys.__unraisablehook__(unraisable)

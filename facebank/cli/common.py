@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from facebank.cli.clicks import ABORTS, CLICK_ERRORS, EXITS
-from facebank.errors import FacebankError, InputError
+from facebank._io.files import disk_full, is_disk_full
+from facebank.errors import DiskFull, FacebankError, InputError
 
 err = Console(stderr=True)
 out = Console()
@@ -22,6 +23,15 @@ out = Console()
 def _line(text: str) -> None:
     """One line on stderr, whatever the message holds (HDF5 and zip errors span several lines)."""
     err.print(" ".join(str(text).split()), markup=False, highlight=False, soft_wrap=True)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread (facebank.cli installs the handler): ends a command like Ctrl-C."""
+
+
+def _full(message: str) -> None:
+    _line(f"error: DiskFull: {message}")
+    raise typer.Exit(1) from None
 
 
 @contextmanager
@@ -35,6 +45,8 @@ def cli_errors() -> Iterator[None]:
         yield
     except (*EXITS, *ABORTS, *CLICK_ERRORS):
         raise
+    except DiskFull as exc:
+        _full(str(exc))
     except InputError as exc:
         _line(f"error: {type(exc).__name__}: {exc}")
         raise typer.Exit(2) from None
@@ -45,6 +57,8 @@ def cli_errors() -> Iterator[None]:
         _line(f"error: {type(exc).__name__}: {exc.strerror}: {exc.filename}")
         raise typer.Exit(2) from None
     except OSError as exc:  # a full disk, a read-only file system: the system's words, one line
+        if is_disk_full(exc):
+            _full(str(disk_full(exc.filename or "a file", exc)))
         _line(f"error: {type(exc).__name__}: {exc.strerror or exc}: {exc.filename or ''}")
         raise typer.Exit(1) from None
     except ImportError as exc:  # an optional dependency (faiss, insightface): name the extra to install
@@ -53,10 +67,15 @@ def cli_errors() -> Iterator[None]:
         e = missing_dependency(exc)
         err.print(f"error: {type(e).__name__}: {e}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    except Terminated:
+        _line("error: terminated by SIGTERM: finished work is kept; re-run the command to continue")
+        raise typer.Exit(143) from None
     except KeyboardInterrupt:
         err.print("interrupted: finished work is kept; re-run the command to continue")
         raise typer.Exit(130) from None
     except Exception as exc:  # a bug: one reportable line, the traceback only on request
+        if is_disk_full(exc):  # HDF5's own error for a failed write
+            _full(str(disk_full("a file", exc)))
         if os.environ.get("FACEBANK_DEBUG") == "1":
             raise
         _line(f"error: internal: {type(exc).__name__}: {exc} (FACEBANK_DEBUG=1 shows the traceback)")

@@ -30,7 +30,7 @@ from facebank._io.deps import require
 from facebank._io.checksum import file_digests
 from facebank.config import DEFAULT_BUILDS
 from facebank.errors import ConfigError, IndexBuildError, InputError, UnknownSpace
-from facebank._io.files import as_path, atomic_write_json, pid_alive
+from facebank._io.files import as_path, atomic_write_json, disk_full, ensure_space, is_disk_full, pid_alive
 from facebank.index import groups as G
 from facebank.index.margin import DEFAULT_MARGIN, SAMPLE_ROWS, check_margin
 from facebank.index.manifest import FAST, FORMAT_VERSION, KIND, content_id, read_manifest
@@ -163,7 +163,12 @@ def build_index(
     `far`) in place of `calibrated`."""
     start = time.time()
     margin = check_margin(margin)
-    out = Path(out)
+    out = as_path(out, "builds folder")
+    for folder in (out, *out.parents):
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"builds folder {out}: {folder} is a file, not a folder")
+        if folder.exists():
+            break
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise InputError(f"cannot write in {out}: read-only location")
@@ -188,6 +193,7 @@ def build_index(
             raise InputError(f"build {final} already exists")
         tmp = out / f".tmp-{build_id}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
+        ensure_space(out, _build_bytes(len(rows), [int(infos[s]["dim"]) for s in spaces], kind), f"index build {build_id}")
         tmp.mkdir()
         try:
             np.save(tmp / "rows.npy", rows.astype(np.int64))
@@ -220,11 +226,22 @@ def build_index(
             manifest["content_id"] = content_id(manifest)
             atomic_write_json(tmp / "manifest.json", manifest)
             os.rename(tmp, final)
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise disk_full(out, exc) from exc
+            raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     if make_current:
         use_build(final)
     return final
+
+
+def _build_bytes(rows: int, dims: list[int], kind: str) -> int:
+    """About how many bytes a build writes: per space the exact vectors and the FAISS index (a copy of
+    them, plus HNSW's links), and the row, id and group files."""
+    per_row = sum(2 * 4 * d + (32 * 2 * 4 + 16 if kind == "hnsw" else 8) for d in dims) + 8 + 16 + 2
+    return rows * per_row
 
 
 def remove_dead_temps(out: Path) -> list[Path]:

@@ -25,7 +25,16 @@ _worker = None
 
 def exit_with_parent() -> None:
     """In a worker: exit when the parent process is gone (a kill -9 of the parent would otherwise
-    leave its spawned workers waiting forever on a queue whose other end they hold themselves)."""
+    leave its spawned workers waiting forever on a queue whose other end they hold themselves).
+
+    Signals are the parent's to handle: Ctrl-C reaches the whole process group, and a worker that
+    raised KeyboardInterrupt (or wrote to the pipe of a parent that is stopping) would print a
+    traceback of its own. So a worker ignores SIGINT and ends silently on SIGTERM; the parent
+    stops the pool, reports one line and exits non-zero."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(128 + signal.SIGTERM))
     # The parent's pid as spawn recorded it, not getppid() now: a worker still importing when the
     # parent was killed would read its new parent (init) here and then wait forever.
     spawned_by = multiprocessing.parent_process()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,12 +13,25 @@ from facebank.sources.base import IMAGE_SUFFIXES, MAX_FILE_BYTES, SourceItem, in
 SOURCE = "folder"
 
 
+def _files(root: Path) -> Iterator[Path]:
+    """Every non-hidden file under `root`. A sub-folder removed (or made unreadable) while the tree is
+    listed is skipped with one warning line, not the end of the run."""
+    def skipped(exc: OSError) -> None:
+        sys.stderr.write(f"warning: folder {exc.filename} could not be read ({exc.strerror}); skipped\n")
+
+    for folder, _, names in os.walk(root, onerror=skipped):
+        for name in names:
+            q = Path(folder) / name
+            if not name.startswith(".") and q.is_file():
+                yield q
+
+
 def iter_folder(path: str | Path, *, source: str = SOURCE) -> Iterator[SourceItem]:
     """Every file under `path` with an image suffix; other files are rejected, not skipped silently."""
     root = Path(path)
     if not root.is_dir():
         raise SourceError(f"{root} is not a folder" if root.exists() else f"{root} does not exist")
-    for p in sorted(q for q in root.rglob("*") if q.is_file() and not q.name.startswith(".")):
+    for p in sorted(_files(root)):
         rel, ok = safe_name(p.relative_to(root).as_posix())
         if not ok:  # one bad name is a rejection, never the end of the run
             yield SourceItem(source, rel, rejection=("unreadable", "file name is not valid UTF-8"))

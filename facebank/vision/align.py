@@ -147,6 +147,14 @@ def swapper_matrix(landmarks: np.ndarray, size: int, template: str | None = None
     raise InputError(f"template must be one of {', '.join(TEMPLATES)}, got {template!r}")
 
 
+MAX_CROP = 4096  # pixels a side: a 4096 crop is 50 MB; 100000 would be 30 GB (a typo, not a swapper)
+
+
+def _check_size(size) -> None:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 16 <= size <= MAX_CROP:
+        raise InputError(f"size must be an integer from 16 to {MAX_CROP} (pixels a side), got {size!r}")
+
+
 def align_to_swapper(image: np.ndarray, landmarks: np.ndarray, size: int = 112,
                      template: str | None = None) -> np.ndarray:
     """The face warped to the crop a swapper expects: uint8 (size, size, 3), black outside the image.
@@ -157,8 +165,7 @@ def align_to_swapper(image: np.ndarray, landmarks: np.ndarray, size: int = 112,
     """
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise InputError(f"image must be uint8 (H, W, 3), got {getattr(image, 'shape', type(image))}")
-    if not isinstance(size, (int, np.integer)) or size < 16:
-        raise InputError(f"size must be an integer >= 16, got {size!r}")
+    _check_size(size)
     matrix = swapper_matrix(landmarks, int(size), template)
     return cv2.warpAffine(image, matrix, (int(size), int(size)), flags=cv2.INTER_LINEAR, borderValue=0.0)
 
@@ -171,7 +178,6 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.
     """
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise InputError(f"image must be uint8 (H, W, 3), got {getattr(image, 'shape', type(image))}")
-    if not isinstance(size, (int, np.integer)) or size < 16:
-        raise InputError(f"size must be an integer >= 16, got {size!r}")
+    _check_size(size)
     matrix = estimate_similarity(landmarks, ARCFACE_TEMPLATE * (size / 112.0))
     return cv2.warpAffine(image, matrix, (int(size), int(size)), flags=cv2.INTER_LINEAR, borderValue=0.0)

@@ -240,3 +240,17 @@ def test_clean_up_keeps_files_it_cannot_prove_its_own(tmp_path):
     _write(bank, range(3, 4))
     assert unknown.exists() and not killed.exists()
     assert (folder / BANK_ID_FILE).exists()
+
+
+def test_a_fragment_damaged_in_place_is_named_when_a_read_fails(tmp_path):
+    bank = tmp_path / "b.h5"
+    _write(bank, range(6))
+    with open_bank(bank) as b:
+        frag = Path(f"{bank}.d") / b.manifest["fragments"][0]["name"]
+    data = bytearray(frag.read_bytes())
+    data[200:200 + 8192] = b"\x5a" * 8192  # its metadata overwritten, its size unchanged
+    frag.write_bytes(bytes(data))
+    with pytest.raises(BankError, match=f"fragment file {frag} cannot be read"):
+        with open_bank(bank) as b:
+            b.column("age")
+            b.crop(0)

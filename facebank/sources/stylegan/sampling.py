@@ -14,15 +14,14 @@ import numpy as np
 import torch
 
 from facebank.errors import InputError
+from facebank.seeds import MAX_SEED, MAX_SEEDS_PER_RUN, parse_seeds  # noqa: F401  (re-exported)
 
 __all__ = ["auto_batch_size", "generate_images", "parse_seeds", "resolve_batch_size", "resolve_device", "to_uint8",
            "z_from_seed"]
 
 log = logging.getLogger(__name__)
 
-MAX_SEED = 2**32 - 1  # RandomState accepts seeds in [0, 2**32)
 CPU_BATCH = 8  # modest: larger batches do not speed up CPU inference much
-_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
 
 def z_from_seed(seed: int, z_dim: int) -> np.ndarray:
@@ -37,29 +36,6 @@ def to_uint8(img: Union[torch.Tensor, np.ndarray]) -> np.ndarray:
         raise InputError(f"image batch must be NCHW, got shape {list(x.shape)}")
     x = (x.detach().to(torch.float32).permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255)
     return x.to(torch.uint8).cpu().numpy()
-
-
-MAX_SEEDS_PER_RUN = 1_000_000  # a run of this many already takes hours; more is a typo or a bomb
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0-9999,12,20-25' -> [0, 1, ..., 9999, 12, 20, ..., 25]; ranges are inclusive, order kept."""
-    if not isinstance(text, str) or not text.strip():
-        raise InputError("seeds must be a non-empty text such as '0-99,120'")
-    seeds: list[int] = []
-    for part in text.split(","):
-        match = _RANGE.match(part)
-        if not match:
-            raise InputError(f"bad seed range {part.strip()!r} in {text!r}: expected N or A-B with 0 <= A <= B")
-        lo = int(match.group(1))
-        hi = int(match.group(2)) if match.group(2) is not None else lo
-        if hi < lo or hi > MAX_SEED:
-            raise InputError(f"bad seed range {part.strip()!r}: need 0 <= A <= B <= {MAX_SEED}")
-        if len(seeds) + (hi - lo + 1) > MAX_SEEDS_PER_RUN:  # checked before the list is built
-            raise InputError(f"seeds {text!r} name more than {MAX_SEEDS_PER_RUN} seeds; generate them in "
-                             "several runs (each resumes where the bank stands)")
-        seeds.extend(range(lo, hi + 1))
-    return seeds
 
 
 def resolve_device(text: Union[str, torch.device]) -> torch.device:
