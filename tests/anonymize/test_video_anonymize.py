@@ -19,9 +19,8 @@ import cv2
 import numpy as np
 import pytest
 
-from facebank.anonymize.tracks import Track, Tracker, TrackerOptions
-from facebank.anonymize.video_io import VideoOut, probe, read_frames
-from facebank.pick.analyse import FaceAnalyser, PhotoFace
+from facebank.anonymize.video_io import probe, read_frames
+from facebank.pick.analyse import FaceAnalyser
 from facebank.vision.align import arcface_template
 
 N = 100  # frames
@@ -33,10 +32,14 @@ B_ENTERS = N // 2
 
 def paste_aligned(image, face, target):
     """A swapper: the target's aligned 112 crop warped onto the real face's 5 points, under a soft ellipse."""
+    return _paste(image, face, target.aligned(112))
+
+
+def _paste(image, face, crop):
     m, _ = cv2.estimateAffinePartial2D(arcface_template(112).astype(np.float32),
                                        np.asarray(face.landmarks, np.float32), method=cv2.LMEDS)
     h, w = image.shape[:2]
-    warped = cv2.warpAffine(target.aligned(112), m, (w, h))
+    warped = cv2.warpAffine(crop, m, (w, h))
     mask = np.zeros((112, 112), np.float32)
     cv2.ellipse(mask, (56, 60), (50, 58), 0, 0, 360, 1.0, -1)
     mask = cv2.warpAffine(cv2.GaussianBlur(mask, (9, 9), 0), m, (w, h))[:, :, None]
@@ -171,3 +174,87 @@ def test_no_output_frame_shows_a_real_face(video_run, people, small_build):
     assert t == N - 1
     assert seen >= N  # the swapped faces are found: the check below is not vacuous
     assert worst <= threshold, f"an output face matches a real person: cos {worst:.4f} > {threshold:.4f}"
+
+
+def _one_person(people, path, n):
+    _write_video(path, people[0], None, n=n)
+    return path
+
+
+def test_a_target_that_fails_on_one_frame_is_replaced_on_every_frame_of_the_track(people, small_build, tmp_path):
+    from facebank.anonymize import anonymize_video
+
+    src = _one_person(people, tmp_path / "one.avi", 40)
+    crops: dict[str, np.ndarray] = {}
+
+    def fickle(image, face, target):
+        """Swaps well, except that the first target ever given is left unswapped once the face moves right."""
+        crops.setdefault(target.id, target.aligned(112))
+        if target.id == next(iter(crops)) and face.box[0] > 100:
+            return image.copy()
+        return _paste(image, face, crops[target.id])
+
+    r = anonymize_video(src, tmp_path / "out.avi", build=small_build[2], swapper=fickle)
+    (track,) = r.report.tracks
+    first, second = list(crops)
+    assert [d["id"] for d in track.replaced_targets] == [first]
+    dropped_at = track.replaced_targets[0]["frame"]
+    assert 5 < dropped_at < 20 and track.target["id"] == second and r.report.rounds == 2
+    assert len(track.swapped) + len(track.filled) == 40 and not track.fallen_back
+    # The frames before the failure were rendered again with the second target, not kept with the first.
+    analyser = FaceAnalyser(["dlib"])
+    for t, (before, after) in enumerate(zip(read_frames(src), read_frames(tmp_path / "out.avi"))):
+        if t in (0, dropped_at - 2):
+            (face,) = analyser.get(before)
+            err = {k: np.abs(_paste(before, face, c).astype(int) - after).mean() for k, c in crops.items()}
+            assert err[second] < err[first] / 2, (t, err)
+
+
+def test_a_track_no_target_passes_is_blurred_on_every_frame(people, small_build, tmp_path):
+    from facebank.anonymize import anonymize_video, video_audit
+
+    src = _one_person(people, tmp_path / "one.avi", 20)
+    r = anonymize_video(src, tmp_path / "out.avi", build=small_build[2], swapper=unchanged, tries=2)
+    (track,) = r.report.tracks
+    assert track.action == "fallback" and track.target is None and len(track.replaced_targets) == 2
+    assert list(track.fallback_frames) == list(range(20)) and not track.swapped and not track.failed_frames
+    assert r.passed and video_audit(r.report).ok
+    seer = FaceAnalyser(["dlib"], detector_options={"max_side": None})
+    refs = np.array([v / np.linalg.norm(v) for v in people[2]["id00"]])
+    for frame in list(read_frames(tmp_path / "out.avi"))[::5]:
+        for f in seer.get(frame):
+            assert float((refs @ (f.embeddings["dlib"] / np.linalg.norm(f.embeddings["dlib"]))).max()) < 0.9
+
+
+def test_killed_mid_video_then_rerun_gives_one_complete_output(people, small_build, tmp_path):
+    from facebank.anonymize import anonymize_video
+
+    n = 60
+    src, out = _one_person(people, tmp_path / "one.avi", n), tmp_path / "out" / "one.avi"
+    cmd = [sys.executable, "-m", "facebank.cli", "anonymize", str(src), "--out", str(out),
+           "--build", str(small_build[2]), "--swapper", "pixelate"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = None
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:  # wait until frames are being written
+        partial = next((p for p in (tmp_path / "out").glob(".one.partial-*.avi") if p.stat().st_size > 0), None) \
+            if (tmp_path / "out").is_dir() else None
+        if partial is not None:
+            break
+        time.sleep(0.05)
+    assert partial is not None and proc.poll() is None, "the run ended before it was killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and not out.with_suffix(".json").exists()  # nothing under the output's name
+    r = anonymize_video(src, out, build=small_build[2], swapper="pixelate")
+    assert not r.skipped and not partial.exists() and sorted(p.name for p in out.parent.iterdir()) == [
+        "one.avi", "one.json"]
+    assert sum(1 for _ in read_frames(out)) == n
+    side = json.loads(out.with_suffix(".json").read_text())
+    (track,) = side["tracks"]
+    handled = track["swapped"] + track["filled"] + track["fallen_back"]
+    assert sorted(handled) == list(range(n)) and side["rounds"] == 1  # each frame recorded once
+    stamp = out.with_suffix(".json").stat().st_mtime_ns
+    again = anonymize_video(src, out, build=small_build[2], swapper="pixelate")
+    assert again.skipped and out.with_suffix(".json").stat().st_mtime_ns == stamp
+    assert again.report.to_dict()["tracks"] == side["tracks"]
