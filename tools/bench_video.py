@@ -12,6 +12,7 @@ it) at each size; then, side by side in one run:
 
     python tools/bench_video.py --build index_builds/current [--swapper classical] [--frames 60]
         [--photo ../shared/assets/deepface_faces/img2.jpg] [--detector scrfd --detector-model det_2.5g.onnx]
+        [--mode furthest] [--tries 3]
 
 Last line: RESULT video_fps_480p=<a> video_fps_720p=<b> photo_fps_480p=<c> photo_fps_720p=<d>
 """
@@ -95,6 +96,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--photo-frames", type=int, default=10, help="frames timed through the photo path")
     ap.add_argument("--swapper", default="classical")
+    ap.add_argument("--mode", default="random", help="target pick: random or furthest")
+    ap.add_argument("--tries", type=int, default=3, help="targets per track (per face for the photo path)")
     ap.add_argument("--detector", default="dlib")
     ap.add_argument("--detector-model", default=None)
     ap.add_argument("--sizes", default="480p,720p")
@@ -102,13 +105,14 @@ def main() -> None:
     from facebank.swap import get_swapper
 
     get_swapper(args.swapper)  # fails here, in one line, when the swapper is not installed
-    opts = {"swapper": args.swapper, "detector": args.detector, "detector_model": args.detector_model}
+    opts = {"swapper": args.swapper, "detector": args.detector, "detector_model": args.detector_model,
+            "mode": args.mode, "tries": args.tries}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label in args.sizes.split(","):
             results[label] = res = bench_size(label, SIZES[label], args, opts, Path(tmp))
             print(f"{label} {SIZES[label][0]}x{SIZES[label][1]}, {res['frames']} frames, swapper {args.swapper}, "
-                  f"detector {args.detector}: video path {res['fps']:.2f} frames/s ({res['wall']:.1f} s, "
+                  f"detector {args.detector}, mode {args.mode}, tries {args.tries}: video path {res['fps']:.2f} frames/s ({res['wall']:.1f} s, "
                   f"{res['rounds']} round(s), written {res['fourcc']}); each frame as a photo "
                   f"{res['photo_fps']:.2f} frames/s (median {res['photo_ms']:.0f} ms); "
                   f"ratio {res['fps'] / res['photo_fps']:.2f}x")

@@ -133,6 +133,6 @@ def video_audit(report: VideoReport | dict | str | os.PathLike) -> VideoAudit:
                             f"back once ({len(kinds)} entries for {t.frames} frames)")
         if t.failed_frames:
             problems.append(f"track {t.id}: {len(t.failed_frames)} frame(s) still match the real face")
-        if t.action == "swapped" and not pooled_ok:
+        if t.action == "swapped" and t.swapped and not pooled_ok:
             problems.append(f"track {t.id}: the pooled result is not beyond the threshold in every space")
     return VideoAudit(tuple(rows), tuple(problems))

@@ -120,6 +120,10 @@ def _a_box(t: int, a) -> tuple[int, int, int, int]:
     return ax, ay, ax + a.shape[1], ay + a.shape[0]
 
 
+def _b_box(b) -> tuple[int, int, int, int]:
+    return SIZE[0] - b.shape[1] - 6, 60, SIZE[0] - 6, 60 + b.shape[0]
+
+
 def test_two_people_keep_one_target_each_and_every_track_frame_is_handled(video_run):
     from facebank.anonymize import video_audit
 
@@ -152,7 +156,7 @@ def test_no_output_frame_shows_a_real_face(video_run, people, small_build):
     from facebank.pick.session import FaceBank
 
     src, out, data = video_run
-    a_patch, _, real = people
+    a_patch, b_patch, real = people
     info_in, info_out = probe(src), probe(out)
     assert (info_out.width, info_out.height, info_out.fps) == (info_in.width, info_in.height, info_in.fps)
     assert info_out.fourcc == info_in.fourcc == "MJPG"
@@ -167,10 +171,11 @@ def test_no_output_frame_shows_a_real_face(video_run, people, small_build):
             e = f.embeddings["dlib"] / np.linalg.norm(f.embeddings["dlib"])
             worst = max(worst, float((refs @ e).max()))
             seen += 1
-        x0, y0, x1, y1 = _a_box(t, a_patch)  # A's face region changed in every frame of its track
-        core = (slice(y0 + 30, y1 - 30), slice(x0 + 30, x1 - 30))
-        diff = np.abs(before[core].astype(int) - after[core].astype(int)).mean()
-        assert diff > 8, (t, diff)
+        boxes = [_a_box(t, a_patch)] + ([_b_box(b_patch)] if t >= data["tracks"][1]["first"] else [])
+        for x0, y0, x1, y1 in boxes:  # each face region changed in every frame of its track
+            core = (slice(y0 + 30, y1 - 30), slice(x0 + 30, x1 - 30))
+            diff = np.abs(before[core].astype(int) - after[core].astype(int)).mean()
+            assert diff > 8, (t, (x0, y0), diff)
     assert t == N - 1
     assert seen >= N  # the swapped faces are found: the check below is not vacuous
     assert worst <= threshold, f"an output face matches a real person: cos {worst:.4f} > {threshold:.4f}"
