@@ -11,7 +11,7 @@ it) at each size; then, side by side in one run:
   each frame on its own (a new identity per frame, no gap filling, no encode), timed per frame.
 
     python tools/bench_video.py --build index_builds/current [--swapper classical] [--frames 60]
-        [--photo ../shared/assets/deepface_faces/img2.jpg] [--detector scrfd --detector-model det_2.5g.onnx]
+        [--photo ../shared/assets/deepface_faces/img26.jpg] [--detector scrfd --detector-model det_2.5g.onnx]
         [--mode furthest] [--tries 3]
 
 Last line: RESULT video_fps_480p=<a> video_fps_720p=<b> photo_fps_480p=<c> photo_fps_720p=<d>
@@ -92,7 +92,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=None, help="index build (default: index_builds/current)")
     ap.add_argument("--photo", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "assets"
-                    / "deepface_faces" / "img2.jpg")
+                    / "deepface_faces" / "img26.jpg")
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--photo-frames", type=int, default=10, help="frames timed through the photo path")
     ap.add_argument("--swapper", default="classical")
