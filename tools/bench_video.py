@@ -102,9 +102,13 @@ def main() -> None:
     ap.add_argument("--detector-model", default=None)
     ap.add_argument("--sizes", default="480p,720p")
     args = ap.parse_args()
+    from facebank.errors import FacebankError
     from facebank.swap import get_swapper
 
-    get_swapper(args.swapper)  # fails here, in one line, when the swapper is not installed
+    try:
+        get_swapper(args.swapper)
+    except (FacebankError, ImportError) as exc:  # e.g. classical before the swap branch is merged
+        raise SystemExit(f"swapper {args.swapper!r} is not available here: {exc}") from None
     opts = {"swapper": args.swapper, "detector": args.detector, "detector_model": args.detector_model,
             "mode": args.mode, "tries": args.tries}
     results = {}
