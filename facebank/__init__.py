@@ -8,7 +8,7 @@ The public surface, and nothing else:
 """
 
 from facebank._version import __version__
-from facebank.anonymize import anonymize
+from facebank.anonymize import anonymize, anonymize_video
 from facebank.pick.api import analyse, open_facebank, pick_for_image, pick_for_photo, pick_target, pick_targets
 from facebank.bank import Bank, BankWriter, Face, open_bank
 from facebank.errors import (
@@ -68,6 +68,7 @@ __all__ = [
     "__version__",
     "analyse",
     "anonymize",
+    "anonymize_video",
     "build_index",
     "open_bank",
     "open_facebank",

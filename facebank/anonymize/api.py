@@ -80,7 +80,8 @@ def anonymize_image(session, image, *, options: AnonymizeOptions | None = None, 
 def anonymize(inputs, out: str | os.PathLike | None = None, *, build: str | os.PathLike | None = None,
               bank: str | os.PathLike | None = None, options: AnonymizeOptions | None = None, workers: int = 1,
               progress: Callable[[int, int], None] | None = None, key: str | None = None, **kw):
-    """Anonymise photos into `out`, or one image array in memory.
+    """Anonymise photos into `out`, one image array in memory, or a video file into a video file `out`
+    (facebank.anonymize_video).
 
     inputs: photos, folders (walked recursively) and list files (one path a line); each photo is
         written to `out` at its path relative to its input's folder, with a JSON sidecar of the
@@ -98,6 +99,12 @@ def anonymize(inputs, out: str | os.PathLike | None = None, *, build: str | os.P
         if out is not None:
             raise InputError("an image array is anonymised in memory: give no out=, or give paths")
         return anonymize_image(open_facebank(build, bank=bank), inputs, options=options, key=key, **kw)
+    from facebank.anonymize.video_io import is_video
+
+    if isinstance(inputs, (str, os.PathLike)) and is_video(inputs) and out is not None and is_video(out):
+        from facebank.anonymize.video_api import anonymize_video  # a video file to a video file
+
+        return anonymize_video(inputs, out, build=build, bank=bank, options=options, key=key, progress=progress, **kw)
     from facebank.anonymize.run import anonymize as run
 
     if out is None:

@@ -9,13 +9,14 @@ the build, and compared with the real face's embedding against the result thresh
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from facebank.anonymize.report import ResultCheck
 from facebank.pick.analyse import FaceAnalyser, PhotoFace
 
-__all__ = ["check_result", "cosine", "iou", "crop_around"]
+__all__ = ["check_result", "cosine", "iou", "crop_around", "redetect"]
 
 _PAD = 0.6  # the crop around the box: this much of the face's size on every side
 _MIN_IOU = 0.3  # a detection in the crop is the same face when it overlaps the box this much
@@ -44,22 +45,32 @@ def crop_around(shape: tuple[int, ...], box, pad: float = _PAD) -> tuple[int, in
             min(w, int(math.ceil(x1 + pad * side))), min(h, int(math.ceil(y1 + pad * side))))
 
 
+def redetect(analyser: FaceAnalyser, result: np.ndarray, box) -> PhotoFace | None:
+    """The face found again in `result` (RGB) at `box`, its box in the image's pixels; None when none overlaps it."""
+    x0, y0, x1, y1 = crop_around(result.shape, box)
+    found = analyser.get(np.ascontiguousarray(result[y0:y1, x0:x1]))
+    local = [box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0]
+    best = max(found, key=lambda f: iou(f.box, local), default=None)
+    if best is None or iou(best.box, local) < _MIN_IOU:
+        return None
+    return replace(best, box=[round(best.box[0] + x0, 1), round(best.box[1] + y0, 1),
+                              round(best.box[2] + x0, 1), round(best.box[3] + y0, 1)])
+
+
 def check_result(analyser: FaceAnalyser, result: np.ndarray, face: PhotoFace, thresholds: dict[str, float],
-                 *, need_face: bool = True) -> ResultCheck:
+                 *, need_face: bool = True, found: list | None = None) -> ResultCheck:
     """Re-detect `face` in `result` (RGB) near its box and compare it with the real face in every space.
 
     need_face: a swap must leave a detectable face (otherwise it failed); a fallback need not
     (a blurred face nobody detects is not matched either).
+    found: a list the re-detected face (a PhotoFace, with its embeddings) is appended to.
     """
-    x0, y0, x1, y1 = crop_around(result.shape, face.box)
-    found = analyser.get(np.ascontiguousarray(result[y0:y1, x0:x1]))
-    box = [face.box[0] - x0, face.box[1] - y0, face.box[2] - x0, face.box[3] - y0]
-    best = max(found, key=lambda f: iou(f.box, box), default=None)
-    if best is None or iou(best.box, box) < _MIN_IOU:
+    best = redetect(analyser, result, face.box)
+    if best is None:
         return ResultCheck(redetected=False, similarities={}, thresholds=dict(thresholds), passed=not need_face)
+    if found is not None:
+        found.append(best)
     sims = {s: cosine(best.embeddings[s], face.embeddings[s]) for s in thresholds}
     passed = all(sims[s] <= t for s, t in thresholds.items())
     return ResultCheck(redetected=True, similarities=sims, thresholds=dict(thresholds), passed=passed,
-                       age=best.age, gender=best.gender,
-                       box=[round(best.box[0] + x0, 1), round(best.box[1] + y0, 1),
-                            round(best.box[2] + x0, 1), round(best.box[3] + y0, 1)])
+                       age=best.age, gender=best.gender, box=best.box)

@@ -28,9 +28,10 @@ def _result_threshold(items: list[str]):
 
 
 def anonymize(
-    inputs: Annotated[list[Path], typer.Argument(help="Photos, folders (recursive) or list files (.txt, a path a line).",
-                                                 show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the anonymised photos and their JSON sidecars.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Photos, folders (recursive) or list files (.txt, a path a line); "
+                                                      "or one video (.mp4 .avi .mov .mkv .webm).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the anonymised photos and their JSON sidecars; "
+                                                          "for a video, the output video (its sidecar: OUT.json).")],
     build: Annotated[Optional[Path], typer.Option(help=f"Index build (default: {DEFAULT_BUILDS}/current).")] = None,
     bank: Annotated[Optional[Path], typer.Option("--bank", "-b", help="Bank (default: the build's).")] = None,
     swapper: Annotated[str, typer.Option(help="classical, onnx, blur, pixelate, or a registered name.")] = "classical",
@@ -53,13 +54,16 @@ def anonymize(
         "--model", help="SPACE=PATH of a non-dlib embedder (default: the path the build was made with).")] = [],
     workers: Annotated[int, typer.Option(help="Worker processes (each loads the models once).")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the counts and failures as JSON on stdout.")] = False,
+    max_gap: Annotated[int, typer.Option(help="Video: frames a tracked face may go undetected (filled).")] = 15,
+    fill: Annotated[str, typer.Option(help="Video: fill those frames with the track's swap or its fallback.")] = "swap",
 ) -> None:
     """Swap every face of the photos with a picked synthetic target and check that the result no longer matches."""
     from facebank.anonymize import AnonymizeOptions, anonymize as run
+    from facebank.cli.anonymize_video_cmd import is_video_run, run_video
     from facebank.errors import InputError
 
     with cli_errors():
-        if out.exists() and not out.is_dir():
+        if out.exists() and not out.is_dir() and not is_video_run(inputs):
             raise InputError(f"--out {out} exists and is not a folder")
         if swapper_model is not None and swapper != "onnx":
             raise InputError("--swapper-model goes with --swapper onnx")
@@ -69,6 +73,9 @@ def anonymize(
             detector_model=None if detector_model is None else str(detector_model), min_face=min_face,
             keep=tuple(str(k) for k in keep), key=key, mode=mode.value,
             models=parse_pairs(model, "--model", shape="SPACE=PATH", must_exist=True) or None)
+        if is_video_run(inputs):
+            return run_video(inputs[0], out, options=options, build=build, bank=bank, max_gap=max_gap, fill=fill,
+                             as_json=as_json)
         with progress_bar("anonymize", unit="photos") as (advance, set_total):
             seen = {"total": None}
 
@@ -93,4 +100,5 @@ def register(app: typer.Typer) -> None:
         "facebank anonymize photos/ --out anon/ --build out/current --detector yunet --detector-model yunet_s_dynamic.onnx",
         "facebank anonymize album/ --out anon/ --key my-album --keep consent/ --json",
         "facebank anonymize list.txt --out anon/ --fallback pixelate --workers 4",
+        "facebank anonymize clip.mp4 --out anon/clip.mp4 --max-gap 15 --json",
     ))(anonymize)
