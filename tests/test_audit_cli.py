@@ -68,7 +68,7 @@ def data(tmp_path_factory, small_bank, assets):
 def test_audit_command(data, small_bank):
     out = data["root"] / "report"
     r = invoke("audit", "--bank", small_bank, "--build", data["build"], "--labelled", data["labelled"],
-               "--identities", data["labelled"] / "people.csv", "--queries", data["queries"], "--out", out, "--groups", "--conservative", "--json")
+               "--identities", data["labelled"] / "people.csv", "--queries", data["queries"], "--out", out, "--groups", "--bound", "far", "--json")
     assert r.exit_code == 0, r.output
     res = _json(r)
     assert res["report"] == str((out / "report.md").resolve())

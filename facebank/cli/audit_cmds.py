@@ -57,20 +57,6 @@ def _stages():
             prog.stop()
 
 
-def _bound(bound: Bound, conservative: bool, privacy_bound: bool) -> str:
-    """--bound, or its old spellings --conservative (far) and --privacy-bound (privacy), with a note."""
-    from facebank.cli.common import deprecated
-    from facebank.errors import InputError
-
-    old = [v for flag, v in ((conservative, "far"), (privacy_bound, "privacy")) if flag]
-    if not old:
-        return bound.value
-    deprecated("--conservative" if conservative else "--privacy-bound", f"--bound {old[0]}")
-    if len(old) > 1 or bound not in (Bound.privacy, Bound(old[0])):
-        raise InputError("give one bound: --bound privacy|far|none")
-    return old[0]
-
-
 def audit_cmd(
     bank: BankOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="The report folder (created).")] = ...,
@@ -89,9 +75,6 @@ def audit_cmd(
         "--bound", help="Which 95% bound picks each threshold: privacy (lower bound on the FAR >= the FAR: at or "
                         "below a recogniser's own threshold; the shipped defaults' choice), far (upper bound <= "
                         "the FAR) or none (the point estimate, looser).")] = Bound.privacy,
-    conservative: Annotated[bool, typer.Option("--conservative", hidden=True, help="Deprecated: --bound far.")] = False,
-    privacy_bound: Annotated[bool, typer.Option("--privacy-bound", hidden=True,
-                                                help="Deprecated: --bound privacy.")] = False,
     heldout: Annotated[list[str], typer.Option("--heldout",
                                                help="SPACE=MODEL of a recogniser the build does not use (repeatable; dlib=dlib).")] = [],
     transfer: Annotated[bool, typer.Option(
@@ -121,7 +104,7 @@ def audit_cmd(
             cfg = AuditConfig(bank=bank, out=out, build=build, labelled=labelled, identities=identities,
                               queries=queries, max_pairs=max_pairs, near_duplicate_above=near_duplicate_above, seed=seed,
                               groups=groups, models=models, aligned=aligned,
-                              bound=_bound(bound, conservative, privacy_bound),
+                              bound=bound.value,
                               heldout=held or None, transfer=transfer, anonymize=tuple(anonymize))
             path = run_audit(cfg, progress=progress)
         cal = path.parent / "calibration.json"

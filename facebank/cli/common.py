@@ -208,16 +208,6 @@ def deprecated(old: str, new: str) -> None:
     err.print(f"note: {old} is deprecated; use {new}", markup=False, highlight=False, soft_wrap=True)
 
 
-def alias(new_value, old_value, *, new: str, old: str, unset=None):
-    """The value of option `new`, or of its deprecated spelling `old` (with a note); both is an error."""
-    if old_value is None or old_value == [] or old_value == ():
-        return new_value
-    deprecated(old, new)
-    if new_value is not None and new_value != unset and new_value != [] and new_value != old_value:
-        raise InputError(f"give {new} only, not also {old} (its old spelling)")
-    return old_value
-
-
 def examples(*lines: str) -> str:
     """A command's help epilog: 'Examples:' and one command per paragraph (kept apart by Typer)."""
     return "Examples:\n\n" + "\n\n".join(f"  $ {line}" for line in lines)

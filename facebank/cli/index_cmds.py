@@ -2,8 +2,7 @@
 
 Options follow the one convention (README): `--bank`, `--build` (a build directory, or a builds
 folder whose current build is meant), `--builds` (the folder of builds), repeatable `--space`
-and `--threshold SPACE=COS`. Old spellings (`--out` for the builds folder, `--spaces a,b`, a
-positional BUILD) still work with a deprecation note.
+and `--threshold SPACE=COS`.
 """
 
 from __future__ import annotations
@@ -14,35 +13,20 @@ from typing import Annotated, Optional
 import typer
 
 from facebank.cli.choices import Kind
-from facebank.cli.common import alias, bank_option, build_option, cli_errors, deprecated, emit, err, examples, parse_pairs
+from facebank.cli.common import bank_option, build_option, cli_errors, emit, err, examples, parse_pairs
 from facebank.config import DEFAULT_BUILDS
 
 index_app = typer.Typer(help="Build, check and switch FAISS index builds.", no_args_is_help=True)
 BuildsOpt = Annotated[Path, typer.Option("--builds", help="The folder of index builds.")]
-OldOutOpt = Annotated[Optional[Path], typer.Option("--out", hidden=True, help="Deprecated: --builds.")]
 BuildOpt = Annotated[Optional[Path], build_option()]
-OldBuildArg = Annotated[Optional[Path], typer.Argument(hidden=True, help="Deprecated: --build.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 _BUILDS = Path(DEFAULT_BUILDS)
-
-
-def _build_arg(build: Optional[Path], positional: Optional[Path]) -> Optional[Path]:
-    if positional is not None:
-        deprecated("a positional BUILD", "--build BUILD")
-        if build is not None and build != positional:
-            from facebank.errors import InputError
-
-            raise InputError("give --build only, not also a positional BUILD")
-        return positional
-    return build
 
 
 def build_cmd(
     bank: Annotated[Path, bank_option()] = None,
     space: Annotated[list[str], typer.Option("--space", help="A space to index (repeatable; default: all).")] = [],
-    spaces: Annotated[Optional[str], typer.Option("--spaces", hidden=True, help="Deprecated: --space.")] = None,
     builds: BuildsOpt = _BUILDS,
-    out: OldOutOpt = None,
     kind: Annotated[Kind, typer.Option(help="FAISS index: flat (exact), ivf or hnsw.")] = Kind.flat,
     threshold: Annotated[list[str], typer.Option("--threshold", help="SPACE=COS (repeatable).")] = [],
     threshold_from: Annotated[Optional[Path], typer.Option(help="A calibration report (facebank audit).")] = None,
@@ -56,10 +40,7 @@ def build_cmd(
     from facebank.workflow import calibrated_thresholds
 
     with cli_errors():
-        old = [s.strip() for s in spaces.split(",") if s.strip()] if spaces else []
-        chosen = alias(space, old, new="--space", old="--spaces")
-        builds = alias(builds, out, new="--builds", old="--out (the builds folder)", unset=_BUILDS)
-        path = build_index(bank, spaces=chosen or None, out=builds, kind=kind.value,
+        path = build_index(bank, spaces=space or None, out=builds, kind=kind.value,
                            thresholds=parse_pairs(threshold, "--threshold", shape="SPACE=COS", kind=float),
                            calibrated=calibrated_thresholds(str(threshold_from), far) if threshold_from else None,
                            make_current=not no_use)
@@ -91,18 +72,15 @@ def build_capacity(path: Path, m: dict) -> dict:
 
 def verify_cmd(
     build: BuildOpt = None,
-    positional: OldBuildArg = None,
     bank: Annotated[Optional[Path], typer.Option("--bank", "-b", help="Check against this bank.")] = None,
     builds: BuildsOpt = _BUILDS,
-    out: OldOutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check a build against its bank; exits non-zero on any mismatch."""
     from facebank.index.build import resolve_build, verify_build
 
     with cli_errors():
-        builds = alias(builds, out, new="--builds", old="--out (the builds folder)", unset=_BUILDS)
-        result = verify_build(resolve_build(_build_arg(build, positional), out=builds),
+        result = verify_build(resolve_build(build, out=builds),
                               bank_path=str(bank) if bank else None)
         emit(result, as_json=as_json, human=f"ok: build {result['build']} matches {result['bank']} "
                                             f"({result['rows']} faces, {result['checked_vectors']} vectors checked)")
@@ -110,9 +88,7 @@ def verify_cmd(
 
 def info_cmd(
     build: BuildOpt = None,
-    positional: OldBuildArg = None,
     builds: BuildsOpt = _BUILDS,
-    out: OldOutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a build's manifest."""
@@ -120,8 +96,7 @@ def info_cmd(
     from facebank.index.manifest import read_manifest
 
     with cli_errors():
-        builds = alias(builds, out, new="--builds", old="--out (the builds folder)", unset=_BUILDS)
-        m = read_manifest(resolve_build(_build_arg(build, positional), out=builds))
+        m = read_manifest(resolve_build(build, out=builds))
         # read_manifest checked what a pick relies on; the descriptive fields shown here may be
         # absent or odd in a damaged manifest, and are shown as they are.
         lines = [f"build {m['build_id']} ({m.get('created', '?')}): {m['rows']} faces from {m['bank']['path']}"]
@@ -136,7 +111,6 @@ def info_cmd(
 
 def use_cmd(
     build: Annotated[Optional[Path], typer.Option("--build", help="Build directory to make current.")] = None,
-    positional: OldBuildArg = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Make a build the current one of its folder (atomic switch)."""
@@ -144,7 +118,6 @@ def use_cmd(
     from facebank.index.build import use_build
 
     with cli_errors():
-        build = _build_arg(build, positional)
         if build is None:
             raise InputError("give the build to use: --build DIR")
         link = use_build(build)

@@ -87,7 +87,7 @@ def pick(
     build: Annotated[Optional[Path], build_option()] = None,
     bank: Annotated[Optional[Path], typer.Option("--bank", "-b", help="Bank (default: the build's).")] = None,
     save: Annotated[Optional[Path], typer.Option(
-        "--save", "--export", help="Write each target's original image, aligned crop and a JSON sidecar here.")] = None,
+        "--save", help="Write each target's original image, aligned crop and a JSON sidecar here.")] = None,
     aligned: Annotated[list[int], typer.Option(
         "--aligned", help="With --save: also each target's crop a swapper takes at this size (112, 128, 224, 256; "
                           "repeatable).")] = [],

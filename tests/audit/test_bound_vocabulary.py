@@ -55,8 +55,8 @@ def _calibrate(bank, labelled, out, *extra):
 def test_audit_calibrates_on_the_privacy_side_by_default(small_bank, labelled, tmp_path):
     cal, _ = _calibrate(small_bank, labelled, tmp_path / "a")
     assert cal["bound"] == "privacy"
-    far, r = _calibrate(small_bank, labelled, tmp_path / "b", "--conservative")  # the old spelling
-    assert far["bound"] == "far" and "--conservative is deprecated; use --bound far" in r.stderr
+    far, r = _calibrate(small_bank, labelled, tmp_path / "b", "--bound", "far")
+    assert far["bound"] == "far"
     none, _ = _calibrate(small_bank, labelled, tmp_path / "c", "--bound", "none")
     assert none["bound"] == "none"
 
