@@ -16,6 +16,9 @@ DIR/builds/b). The variants take turns in rounds, so machine load hits them alik
     python tools/bench_api.py [--n 10000] [--spaces 2] [--picks 400] [--rounds 10]
     python tools/bench_api.py --reuse DIR        # e.g. a 1M bank made by tools/bench_integrity.py
 
+Picks through pick_target run with margin=1.0 beside the core (the same picks); the lines marked
+"margin" use the build's default privacy margin (facebank.index.margin), timed in the same rounds.
+
 Last line: RESULT api_p99_ratio_1s=... api_p99_ratio_2s=... group_p99_us=... open_ms=...
 read_p99_us=... batch_per_s=... (ratios: pick_target p99 / core p99 on the same queries).
 
@@ -110,17 +113,23 @@ def main() -> None:
 
     runs = {
         "core, one space": lambda k: fb.picker.pick({one: qs[one][k % 256]}, thresholds={one: thr[one]}, rng=g),
-        "pick_target, one space": lambda k: fb.pick_target(qs[one][k % 256], space=one, rng=g),
+        # margin=1.0: the same picks as the core's; the build's default margin is timed on its own line
+        "pick_target, one space": lambda k: fb.pick_target(qs[one][k % 256], space=one, rng=g, margin=1.0),
+        "pick_target, one space, margin": lambda k: fb.pick_target(qs[one][k % 256], space=one, rng=g),
         "pick_target, age 34 + f": lambda k: fb.pick_target(qs[one][k % 256], space=one, age=34, gender="f", rng=g,
-                                                            fallback="widen_age"),
-        "pick_target, keyed": lambda k: fb.pick_target(qs[one][k % 256], space=one, key=f"photo-{k}"),
+                                                            fallback="widen_age", margin=1.0),
+        "pick_target, keyed": lambda k: fb.pick_target(qs[one][k % 256], space=one, key=f"photo-{k}", margin=1.0),
         "one-face read by id": read,
     }
     if len(spaces) == 2:
         runs["core, two spaces"] = lambda k: fb.picker.pick({s: qs[s][k % 256] for s in spaces}, thresholds=thr, rng=g)
-        runs["pick_target, two spaces"] = lambda k: fb.pick_target({s: qs[s][k % 256] for s in spaces}, rng=g)
+        runs["pick_target, two spaces"] = lambda k: fb.pick_target({s: qs[s][k % 256] for s in spaces}, rng=g,
+                                                                   margin=1.0)
+        runs["pick_target, two spaces, margin"] = lambda k: fb.pick_target({s: qs[s][k % 256] for s in spaces},
+                                                                           rng=g)
     if n <= 100_000:
-        runs["pick_target, furthest"] = lambda k: fb.pick_target(qs[one][k % 256], space=one, mode="furthest")
+        runs["pick_target, furthest"] = lambda k: fb.pick_target(qs[one][k % 256], space=one, mode="furthest",
+                                                                 margin=1.0)
     times: dict[str, list[int]] = {name: [] for name in runs}
     slow: dict[str, int] = {name: 0 for name in runs}
     flt0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -144,7 +153,7 @@ def main() -> None:
         fb.picker.pick_batch(qb, thresholds=thr, rng=g, as_arrays=True)
         batch["core pick_batch"].append(time.perf_counter_ns() - t)
         t = time.perf_counter_ns()
-        fb.pick_targets(qb, rng=g)
+        fb.pick_targets(qb, rng=g, margin=1.0)
         batch["pick_targets"].append(time.perf_counter_ns() - t)
     fb.close()
 
@@ -163,6 +172,7 @@ def main() -> None:
     res = {"api_p99_ratio_1s": pct(times["pick_target, one space"], 99) / pct(times["core, one space"], 99)}
     if len(spaces) == 2:
         res["api_p99_ratio_2s"] = pct(times["pick_target, two spaces"], 99) / pct(times["core, two spaces"], 99)
+    res["margin_p50_ratio_1s"] = pct(times["pick_target, one space, margin"], 50) / pct(times["pick_target, one space"], 50)
     res.update(group_p99_us=pct(times["pick_target, age 34 + f"], 99), open_ms=np.median(opens) / 1e6,
                open_minus_picker_ms=np.median(opens) / 1e6 - picker_ns / 1e6,
                read_p99_us=pct(times["one-face read by id"], 99),

@@ -58,6 +58,7 @@ class Anonymizer:
 
     def __init__(self, session: FaceBank, options: AnonymizeOptions):
         self.session, self.options = session, options.check()
+        self.encoded: bytes | None = None  # the bytes the last run(encode=...) checked
         self.swapper = get_swapper(options.swapper, **dict(options.swapper_options))
         self.fallback = None if options.fallback == "none" else get_swapper(options.fallback)
         self.thresholds = result_thresholds(session, options.result_threshold)
@@ -95,8 +96,12 @@ class Anonymizer:
             return None
 
     # -- the photo --
-    def run(self, image, key: str | None = None) -> tuple[np.ndarray, PhotoReport]:
-        """(anonymised RGB image, report) for an RGB array, a path or bytes."""
+    def run(self, image, key: str | None = None, encode=None) -> tuple[np.ndarray, PhotoReport]:
+        """(anonymised RGB image, report) for an RGB array, a path or bytes.
+
+        `encode` (RGB -> file bytes): the whole-photo re-check then runs on the photo as written,
+        decoded again (JPEG's rounding moves a similarity by up to ~1e-3), and `self.encoded`
+        holds the bytes that passed it."""
         rgb = as_rgb(image)
         faces = self.analyser.get(rgb)
         out = rgb.copy()
@@ -123,6 +128,16 @@ class Anonymizer:
             out, reports[i] = self._face(out, faces, i, targets, key, why)
         if todo:
             out = self._recheck(out, faces, todo, reports)
+        self.encoded = None
+        if todo and encode is not None:
+            for _ in range(2):  # a face the written photo still shows gets the fallback, then once more
+                data = encode(out)
+                decoded = as_rgb(data)
+                checked = self._recheck(decoded, faces, todo, reports)
+                if checked is decoded:
+                    self.encoded, out = data, decoded
+                    break
+                out = checked
         report = PhotoReport(tuple(reports[i] for i in range(len(faces))), self.provenance(key))
         return out, report
 

@@ -68,9 +68,11 @@ class _Worker:
             clear_leftovers(job, self.out)  # a killed run's half-written files for this photo
             fmt = image_format(data, name=str(job.src))
             key = self.options.key if self.options.key is not None else job.rel
-            image, report = self.anonymizer.run(data, key=key)
+            image, report = self.anonymizer.run(
+                data, key=key, encode=lambda px: encode_like(px, fmt, self.options.jpeg_quality))
             changed = any(f.action in ("swapped", "fallback") for f in report.faces)
-            encoded = encode_like(image, fmt, self.options.jpeg_quality) if changed else data
+            encoded = data if not changed else (self.anonymizer.encoded
+                                                or encode_like(image, fmt, self.options.jpeg_quality))
             side = report.to_dict()
             side.update(width=int(image.shape[1]), height=int(image.shape[0]), image_format=fmt)
             write_result(job, self.out, data, encoded, side)
