@@ -38,6 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from facebank.bank import schema  # noqa: E402
+from facebank.bank.integrity import write_bank_id  # noqa: E402
 from facebank.bank.layout import FragmentWriter, empty_manifest, fragment_dir, write_top  # noqa: E402
 from facebank.index.build import build_index  # noqa: E402
 from facebank.index.manifest import open_files, verify_files  # noqa: E402
@@ -76,6 +77,7 @@ def synthetic_bank(path: Path, n: int, seed: int = 0, spaces: tuple[str, ...] = 
     m["rows"]["faces"] = n
     for s in spaces:
         m["spaces"][s] = {"model": "synthetic", "sha256": "00" * 32, "dim": D}
+    write_bank_id(path.parent / m["dir"], m["uuid"])  # the folder proves it holds this bank's fragments
     write_top(path, m, time.time())
 
 
