@@ -47,17 +47,16 @@ def _blend(image: np.ndarray, region: tuple[int, int, int, int], patch: np.ndarr
     return out
 
 
-class BlurSwapper:
-    """A Gaussian blur of the face whose kernel is `strength` of the face's size (0.5: features gone)."""
+class _RegionFallback:
+    """What both fallbacks share: the checked margin, the region around the face and the blend;
+    a subclass gives `_patch(image, region)`, the region's new pixels."""
 
-    name = "blur"
+    name = ""
 
-    def __init__(self, strength: float = 0.5, margin: float = 0.25):
-        if not 0.05 <= float(strength) <= 2.0:
-            raise InputError(f"blur strength must be in [0.05, 2], got {strength}")
+    def __init__(self, margin: float):
         if not 0.0 <= float(margin) <= 1.0:
-            raise InputError(f"blur margin must be in [0, 1], got {margin}")
-        self.strength, self.margin = float(strength), float(margin)
+            raise InputError(f"{self.name} margin must be in [0, 1], got {margin}")
+        self.margin = float(margin)
 
     def swap(self, image: np.ndarray, face, target=None) -> np.ndarray:
         _check(image)
@@ -65,6 +64,25 @@ class BlurSwapper:
         x0, y0, x1, y1 = region
         if x1 - x0 < 2 or y1 - y0 < 2:
             return image.copy()
+        return _blend(image, region, self._patch(image, region))
+
+    def _patch(self, image: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class BlurSwapper(_RegionFallback):
+    """A Gaussian blur of the face whose kernel is `strength` of the face's size (0.5: features gone)."""
+
+    name = "blur"
+
+    def __init__(self, strength: float = 0.5, margin: float = 0.25):
+        if not 0.05 <= float(strength) <= 2.0:
+            raise InputError(f"blur strength must be in [0.05, 2], got {strength}")
+        super().__init__(margin)
+        self.strength = float(strength)
+
+    def _patch(self, image: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray:
+        x0, y0, x1, y1 = region
         # A kernel of half a face is hundreds of pixels wide: blur at a scale where it is 9 px (the
         # same low-pass, ~1000x less work), then scale back up.
         k = max(x1 - x0, y1 - y0) * self.strength
@@ -77,11 +95,10 @@ class BlurSwapper:
                            interpolation=cv2.INTER_AREA)
         small = cv2.GaussianBlur(small, (9, 9), 0, borderType=cv2.BORDER_REPLICATE)
         blurred = cv2.resize(small, (fx1 - fx0, fy1 - fy0), interpolation=cv2.INTER_LINEAR)
-        patch = blurred[y0 - fy0:y1 - fy0, x0 - fx0:x1 - fx0]
-        return _blend(image, region, patch)
+        return blurred[y0 - fy0:y1 - fy0, x0 - fx0:x1 - fx0]
 
 
-class PixelateSwapper:
+class PixelateSwapper(_RegionFallback):
     """The face as `blocks` x `blocks` flat squares (8: about the pixels of a 8 px face)."""
 
     name = "pixelate"
@@ -89,17 +106,10 @@ class PixelateSwapper:
     def __init__(self, blocks: int = 8, margin: float = 0.25):
         if not 2 <= int(blocks) <= 64:
             raise InputError(f"pixelate blocks must be in 2..64, got {blocks}")
-        if not 0.0 <= float(margin) <= 1.0:
-            raise InputError(f"pixelate margin must be in [0, 1], got {margin}")
-        self.blocks, self.margin = int(blocks), float(margin)
+        super().__init__(margin)
+        self.blocks = int(blocks)
 
-    def swap(self, image: np.ndarray, face, target=None) -> np.ndarray:
-        _check(image)
-        region = face_region(image.shape, face.box, self.margin)
+    def _patch(self, image: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray:
         x0, y0, x1, y1 = region
-        if x1 - x0 < 2 or y1 - y0 < 2:
-            return image.copy()
-        crop = image[y0:y1, x0:x1]
-        small = cv2.resize(crop, (self.blocks, self.blocks), interpolation=cv2.INTER_AREA)
-        patch = cv2.resize(small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
-        return _blend(image, region, patch)
+        small = cv2.resize(image[y0:y1, x0:x1], (self.blocks, self.blocks), interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
