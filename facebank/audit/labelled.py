@@ -11,7 +11,7 @@ embedded as it is, without detection:
   dlib's HOG detection boxes of the 61 `deepface_faces` photos mapped into their aligned crops.
   dlib's shape predictor then runs on the crop inside that rectangle. Measured on those 61
   photos, the crop's descriptor has cosine 0.995 (median; minimum 0.982) with the descriptor of
-  the photo itself (`tests/test_audit_labelled.py` checks it), so calibrating dlib on aligned
+  the photo itself (`tests/audit/test_labelled.py` checks it), so calibrating dlib on aligned
   crops measures the same recogniser as on photos. (The border keeps dlib's chip, which reaches
   past the tight crop, from reading black pixels.)
 """

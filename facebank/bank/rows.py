@@ -15,7 +15,7 @@ fragment's chunk byte offsets are read once (HDF5's chunk index), and then:
 That holds for the uncompressed chunks facebank writes; a filtered or virtual dataset falls back
 to h5py. The mapping is the manifest's, the same one the virtual dataset is made from, and
 fragments are immutable, so the bytes read are the ones the bank holds
-(tests/test_build_integrity.py compares every row of every column read so).
+(tests/index/test_build_integrity.py compares every row of every column read so).
 """
 
 from __future__ import annotations

@@ -240,7 +240,7 @@ def test_fp16_session_keeps_the_guarantee(built, real_faces):
 def test_manifest_doc_lists_fields(built):
     from pathlib import Path
 
-    doc = (Path(__file__).resolve().parents[1] / "facebank" / "index" / "MANIFEST.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "facebank" / "index" / "MANIFEST.md").read_text()
     for key in read_manifest(built):
         assert f"`{key}`" in doc, key
     json.dumps(read_manifest(built))

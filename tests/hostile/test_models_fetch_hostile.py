@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.test_model_packs import BUFFALO_L, _make_zip, _pack_members
-from tests.test_model_packs import tiny_models_published  # noqa: F401 (autouse: stand-ins play the published files)
+from tests.vision.test_model_packs import BUFFALO_L, _make_zip, _pack_members
+from tests.vision.test_model_packs import tiny_models_published  # noqa: F401 (autouse: stand-ins play the published files)
 
 runner = CliRunner()
 

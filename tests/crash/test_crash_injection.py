@@ -373,7 +373,7 @@ if not INNER:
     def test_crash_injection_in_a_fresh_process():
         env = {**os.environ, "FACEBANK_CRASH_INNER": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "OPENBLAS_NUM_THREADS": "1"}
-        root = Path(__file__).resolve().parents[1]
+        root = Path(__file__).resolve().parents[2]
         r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-s", "-p", "no:cacheprovider", __file__],
                            env=env, cwd=root, capture_output=True, text=True, timeout=1800)
         print(r.stdout[-3000:])

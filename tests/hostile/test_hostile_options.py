@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.test_hostile import DIM, assert_one_line, built  # noqa: F401  (the module fixture)
+from tests.hostile.test_hostile import DIM, assert_one_line, built  # noqa: F401  (the module fixture)
 
 runner = CliRunner()
 

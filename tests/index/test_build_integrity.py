@@ -17,7 +17,7 @@ from facebank.errors import FacebankError, IndexBuildError, StaleIndex
 from facebank.index.build import build_index, verify_build
 from facebank.index.manifest import FORMAT_VERSION, manifest_files, read_manifest
 from facebank.pick.session import FaceBank
-from test_hostile import DIM, _record  # the same synthetic faces (tests/ is on sys.path)
+from tests.hostile.test_hostile import DIM, _record  # the same synthetic faces (tests/ is on sys.path)
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):

@@ -15,7 +15,7 @@ import pytest
 from facebank.bank import BankWriter, open_bank
 from facebank.errors import BankLockedError
 from facebank.index.build import build_index
-from test_hostile import DIM, _record  # the same synthetic faces (tests/ is on sys.path)
+from tests.hostile.test_hostile import DIM, _record  # the same synthetic faces (tests/ is on sys.path)
 
 INFO = {"model": "t", "sha256": "ab" * 32, "dim": DIM}
 

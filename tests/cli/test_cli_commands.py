@@ -23,35 +23,35 @@ from facebank.bank import copy_bank, open_bank
 from facebank.cli import app
 from facebank.cli.common import JSON_FORMAT, read_envelope
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # tests/
 
 # command -> "file::test" that invokes it through CliRunner (the test's source names the command).
 COVERED = {
     "anonymize": "anonymize/test_anonymize_cli.py::test_cli_runner_anonymizes_one_photo_list",
-    "annotate": "test_cli_commands.py::test_ingest_generated_photos_then_annotate",
-    "audit": "test_audit_cli.py::test_audit_command",
+    "annotate": "cli/test_cli_commands.py::test_ingest_generated_photos_then_annotate",
+    "audit": "audit/test_audit_cli.py::test_audit_command",
     "bank accept-labels": "bank/test_label_disputes.py::test_accept_with_the_model_gender_relabels_the_face",
     "bank check-labels": "bank/test_label_disputes.py::test_insightface_second_opinion_on_the_stored_crops",
-    "bank compact": "test_cli_commands.py::test_bank_compact",
-    "bank copy": "test_cli_commands.py::test_bank_copy",
-    "bank upgrade": "test_bank_fragments.py::test_v1_fixture_converts_bit_for_bit",
-    "build": "test_cli.py::test_build_from_config_with_source_override",
-    "dedupe": "test_audit_cli.py::test_dedupe_command",
-    "embed": "test_cli.py::test_ingest_folder_embed_info",
-    "generate": "test_cli.py::test_generate_tiny_network_resumable",
-    "index build": "test_cli.py::test_index_build_verify_pick",
-    "index info": "test_cli_commands.py::test_every_json_result_is_one_envelope",
+    "bank compact": "cli/test_cli_commands.py::test_bank_compact",
+    "bank copy": "cli/test_cli_commands.py::test_bank_copy",
+    "bank upgrade": "bank/test_bank_fragments.py::test_v1_fixture_converts_bit_for_bit",
+    "build": "cli/test_cli.py::test_build_from_config_with_source_override",
+    "dedupe": "audit/test_audit_cli.py::test_dedupe_command",
+    "embed": "cli/test_cli.py::test_ingest_folder_embed_info",
+    "generate": "cli/test_cli.py::test_generate_tiny_network_resumable",
+    "index build": "cli/test_cli.py::test_index_build_verify_pick",
+    "index info": "cli/test_cli_commands.py::test_every_json_result_is_one_envelope",
     "index list": "cli/test_operator_edges.py::test_index_list_and_prune_keep_the_newest_and_the_current",
     "index prune": "cli/test_operator_edges.py::test_index_list_and_prune_keep_the_newest_and_the_current",
-    "index use": "test_cli_commands.py::test_index_use",
-    "index verify": "test_cli_commands.py::test_every_json_result_is_one_envelope",
-    "info": "test_cli_commands.py::test_every_json_result_is_one_envelope",
-    "ingest folder": "test_cli.py::test_ingest_folder_embed_info",
-    "ingest generated-photos": "test_cli_commands.py::test_ingest_generated_photos_then_annotate",
-    "models fetch": "test_model_packs.py::test_cli_fetch_list_and_errors",
-    "models list": "test_cli_commands.py::test_every_json_result_is_one_envelope",
-    "pick": "test_cli_commands.py::test_every_json_result_is_one_envelope",
-    "show": "test_cli_commands.py::test_show_prints_and_exports_a_face",
+    "index use": "cli/test_cli_commands.py::test_index_use",
+    "index verify": "cli/test_cli_commands.py::test_every_json_result_is_one_envelope",
+    "info": "cli/test_cli_commands.py::test_every_json_result_is_one_envelope",
+    "ingest folder": "cli/test_cli.py::test_ingest_folder_embed_info",
+    "ingest generated-photos": "cli/test_cli_commands.py::test_ingest_generated_photos_then_annotate",
+    "models fetch": "vision/test_model_packs.py::test_cli_fetch_list_and_errors",
+    "models list": "cli/test_cli_commands.py::test_every_json_result_is_one_envelope",
+    "pick": "cli/test_cli_commands.py::test_every_json_result_is_one_envelope",
+    "show": "cli/test_cli_commands.py::test_show_prints_and_exports_a_face",
 }
 
 

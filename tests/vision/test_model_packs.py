@@ -234,7 +234,7 @@ real_pins = pytest.mark.real_pins
 
 @real_pins
 def test_the_pinned_table_is_the_published_one():
-    doc = Path(__file__).resolve().parents[2] / "shared" / "docs" / "MODEL_CHECKSUMS.md"
+    doc = Path(__file__).resolve().parents[3] / "shared" / "docs" / "MODEL_CHECKSUMS.md"
     if not doc.is_file():
         pytest.skip(f"{doc} is not here")
     import re

@@ -21,7 +21,7 @@ from facebank.bank import schema
 from facebank.bank.layout import fragment_files
 from facebank.errors import BankError, SchemaVersionError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "bank_v1.h5"
 INFO = {"model": "test", "sha256": "ab" * 32, "dim": 8}
 
@@ -284,7 +284,7 @@ CHILD = """
 import sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[2])
-from test_bank_fragments import _record, INFO
+from tests.bank.test_bank_fragments import _record, INFO
 from facebank.bank import writer as W
 inner = W.BankWriter.commit
 def commit(self):

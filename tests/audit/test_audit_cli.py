@@ -81,7 +81,7 @@ def test_audit_command(data, small_bank):
     cal = json.loads(Path(res["calibration"]).read_text())
     assert cal["conservative"] is True
     # 176 impostor pairs cannot bound a FAR of 1e-2 (0 above has an upper bound of 0.021), so
-    # `index build --threshold-from` refuses it; tests/test_audit_run.py builds from a supported one.
+    # `index build --threshold-from` refuses it; tests/audit/test_audit_run.py builds from a supported one.
     with pytest.raises(InputError, match="not supported"):
         thresholds_from_report(res["calibration"], 1e-2)
     r = invoke("index", "build", "--bank", small_bank, "--builds", data["root"] / "builds3", "--threshold-from",

@@ -187,7 +187,7 @@ import struct  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from tests.test_hostile import built  # noqa: E402,F401  (a 300-face bank and its build)
+from tests.hostile.test_hostile import built  # noqa: E402,F401  (a 300-face bank and its build)
 
 
 def _s(text: str) -> bytes:  # SHORT_BINUNICODE
