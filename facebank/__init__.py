@@ -34,7 +34,8 @@ from facebank.errors import (
 )
 from facebank.index.build import use_build, verify_build
 from facebank.pick.analyse import FaceAnalyser, PhotoFace
-from facebank.pick.session import FaceBank, ImagePick, Target
+from facebank.pick.session import FaceBank
+from facebank.pick.targets import ImagePick, Target
 from facebank.workflow import build_index
 
 __all__ = [

@@ -19,7 +19,8 @@ from facebank.errors import FacebankError, InputError, NoEligibleTarget
 from facebank.index import groups as G
 from facebank.pick.analyse import FaceAnalyser, PhotoFace, as_rgb
 from facebank.pick.options import PickOptions
-from facebank.pick.session import FaceBank, Target
+from facebank.pick.session import FaceBank
+from facebank.pick.targets import Target
 from facebank.swap import get_swapper
 
 __all__ = ["Anonymizer", "build_models"]

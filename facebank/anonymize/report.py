@@ -41,7 +41,7 @@ class ResultCheck:
 class Attempt:
     """One swap with one target, and its check."""
 
-    target: dict  # facebank.pick.session.Target.to_dict(): id, group, similarities (source vs target), ...
+    target: dict  # facebank.pick.targets.Target.to_dict(): id, group, similarities (source vs target), ...
     check: ResultCheck | None  # None when the swapper itself failed
     error: str | None = None
     group_match: bool | None = None  # the result's age group and gender are the target's group

@@ -20,7 +20,7 @@ eligible target (the "widen_age" fallback policy): nearest first, the younger on
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -37,6 +37,8 @@ __all__ = [
     "group_code",
     "group_codes",
     "group_label",
+    "group_plan",
+    "PlanStep",
     "widen_age",
     "widen_age_codes",
 ]
@@ -128,3 +130,28 @@ def widen_age_codes(code: int) -> tuple[int, ...]:
     """Group codes of the same gender in `widen_age` order (the group itself not included)."""
     age, gender = decode_group(code)
     return tuple(group_code(a, gender) for a in widen_age(age))
+
+
+class PlanStep(NamedTuple):
+    """One step of a pick's group plan: the group codes to pick from (None: every group) and its label."""
+
+    codes: list[int] | None
+    label: str
+
+
+def group_plan(first: str | None, gender: str | None, fallback: str) -> tuple[PlanStep, ...]:
+    """The groups a pick tries, in order: the face's age group (or every one) and gender (or both),
+    then, with the "widen_age" fallback, the neighbouring age groups in `widen_age` order.
+
+    Args:
+        first: the face's age-group label, or None for any age.
+        gender: a canonical gender name, or None for either.
+        fallback: one of FALLBACKS (validated by PickOptions).
+    """
+    genders = [gender] if gender is not None else list(GENDERS)
+    if first is None:
+        if gender is None:
+            return (PlanStep(None, "any"),)
+        return (PlanStep([group_code(a, gender) for a in AGE_GROUPS], f"any/{gender}"),)
+    ages = [first] + (list(widen_age(first)) if fallback == "widen_age" else [])
+    return tuple(PlanStep([group_code(a, g) for g in genders], f"{a}/{gender or 'any'}") for a in ages)

@@ -14,10 +14,11 @@ import numpy as np
 
 from facebank.index.build import resolve_build
 from facebank.pick.options import Embedding, Embeddings, PickOptions, QueryFace, Threshold
-from facebank.pick.session import FaceBank, Target
+from facebank.pick.session import FaceBank
+from facebank.pick.targets import Target
 
 from facebank.pick.analyse import FaceAnalyser, ImageInput, PhotoFace
-from facebank.pick.session import ImagePick
+from facebank.pick.targets import ImagePick
 
 _sessions: dict[tuple, FaceBank] = {}
 _analysers: dict[tuple, FaceAnalyser] = {}

@@ -7,9 +7,10 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from facebank.errors import InputError
-from facebank.pick.analyse import ImageInput, PhotoFace, analyse_photo  # noqa: F401  (analyse_photo: old path)
+from facebank.pick.analyse import ImageInput
 from facebank.pick.options import PickOptions, QueryFace, Threshold
-from facebank.pick.session import FaceBank, ImagePick  # noqa: F401  (ImagePick: re-exported)
+from facebank.pick.session import FaceBank
+from facebank.pick.targets import ImagePick
 
 
 def pick_for_image(session: FaceBank, image: ImageInput, *, models: Mapping[str, str] | None = None,

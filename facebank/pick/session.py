@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 import os
 import secrets
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from facebank.bank import Face, open_bank
+from facebank.bank import open_bank
 from facebank.config import DEFAULT_BUILDS
 from facebank.errors import BankClosed, BankError, IndexBuildError, InputError, NoEligibleTarget, StaleIndex, UnknownSpace
 from facebank.index import groups as G
@@ -27,79 +27,11 @@ from facebank.labels import check_age, gender_name
 from facebank.pick.guard import BankGuard, _clearly_below, calibrated_thresholds  # noqa: F401  (_clearly_below: tests)
 from facebank.pick.analyse import FaceAnalyser, ImageInput, PhotoFace  # numpy only: models load on first use
 from facebank.pick.options import Embedding, Embeddings, PickOptions, QueryFace, Threshold
+from facebank.pick.targets import ImagePick, Target
 
 
 _new = object.__new__
 _GENDER_NAMES = {0: gender_name(0), 1: gender_name(1)}
-
-
-@dataclass(frozen=True)
-class Target:
-    """A synthetic face picked for a query, with the exact similarity in every space."""
-
-    id: str
-    row: int  # bank row
-    source_id: str  # the face's id in its source (file name, seed, generated.photos id)
-    similarities: dict[str, float]
-    thresholds: dict[str, float]
-    age: float
-    gender: str
-    group: str  # the target's own age/gender group
-    requested_group: str  # what the query asked for ("any" when unconstrained)
-    fallback: str | None  # None, or what the fallback policy did ("widen_age:20-29")
-    mode: str
-    method: str  # rejection | scan | furthest | index_furthest (proposed by an ivf/hnsw index)
-    margin: float = 1.0  # the privacy margin the pick was drawn with (1: every eligible face)
-    cut: dict | None = None  # the margin's cut (MarginCut.to_dict: tau per space, share, sample, exact, relaxed)
-    looser: bool = False  # a threshold above the build's was allowed (allow_looser=True)
-    _session: object = field(default=None, repr=False, compare=False)
-
-    # Reads go through the session, not a bank handle kept here: the session reopens a bank that
-    # was replaced on disk (and refuses one whose content changed), and refuses once it is closed.
-    def face(self) -> Face:
-        """Everything the bank holds about the target (crop, landmarks, attributes, vectors)."""
-        return self._session.live_bank().face(self.row)
-
-    def crop(self) -> np.ndarray:
-        """The aligned 112x112 RGB crop."""
-        return self._session.live_bank().crop(self.row)
-
-    def image_bytes(self) -> bytes:
-        """The target's original encoded image, as it entered the bank."""
-        return self._session.live_bank().image_bytes(self.row)
-
-    def image(self) -> np.ndarray:
-        """The target's original image decoded to RGB uint8 (H, W, 3)."""
-        return self.face().image()
-
-    def aligned(self, size: int = 112, template: str | None = None) -> np.ndarray:
-        """The target's original image warped to the crop a swapper takes, RGB uint8 (size, size, 3):
-        112 ArcFace, 128 inswapper (InsightFace's shifted template), 224 SimSwap, 256 FFHQ-style.
-        `template` ("arcface", "simswap", "ffhq") overrides the size's default (facebank.vision.align)."""
-        from facebank.vision.align import align_to_swapper
-
-        face = self.face()
-        return align_to_swapper(face.image(), face.landmarks, size, template)
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-
-
-@dataclass(frozen=True)
-class ImagePick:
-    """One real face of a photo and the synthetic target picked for it.
-
-    Unpacks as `(face, target)`, as the private pick_for_image's tuples did.
-    """
-
-    face: PhotoFace
-    target: Target
-
-    def __iter__(self) -> Iterator:
-        return iter((self.face, self.target))
-
-    def to_dict(self) -> dict:
-        return {"face": self.face.to_dict(), "target": self.target.to_dict()}
 
 
 def _as_query(embedding, space: str | None, spaces: list[str]) -> dict[str, np.ndarray]:
@@ -129,16 +61,6 @@ def check_threshold(value, space: str) -> float:
     if not (math.isfinite(t) and -1.0 <= t <= 1.0):
         raise InputError(f"threshold for {space!r} must be a cosine in [-1, 1], got {value!r}")
     return t
-
-
-def _plan(first: str | None, gender: str | None, fallback: str) -> list[tuple[list[int] | None, str]]:
-    genders = [gender] if gender is not None else list(G.GENDERS)
-    if first is None:
-        if gender is None:
-            return [(None, "any")]
-        return [([G.group_code(a, gender) for a in G.AGE_GROUPS], f"any/{gender}")]
-    ages = [first] + (list(G.widen_age(first)) if fallback == "widen_age" else [])
-    return [([G.group_code(a, g) for g in genders], f"{a}/{gender or 'any'}") for a in ages]
 
 
 class FaceBank:
@@ -272,7 +194,7 @@ class FaceBank:
             self._guard_of = self._new_guard()
 
     # -- groups --
-    def _group_plan(self, age: float | None, gender: str | None, fallback: str) -> list[tuple[list[int] | None, str]]:
+    def _group_plan(self, age: float | None, gender: str | None, fallback: str) -> tuple[G.PlanStep, ...]:
         """Group-code sets to try in order, with their labels (cached: a plan depends on the
         age group, gender and fallback only; PickOptions validated the fallback)."""
         # The raw arguments (with their types: True is not 1) -> the plan, once they were validated.
@@ -287,7 +209,7 @@ class FaceBank:
                fallback)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = _plan(*key)
+            plan = self._plans[key] = G.group_plan(*key)
         if raw is not None and len(self._raw_plans) < 4096:
             self._raw_plans[raw] = plan
         return plan
@@ -465,17 +387,17 @@ class FaceBank:
         for i, plan in enumerate(plans):
             res, step = self._pick_in_plan(i, plan, queries, qry, thresholds, mode, gen, taken, margin)
             taken.add(res.row)
-            used = None if step == 0 else f"widen_age:{plan[step][1]}"
+            used = None if step == 0 else f"widen_age:{plan[step].label}"
             if res.cut is not None and res.cut.relaxed and used is None:
                 used = f"margin_relaxed:{res.cut.share:.3g}"  # the group is too small for the margin
-            out.append(self._target(res, thresholds, plan[0][1], used, mode, queries, margin))
+            out.append(self._target(res, thresholds, plan[0].label, used, mode, queries, margin))
         return out
 
     def _margin(self, options: PickOptions) -> float:
         """The pick's margin: the option, else the build's default (1.0 for builds made before margins)."""
         return self.default_margin if options.margin is None else options.margin
 
-    def _pick_in_plan(self, i: int, plan: list, queries: list[dict], qry, thresholds: dict, mode: str, gen,
+    def _pick_in_plan(self, i: int, plan: tuple[G.PlanStep, ...], queries: list[dict], qry, thresholds: dict, mode: str, gen,
                       taken: set[int], margin: float = 1.0) -> tuple[PickResult, int]:
         """Face i's pick from the first group of its plan that has an eligible target: (result, step)."""
         last: NoEligibleTarget | None = None
@@ -493,9 +415,9 @@ class FaceBank:
             return res, step
         if len(plan) == 1:
             raise last
-        tried = ", ".join(label for _, label in plan)
+        tried = ", ".join(step.label for step in plan)
         raise NoEligibleTarget(f"no eligible target in any of {tried}; last: {last}",
-                               group_size=last.group_size, too_similar=last.too_similar, group=plan[0][1])
+                               group_size=last.group_size, too_similar=last.too_similar, group=plan[0].label)
 
     def _proposed_furthest(self, queries: list[dict], thresholds: dict, codes, taken: set[int], margin: float = 1.0):
         """Furthest pick among an approximate index's proposals, or None (then the exact scan decides)."""

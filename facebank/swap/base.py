@@ -18,7 +18,7 @@ class Swapper(Protocol):
 
     image: the whole photo, RGB uint8 (H, W, 3), never modified in place.
     face: the real face (facebank.pick.analyse.PhotoFace: box, 5 landmarks, embeddings).
-    target: the synthetic face picked for it (facebank.pick.session.Target: image(), face(), aligned()).
+    target: the synthetic face picked for it (facebank.pick.targets.Target: image(), face(), aligned()).
     Returns a new RGB uint8 array of the same shape.
     """
 

@@ -18,7 +18,7 @@ from facebank.errors import (ConfigError, IndexBuildError, InputError, InvalidEm
 from facebank.index import groups as G
 from facebank.index.build import resolve_build, resolve_thresholds
 from facebank.index.manifest import FORMAT_VERSION, read_manifest
-from facebank.pick.photo import analyse_photo
+from facebank.pick.analyse import analyse_photo
 from facebank.vision.image_io import decode_image
 
 
