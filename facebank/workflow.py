@@ -23,7 +23,7 @@ ProgressFactory = Callable[[str], contextlib.AbstractContextManager]
 def calibrated_thresholds(report: str | os.PathLike, far: float):
     """The thresholds of a calibration report (facebank audit) at `far`, as `index.build.Calibrated`,
     with the figures behind each one (counts, interval, data) for the build's manifest."""
-    from facebank.audit.calibration import CalibrationReport, thresholds_from_report
+    from facebank.audit.calibration_report import CalibrationReport, thresholds_from_report
     from facebank.index.build import Calibrated
 
     thresholds = thresholds_from_report(report, far)

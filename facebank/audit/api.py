@@ -15,7 +15,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from facebank.audit.calibration import DEFAULT_FARS, CalibrationReport
+from facebank.audit.calibration import DEFAULT_FARS
+from facebank.audit.calibration_report import CalibrationReport
 from facebank.audit.calibration import calibrate as calibrate_embeddings
 from facebank.audit.labelled import LabelledSet, fingerprint, load_labelled, read_identities
 from facebank.errors import InputError

@@ -16,7 +16,7 @@ Sections of the report (each one only when its inputs are given):
 
 from __future__ import annotations
 
-import csv
+
 import json
 import os
 from dataclasses import dataclass, field
@@ -28,7 +28,8 @@ import numpy as np
 from facebank.audit import distributions as D
 from facebank.audit import pixel_metrics as P
 from facebank.audit import plots
-from facebank.audit.calibration import CalibrationReport, bound_name, calibrate, eer, roc_det
+from facebank.audit.calibration import bound_name, calibrate, eer, roc_det
+from facebank.audit.calibration_report import CalibrationReport
 from facebank.audit.labelled import LabelledSet, load_labelled, read_identities
 from facebank.audit.pick_audit import match_rate_table, per_query_rows
 from facebank.audit.report import Section, write_csv, write_report

@@ -15,7 +15,7 @@ import numpy as np
 from facebank._io.files import disk_full, ensure_space, is_disk_full, write_durable
 from facebank.bank import schema
 from facebank.bank.records import FaceRecord, Rejection
-from facebank.errors import BankError
+from facebank.errors import BankError, InputError
 
 __all__ = ["ATTRIBUTE_COLUMNS", "PendingBatch"]
 

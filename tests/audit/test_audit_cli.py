@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from facebank.bank import copy_bank
-from facebank.audit.calibration import thresholds_from_report
+from facebank.audit.calibration_report import thresholds_from_report
 from facebank.audit.dedupe import dedupe_bank
 from facebank.bank import open_bank
 from facebank.bank.schema import STATUS_REMOVED

@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from facebank.bank import copy_bank
-from facebank.audit.calibration import CalibrationReport, eer, thresholds_from_report
+from facebank.audit.calibration import eer
+from facebank.audit.calibration_report import CalibrationReport, thresholds_from_report
 from facebank.audit.dedupe import dedupe_bank
 from facebank.audit.pixel_metrics import pixel_similarity_matrix, ssim
 from facebank.audit.run import AuditConfig, run_audit

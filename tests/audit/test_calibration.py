@@ -12,15 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facebank.audit.calibration import (
-    CalibrationReport,
-    calibrate,
-    eer,
-    pair_scores,
-    roc_det,
-    threshold_at_far,
-    thresholds_from_report,
-)
+from facebank.audit.calibration import calibrate, eer, pair_scores, roc_det, threshold_at_far
+from facebank.audit.calibration_report import CalibrationReport, thresholds_from_report
 from facebank.errors import InputError
 
 S60 = math.sqrt(3) / 2  # cos 30 deg = sin 60 deg

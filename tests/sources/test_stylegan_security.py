@@ -128,7 +128,7 @@ def test_nested_inside_storage_blob(tmp_path, marker, nested):
 
 def test_well_formed_storage_blob_is_accepted():
     """The hand-made blob above is the real format: with a proper record it decodes."""
-    from facebank.sources.stylegan.pickle_loader import _parse_storage_blob
+    from facebank.sources.stylegan.unpickler import _parse_storage_blob
 
     inner = b"\x80\x02(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x01Nt" b"Q."
     assert _parse_storage_blob(_storage_blob(inner)).flat.tolist() == [0.0]
