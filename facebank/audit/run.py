@@ -16,7 +16,6 @@ Sections of the report (each one only when its inputs are given):
 
 from __future__ import annotations
 
-
 import json
 import os
 from dataclasses import dataclass, field
