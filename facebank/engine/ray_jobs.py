@@ -61,7 +61,8 @@ def ray_generate(bank_path: str, cfg, *, engine: EngineConfig, vision: VisionCon
     import torch
 
     from facebank._io.download import sha256_file
-    from facebank.sources.stylegan import parse_seeds, resolve_network
+    from facebank.seeds import parse_seeds
+    from facebank.sources.stylegan import resolve_network
     from facebank.sources.stylegan_source import source_id
 
     start = time.perf_counter()

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from facebank.errors import SourceError
-from facebank.labels import AGE_CATEGORIES, metadata_attributes  # noqa: F401  (the export's labels; old import path)
 from facebank.sources.base import IMAGE_SUFFIXES, MAX_FILE_BYTES, SourceItem, inside, safe_name
 
 SOURCE = "generated_photos"

@@ -58,8 +58,8 @@ class StyleGanSource:
     """The faces of `cfg.seeds` from one network, loaded once (the checksum names every face)."""
 
     def __init__(self, cfg: GenerateConfig):
-        from facebank.sources.stylegan import (load_generator, parse_seeds, resolve_batch_size, resolve_device,
-                                               resolve_network)
+        from facebank.seeds import parse_seeds
+        from facebank.sources.stylegan import load_generator, resolve_batch_size, resolve_device, resolve_network
 
         self.cfg = cfg
         self.seeds = parse_seeds(cfg.seeds)

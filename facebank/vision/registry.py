@@ -14,18 +14,15 @@ import os
 from typing import Any
 
 from facebank.errors import InputError, ModelError
-from facebank.vision.model_files import file_sha256, find_model_file, onnx_session  # noqa: F401  (old import path)
+from facebank.vision.model_files import find_model_file
 
 __all__ = [
     "ATTRIBUTE_MODELS",
     "DETECTORS",
     "EMBEDDER_SPACES",
-    "file_sha256",
-    "find_model_file",
     "load_attribute_model",
     "load_detector",
     "load_embedder",
-    "onnx_session",
 ]
 
 DETECTORS = ("dlib", "scrfd", "yunet")

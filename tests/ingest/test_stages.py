@@ -13,7 +13,7 @@ from facebank.bank import open_bank
 from facebank.config import SpaceConfig, VisionConfig
 from facebank.ingest import annotate_bank, combine_attributes, embed_bank, ingest
 from facebank.sources.base import SourceItem
-from facebank.sources.generated_photos import AGE_CATEGORIES, metadata_attributes
+from facebank.labels import AGE_CATEGORIES, metadata_attributes
 from facebank.vision.types import Attributes
 
 

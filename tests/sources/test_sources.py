@@ -10,7 +10,8 @@ import pytest
 
 from facebank.errors import SourceError
 from facebank.sources.folder import iter_folder
-from facebank.sources.generated_photos import iter_generated_photos, metadata_attributes
+from facebank.labels import metadata_attributes
+from facebank.sources.generated_photos import iter_generated_photos
 
 
 def test_real_export_folder(assets):

@@ -9,14 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from facebank.errors import InputError
-from facebank.sources.stylegan import generate_images, load_generator, parse_seeds, to_uint8, z_from_seed
-from facebank.sources.stylegan.network import (
-    Generator,
-    modulated_conv2d,
-    normalize_2nd_moment,
-    setup_filter,
-    upsample2d,
-)
+from facebank.seeds import parse_seeds
+from facebank.sources.stylegan import generate_images, load_generator, to_uint8, z_from_seed
+from facebank.sources.stylegan.network import Generator
+from facebank.sources.stylegan.ops import modulated_conv2d, normalize_2nd_moment, setup_filter, upsample2d
 
 NAMES = ["tiny32", "tiny32_cond10", "tiny64"]
 TAGS = {"psi1_0": (1.0, None), "psi0_5": (0.5, None), "psi0_7_cut4": (0.7, 4)}

@@ -165,7 +165,7 @@ def test_official_packs_and_defaults():
 
 def test_directory_of_pack_feeds_the_loaders(tmp_path):
     """The fetched directory is what the registry's model-file search expects."""
-    from facebank.vision.registry import find_model_file
+    from facebank.vision.model_files import find_model_file
 
     fetch_pack("buffalo_l", dest=tmp_path, url=_make_zip(tmp_path / "z.zip", _pack_members("buffalo_l/")))
     assert find_model_file(tmp_path / "buffalo_l", ("det_10g.onnx",), what="d").name == "det_10g.onnx"

@@ -10,7 +10,7 @@ require("torch")  # the `stylegan` extra: without it, one MissingDependency line
 from facebank.sources.stylegan.download import FFHQ_URL, resolve_network
 from facebank.sources.stylegan.network import Generator
 from facebank.sources.stylegan.pickle_loader import load_generator, save_generator
-from facebank.sources.stylegan.sampling import (generate_images, parse_seeds, resolve_batch_size, resolve_device,
+from facebank.sources.stylegan.sampling import (generate_images, resolve_batch_size, resolve_device,
                                                 to_uint8, z_from_seed)
 
 __all__ = [
@@ -18,7 +18,6 @@ __all__ = [
     "Generator",
     "generate_images",
     "load_generator",
-    "parse_seeds",
     "resolve_batch_size",
     "resolve_device",
     "resolve_network",

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from facebank.sources.stylegan.ops import (  # noqa: F401  (re-exported: the network's public helpers)
+from facebank.sources.stylegan.ops import (
     _ACT_GAIN,
     _activation,
     _conv,
@@ -35,10 +35,6 @@ __all__ = [
     "SynthesisLayer",
     "SynthesisNetwork",
     "ToRGBLayer",
-    "modulated_conv2d",
-    "normalize_2nd_moment",
-    "setup_filter",
-    "upsample2d",
 ]
 
 NOISE_MODES = ("random", "const", "none")

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from facebank.errors import InputError
-from facebank.seeds import MAX_SEED, MAX_SEEDS_PER_RUN, parse_seeds  # noqa: F401  (re-exported)
+from facebank.seeds import MAX_SEED
 
-__all__ = ["auto_batch_size", "generate_images", "parse_seeds", "resolve_batch_size", "resolve_device", "to_uint8",
+__all__ = ["auto_batch_size", "generate_images", "resolve_batch_size", "resolve_device", "to_uint8",
            "z_from_seed"]
 
 log = logging.getLogger(__name__)
