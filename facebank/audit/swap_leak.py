@@ -150,20 +150,10 @@ def run_swaps(session: Any, labelled: LabelledSet, swappers: Mapping[str, Any], 
                 target, t_emb = None, nan
             for sw_name, swapper in swappers.items():
                 key = (sw_name, mode)
-                r_emb, q = nan, {"file": name, "target": None if target is None else target.id, "detected": False}
-                if target is not None:
-                    out = swapper.swap(image, face, target)
-                    found = [x for x in det.detect(out) if _iou(x.box, d.box) > 0.3]
-                    if found:
-                        best = max(found, key=lambda x: _iou(x.box, d.box))
-                        ra = attr.estimate(out, best)
-                        try:
-                            r_emb = _embed(align_face(out, best.landmarks, 112), embedders)
-                            q.update(detected=True, age=float(ra.age), gender=ra.gender)
-                        except FaceRejected:
-                            pass
-                    if len(run.grid[key]) < GRID_ROWS:
-                        run.grid[key].append((target.aligned(112), align_face(out, d.landmarks, 112)))
+                r_emb, q = _swap_and_embed(swapper, image, face, d, target, name, (det, attr), embedders)
+                if target is not None and len(run.grid[key]) < GRID_ROWS:
+                    run.grid[key].append((target.aligned(112), align_face(q.pop("_out"), d.landmarks, 112)))
+                q.pop("_out", None)
                 run.quality[key].append(q)
                 for s in embedders:
                     run.target[key][s].append(t_emb[s])
@@ -182,6 +172,31 @@ def run_swaps(session: Any, labelled: LabelledSet, swappers: Mapping[str, Any], 
         run.target[key] = {s: stack(v, dims[s]) for s, v in run.target[key].items()}
         run.result[key] = {s: stack(v, dims[s]) for s, v in run.result[key].items()}
     return run
+
+
+def _swap_and_embed(swapper, image: np.ndarray, face, d, target, name: str, models, embedders: Mapping[str, Any]):
+    """One swap of `face` with `target`, re-detected near the source box and embedded in every space:
+    (result embeddings, None per space when no face came back; the quality row, with the swapped
+    photo under "_out" for the grid)."""
+    from facebank.vision.align import align_face
+
+    det, attr = models
+    r_emb, q = {s: None for s in embedders}, {"file": name, "target": None if target is None else target.id,
+                                               "detected": False}
+    if target is None:
+        return r_emb, q
+    out = swapper.swap(image, face, target)
+    q["_out"] = out
+    found = [x for x in det.detect(out) if _iou(x.box, d.box) > 0.3]
+    if found:
+        best = max(found, key=lambda x: _iou(x.box, d.box))
+        ra = attr.estimate(out, best)
+        try:
+            r_emb = _embed(align_face(out, best.landmarks, 112), embedders)
+            q.update(detected=True, age=float(ra.age), gender=ra.gender)
+        except FaceRejected:
+            pass
+    return r_emb, q
 
 
 def _rate(k: int, n: int) -> dict[str, float]:
