@@ -190,6 +190,30 @@ def cache_record(target: Path) -> Path:
     return target.with_name(target.name + ".json")
 
 
+def _local(path: Path, expected_sha256: Optional[str], what: str) -> Path:
+    if path.is_dir():
+        raise SourceError(f"{what} {path} is a folder, not a file")
+    if not path.is_file():
+        raise SourceError(f"{what} file not found: {path}")
+    if expected_sha256 is not None:
+        _check_expected(sha256_file(path), expected_sha256, str(path))
+    return path
+
+
+def _cached(target: Path, meta_path: Path, expected_sha256: Optional[str], what: str) -> Path:
+    """A cached download, checked against the sha256 recorded when it was downloaded."""
+    try:
+        recorded = json.loads(meta_path.read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SourceError(f"cache record {meta_path} is unreadable; delete it and {target.name}") from exc
+    actual = sha256_file(target)
+    if actual != recorded:
+        raise SourceError(f"cached {what} {target} changed since download (sha256 {actual}, recorded "
+                          f"{recorded}); delete it to download again")
+    _check_expected(actual, expected_sha256, f"cached {what} {target}")
+    return target
+
+
 def fetch(path_or_url: Union[str, Path], *, cache_dir: Union[str, Path, None] = None, expected_sha256: Optional[str] = None,
           what: str = "file", offline_hint: str = "", default_name: str = "download",
           download: Optional[Callable[[str, Path], str]] = None) -> Path:
@@ -210,14 +234,7 @@ def fetch(path_or_url: Union[str, Path], *, cache_dir: Union[str, Path, None] = 
     """
     text = str(path_or_url)
     if not is_url(text):
-        path = Path(text).expanduser()
-        if path.is_dir():
-            raise SourceError(f"{what} {path} is a folder, not a file")
-        if not path.is_file():
-            raise SourceError(f"{what} file not found: {path}")
-        if expected_sha256 is not None:
-            _check_expected(sha256_file(path), expected_sha256, str(path))
-        return path
+        return _local(Path(text).expanduser(), expected_sha256, what)
 
     check_url(text)
     cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
@@ -227,16 +244,7 @@ def fetch(path_or_url: Union[str, Path], *, cache_dir: Union[str, Path, None] = 
     target = cache_dir / _cache_name(text, default=default_name)
     meta_path = cache_record(target)
     if target.is_file() and meta_path.is_file():
-        try:
-            recorded = json.loads(meta_path.read_text())["sha256"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SourceError(f"cache record {meta_path} is unreadable; delete it and {target.name}") from exc
-        actual = sha256_file(target)
-        if actual != recorded:
-            raise SourceError(f"cached {what} {target} changed since download (sha256 {actual}, recorded "
-                              f"{recorded}); delete it to download again")
-        _check_expected(actual, expected_sha256, f"cached {what} {target}")
-        return target
+        return _cached(target, meta_path, expected_sha256, what)
 
     log.info("downloading %s to %s", text, target)
     try:
