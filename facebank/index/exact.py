@@ -159,8 +159,8 @@ def make_space(name: str, v, dtype: str, exact, norms: tuple[float, float] | Non
     f32 = data.dtype == np.float32
     src = ex if ex is not None else (data if f32 else None)
     d = data.shape[1]
-    if not (src is not None and _usable(norms)):
-        norms = norm_range(name, src if src is not None else data)
+    if not (src is not None and _usable(norms)):  # from the float32 rows in memory, else bounded from float16
+        norms = norm_range(name, src if isinstance(src, np.ndarray) else data)
     lo_n, hi_n = norms[0] * (1 - d * 2.0**-50), norms[1] * (1 + d * 2.0**-50)  # their float64 rounding
     gamma = d * _U32 / (1 - d * _U32)  # float32 dot product of length d, any summation order
     if f32:

@@ -202,3 +202,82 @@ def test_a_forged_smaller_norm_cannot_return_a_row_above_the_threshold():
     wide = Picker({"s": v}, np.zeros(1, np.int16), norms={"s": (0.5, 2.0)})
     assert set(_picks(wide, q, 0.5, 1).values()) == {"none"}
     assert set(_picks(wide, q, 0.5 + 2e-4, 1).values()) == {0}
+
+
+# -- the build's recorded row norms ---------------------------------------------------------------
+
+def _short_bank(root, n=60, dim=8, scale=1 - 1e-3):
+    """A bank whose stored vectors are `scale` short of unit length (a model that does not
+    normalise exactly), and its flat build at threshold 0.2."""
+    from facebank.bank import BankWriter, FaceRecord
+    from facebank.index.build import build_index
+
+    bank = root / "bank.h5"
+    with BankWriter(bank) as w:
+        w.register_space("s", {"model": "t", "sha256": "ab" * 32, "dim": dim})
+        for i in range(n):
+            v = np.random.default_rng(i).standard_normal(dim)
+            w.add_face(FaceRecord(source="folder", source_id=f"f{i}.png", image=b"img%d" % i, image_format="png",
+                                  width=64, height=64, box=np.zeros(4, np.float32),
+                                  landmarks=np.zeros((5, 2), np.float32), detector="t",
+                                  crop=np.full((112, 112, 3), i % 251, np.uint8), age=30.0, gender=i % 2,
+                                  embeddings={"s": (v / np.linalg.norm(v) * scale).astype(np.float32)}))
+    return bank, build_index(bank, out=root / "builds", thresholds={"s": 0.2}, build_id="n1")
+
+
+def _rewrite_norms(build, norms) -> None:
+    import json
+
+    from facebank.index.manifest import content_id
+
+    path = build / "manifest.json"
+    m = json.loads(path.read_text())
+    m["spaces"]["s"]["norms"] = norms
+    m["content_id"] = content_id(m)
+    path.write_text(json.dumps(m))
+
+
+def test_a_build_records_its_row_norms_and_a_session_uses_them(tmp_path):
+    import json
+
+    from facebank.index.exact import norm_range
+    from facebank.pick.session import FaceBank
+
+    bank, build = _short_bank(tmp_path)
+    m = json.loads((build / "manifest.json").read_text())
+    vec = np.load(build / "vectors.s.npy")
+    lo, hi = norm_range("s", vec)
+    assert m["spaces"]["s"]["norms"] == {"min": lo, "max": hi} and hi < 1 - 9e-4
+    with FaceBank(build, bank=bank) as fb:
+        assert fb.picker.space("s").norms == (lo, hi)
+
+
+def test_a_forged_manifest_norm_is_caught_by_verify_and_cannot_return_a_face_above_the_threshold(tmp_path):
+    """Recorded norms forged to (1, 1) on rows 1e-3 short: `index verify` refuses the build, and a
+    session's picks are each at or below the threshold by the oracle, or refused (WrongNorms or
+    the bank guard), never above it."""
+    import shutil
+
+    from facebank.errors import FacebankError
+    from facebank.index.verify import verify_build
+    from facebank.pick.session import FaceBank
+
+    bank, build = _short_bank(tmp_path)
+    verify_build(build)  # the honest build verifies
+    forged = shutil.copytree(build, tmp_path / "forged")
+    _rewrite_norms(forged, {"min": 1.0, "max": 1.0})
+    with pytest.raises(IndexBuildError, match="row norms"):
+        verify_build(forged, bank_path=str(bank))
+    rng = np.random.default_rng(0)
+    with FaceBank(forged, bank=bank) as fb:
+        assert fb.picker.space("s").norms == (1.0, 1.0)
+        vecs = fb.bank.vectors("s")
+        for i in range(200):
+            q = rng.standard_normal(8)
+            try:
+                t = fb.pick_target(q, threshold=0.2, rng=rng, allow_looser=True)
+            except FacebankError:
+                continue
+            assert exact_le(q, vecs[t.row], 0.2)
+    _rewrite_norms(forged, {"min": 0.5, "max": 2.0})  # a wider bound: verified, picks unchanged
+    verify_build(forged, bank_path=str(bank))
