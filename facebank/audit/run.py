@@ -38,7 +38,8 @@ from facebank.bank import open_bank
 from facebank.bank.schema import STATUS_ANNOTATED, gender_name
 from facebank.errors import FaceRejected, InputError, NoEligibleTarget
 from facebank.index import groups as G
-from facebank.index.picker import MODES, unit_queries
+from facebank.index.cosine import cosine_of
+from facebank.index.picker import MODES
 from facebank.sources.base import IMAGE_SUFFIXES
 
 __all__ = ["AuditConfig", "run_audit"]
@@ -261,12 +262,8 @@ def _list_images(folder: Path) -> list[Path]:
 
 
 def _score(face: _Face, bank, row: int, spaces: Sequence[str]) -> dict[str, float]:
-    """Similarity of the query to bank row `row` in every space, as the picker computes it."""
-    out = {}
-    for s in spaces:
-        q = unit_queries(face.embeddings[s], space=s, dim=face.embeddings[s].shape[0])[0]
-        out[s] = float(q.astype(np.float64) @ np.asarray(bank.vector(s, row), dtype=np.float64))
-    return out
+    """Similarity of the query to bank row `row` in every space: the picker's (facebank.index.cosine)."""
+    return {s: cosine_of(face.embeddings[s], bank.vector(s, row)) for s in spaces}
 
 
 def _pick_sections(session, bank, photos, queries, score_thr, *, seed, max_pixel_candidates, groups,

@@ -12,6 +12,7 @@ Thresholds from a calibration report come in as `Calibrated` values: the CLI and
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -32,6 +33,7 @@ from facebank.config import DEFAULT_BUILDS
 from facebank.errors import ConfigError, IndexBuildError, InputError, UnknownSpace
 from facebank._io.files import as_path, atomic_write_json, disk_full, ensure_space, is_disk_full, pid_alive
 from facebank.index import groups as G
+from facebank.index.exact import row_norms
 from facebank.index.margin import DEFAULT_MARGIN, SAMPLE_ROWS, check_margin
 from facebank.index.manifest import FAST, FORMAT_VERSION, KIND, content_id, read_manifest
 
@@ -297,7 +299,7 @@ def _write_space(tmp: Path, bank, rows: np.ndarray, s: str, info: dict, thr: dic
         lo, hi = int(rows[a]), int(rows[b - 1]) + 1
         return bank.vectors(s, lo, hi)[rows[a:b] - lo]
 
-    params, files = write_space_files(tmp, s, read, len(rows), int(info["dim"]), kind)
+    params, entries = write_space_files(tmp, s, read, len(rows), int(info["dim"]), kind)
     far = (thr.get("calibration") or {}).get("far")
     ref = calibrated_threshold(s, info.get("sha256"), far)
     looser = {"threshold_allowed_looser": True} if ref is not None and thr["value"] > ref else {}
@@ -306,7 +308,7 @@ def _write_space(tmp: Path, bank, rows: np.ndarray, s: str, info: dict, thr: dic
         "threshold": thr["value"], "threshold_source": thr["source"],
         "threshold_calibration": thr.get("calibration"), **looser,  # the operator chose a looser one
         "index": {"type": kind, "faiss_class": _faiss_name(kind), "params": params},
-        **files,
+        **entries,
     }
 
 
@@ -316,21 +318,42 @@ def write_space_files(tmp: Path, s: str, read: Callable[[int, int], np.ndarray],
 
     Peak memory is the FAISS index plus one block: the bank's vectors are never held twice (a
     whole read, then a fancy-indexed copy, then the index's own copy was 3x the vectors).
-    Returns (index params, {"files": {name: sha256}, "xxh3_128": {name: xxh3}}).
+    Returns (index params, the space's manifest entries: {"files": {name: sha256}, "xxh3_128":
+    {name: xxh3}, "norms": {"min", "max"}}), norms being the smallest and largest row norm (the
+    exact check's error bound rests on them: facebank.index.exact.make_space).
     """
     faiss = require("faiss")
 
     path = tmp / f"vectors.{s}.npy"
     params: dict = {}
     index = _empty_index(kind, dim, params, n, read, block)
+    lo, hi = math.inf, 0.0
     with open(path, "wb") as fh:
         np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": (n, dim)})
         for a in range(0, n, block):
             vectors = np.ascontiguousarray(read(a, min(a + block, n)), dtype="<f4")
             fh.write(vectors.tobytes())
             index.add(vectors)
+            norms = row_norms(vectors)
+            if not np.isfinite(norms).all():
+                hi = math.nan
+            lo, hi = min(lo, float(norms.min(initial=math.inf))), max(hi, float(norms.max(initial=0.0)))
     faiss.write_index(index, str(tmp / f"index.{s}.faiss"))
-    return params, checksums(tmp, [path.name, f"index.{s}.faiss"])
+    entries = checksums(tmp, [path.name, f"index.{s}.faiss"])
+    if math.isfinite(hi) and lo <= hi:  # NaN rows record nothing: a session then reads (and refuses) them
+        entries["norms"] = {"min": lo, "max": hi}
+    return params, entries
+
+
+def recorded_norms(manifest: dict) -> dict[str, tuple[float, float]]:
+    """space -> (smallest, largest) row norm a build recorded (`norms`; builds made before it have
+    none, and their sessions compute them: facebank.index.exact.make_space)."""
+    out = {}
+    for s, meta in manifest["spaces"].items():
+        nm = meta.get("norms")
+        if isinstance(nm, dict) and all(type(nm.get(k)) is float for k in ("min", "max")):
+            out[s] = (nm["min"], nm["max"])
+    return out
 
 
 def checksums(folder: Path, names: list[str]) -> dict:

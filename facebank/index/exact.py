@@ -1,8 +1,8 @@
-"""Exact similarity: validated unit queries, per-space storage with proven rounding bounds,
-and the float64 / correctly rounded re-checks that decide rows inside a bound.
+"""Exact similarity per identity space: storage, the float32 screen's proven error bound, and
+the exact checks that decide every row the screen cannot (facebank.index.cosine defines the
+similarity and holds the float64 and integer arithmetic).
 
-The picker (facebank.index.picker) decides eligibility with these pieces; see its docstring for
-why the decision is exact. `Space.exact_one` is the one exact check of one row.
+`Space.exact_one` / `exact_many` are the one exact check; `Space.margin` the one screen bound.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facebank.errors import InputError, InvalidEmbedding
-from facebank.index import screen
+from facebank.errors import IndexBuildError, InputError
+from facebank.index import cosine, screen
+from facebank.index.cosine import Given
 
-__all__ = ["BatchPick", "PickResult", "Space", "make_space", "rng_for_key", "unit_queries"]
+__all__ = ["BatchPick", "PickResult", "Space", "WrongNorms", "make_space", "norm_range", "rng_for_key", "row_norms"]
 
 _U32 = 2.0**-24  # unit roundoff of float32
 _U16 = 2.0**-11  # unit roundoff of float16 (normal range)
@@ -36,61 +37,6 @@ def rng_for_key(key: bytes | str, secret: bytes) -> np.random.Generator:
         raise InputError("key must be bytes or str and secret non-empty bytes")
     digest = hmac.new(bytes(secret), bytes(key), hashlib.sha256).digest()
     return np.random.Generator(np.random.PCG64(int.from_bytes(digest, "big")))
-
-
-def unit_queries(q: np.ndarray, *, space: str, dim: int, ndim: int = 1) -> np.ndarray:
-    """Validate query embeddings and return them as float32 unit rows (a new array).
-
-    Args:
-        q: (dim,) when ndim == 1, or (B, dim) when ndim == 2; any real dtype.
-    Returns:
-        float32 (k, dim): k = 1 or B, each row normalised in float64 then rounded to float32.
-    """
-    a = np.asarray(q)
-    if a.dtype.kind not in "fiu" or a.ndim != ndim or a.shape[-1] != dim or a.size == 0:
-        want = f"({dim},)" if ndim == 1 else f"(B, {dim})"
-        raise InvalidEmbedding(f"space {space!r}: expected a real {want} embedding, got {a.dtype} {a.shape}")
-    if ndim == 1 or a.shape[0] == 1:  # the common single query: scalar checks, a few microseconds
-        safe = a.dtype.kind in "iu" or a.dtype.itemsize <= 4
-        a = a.reshape(1, dim).astype(np.float64)  # a copy: the caller's array is never touched
-        v = a[0]
-        if safe:
-            ss = float(np.dot(v, v))  # squares of float32/float16 values cannot overflow float64
-        else:
-            with np.errstate(over="ignore", invalid="ignore"):  # caught below, with a clear error
-                ss = float(np.dot(v, v))
-        if not 1e-280 < ss < math.inf:  # NaN, infinity, zero, or a sum that under/overflowed
-            a = _rescaled(a, space)
-            ss = float(a[0] @ a[0])
-        return (a * (1.0 / math.sqrt(ss))).astype(np.float32)
-    a = a.reshape(-1, dim)
-    safe = a.dtype.kind in "iu" or a.dtype.itemsize <= 4
-    out = np.empty(a.shape, np.float32)
-    step = max(1, 262144 // dim)  # chunks: float64 temporaries stay small (2 MiB); rows are independent
-    for i in range(0, a.shape[0], step):
-        c = a[i:i + step].astype(np.float64)
-        if safe:  # squares of float32 values neither overflow nor underflow float64
-            ss = np.einsum("ij,ij->i", c, c)
-            if not np.isfinite(ss).all():
-                raise InvalidEmbedding(f"space {space!r}: embedding has NaN or infinity")
-            if not ss.all():
-                raise InvalidEmbedding(f"space {space!r}: embedding has zero norm")
-        else:
-            c = _rescaled(c, space)
-            ss = np.einsum("ij,ij->i", c, c)
-        np.multiply(c, (1.0 / np.sqrt(ss))[:, None], out=c)
-        out[i:i + step] = c  # rounds to float32
-    return out
-
-
-def _rescaled(a: np.ndarray, space: str) -> np.ndarray:
-    """Rows divided by their largest magnitude (so squares neither overflow nor underflow)."""
-    if not np.isfinite(a).all():
-        raise InvalidEmbedding(f"space {space!r}: embedding has NaN or infinity")
-    top = np.abs(a).max(axis=1, keepdims=True)
-    if (top == 0).any():
-        raise InvalidEmbedding(f"space {space!r}: embedding has zero norm")
-    return a / top
 
 
 @dataclass(frozen=True)
@@ -123,17 +69,23 @@ class BatchPick:
 _SCAN_CHUNK = 16384  # rows per chunk of a scan or a float16 conversion: bounds temporary memory
 
 
+class WrongNorms(IndexBuildError):
+    """A row the float32 screen passed has an exact similarity above the threshold: the screen's
+    error bound rested on row norms that are not the rows' (a build manifest's `norms` edited)."""
+
+
 @dataclass(frozen=True, eq=False)
 class Space:
-    """One identity space: storage rows, the float32 rows for exact re-checks, and the error bounds.
+    """One identity space: storage rows, the float32 rows for exact checks, and the error bounds.
 
-    Made by `make_space`. `margin` bounds |float32 similarity - exact similarity| for a unit
-    query (see there); `e64` bounds the error of a float64 dot product of two float32 vectors.
+    Made by `make_space`. `margin` bounds |float32 screen value - exact cosine| (see there);
+    `e64` bounds |float64 cosine - exact cosine| (facebank.index.cosine.bound64); `norms` is the
+    (smallest, largest) row norm the bound rests on.
     """
 
     name: str
     data: np.ndarray  # (n, d) float32 or float16, what the fast path reads
-    exact: np.ndarray | None  # (n, d) float32 rows for re-checks, or None (fp16 without a source)
+    exact: np.ndarray | None  # (n, d) float32 rows for exact checks, or None (fp16 without a source)
     dim: int
     coef: float
     margin: float
@@ -142,6 +94,7 @@ class Space:
     src_nd: bool
     screen: bool  # rows the compiled loop can read in place
     e64: float
+    norms: tuple[float, float]
 
     def block(self, rows: np.ndarray | slice) -> np.ndarray:
         """float32 (k, d) rows of the fast path (a view for a slice of float32 storage)."""
@@ -159,83 +112,104 @@ class Space:
         got = np.asarray(src[order], dtype=np.float64)
         return got[np.searchsorted(order, rows)]
 
-    def exact_one(self, row: int, q64: np.ndarray, thr: float) -> float | None:
-        """The exact one-row check: the similarity of one row to q64, exact where it decides
-        against `thr` (see `refine`), or None without a float32 source.
-
-        q64: float64 (d,), one face (a single dot product, the fast path's form), or (F, d), the
-        maximum over F faces."""
-        src = self.src
-        if src is None:
+    def exact_one(self, row: int, g: Given, thr: float) -> float | None:
+        """The exact check of one row: its cosine to the query rows `g` (the largest over them),
+        decided exactly against `thr` (facebank.index.cosine), or None without a float32 source."""
+        if self.src is None:
             return None
-        if q64.ndim == 1:
-            r64 = np.asarray(src[row], dtype=np.float64)
-            ex = float(np.dot(r64, q64))
-            if -self.e64 <= ex - thr <= self.e64:
-                ex = math.fsum((r64 * q64).tolist())
-            return ex
-        if self.src_nd:
-            v = src[row:row + 1].astype(np.float64)
-        else:
-            v = np.asarray(src[np.array([row])], dtype=np.float64).reshape(1, -1)
-        return self.refine((v @ q64.T)[0].tolist(), v[0], q64, thr)
+        if g.shape[0] == 1:  # one face: scalar work, the hot path's form
+            return cosine.decide_one(g, 0, np.asarray(self.src[row], dtype=np.float64), thr)
+        return float(self.exact_many(np.array([row]), g, thr)[0])
 
-    def exact_many(self, rows: np.ndarray, q64: np.ndarray, thr: float, per_row: bool = False) -> np.ndarray | None:
-        """`exact_one` for k rows: float64 (k,). q64: (F, d) shared by all rows, or with per_row
-        (k, d), row i of q64 for row i (one face each)."""
+    def exact_many(self, rows: np.ndarray, g: Given, thr: float, per_row: bool = False) -> np.ndarray | None:
+        """`exact_one` for k rows: float64 (k,). g: the query rows shared by all rows, or with
+        per_row k rows, row i of g for row i (one face each)."""
+        ex = self.exact_rows(rows)
+        return None if ex is None else cosine.decide(g, ex, thr, per_row)
+
+    def scores(self, rows: np.ndarray, g: Given, q: np.ndarray) -> np.ndarray:
+        """float64 (k,) cosines (largest over g's rows) for ordering, within e64 of exact; the
+        float32 screen values (q: its float32 unit rows) without a float32 source."""
         ex = self.exact_rows(rows)
         if ex is None:
-            return None
-        f = np.einsum("kd,kd->k", ex, q64)[:, None] if per_row else ex @ q64.T
-        out = f.max(axis=1)
-        for i in np.flatnonzero(np.abs(f - thr).min(axis=1) <= self.e64).tolist():  # rare
-            out[i] = self.refine(f[i].tolist(), ex[i], q64[i:i + 1] if per_row else q64, thr)
-        return out
+            return (self.block(rows) @ q.T).max(axis=1).astype(np.float64)
+        q64, qn2 = g.f64()
+        return cosine.cosines64(q64, qn2, ex, np.einsum("kd,kd->k", ex, ex)).max(axis=1)
 
-    def settle(self, f: np.ndarray, rows: np.ndarray, q64, thr: float) -> np.ndarray:
-        """f: float64 (k,) similarities of `rows` to the k faces of q64 (row j to face j); those
-        within the float64 error bound of `thr` are replaced by `exact_one`'s value."""
-        for j in np.flatnonzero(np.abs(f - thr) <= self.e64).tolist():  # rare
-            f[j] = self.exact_one(int(rows[j]), q64[j:j + 1], thr)
-        return f
-
-    def refine(self, f: list[float], v: np.ndarray, q64: np.ndarray, thr: float) -> float:
-        """max over faces of f (float64 dot products of v with each row of q64), each made exact
-        where it matters: a float64 dot product of two float32 vectors is off by at most e64 (the
-        products are exact; the sum of d terms is off by gamma_d(2^-53) * ||q|| * ||v||). Values
-        within e64 of `thr` are replaced by the correctly rounded sum (math.fsum of the exact
-        products), so `value <= thr` holds exactly when the true similarity is <= thr, and the
-        reported similarity of a returned row never exceeds its threshold."""
-        e = self.e64
-        for i, x in enumerate(f):
-            if -e <= x - thr <= e:
-                f[i] = math.fsum((v * q64[i]).tolist())
-        return max(f)
+    def confirm(self, value: float, row: int, thr: float) -> float:
+        """A returned row's exact similarity, refused above `thr` (the screen passed it only if its
+        bound rested on wrong norms: `WrongNorms`)."""
+        if not value <= thr:
+            raise WrongNorms(f"space {self.name!r}: row {row} passed the float32 screen with exact similarity "
+                             f"{value!r} > {thr}: the row norms its error bound rests on {self.norms} are wrong "
+                             "(build manifest edited?); rebuild the index")
+        return value
 
 
-def make_space(name: str, v, dtype: str, exact) -> Space:
+def make_space(name: str, v, dtype: str, exact, norms: tuple[float, float] | None = None) -> Space:
     """A Space of rows `v` (n, d): the fast-path storage in `dtype`, the float32 rows for exact
-    re-checks (`exact`, else `v` when float32) and the error bounds, copying only when needed."""
+    checks (`exact`, else `v` when float32) and the error bounds, copying only when needed.
+
+    norms: the (smallest, largest) norm of the float32 rows as a build recorded them; computed
+    here (a read of every row) when None or unusable. A recorded value that is wrong narrows the
+    screen's band, and a row the screen then lets through above its threshold is refused when
+    its exact similarity is computed (every returned row's is: `Space.confirm`).
+    """
     data, ex = _storage(name, v, dtype, exact)
-    max_norm = _max_norm(name, data)
+    f32 = data.dtype == np.float32
+    src = ex if ex is not None else (data if f32 else None)
     d = data.shape[1]
+    if not (src is not None and _usable(norms)):  # from the float32 rows in memory, else bounded from float16
+        norms = norm_range(name, src if isinstance(src, np.ndarray) else data)
+    lo_n, hi_n = norms[0] * (1 - d * 2.0**-50), norms[1] * (1 + d * 2.0**-50)  # their float64 rounding
     gamma = d * _U32 / (1 - d * _U32)  # float32 dot product of length d, any summation order
-    if data.dtype == np.float32:
+    if f32:
         # |fl32(q.v) - q.v| <= gamma_d * sum|q_i v_i| <= gamma_d * ||q|| * ||v||.
-        coef = gamma * max_norm
+        coef = gamma * hi_n
     else:
         # h = fp16(v): |h_i - v_i| <= 2^-11 |v_i| + 2^-25, so |q.h - q.v| <= 2^-11 ||q|| ||v||
         # + 2^-25 sqrt(d) ||q||; plus the float32 accumulation gamma_d * ||q|| * ||h|| with
         # ||h|| <= (1 + 2^-11) ||v|| + 2^-25 sqrt(d).
-        coef = (gamma * (1 + _U16) + _U16) * max_norm + (gamma + 1) * _SUB16 * math.sqrt(d)
+        coef = (gamma * (1 + _U16) + _U16) * hi_n + (gamma + 1) * _SUB16 * math.sqrt(d)
     coef = coef * 1.01 + 1e-12  # slack for the float64 norms that enter the bound
-    f32 = data.dtype == np.float32
-    src = ex if ex is not None else (data if f32 else None)
-    g64 = d * 2.0**-53 / (1 - d * 2.0**-53)  # float64 sum of d exact products
-    return Space(name=name, data=data, exact=ex, dim=d, coef=coef,
-                 margin=coef * (1 + 1e-6),  # ||q|| <= 1 + 2^-24 (+ float64 noise): see facebank.index.query
-                 f32=f32, src=src, src_nd=isinstance(src, np.ndarray), screen=screen.usable(data),
-                 e64=g64 * max_norm * (1 + 1e-6) * 1.01 + 1e-300)
+    # From the screen's q.v to the exact cosine: the float32 unit query is within 2^-24 (its
+    # rounding) + (d + 8) 2^-52 (the float64 normalisation) + sqrt(d) 2^-150 (subnormals) of the
+    # exact unit query, times ||v||; dividing by ||v|| moves a cosine by at most | ||v|| - 1 |.
+    qerr = (_U32 * (1 + 1e-9) + (d + 8) * 2.0**-52 + math.sqrt(d) * 2.0**-150) * hi_n
+    dev = max(hi_n - 1.0, 1.0 - lo_n, 0.0)
+    margin = (coef * (1 + 1e-6) + qerr + dev) * (1 + 1e-6)  # ||q|| <= 1 + 2^-24 (+ float64 noise)
+    return Space(name=name, data=data, exact=ex, dim=d, coef=coef, margin=margin, f32=f32, src=src,
+                 src_nd=isinstance(src, np.ndarray), screen=screen.usable(data), e64=cosine.bound64(d),
+                 norms=(float(norms[0]), float(norms[1])))
+
+
+def _usable(norms) -> bool:
+    return isinstance(norms, tuple) and len(norms) == 2 and all(
+        isinstance(x, float) and math.isfinite(x) and x >= 0 for x in norms) and norms[0] <= norms[1]
+
+
+def row_norms(rows: np.ndarray) -> np.ndarray:
+    """float64 (k,) norms of rows (float32 or float16; squares and sums in float64)."""
+    c = np.asarray(rows, dtype=np.float64)
+    return np.sqrt(np.einsum("ij,ij->i", c, c))
+
+
+def norm_range(name: str, data) -> tuple[float, float]:
+    """(smallest, largest) row norm of the float32 rows, read in chunks; bounded from the float16
+    rows when only those exist. What a build records (facebank.index.build)."""
+    lo, hi = math.inf, 0.0
+    for i in range(0, data.shape[0], 2048):  # small chunks: little temporary memory
+        nrm = row_norms(data[i:i + 2048])
+        if not np.isfinite(nrm).all():
+            raise InputError(f"vectors[{name!r}] has rows with NaN or infinity")
+        if nrm.size:
+            lo, hi = min(lo, float(nrm.min())), max(hi, float(nrm.max()))
+    if lo == math.inf:
+        lo = 1.0
+    if data.dtype == np.float16:  # ||v|| within (||h|| -+ 2^-25 sqrt d) / (1 +- 2^-11)
+        lo = max(0.0, (lo - _SUB16 * math.sqrt(data.shape[1])) / (1 + _U16))
+        hi = (hi + _SUB16 * math.sqrt(data.shape[1])) / (1 - _U16)
+    return lo, hi
 
 
 def _storage(name, v, dtype, exact):
@@ -258,17 +232,3 @@ def _storage(name, v, dtype, exact):
     elif getattr(exact, "shape", None) != v.shape:
         raise InputError(f"exact[{name!r}] must have shape {v.shape}")
     return data, exact
-
-
-def _max_norm(name, data) -> float:
-    """Largest row norm of the float32 rows (bounded from the float16 rows when only those exist)."""
-    top = 0.0
-    for i in range(0, data.shape[0], 2048):  # small chunks: little temporary memory
-        c = np.asarray(data[i:i + 2048], dtype=np.float64)
-        sq = np.einsum("ij,ij->i", c, c)
-        if not np.isfinite(sq).all():
-            raise InputError(f"vectors[{name!r}] has rows with NaN or infinity")
-        top = max(top, float(np.sqrt(sq.max(initial=0))))
-    if data.dtype == np.float16:  # ||v|| <= (||h|| + 2^-25 sqrt d) / (1 - 2^-11)
-        top = (top + _SUB16 * math.sqrt(data.shape[1])) / (1 - _U16)
-    return top

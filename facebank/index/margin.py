@@ -153,6 +153,8 @@ class MarginSampler:
 def _between(ascending: np.ndarray, k: int) -> float:
     """A cut between the k-th and the next similarity (0-based), midway: the same rows fall under
     it as under the k-th value, and a float32 rounding of either neighbour cannot move one across
-    (the exact check compares exact similarities with it)."""
-    lo = float(ascending[k])
-    return lo if k + 1 >= ascending.size else (lo + float(ascending[k + 1])) / 2
+    (the exact check compares exact similarities with it). A cut above the whole sample is 1.0,
+    no cosine exceeds it: the sample's own largest float32 value can lie below its exact cosine."""
+    if k + 1 >= ascending.size:
+        return max(1.0, float(ascending[k]))
+    return (float(ascending[k]) + float(ascending[k + 1])) / 2

@@ -4,18 +4,15 @@ Plain numpy over in-memory or memory-mapped arrays; storage and FAISS stay outsi
 holds, per identity space, the bank's unit rows (same row order in every space) and one int group
 code per row.
 
-Similarity and eligibility. A query is normalised to unit norm (in float64, then stored as float32
-`q`). The similarity of row t in space s is the dot product of `q` with the float32 row the bank
-holds, `sim_s(t) = q . v_s[t]`. Row t is eligible iff sim_s(t) <= thresholds[s] for every space in
-the query (and, in `pick_distinct`, for every face of the photo), t is in the requested groups and
-t is not excluded. The decision is exact: the float32 dot product (against float16 rows when the
-storage is float16) is compared with the threshold widened by a proven error bound (`exact.Space`);
-rows inside that band are re-checked in float64 against the float32 row (products of two float32
-are exact in float64; a float64 sum within its own error bound of the threshold is replaced by the
-correctly rounded math.fsum, `Space.refine`), so the decision is that of the exact dot product.
-A float32-only check would be as ambiguous as the summation order of the BLAS kernel that ran
-it; this check is not. Reported similarities come from the same computation, so a returned
-row's reported similarity never exceeds its threshold.
+Similarity and eligibility. The similarity of row t in space s is the exact cosine of the query
+as given and the float32 row the bank holds (facebank.index.cosine defines it). Row t is eligible
+iff sim_s(t) <= thresholds[s] for every space in the query (and, in `pick_distinct`, for every
+face of the photo), t is in the requested groups and t is not excluded. The decision is exact:
+a float32 screen (the float32 unit query `q` dotted with the rows, float16 ones when the storage
+is float16) is compared with the threshold widened by a proven error bound (`exact.Space.margin`);
+rows inside that band are decided by the exact check (`Space.exact_one`: float64 within its own
+bound, integers inside that). Reported similarities come from the exact check too, and every
+returned row's is confirmed at or below its threshold (`Space.confirm`).
 
 Furthest mode returns the eligible row with the smallest score, where the score of a row is the
 maximum of its similarities over the query's spaces (and faces): the worst case one observer
@@ -36,15 +33,16 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from facebank.errors import InputError, UnknownSpace
-from facebank.index import scan
+from facebank.index import cosine, scan
 from facebank.index.draws import DrawPlan, draw_plan, random_draws
-from facebank.index.exact import BatchPick, PickResult, Space, make_space, rng_for_key, unit_queries
+from facebank.index.cosine import Given, unit_queries
+from facebank.index.exact import BatchPick, PickResult, Space, make_space, rng_for_key
 from facebank.index.groups import N_GROUPS, group_label
 from facebank.index.margin import MarginCut, MarginSampler, check_margin
 from facebank.index import picker_batch
 from facebank.index.query import Query, make_query
 
-__all__ = ["BatchPick", "PickResult", "Picker", "rng_for_key", "unit_queries"]
+__all__ = ["BatchPick", "PickResult", "Picker", "rng_for_key"]
 
 MODES = ("random", "furthest")
 
@@ -65,11 +63,13 @@ class Picker:
             reported similarities are the float16 approximations.
         secret: bytes for `key=` picks (see rng_for_key); None means keys are refused.
         max_draws: random draws before the exact scan; None: min(8192, group size // 8).
+        norms: space -> (smallest, largest) norm of its float32 rows, as a build recorded them
+            (saves reading every row here; see exact.make_space for why a wrong one is harmless).
     """
 
     def __init__(self, vectors: Mapping[str, np.ndarray], groups: np.ndarray, *, dtype: str = "float32",
                  exact: Mapping[str, np.ndarray] | None = None, secret: bytes | None = None,
-                 max_draws: int | None = None):
+                 max_draws: int | None = None, norms: Mapping[str, tuple[float, float]] | None = None):
         if dtype not in ("float32", "float16"):
             raise InputError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
         if not vectors:
@@ -82,7 +82,8 @@ class Picker:
         for name, v in vectors.items():
             if not hasattr(v, "shape") or len(v.shape) != 2 or v.shape[0] != self.n or v.shape[1] == 0:
                 raise InputError(f"vectors[{name!r}] must be ({self.n}, d), got {getattr(v, 'shape', None)}")
-            self._spaces[name] = make_space(name, v, dtype, None if exact is None else exact.get(name))
+            self._spaces[name] = make_space(name, v, dtype, None if exact is None else exact.get(name),
+                                            None if norms is None else norms.get(name))
         order = np.argsort(g, kind="stable")  # one pass: rows of each code, increasing
         codes, starts = np.unique(g[order], return_index=True)
         ends = np.append(starts[1:], self.n)
@@ -146,7 +147,8 @@ class Picker:
                 raise InputError(f"threshold for space {s!r} must be a finite number, got {thr!r}")
             q = [unit_queries(f[s], space=s, dim=sp.dim, ndim=ndim) for f in faces]
             q = q[0] if len(q) == 1 else np.concatenate(q)
-            parts.append((sp, q, float(thr)))
+            given = np.concatenate([np.array(f[s]).reshape(-1, sp.dim) for f in faces])  # a copy, as given
+            parts.append((sp, q, float(thr), Given(given)))
         return make_query(parts)
 
     def generator(self, rng=None, key: bytes | str | None = None) -> np.random.Generator:
@@ -193,16 +195,15 @@ class Picker:
 
     def _query_cut(self, query, thresholds, groups, margin, exclude) -> MarginCut:
         """`margin_cut` of one face; a float32 (d,) query in one space skips building a Query
-        (the same float32 unit row `unit_queries` gives: normalised in float64, then rounded)."""
+        (the same float32 unit row: `cosine.unit_row`)."""
         if type(query) is dict and len(query) == 1 and type(thresholds) is dict and len(thresholds) == 1:
             (name, q), = query.items()
             sp, thr = self._spaces.get(name), thresholds.get(name)
             if sp is not None and type(q) is np.ndarray and q.dtype == np.float32 and q.shape == (sp.dim,) \
                     and isinstance(thr, float) and math.isfinite(thr):
-                v = q.astype(np.float64)
-                ss = float(np.dot(v, v))
-                if 1e-280 < ss < math.inf:
-                    qf = (v * (1.0 / math.sqrt(ss))).astype(np.float32)[None, :]
+                got = cosine.unit_row(q)
+                if got is not None:
+                    qf = got[0][None, :]
                     members, _ = (None, "all") if groups is None else self.group_rows(groups)
                     return self._margins.cut({name: (qf, thr)}, members, _group_key(groups), check_margin(margin),
                                              {int(r) for r in exclude} if exclude else frozenset())
@@ -213,7 +214,7 @@ class Picker:
         if margin == 1.0:
             return qry, None
         cut = self.margin_cut(qry, groups, margin, exclude)
-        return make_query([(p.space, p.q, cut.thresholds[p.space.name]) for p in qry.parts]), cut
+        return make_query([(p.space, p.q, cut.thresholds[p.space.name], p.given) for p in qry.parts]), cut
 
     def pick_query(self, qry: Query, groups, mode: str, rng: np.random.Generator, exclude: Iterable[int],
                    prefix: str = "", margin: float = 1.0) -> PickResult:
@@ -317,9 +318,11 @@ class Picker:
     def _result(qry: Query, row: int, tries: int, method: str) -> PickResult:
         sims = {}
         for p in qry.parts:
-            v = p.space.exact_one(row, p.q64, p.threshold)  # exact where it decides: never contradicts the pick
+            v = p.space.exact_one(row, p.given, p.threshold)
             if v is None:  # float16 rows alone: their float32 approximation
                 v = float((p.q @ np.asarray(p.space.data[row], dtype=np.float32)).max())
+            else:
+                p.space.confirm(v, row, p.threshold)
             sims[p.space.name] = v
         return PickResult(row, sims, tries, method)
 
@@ -361,8 +364,8 @@ class Picker:
         that one, or the group is empty (the generic path then validates, raises or picks).
 
         The same computation as the generic path, step for step: the same float32 unit query
-        (`unit_queries`), the same draws (`random_draws`, the same plan), the same error band and
-        exact re-checks (`Space.exact_one`), the same reported similarity; only the per-call
+        (`cosine.unit_row`), the same draws (`random_draws`, the same plan), the same error band and
+        exact checks (`Space.exact_one`), the same reported similarity; only the per-call
         machinery (`Query`, `group_rows`, `_result`) is skipped.
         """
         (name, q), = query.items()
@@ -374,11 +377,10 @@ class Picker:
         if not isinstance(thr, float) or not math.isfinite(thr) or type(q) is not np.ndarray \
                 or q.dtype != np.float32 or q.shape != (sp.dim,):
             return None
-        v = q.astype(np.float64)  # as unit_queries: normalised in float64, rounded to float32
-        ss = float(np.dot(v, v))  # squares of float32 values cannot overflow float64
-        if not 1e-280 < ss < math.inf:  # NaN, infinity, zero or tiny: the generic path decides
+        got = cosine.unit_row(q)
+        if got is None:  # NaN, infinity, zero or tiny: the generic path decides
             return None
-        qf = (v * (1.0 / math.sqrt(ss))).astype(np.float32)
+        qf, given = got
         members, desc = (None, "all") if groups is None else self.group_rows(groups)
         m = self.n if members is None else members.size
         if m == 0:
@@ -388,11 +390,10 @@ class Picker:
         excluded = set(map(int, exclude)) if exclude else ()
         gen = rng if key is None and type(rng) is np.random.Generator else self.generator(rng, key)
         thr = float(thr)
-        q64 = qf.astype(np.float64)
         lo, hi = thr - sp.margin, thr + sp.margin
 
         def admits(row: int) -> bool:  # a draw in the band: the exact value decides
-            ex = sp.exact_one(row, q64, thr)
+            ex = sp.exact_one(row, given, thr)
             return ex is not None and ex <= thr
 
         def first_eligible(rows: np.ndarray) -> tuple[int, float | None]:
@@ -401,7 +402,7 @@ class Picker:
                 if x > hi or (excluded and int(rows[i]) in excluded):
                     continue
                 if x > lo:  # within the error band: the exact value decides
-                    ex = sp.exact_one(int(rows[i]), q64, thr)
+                    ex = sp.exact_one(int(rows[i]), given, thr)
                     if ex is None or ex > thr:
                         continue
                     return i, ex
@@ -412,12 +413,14 @@ class Picker:
         row, ex, n_tries = random_draws(gen, self.n, self.draw_plan(m), members, parts, 1, excluded, admits,
                                         first_eligible)
         if row < 0:
-            return self.scan_pick(make_query([(sp, qf[None, :], thr)]), members, desc, "random", gen, set(excluded),
-                                  n_tries)
+            return self.scan_pick(make_query([(sp, qf[None, :], thr, given)]), members, desc, "random", gen,
+                                  set(excluded), n_tries)
         if ex is None:
-            ex = sp.exact_one(row, q64, thr)
+            ex = sp.exact_one(row, given, thr)
             if ex is None:  # float16 rows alone: their float32 approximation, as `_result` gives it
                 ex = float((qf[None, :] @ np.asarray(sp.data[row], dtype=np.float32)).max())
+            else:
+                sp.confirm(ex, row, thr)
         res = _new(PickResult)  # PickResult(row, ...) without the frozen __init__'s cost
         res.__dict__.update(row=row, similarities={name: ex}, tries=n_tries, method="rejection")
         return res

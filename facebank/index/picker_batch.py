@@ -42,21 +42,22 @@ def batch_picks(picker, qry: Query, groups, members, desc: str, excluded_set: se
 
 
 def batch_similarities(qry: Query, rows_out: np.ndarray) -> dict[str, np.ndarray]:
-    """space -> float64 (B,) similarity of each query's row, exact where it decides (as `Picker._result`)."""
+    """space -> float64 (B,) similarity of each query's row, exact where it decides and confirmed at
+    or below the threshold (as `Picker._result`)."""
     sims = {}
     for p in qry.parts:
-        sp, q, q64, thr = p.space, p.q, p.q64, p.threshold
+        sp, q, thr = p.space, p.q, p.threshold
         out = np.empty(rows_out.size)
         for i in range(0, rows_out.size, 1024):  # chunks: bounded temporaries
-            r, qi = rows_out[i:i + 1024], q[i:i + 1024]
-            if sp.src is None:  # float16 rows alone: their float32 approximation
-                out[i:i + 1024] = np.einsum("kd,kd->k", sp.block(r), qi)
+            r = rows_out[i:i + 1024]
+            f = sp.exact_many(r, p.given.take(slice(i, i + 1024)), thr, per_row=True)
+            if f is None:  # float16 rows alone: their float32 approximation
+                out[i:i + 1024] = np.einsum("kd,kd->k", sp.block(r), q[i:i + 1024])
                 continue
-            if sp.src_nd:  # float64 dot products of the float32 rows (products exact) ...
-                f = np.einsum("kd,kd->k", sp.src.take(r, axis=0), qi, dtype=np.float64)
-            else:
-                f = sp.exact_many(r, q64[i:i + 1024], thr, per_row=True)
-            out[i:i + 1024] = sp.settle(f, r, q64[i:i + 1024], thr)  # ... made exact where they decide
+            bad = np.flatnonzero(~(f <= thr))
+            if bad.size:
+                sp.confirm(float(f[bad[0]]), int(r[bad[0]]), thr)  # raises
+            out[i:i + 1024] = f
         sims[sp.name] = out
     return sims
 

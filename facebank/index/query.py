@@ -1,5 +1,5 @@
-"""A validated query as the picker checks it: per space, unit rows, their float64 copy, the threshold
-and the error band around it (typed, instead of tuples unpacked by position).
+"""A validated query as the picker checks it: per space, the float32 unit rows of the screen, the
+query as given for the exact check, the threshold and the error band around it.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facebank.index.cosine import Given
 from facebank.index.exact import Space
 
 __all__ = ["Query", "QueryPart", "make_query"]
@@ -15,12 +16,13 @@ __all__ = ["Query", "QueryPart", "make_query"]
 
 @dataclass(frozen=True, eq=False)
 class QueryPart:
-    """One space of a query: float32 (F, d) unit rows (F faces, or F batch rows), their float64
-    copy, the threshold, and the margin of an approximate similarity in this space."""
+    """One space of a query: float32 (F, d) unit rows (F faces, or F batch rows) for the screen,
+    the same rows as given (`Given`) for the exact check, the threshold, and the margin of the
+    screen's similarity in this space."""
 
     space: Space
     q: np.ndarray
-    q64: np.ndarray  # or _Rows64 for a large batch
+    given: Given
     threshold: float
     margin: float
 
@@ -42,7 +44,7 @@ class QueryPart:
         """The exact decision on a row within this part's error band: its exact similarity is at
         most the threshold; without float32 rows (float16 storage alone) a row counts only when
         its approximate similarity (`approx`, computed when not given) is below the band."""
-        ex = self.space.exact_one(row, self.q64, self.threshold)
+        ex = self.space.exact_one(row, self.given, self.threshold)
         if ex is not None:
             return ex <= self.threshold
         if approx is None:
@@ -70,7 +72,7 @@ class Query:
 
     def row(self, b: int) -> Query:
         """Query row b alone, as `Picker.pick` sees it."""
-        return make_query([(p.space, p.q[b:b + 1], p.threshold) for p in self.parts])
+        return make_query([(p.space, p.q[b:b + 1], p.threshold, p.given.take(slice(b, b + 1))) for p in self.parts])
 
     def screen_parts(self) -> tuple | None:
         """The parts as the compiled loop reads them, or None when it cannot read some space's rows."""
@@ -83,25 +85,8 @@ class Query:
         return all(p.admits(row) for p in self.parts)
 
 
-def make_query(parts: list[tuple[Space, np.ndarray, float]]) -> Query:
-    """A Query of (space, float32 (F, d) unit rows, threshold) per space."""
-    out = []
-    for sp, q, thr in parts:
-        # q is a float64 unit vector rounded to float32: ||q|| <= 1 + 2^-24 (+ float64 noise).
-        # A batch's float64 copy is made only for the rows asked for (rare: band re-checks).
-        q64 = q.astype(np.float64) if q.shape[0] <= 64 else _Rows64(q)
-        out.append(QueryPart(sp, q, q64, thr, sp.margin))
+def make_query(parts: list[tuple[Space, np.ndarray, float, Given]]) -> Query:
+    """A Query of (space, float32 (F, d) unit rows, threshold, the F rows as given) per space."""
+    out = [QueryPart(sp, q, g, thr, sp.margin) for sp, q, thr, g in parts]
     single = out[0] if len(out) == 1 and out[0].q.shape[0] == 1 else None
     return Query(tuple(out), max(p.margin for p in out), single)
-
-
-class _Rows64:
-    """The float64 copy of a batch's float32 (B, d) queries, made row by row on indexing: q64[i],
-    q64[i:j] and q64[rows] give what q.astype(np.float64)[...] would, without the (B, d) copy."""
-
-    def __init__(self, q: np.ndarray):
-        self.q = q
-        self.shape = q.shape
-
-    def __getitem__(self, idx) -> np.ndarray:
-        return self.q[idx].astype(np.float64)

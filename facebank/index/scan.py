@@ -22,10 +22,10 @@ def verify(qry: Query, rows: np.ndarray | slice, want_score: bool = False):
         s = sp.block(rows) @ q[0] if q.shape[0] == 1 else (sp.block(rows) @ q.T).max(axis=1)
         good = s <= thr - m
         if np.count_nonzero(s <= thr + m) > np.count_nonzero(good):
-            # rare: rows within the error bound are decided in float64 against the float32 rows
+            # rare: rows within the error bound are decided exactly (Space.exact_many)
             border = np.flatnonzero((s > thr - m) & (s <= thr + m))
             idx = border + rows.start if isinstance(rows, slice) else rows[border]
-            ex = sp.exact_many(idx, p.q64, thr)
+            ex = sp.exact_many(idx, p.given, thr)
             if ex is not None:  # else (float16 rows alone) the band counts as too similar
                 good[border] = ex <= thr
         ok = good if ok is None else ok & good
@@ -35,13 +35,8 @@ def verify(qry: Query, rows: np.ndarray | slice, want_score: bool = False):
 
 
 def exact_scores(qry: Query, rows: np.ndarray) -> dict[str, np.ndarray]:
-    """space -> float64 (k,) similarity (max over faces); approximations without a float32 source."""
-    out = {}
-    for p in qry.parts:
-        ex = p.space.exact_rows(rows)
-        out[p.space.name] = (ex @ p.q64.T).max(axis=1) if ex is not None else \
-            (p.space.block(rows) @ p.q.T).max(axis=1).astype(np.float64)
-    return out
+    """space -> float64 (k,) similarity (max over faces), within e64 of exact (Space.scores)."""
+    return {p.space.name: p.space.scores(rows, p.given, p.q) for p in qry.parts}
 
 
 def lowest_exact(qry: Query, elig: np.ndarray, score: np.ndarray) -> int:

@@ -20,6 +20,8 @@ import numpy as np
 from facebank.bank import open_bank
 from facebank.errors import IndexBuildError, InputError, StaleIndex
 from facebank.index import groups as G
+from facebank.index.build import recorded_norms
+from facebank.index.exact import norm_range
 from facebank.index.manifest import check_content_id, read_manifest, verify_all
 
 __all__ = ["check_build_id", "check_thresholds", "verify_build"]
@@ -59,6 +61,16 @@ def check_thresholds(m: dict, where) -> dict[str, float | None]:
                 f"model, and the manifest does not record that the operator allowed a looser threshold "
                 f"(forged or edited manifest): rebuild the index")
     return out
+
+
+def _check_norms(build_dir, s: str, vec: np.ndarray, recorded: tuple[float, float] | None) -> None:
+    """The recorded row norms (the screen's error bound rests on them) cover the rows' own."""
+    if recorded is None:
+        return
+    lo, hi = norm_range(s, vec)
+    if recorded[0] > lo * (1 + 1e-12) or recorded[1] < hi * (1 - 1e-12):
+        raise IndexBuildError(f"{build_dir}: space {s!r} records row norms {recorded}, its rows have "
+                              f"({lo!r}, {hi!r}): forged or damaged, rebuild the index")
 
 
 def verify_build(build_dir: str | os.PathLike, *, bank_path: str | None = None, sample: int = 256) -> dict:
@@ -109,6 +121,7 @@ def verify_build(build_dir: str | os.PathLike, *, bank_path: str | None = None, 
             stored = bank.vectors(s)[rows[pick]]
             if not np.array_equal(stored, np.asarray(vec[pick])):
                 raise StaleIndex(f"{build_dir}: vectors of space {s!r} differ from the bank's")
+            _check_norms(build_dir, s, vec, recorded_norms(m).get(s))
     return {"build": m["build_id"], "content_id": m.get("content_id"), "ok": True, "rows": m["rows"],
             "spaces": sorted(m["spaces"]), "checked_vectors": int(len(pick)), "checked_groups": int(len(rows)),
             "calibrated_thresholds": calibrated, "bank": str(bank_path)}

@@ -5,7 +5,8 @@ thresholds). Their checksums sit in the same folder, so whoever can rewrite a bu
 them too. `BankGuard` makes every returned target rest on the BANK instead:
 
 - the bank's stored vector of the face, in every space of the query, is byte for byte the
-  build's row, and is within the threshold of every face of the query (decided exactly);
+  build's row, and is within the threshold of every face of the query (decided exactly, by the
+  picker's own check: facebank.index.cosine);
 - the threshold of each space is not looser than the one the build was calibrated at (its
   manifest's calibration record), unless the caller gave that threshold explicitly;
 - the target's group (groups.npy) is the group of the bank's own age and gender of that face.
@@ -26,12 +27,10 @@ import numpy as np
 from facebank import labels
 from facebank.errors import IndexBuildError, StaleIndex
 from facebank.index import groups as G
-from facebank.index.exact import unit_queries
+from facebank.index import cosine
 
 __all__ = ["BankGuard", "calibrated_thresholds"]
 
-_F32_MARGIN = 2e-4  # > 3 x gamma_512 = 3 x 512 * 2**-24 / (1 - 512 * 2**-24) ~ 9.2e-5, see _clearly_below
-_F64_MARGIN = 1e-7  # > 2**-24 (the float32 rounding of the unit query) + the float64 sums' error, see _below64
 _AGE_EDGES = list(labels.AGE_EDGES)
 
 
@@ -46,64 +45,6 @@ def calibrated_thresholds(manifest: dict) -> dict[str, float]:
         ok = isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
         out[s] = min(float(m["threshold"]), float(t)) if ok else float(m["threshold"])
     return out
-
-
-def _clearly_below(q, v: np.ndarray, t: float) -> bool:
-    """True when cos(q, v) is certainly <= t - a margin, from three float32 dot products (~6 us).
-
-    A float32 dot of n terms is within gamma_n * |q| |v| of the exact one in any summation order
-    (gamma_n = n u / (1 - n u), u = 2**-24; Cauchy-Schwarz bounds the sum of |q_i v_i|), so for
-    d <= 512 the estimate q.v / |q| is within 2 gamma_n |v| of the exact cosine times |v|. Anything
-    near the threshold, or a query whose squares overflow or underflow float32, returns False and
-    is decided exactly (`_unit64`, then the correctly rounded sum)."""
-    if type(q) is not np.ndarray or q.dtype != np.float32 or q.shape != v.shape or len(v) > 512:
-        return False
-    with np.errstate(over="ignore", invalid="ignore"):  # a huge query: inf here, then the exact path
-        qq, vv = float(np.dot(q, q)), float(np.dot(v, v))
-    if not (1e-30 < qq < 1e30 and 1e-30 < vv < 1e30):
-        return False
-    return float(np.dot(q, v)) / math.sqrt(qq) <= t - _F32_MARGIN * math.sqrt(vv)
-
-
-def _below64(q, v: np.ndarray, t: float) -> bool:
-    """True when u.v <= t for the float32 unit query u the picker uses (u = fl32(q / |q|)),
-    decided in float64 without forming u: |u_i - q_i/|q|| <= 2**-24 |q_i|/|q|, so
-    |u.v - (q.v)/|q|| <= 2**-24 |v|; float64 sums of d <= 4096 terms add < 1e-12 |v|.
-    False near t (or for a degenerate query): the caller decides exactly.
-
-    q, v: (d,) float arrays; one 2 x 2 Gram product. Only values of at most 32 bits take this way
-    (their squares cannot overflow float64); a float64 query goes to the exact path."""
-    if q.dtype.itemsize > 4 or v.dtype.itemsize > 4:
-        return False
-    m = np.empty((2, len(v)))
-    m[0], m[1] = q, v
-    (qq, qv), (_, vv) = np.dot(m, m.T).tolist()
-    if not (1e-280 < qq < math.inf and vv < math.inf):
-        return False
-    return qv / math.sqrt(qq) <= t - _F64_MARGIN * (math.sqrt(vv) + 1e-300)
-
-
-def _unit64(q, space: str, dim: int) -> np.ndarray:
-    """The float32 unit row `unit_queries` gives (the one the picker decided with), as float64.
-
-    A float32/float16 (dim,) query takes unit_queries' own arithmetic inline (same bits, a third
-    of the time); anything else goes through it."""
-    a = np.asarray(q)
-    if a.dtype.kind == "f" and a.dtype.itemsize <= 4 and a.shape == (dim,):
-        a = a.astype(np.float64)
-        ss = float(np.dot(a, a))
-        if 1e-280 < ss < math.inf:
-            return (a * (1.0 / math.sqrt(ss))).astype(np.float32).astype(np.float64)
-    return unit_queries(q, space=space, dim=dim)[0].astype(np.float64)
-
-
-def _exact_sim(q, v64: np.ndarray, space: str, t: float) -> float:
-    """The similarity the picker's decision means (float32 unit query, stored row), exact near t."""
-    u = _unit64(q, space, len(v64))
-    sim = float(u @ v64)
-    if sim > t - len(v64) * 2.0**-52:  # near or above the threshold: the correctly rounded sum
-        sim = math.fsum((u * v64).tolist())  # float32 products are exact in float64
-    return sim
 
 
 class BankGuard:
@@ -169,12 +110,10 @@ class BankGuard:
             if stored.tobytes() != self.build_vectors[s][index_row].tobytes():
                 raise StaleIndex(f"{self.where}: vectors.{s}.npy row {index_row} differs from the bank's vector "
                                  f"of face {self.bank.face_id(bank_row)}; rebuild the index")
+            v64 = stored.astype(np.float64)
             for q in queries:
-                qs = q[s]
-                if type(qs) is np.ndarray and qs.dtype.kind == "f" \
-                        and qs.shape == stored.shape and _below64(qs, stored, t):
-                    continue
-                sim = _exact_sim(qs, stored.astype(np.float64), s, t)
+                qs = np.asarray(q[s])
+                sim = cosine.decide_one(cosine.Given(qs.reshape(1, -1)), 0, v64, t)
                 if not sim <= t:
                     raise IndexBuildError(f"{self.where}: the pick of face {self.bank.face_id(bank_row)} has "
                                           f"{s} similarity {sim:.6f} > {t} against the bank's vector; refused")
@@ -197,17 +136,12 @@ class BankGuard:
                     j = int(np.flatnonzero(~same)[0])
                     raise StaleIndex(f"{self.where}: vectors.{s}.npy row {int(ir[j])} differs from the bank's vector "
                                      f"of face {self.bank.face_id(int(br[j]))}; rebuild the index")
-                v64, q64 = stored.astype(np.float64), q[a:a + 2048].astype(np.float64)
-                with np.errstate(all="ignore"):  # degenerate rows: NaN here, then the exact path
-                    qq = np.einsum("kd,kd->k", q64, q64)
-                    vv = np.einsum("kd,kd->k", v64, v64)
-                    est = np.einsum("kd,kd->k", q64, v64) / np.sqrt(qq)
-                    ok = (qq > 1e-280) & np.isfinite(qq) & np.isfinite(vv) & (est <= t - _F64_MARGIN * (np.sqrt(vv) + 1e-300))
-                for j in np.flatnonzero(~ok).tolist():  # near the threshold (rare): exactly
-                    sim = _exact_sim(q[a + j], v64[j], s, t)
-                    if not sim <= t:
-                        raise IndexBuildError(f"{self.where}: the pick of face {self.bank.face_id(int(br[j]))} has "
-                                              f"{s} similarity {sim:.6f} > {t} against the bank's vector; refused")
+                sim = cosine.decide(cosine.Given(q[a:a + 2048]), stored.astype(np.float64), t, per_row=True)
+                bad = np.flatnonzero(~(sim <= t))
+                if bad.size:
+                    j = int(bad[0])
+                    raise IndexBuildError(f"{self.where}: the pick of face {self.bank.face_id(int(br[j]))} has "
+                                          f"{s} similarity {sim[j]:.6f} > {t} against the bank's vector; refused")
         ages = self._age.take(bank_rows).astype(np.float64)
         genders = self._gender.take(bank_rows).astype(np.int64)
         codes = self.codes[index_rows].astype(np.int64)

@@ -20,11 +20,11 @@ from facebank.bank import open_bank
 from facebank.config import DEFAULT_BUILDS
 from facebank.errors import BankClosed, BankError, IndexBuildError, InputError, NoEligibleTarget, StaleIndex, UnknownSpace
 from facebank.index import groups as G
-from facebank.index.build import resolve_build
+from facebank.index.build import recorded_norms, resolve_build
 from facebank.index.manifest import load_array, open_files, read_manifest, verify_files
 from facebank.index.picker import Picker, PickResult
 from facebank.labels import check_age, gender_name
-from facebank.pick.guard import BankGuard, _clearly_below, calibrated_thresholds  # noqa: F401  (_clearly_below: tests)
+from facebank.pick.guard import BankGuard, calibrated_thresholds
 from facebank.pick.analyse import FaceAnalyser, ImageInput, PhotoFace  # numpy only: models load on first use
 from facebank.pick.options import Embedding, Embeddings, PickOptions, QueryFace, Threshold
 from facebank.pick.targets import ImagePick, Target
@@ -109,7 +109,7 @@ class FaceBank:
         if secret is None:
             key_file = self.build_dir / "secret.key"
             secret = key_file.read_bytes() if key_file.is_file() else secrets.token_bytes(32)
-        self.picker = Picker(vectors, self.codes, dtype=dtype, secret=secret)
+        self.picker = Picker(vectors, self.codes, dtype=dtype, secret=secret, norms=recorded_norms(self.manifest))
         self._guard_of = self._new_guard()
         # Approximate FAISS indexes (ivf, hnsw) propose candidates for furthest picks; the exact
         # picker decides. Flat builds need no index at pick time: the exact scan is the index.

@@ -147,30 +147,3 @@ def test_fragment_row_reads_equal_the_virtual_dataset(built, tmp_path):
             with pytest.raises(FacebankError):
                 b.vector("s", len(b))
         compact_bank(bank)
-
-
-def test_float32_shortcut_of_the_recheck_never_passes_a_pair_above_the_threshold():
-    """The re-check's float32 shortcut says "clearly below" only when the exact cosine (of the
-    float32 unit query the picker uses, correctly rounded) is <= t; near t it defers."""
-    import math
-
-    from facebank.index.exact import unit_queries
-    from facebank.pick.session import _clearly_below
-
-    rng = np.random.default_rng(7)
-    deferred = 0
-    for i in range(3000):
-        d = (8, 128, 512)[i % 3]
-        q = (rng.standard_normal(d) * 10.0 ** rng.integers(-6, 6)).astype(np.float32)
-        v = rng.standard_normal(d).astype(np.float32)
-        v /= np.linalg.norm(v)
-        u = unit_queries(q, space="s", dim=d)[0].astype(np.float64)
-        exact = math.fsum((u * v.astype(np.float64)).tolist())
-        t = exact + rng.choice([-1e-3, -2e-4, -1e-5, 0.0, 1e-7, 1e-4, 1e-2])
-        if _clearly_below(q, v, t):
-            assert exact <= t, (i, exact, t)
-        else:
-            deferred += 1
-    assert 0 < deferred < 3000
-    assert not _clearly_below(np.full(8, 1e30, np.float32), np.ones(8, np.float32) / np.sqrt(8), 0.5)  # overflow
-    assert not _clearly_below(np.ones(8, np.float16), np.ones(8, np.float32), 0.9)  # other dtypes: exact path

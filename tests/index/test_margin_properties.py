@@ -14,7 +14,9 @@ from scipy.stats import chisquare
 
 from facebank.errors import InputError, NoEligibleTarget
 from facebank.index.margin import MIN_CUT_ROWS, SAMPLE_ROWS, check_margin
-from facebank.index.picker import Picker, unit_queries
+from facebank.index.cosine import unit_queries
+from facebank.index.picker import Picker
+from tests.index.exact_oracle import brute_cosines
 
 
 def unit_rows(rng, n, d):
@@ -23,8 +25,8 @@ def unit_rows(rng, n, d):
 
 
 def exact_sims(v, q, name):
-    u = unit_queries(q, space=name, dim=v.shape[1])[0].astype(np.float64)
-    return np.array([math.fsum(r) for r in (v.astype(np.float64) * u).tolist()])
+    """The documented similarity of every row to q, exactly (tests/index/exact_oracle.py): `le(t)`."""
+    return brute_cosines(v, q)
 
 
 def furthest_set(sims: dict[str, np.ndarray], members: np.ndarray, margin: float) -> set[int]:
@@ -55,7 +57,8 @@ def test_margin_targets_pass_the_thresholds_exactly_and_lie_in_the_cut(seed, n, 
     queries = [{s: rng.standard_normal(v.shape[1]).astype(np.float32) for s, v in vecs.items()} for _ in range(faces)]
     codes = [0, 1] if grouped else None
     members = np.flatnonzero(np.isin(groups, codes)) if grouped else np.arange(n)
-    sims = {s: np.max([exact_sims(vecs[s], q[s], s) for q in queries], axis=0) for s in names}
+    per_face = {s: [exact_sims(vecs[s], q[s], s) for q in queries] for s in names}
+    sims = {s: np.max(np.stack(per_face[s]), axis=0) for s in names}
     thresholds = {s: thr for s in names}
     try:
         res = picker.pick_distinct(queries, thresholds=thresholds, groups=codes, mode=mode, rng=rng, margin=margin)
@@ -65,7 +68,7 @@ def test_margin_targets_pass_the_thresholds_exactly_and_lie_in_the_cut(seed, n, 
     taken = set()
     for r in res:
         for s in names:  # the guarantee: exact, against the build's threshold, every face
-            assert sims[s][r.row] <= thr
+            assert all(f.le(thr)[r.row] for f in per_face[s])
             assert r.similarities[s] <= thr
         assert r.row in set(members.tolist()) and r.row not in taken
         taken.add(r.row)
@@ -97,7 +100,7 @@ def test_margin_picks_are_uniform_over_the_cut():
     q = {"a": rng.standard_normal(16).astype(np.float32), "b": rng.standard_normal(12).astype(np.float32)}
     thr = {"a": 0.5, "b": 0.5}
     sims = {s: exact_sims(vecs[s], q[s], s) for s in vecs}
-    eligible = {r for r in furthest_set(sims, np.arange(120), 0.25) if all(sims[s][r] <= thr[s] for s in sims)}
+    eligible = {r for r in furthest_set(sims, np.arange(120), 0.25) if all(sims[s].le(thr[s])[r] for s in sims)}
     draws = 200 * len(eligible)
     g = np.random.default_rng(11)
     counts: dict[int, int] = {}
