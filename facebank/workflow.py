@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +61,7 @@ def _no_progress(_description: str):
     yield (lambda n=1: None), (lambda n: None)
 
 
-def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) -> dict:
+def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) -> SourceRun:
     from facebank.engine import run_annotate, run_generate, run_ingest
 
     eng = cfg.engine
@@ -84,9 +87,9 @@ def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) 
         with progress("annotate") as (advance, set_total):
             a = run_annotate(cfg.bank, cfg.vision, engine=eng, progress=advance, total=set_total, workers=cfg.workers)
         rejected = g.rejected + a.rejected
-        return {"kind": "stylegan", "path": src.path, "device": g.device, "image_format": g.image_format,
-                "generated": g.generated, "already": g.already_in_bank, "annotated": g.annotated + a.added,
-                "rejected": dict(rejected)}
+        return SourceRun("stylegan", src.path, MappingProxyType({
+            "device": g.device, "image_format": g.image_format, "generated": g.generated,
+            "already": g.already_in_bank, "annotated": g.annotated + a.added, "rejected": dict(rejected)}))
     if src.kind == "generated_photos":
         from facebank.sources.generated_photos import iter_generated_photos as iterate
     else:
@@ -96,8 +99,8 @@ def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) 
         set_total(len(items))
         s = run_ingest(cfg.bank, items, engine=eng, vision=cfg.vision, spaces=cfg.spaces, progress=advance,
                        workers=cfg.workers)
-    return {"kind": src.kind, "path": src.path, "added": s.added, "already": s.already_in_bank,
-            "duplicates": len(s.duplicates), "rejected": dict(s.rejected)}
+    return SourceRun(src.kind, src.path, MappingProxyType({
+        "added": s.added, "already": s.already_in_bank, "duplicates": len(s.duplicates), "rejected": dict(s.rejected)}))
 
 
 def require_for_build(cfg: BuildConfig) -> None:
@@ -110,13 +113,59 @@ def require_for_build(cfg: BuildConfig) -> None:
         require("ray")
 
 
-def run_build(cfg: BuildConfig, *, progress: ProgressFactory = _no_progress) -> dict:
-    """Run every stage of `cfg`; returns a summary (and a `text` for people)."""
-    from facebank.pick.api import open_facebank
+@dataclass(frozen=True)
+class SourceRun:
+    """What one source of `facebank build` did."""
+
+    kind: str  # folder, generated_photos or stylegan
+    path: str
+    counts: Mapping[str, Any]  # in display order: added, already, duplicates, rejected (StyleGAN: generated, ...)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "path": self.path, **self.counts}
+
+
+@dataclass(frozen=True)
+class SamplePick:
+    """One pick of the new build for a face of the bank (a target is never the query itself)."""
+
+    query: str
+    target: str
+    group: str
+    similarities: Mapping[str, float]  # space -> cosine to the query
+    thresholds: Mapping[str, float]  # space -> the threshold it is at or below
+
+    def to_dict(self) -> dict:
+        return {"query": self.query, "target": self.target, "group": self.group,
+                "similarities": dict(self.similarities), "thresholds": dict(self.thresholds)}
+
+
+@dataclass(frozen=True)
+class BuildRun:
+    """The result of `run_build`; the CLI renders it (`facebank.cli.build_cmd`)."""
+
+    bank: str
+    faces: int  # in the bank after the run
+    engine: str  # local or ray
+    sources: tuple[SourceRun, ...]
+    embedded: Mapping[str, Mapping[str, int]]  # space -> {"embedded", "already"}
+    build: str  # the build directory picks use
+    build_spaces: tuple[str, ...]
+    reused: bool  # the current build already matched the bank: nothing was built
+    sample_picks: tuple[SamplePick, ...]
+
+    def to_dict(self) -> dict:
+        """The JSON of `facebank build --json` (without the CLI's `capacity` and `text`)."""
+        return {"bank": self.bank, "sources": [s.to_dict() for s in self.sources],
+                "spaces": {s: dict(v) for s, v in self.embedded.items()}, "engine": self.engine,
+                "build": self.build, "sample_picks": [p.to_dict() for p in self.sample_picks]}
+
+
+def run_build(cfg: BuildConfig, *, progress: ProgressFactory = _no_progress) -> BuildRun:
+    """Run every stage of `cfg`; returns what each did, the build and a few sample picks."""
     from facebank.bank import open_bank
-    from facebank.index.build import build_index as build_stage, resolve_build
-    from facebank.index.manifest import read_manifest
     from facebank.engine import engine_session, run_embed
+    from facebank.index.build import build_index as build_stage
 
     require_for_build(cfg)
     if not cfg.sources:
@@ -125,31 +174,48 @@ def run_build(cfg: BuildConfig, *, progress: ProgressFactory = _no_progress) -> 
             "export>` or `facebank build --source PATH`"
         )
     Path(cfg.bank).parent.mkdir(parents=True, exist_ok=True)
-    result: dict = {"bank": cfg.bank, "sources": [], "spaces": {}, "engine": cfg.engine.kind}
+    sources, embedded = [], {}
     with engine_session(cfg.engine):  # one Ray connection for every stage
         for src in cfg.sources:
-            result["sources"].append(_run_source(cfg, src, progress))
+            sources.append(_run_source(cfg, src, progress))
         for space in cfg.spaces:
             with progress(f"embed {space.space}") as (advance, set_total):
                 e = run_embed(cfg.bank, space, engine=cfg.engine, progress=advance, total=set_total,
                               workers=cfg.workers)
-            result["spaces"][space.space] = {"embedded": e.embedded, "already": e.already_in_bank}
+            embedded[space.space] = MappingProxyType({"embedded": e.embedded, "already": e.already_in_bank})
     with open_bank(cfg.bank) as bank:
         content = bank.content_hash
         faces = len(bank)
     spaces = list(cfg.index.spaces) or [s.space for s in cfg.spaces]
-    build_dir = None
-    with contextlib.suppress(Exception):  # reuse the current build when it already matches the bank
-        current = resolve_build(None, out=cfg.index.out)
-        m = read_manifest(current)
-        if m["bank"]["content_hash"] == content and sorted(m["spaces"]) == sorted(spaces) \
-                and Path(m["bank"]["path"]) == Path(cfg.bank).resolve():
-            build_dir = current
+    build_dir = _matching_build(cfg, content, spaces)
+    reused = build_dir is not None
     if build_dir is None:
         build_dir = build_stage(cfg.bank, spaces=spaces, out=cfg.index.out, kind=cfg.index.kind,
                                 thresholds=dict(cfg.index.thresholds) or None, margin=cfg.index.margin,
                                 pipeline=cfg.to_dict())
-    result["build"] = str(build_dir)
+    return BuildRun(bank=cfg.bank, faces=faces, engine=cfg.engine.kind, sources=tuple(sources),
+                    embedded=MappingProxyType(embedded), build=str(build_dir), build_spaces=tuple(spaces),
+                    reused=reused, sample_picks=_sample_picks(cfg, build_dir))
+
+
+def _matching_build(cfg: BuildConfig, content: str, spaces: list[str]) -> Path | None:
+    """The current build, when it was made from this bank's content over these spaces (reused)."""
+    from facebank.index.build import resolve_build
+    from facebank.index.manifest import read_manifest
+
+    with contextlib.suppress(Exception):  # no current build, or an unreadable one: build anew
+        current = resolve_build(None, out=cfg.index.out)
+        m = read_manifest(current)
+        if m.bank.content_hash == content and sorted(m.spaces) == sorted(spaces) \
+                and Path(m.bank.path) == Path(cfg.bank).resolve():
+            return current
+    return None
+
+
+def _sample_picks(cfg: BuildConfig, build_dir: Path) -> tuple[SamplePick, ...]:
+    """`cfg.sample_picks` picks for random faces of the bank (seed 0), each excluding its own face."""
+    from facebank.pick.api import open_facebank
+
     session = open_facebank(build_dir, bank=cfg.bank)
     rng = np.random.default_rng(0)
     picks = []
@@ -158,16 +224,6 @@ def run_build(cfg: BuildConfig, *, progress: ProgressFactory = _no_progress) -> 
         face = session.bank.face(query_id)
         t = session.pick_target({s: face.embeddings[s] for s in session.spaces}, age=face.age, gender=face.gender,
                                 rng=rng, exclude=[query_id], fallback="widen_age")
-        picks.append({"query": query_id, "target": t.id, "group": t.group, "similarities": t.similarities,
-                      "thresholds": t.thresholds})
-    result["sample_picks"] = picks
-    lines = [f"bank {cfg.bank}: {faces} faces"]
-    for s in result["sources"]:
-        lines.append(f"  source {s['kind']} {s['path']}: " + ", ".join(
-            f"{k}={v}" for k, v in s.items() if k not in ("kind", "path")))
-    lines.append(f"index build {build_dir} (spaces {', '.join(spaces)})")
-    for p in picks:
-        sims = ", ".join(f"{s} {v:.3f} <= {p['thresholds'][s]:.3f}" for s, v in p["similarities"].items())
-        lines.append(f"  pick for {p['query']} -> {p['target']} ({p['group']}): {sims}")
-    result["text"] = "\n".join(lines)
-    return result
+        picks.append(SamplePick(query_id, t.id, t.group, MappingProxyType(dict(t.similarities)),
+                                MappingProxyType(dict(t.thresholds))))
+    return tuple(picks)

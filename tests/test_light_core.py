@@ -70,7 +70,7 @@ print(json.dumps({{"id": t.id, "sim": float(t.similarities["dlib"]), "crop": lis
 def fb_threshold(build) -> float:
     from facebank.index.manifest import read_manifest
 
-    return float(read_manifest(Path(build))["spaces"]["dlib"]["threshold"])
+    return float(read_manifest(Path(build)).spaces["dlib"].threshold)
 
 
 def test_the_cli_pick_runs_on_the_core_and_other_stages_name_their_extra(small_bank, tmp_path):

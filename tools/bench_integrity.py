@@ -41,7 +41,8 @@ from facebank.bank import schema  # noqa: E402
 from facebank.bank.integrity import write_bank_id  # noqa: E402
 from facebank.bank.layout import FragmentWriter, empty_manifest, fragment_dir, write_top  # noqa: E402
 from facebank.index.build import build_index  # noqa: E402
-from facebank.index.manifest import open_files, verify_files  # noqa: E402
+from facebank.index.build_files import open_files, verify_files  # noqa: E402
+from facebank.index.manifest import read_manifest  # noqa: E402
 from facebank.pick import session as session_mod  # noqa: E402
 from facebank.pick.session import FaceBank  # noqa: E402
 
@@ -114,7 +115,7 @@ def bench_open(root: Path, n: int, rounds: int) -> dict:
     made = time.perf_counter() - t
     twin = sha256_twin(build)
     times: dict[str, list[float]] = {"xxh3": [], "sha256": [], "none": [], "xxh3_only": [], "sha256_only": []}
-    m2, m1 = (json.loads((b / "manifest.json").read_text()) for b in (build, twin))
+    m2, m1 = (read_manifest(b) for b in (build, twin))
     for r in range(rounds + 1):  # round 0 warms the page cache and imports
         for name, b in (("xxh3", build), ("sha256", twin), ("none", build)):
             with no_verification() if name == "none" else contextlib.nullcontext():

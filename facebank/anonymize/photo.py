@@ -64,20 +64,20 @@ class Anonymizer:
         self.fallback = None if options.fallback == "none" else get_swapper(options.fallback)
         self.thresholds = result_thresholds(session, options.result_threshold)
         self.result_t = {s: v["value"] for s, v in self.thresholds.items()}
-        sha = {s: m.get("model_sha256") for s, m in session.manifest["spaces"].items()}
+        sha = {s: m.model_sha256 for s, m in session.manifest.spaces.items()}
         # min_face_px=0: small faces are seen and reported as missed rather than silently dropped.
         self.analyser = FaceAnalyser(session.spaces, models=build_models(session, options.models),
                                      detector=options.detector, detector_path=options.detector_model, min_face_px=0,
                                      expected_sha256=sha, detector_options=_DETECTOR_OPTIONS.get(options.detector))
         self.keep = KeepSet()
         if options.keep:
-            dims = {s: int(session.manifest["spaces"][s]["dim"]) for s in session.spaces}
+            dims = {s: session.manifest.spaces[s].dim for s in session.spaces}
             self.keep = load_keep(options.keep, spaces=session.spaces, dims=dims, analyser=self.analyser)
 
     def provenance(self, key: str | None) -> dict:
         m = self.session.manifest
-        return {"build_id": m["build_id"], "build": str(self.session.build_dir),
-                "bank_content_hash": m["bank"]["content_hash"], "key": key, **self.options.describe(),
+        return {"build_id": m.build_id, "build": str(self.session.build_dir),
+                "bank_content_hash": m.bank.content_hash, "key": key, **self.options.describe(),
                 "swapper": self.swapper.name, "kept_people": len(self.keep),
                 "result_thresholds": self.thresholds, "pick_thresholds": dict(self.session.thresholds)}
 

@@ -125,7 +125,7 @@ def anonymize(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str 
                 from None
     first = _Worker(build, bank, options, out)  # fails here, once, on a bad build, model or swapper
     out.mkdir(parents=True, exist_ok=True)
-    summary = RunSummary(out, str(first.session.build_dir), first.session.manifest["build_id"])
+    summary = RunSummary(out, str(first.session.build_dir), first.session.manifest.build_id)
     done = 0
 
     def add(o: _Outcome) -> None:

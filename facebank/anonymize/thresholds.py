@@ -42,7 +42,7 @@ def result_thresholds(session: FaceBank, given: float | Mapping[str, float] | No
             continue
         cal = shipped.get(s, {})
         entry = cal.get("at_far", {}).get(RESULT_FAR)
-        same_model = cal.get("sha256") and cal.get("sha256") == session.manifest["spaces"][s].get("model_sha256")
+        same_model = cal.get("sha256") and cal.get("sha256") == session.manifest.spaces[s].model_sha256
         if entry and same_model and entry.get("supported", False):
             t = min(float(entry["threshold"]), build_t)
             out[s] = {"value": t, "source": f"FAR {float(RESULT_FAR):g} of the shipped calibration "

@@ -29,7 +29,7 @@ def _row(check: str, finding: str, status: str, todo: str = "") -> dict:
 
 def _capacity(bank: Any, session: Any) -> BankCapacity | None:
     if session is not None:
-        return bank_capacity(bank, dict(session.thresholds), source=f"build {session.manifest['build_id']}",
+        return bank_capacity(bank, dict(session.thresholds), source=f"build {session.manifest.build_id}",
                              rows=np.asarray(session.rows))
     thr, source = capacity_thresholds(bank)
     return bank_capacity(bank, thr, source=source) if thr else None
@@ -38,16 +38,16 @@ def _capacity(bank: Any, session: Any) -> BankCapacity | None:
 def _threshold_rows(session: Any, report: Any) -> list[dict]:
     out = []
     if session is not None:
-        for s, v in session.manifest["spaces"].items():
-            cal = v.get("threshold_calibration") or {}
+        for s, v in session.manifest.spaces.items():
+            cal = v.threshold_calibration or {}
             if cal.get("ci95"):
                 lo, hi = cal["ci95"]
-                what = (f"{v['threshold']:.4f} at FAR {cal.get('far', 0):g} ({cal.get('bound', 'none')} bound; "
+                what = (f"{v.threshold:.4f} at FAR {cal.get('far', 0):g} ({cal.get('bound', 'none')} bound; "
                         f"achieved FAR {cal.get('achieved_far', float('nan')):.2e}, 95% CI {lo:.2e}..{hi:.2e}, "
                         f"{cal.get('n_above', '?')} of {cal.get('n_impostor_pairs', '?'):,} impostor pairs above)")
                 out.append(_row(f"threshold {s}", what, "ok"))
             else:
-                out.append(_row(f"threshold {s}", f"{v['threshold']:.4f} ({v.get('threshold_source', '?')}): no "
+                out.append(_row(f"threshold {s}", f"{v.threshold:.4f} ({v.threshold_source or '?'}): no "
                                                   "calibration interval recorded", "warning",
                                 "build with a calibrated threshold: the shipped default or --threshold-from "
                                 "calibration.json (facebank audit --labelled)"))

@@ -16,7 +16,11 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 import h5py
 import numpy as np
@@ -27,8 +31,8 @@ from facebank._version import __version__
 from facebank.errors import BankError
 from facebank.bank import schema
 
-__all__ = ["FragmentWriter", "content_hash", "empty_manifest", "fill_top", "orphans", "fragment_dir", "fragment_files", "required_features",
-           "row_sum", "write_top"]
+__all__ = ["BankLayout", "FragmentWriter", "content_hash", "empty_manifest", "fill_top", "orphans", "fragment_dir", "fragment_files", "read_layout",
+           "required_features", "row_sum", "write_top"]
 
 HASH_TAG = b"facebank-bank-content-v2"
 HASHED_COLUMNS = ("id", "age", "gender", "status")  # and every space's vectors of present rows
@@ -298,5 +302,72 @@ def write_top(bank: Path, manifest: dict, created: float) -> None:
             os.unlink(tmp)
 
 
-def read_manifest(f: h5py.File) -> dict:
-    return json.loads(f.attrs["manifest"])
+# -- the manifest as a typed value (readers; a writer edits a copy of the dict and writes it whole) --
+@dataclass(frozen=True)
+class FilePart:
+    """Rows `start..stop` of some `columns` of a table, in group `group` of a fragment file."""
+
+    table: str  # faces, rejections, log or emb/<space>
+    group: str
+    start: int
+    stop: int
+    columns: tuple[str, ...]
+    sums: Mapping[str, str]  # hashed column -> row sum (hex), see content_hash
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A batch file linked beside a fragment, which the fragment's virtual parts read."""
+
+    name: str
+    bytes: int
+    xxh3_128: str | None
+
+
+@dataclass(frozen=True)
+class Fragment:
+    name: str
+    bytes: int
+    sha256: str | None
+    parts: tuple[FilePart, ...]
+    refs: tuple[FileRef, ...]
+
+
+@dataclass(frozen=True)
+class BankLayout:
+    """A bank's manifest (SCHEMA.md): its fragments folder and id, version, row counts, spaces and
+    the fragment files that hold every column. Read with `read_layout`, or `FaceBankStore.layout`."""
+
+    dir: str  # the fragments folder the top file names
+    uuid: str | None  # the bank id (None: a bank written before ids)
+    version: int
+    rows: Mapping[str, int]  # faces, rejections, log
+    spaces: Mapping[str, Mapping[str, Any]]  # space -> info (dim, model, sha256, ...)
+    fragments: tuple[Fragment, ...]
+    retired: tuple[str, ...]
+    applied_batches: tuple[str, ...]
+
+    @classmethod
+    def from_dict(cls, manifest: Any, where: str | os.PathLike = "bank") -> BankLayout:
+        """The checked manifest (`facebank.bank.integrity.check_manifest`: BankError naming what is wrong)."""
+        from facebank.bank.integrity import check_manifest
+
+        check_manifest(manifest, where)
+        fragments = tuple(
+            Fragment(fr["name"], fr["bytes"], fr.get("sha256"),
+                     tuple(FilePart(p["table"], p["group"], p["start"], p["stop"], tuple(p["columns"]),
+                                    MappingProxyType(dict(p.get("sums", {})))) for p in fr["parts"]),
+                     tuple(FileRef(r["name"], r["bytes"], r.get(FAST)) for r in fr.get("refs", [])))
+            for fr in manifest["fragments"])
+        return cls(manifest["dir"], manifest.get("uuid"), manifest["version"], MappingProxyType(dict(manifest["rows"])),
+                   MappingProxyType({s: MappingProxyType(dict(i)) for s, i in manifest["spaces"].items()}),
+                   fragments, tuple(manifest["retired"]), tuple(manifest["applied_batches"]))
+
+
+def read_layout(f: h5py.File, where: str | os.PathLike = "bank") -> BankLayout:
+    """The layout recorded in a top file's `manifest` attribute (BankError when it is not valid)."""
+    try:
+        manifest = json.loads(f.attrs["manifest"])
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        raise BankError(f"{where}: attribute manifest is missing or not JSON; the bank is damaged") from exc
+    return BankLayout.from_dict(manifest, where)

@@ -14,7 +14,7 @@ import numpy as np
 from facebank.bank import schema
 from facebank._io.files import as_path
 from facebank.bank.integrity import bound_folder, check_files, check_manifest, manifest_digest
-from facebank.bank.layout import content_hash, fill_top, fragment_files
+from facebank.bank.layout import BankLayout, content_hash, fill_top, fragment_files
 from facebank.bank.rows import MappedColumn, VectorRows
 from facebank.errors import BankClosed, BankError, InputError, SchemaVersionError, UnknownFace, UnknownSpace
 
@@ -193,6 +193,11 @@ class Bank:
             manifest = {**manifest, "dir": folder.name}
             self._f = _view(self._f, self.path, manifest)
         self.manifest = manifest
+
+    @property
+    def layout(self) -> BankLayout:
+        """The bank's manifest as a typed value (fragments, row counts, spaces; `dir` names the folder read)."""
+        return BankLayout.from_dict(self.manifest, self.path)
 
     def _check_lengths(self) -> None:
         """Every /faces column and every space's datasets have one row per face, else BankError."""

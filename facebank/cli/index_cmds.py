@@ -8,13 +8,16 @@ and `--threshold SPACE=COS`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from facebank.cli.choices import Kind
 from facebank.cli.common import bank_option, build_option, cli_errors, emit, err, examples, parse_pairs
 from facebank.config import DEFAULT_BUILDS
+
+if TYPE_CHECKING:
+    from facebank.index.manifest import BuildManifest
 
 index_app = typer.Typer(help="Build, check and switch FAISS index builds.", no_args_is_help=True)
 BuildsOpt = Annotated[Path, typer.Option("--builds", help="The folder of index builds.")]
@@ -48,22 +51,21 @@ def build_cmd(
         cap = build_capacity(path, m)
         for w in cap["warnings"]:
             err.print(f"warning: {w}", markup=False, highlight=False, soft_wrap=True)
-        emit({"build": str(path), "manifest": m, "capacity": cap}, as_json=as_json,
-             human=f"built {path} ({m['rows']} faces; " + ", ".join(
-                 f"{s} thr {v['threshold']:.4f}" for s, v in m["spaces"].items()) + ")")
+        emit({"build": str(path), "manifest": m.to_dict(), "capacity": cap}, as_json=as_json,
+             human=f"built {path} ({m.rows} faces; " + ", ".join(
+                 f"{s} thr {v.threshold:.4f}" for s, v in m.spaces.items()) + ")")
 
 
-def build_capacity(path: Path, m: dict) -> dict:
+def build_capacity(path: Path, m: BuildManifest) -> dict:
     """Faces and distinct identities per group of the new build, at its thresholds (facebank.index.capacity)."""
     import numpy as np
 
     from facebank.bank import open_bank
     from facebank.index.capacity import bank_capacity
 
-    with open_bank(m["bank"]["path"]) as b:
-        cap = bank_capacity(b, {s: float(v["threshold"]) for s, v in m["spaces"].items()},
-                            source=f"build {m['build_id']}", rows=np.load(path / "rows.npy")).to_dict()
-    disputed = (m.get("excluded") or {}).get("label_disputed", 0)
+    with open_bank(m.bank.path) as b:
+        cap = bank_capacity(b, m.thresholds, source=f"build {m.build_id}", rows=np.load(path / "rows.npy")).to_dict()
+    disputed = (m.excluded or {}).get("label_disputed", 0)
     if disputed:
         cap["warnings"].append(f"{disputed} faces left out: the attribute model disputes their gender label "
                                "(facebank info lists them; facebank bank check-labels / accept-labels settle them)")
@@ -97,16 +99,15 @@ def info_cmd(
 
     with cli_errors():
         m = read_manifest(resolve_build(build, out=builds))
-        # read_manifest checked what a pick relies on; the descriptive fields shown here may be
-        # absent or odd in a damaged manifest, and are shown as they are.
-        lines = [f"build {m['build_id']} ({m.get('created', '?')}): {m['rows']} faces from {m['bank']['path']}"]
-        for s, v in m["spaces"].items():
-            lines.append(f"  {s}: dim {v['dim']} {v['index'].get('faiss_class', '?')} threshold {v['threshold']:.4f} "
-                         f"({v.get('threshold_source', '?')})")
-        groups = m.get("groups")
-        lines.append("  groups: " + (", ".join(f"{k}={n}" for k, n in groups.items()) if isinstance(groups, dict)
+        # the descriptive fields may be absent (older builds): shown as "?"
+        lines = [f"build {m.build_id} ({m.created or '?'}): {m.rows} faces from {m.bank.path}"]
+        for s, v in m.spaces.items():
+            lines.append(f"  {s}: dim {v.dim} {v.index.faiss_class or '?'} threshold {v.threshold:.4f} "
+                         f"({v.threshold_source or '?'})")
+        groups = m.groups
+        lines.append("  groups: " + (", ".join(f"{k}={n}" for k, n in groups.items()) if groups is not None
                                      else repr(groups)))
-        emit(m, as_json=as_json, human="\n".join(lines))
+        emit(m.to_dict(), as_json=as_json, human="\n".join(lines))
 
 
 def use_cmd(

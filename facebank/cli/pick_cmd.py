@@ -60,7 +60,7 @@ def _run_record(session, query: Path, kind: str, seed: int, mode: str, fallback:
 
     return {"format": "facebank.pick_run/1", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "facebank": __version__,
-            "build": {"path": str(session.build_dir), "build_id": session.manifest["build_id"]},
+            "build": {"path": str(session.build_dir), "build_id": session.manifest.build_id},
             "bank": {"path": str(session.bank.path), "content_hash": session.bank.content_hash},
             kind: {"path": str(query.resolve()), "sha256": hashlib.sha256(query.read_bytes()).hexdigest()},
             "seed": seed, "mode": mode, "fallback": fallback, "thresholds": dict(session.thresholds) if thr is None

@@ -35,7 +35,7 @@ from facebank._io.files import as_path, atomic_write_json, disk_full, ensure_spa
 from facebank.index import groups as G
 from facebank.index.exact import row_norms
 from facebank.index.margin import DEFAULT_MARGIN, SAMPLE_ROWS, check_margin
-from facebank.index.manifest import FAST, FORMAT_VERSION, KIND, content_id, read_manifest
+from facebank.index.manifest import FAST, FORMAT_VERSION, KIND, BuildManifest, content_id, read_manifest
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 _BLOCK_ROWS = 65536  # rows per read when an index build streams a space's vectors
@@ -345,15 +345,10 @@ def write_space_files(tmp: Path, s: str, read: Callable[[int, int], np.ndarray],
     return params, entries
 
 
-def recorded_norms(manifest: dict) -> dict[str, tuple[float, float]]:
+def recorded_norms(manifest: BuildManifest) -> dict[str, tuple[float, float]]:
     """space -> (smallest, largest) row norm a build recorded (`norms`; builds made before it have
     none, and their sessions compute them: facebank.index.exact.make_space)."""
-    out = {}
-    for s, meta in manifest["spaces"].items():
-        nm = meta.get("norms")
-        if isinstance(nm, dict) and all(type(nm.get(k)) is float for k in ("min", "max")):
-            out[s] = (nm["min"], nm["max"])
-    return out
+    return {s: (e.norms["min"], e.norms["max"]) for s, e in manifest.spaces.items() if e.norms is not None}
 
 
 def checksums(folder: Path, names: list[str]) -> dict:

@@ -161,9 +161,9 @@ def capacity_thresholds(bank, build=None) -> tuple[dict[str, float], str]:
         from facebank.index.manifest import read_manifest
 
         m = read_manifest(build)
-        thr = {s: float(v["threshold"]) for s, v in m["spaces"].items() if s in bank.spaces}
-        same = m["bank"].get("content_hash") == bank.content_hash
-        return thr, f"build {m['build_id']}" + ("" if same else " (made from another version of this bank)")
+        thr = {s: t for s, t in m.thresholds.items() if s in bank.spaces}
+        same = m.bank.content_hash == bank.content_hash
+        return thr, f"build {m.build_id}" + ("" if same else " (made from another version of this bank)")
     from facebank.index.build import default_thresholds
 
     defaults = default_thresholds().get("spaces", {})

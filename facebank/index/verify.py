@@ -21,15 +21,16 @@ from facebank.bank import open_bank
 from facebank.errors import IndexBuildError, InputError, StaleIndex
 from facebank.index import groups as G
 from facebank.index.build import recorded_norms
+from facebank.index.build_files import verify_all
 from facebank.index.exact import norm_range
-from facebank.index.manifest import check_content_id, read_manifest, verify_all
+from facebank.index.manifest import BuildManifest, check_content_id, read_manifest
 
 __all__ = ["check_build_id", "check_thresholds", "verify_build"]
 
 _SLACK = 1e-9  # thresholds are stored as JSON floats: equal values may differ in the last digit
 
 
-def check_build_id(build_dir: str | os.PathLike, expected: str) -> dict:
+def check_build_id(build_dir: str | os.PathLike, expected: str) -> BuildManifest:
     """The build's manifest, if its `content_id` is `expected` (the id a pipeline pinned); else
     IndexBuildError (also when the manifest does not match its own content_id).
 
@@ -45,19 +46,18 @@ def check_build_id(build_dir: str | os.PathLike, expected: str) -> dict:
     return m
 
 
-def check_thresholds(m: dict, where) -> dict[str, float | None]:
+def check_thresholds(m: BuildManifest, where) -> dict[str, float | None]:
     """space -> the calibrated threshold its manifest threshold was checked against (None: no shipped
     calibration for that model). IndexBuildError for a looser threshold the operator did not allow."""
     from facebank.index.build import calibrated_threshold
 
     out = {}
-    for s, meta in m["spaces"].items():
-        far = (meta.get("threshold_calibration") or {}).get("far") if isinstance(meta.get("threshold_calibration"), dict) else None
-        ref = calibrated_threshold(s, meta.get("model_sha256"), far)
+    for s, meta in m.spaces.items():
+        ref = calibrated_threshold(s, meta.model_sha256, meta.calibration_far)
         out[s] = ref
-        if ref is not None and meta["threshold"] > ref + _SLACK and meta.get("threshold_allowed_looser") is not True:
+        if ref is not None and meta.threshold > ref + _SLACK and meta.threshold_allowed_looser is not True:
             raise IndexBuildError(
-                f"{where}: space {s!r} threshold {meta['threshold']:.6f} is above the calibrated {ref:.6f} for its "
+                f"{where}: space {s!r} threshold {meta.threshold:.6f} is above the calibrated {ref:.6f} for its "
                 f"model, and the manifest does not record that the operator allowed a looser threshold "
                 f"(forged or edited manifest): rebuild the index")
     return out
@@ -84,22 +84,22 @@ def verify_build(build_dir: str | os.PathLike, *, bank_path: str | None = None, 
     verify_all(build_dir, m)  # first: a damaged file is named
     check_content_id(m, build_dir)
     calibrated = check_thresholds(m, build_dir)
-    bank_path = bank_path or m["bank"]["path"]
+    bank_path = bank_path or m.bank.path
     with open_bank(bank_path) as bank:
-        if bank.content_hash != m["bank"]["content_hash"]:
+        if bank.content_hash != m.bank.content_hash:
             raise StaleIndex(
-                f"build {m['build_id']} was made from bank content {m['bank']['content_hash'][:16]}, "
+                f"build {m.build_id} was made from bank content {m.bank.content_hash[:16]}, "
                 f"but {bank_path} now has {bank.content_hash[:16]}: rebuild the index"
             )
         rows = np.load(build_dir / "rows.npy", allow_pickle=False)
         ids = np.load(build_dir / "ids.npy", allow_pickle=False)
         codes = np.load(build_dir / "groups.npy", allow_pickle=False)
-        if len(rows) != m["rows"] or len(ids) != len(rows) or len(codes) != len(rows):
-            raise IndexBuildError(f"{build_dir}: rows.npy, ids.npy and groups.npy do not have the manifest's {m['rows']} rows")
+        if len(rows) != m.rows or len(ids) != len(rows) or len(codes) != len(rows):
+            raise IndexBuildError(f"{build_dir}: rows.npy, ids.npy and groups.npy do not have the manifest's {m.rows} rows")
         from facebank.index.build import usable_rows
 
         try:
-            want_rows, want_codes, _ = usable_rows(bank, bank_path, sorted(m["spaces"]))
+            want_rows, want_codes, _ = usable_rows(bank, bank_path, sorted(m.spaces))
         except InputError:  # no usable face at all
             want_rows, want_codes = np.zeros(0, np.int64), np.zeros(0, np.int16)
         if not np.array_equal(rows, want_rows):
@@ -114,14 +114,14 @@ def verify_build(build_dir: str | os.PathLike, *, bank_path: str | None = None, 
                                   f"{G.group_label(int(want_codes[bad]))}): forged or damaged, rebuild the index")
         rng = np.random.default_rng(0)
         pick = np.sort(rng.choice(len(rows), size=min(sample, len(rows)), replace=False))
-        for s in m["spaces"]:
+        for s in m.spaces:
             vec = np.load(build_dir / f"vectors.{s}.npy", mmap_mode="r", allow_pickle=False)
-            if vec.shape != (m["rows"], m["spaces"][s]["dim"]):
+            if vec.shape != (m.rows, m.spaces[s].dim):
                 raise IndexBuildError(f"{build_dir}: vectors.{s}.npy has shape {vec.shape}")
             stored = bank.vectors(s)[rows[pick]]
             if not np.array_equal(stored, np.asarray(vec[pick])):
                 raise StaleIndex(f"{build_dir}: vectors of space {s!r} differ from the bank's")
             _check_norms(build_dir, s, vec, recorded_norms(m).get(s))
-    return {"build": m["build_id"], "content_id": m.get("content_id"), "ok": True, "rows": m["rows"],
-            "spaces": sorted(m["spaces"]), "checked_vectors": int(len(pick)), "checked_groups": int(len(rows)),
+    return {"build": m.build_id, "content_id": m.content_id, "ok": True, "rows": m.rows,
+            "spaces": sorted(m.spaces), "checked_vectors": int(len(pick)), "checked_groups": int(len(rows)),
             "calibrated_thresholds": calibrated, "bank": str(bank_path)}

@@ -28,22 +28,21 @@ from facebank import labels
 from facebank.errors import IndexBuildError, StaleIndex
 from facebank.index import groups as G
 from facebank.index import cosine
+from facebank.index.manifest import BuildManifest
 
 __all__ = ["BankGuard", "calibrated_thresholds"]
 
 _AGE_EDGES = list(labels.AGE_EDGES)
 
 
-def calibrated_thresholds(manifest: dict) -> dict[str, float]:
+def calibrated_thresholds(manifest: BuildManifest) -> dict[str, float]:
     """space -> the loosest threshold a pick may use unless the caller gives one explicitly: the
     threshold of the build's calibration record (`threshold_calibration.threshold`) when it has
     one, else the build's own threshold (one given at build time: nothing to hold it against)."""
     out = {}
-    for s, m in manifest["spaces"].items():
-        cal = m.get("threshold_calibration")
-        t = cal.get("threshold") if isinstance(cal, dict) else None
-        ok = isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
-        out[s] = min(float(m["threshold"]), float(t)) if ok else float(m["threshold"])
+    for s, m in manifest.spaces.items():
+        t = m.calibrated_threshold
+        out[s] = float(m.threshold) if t is None else min(float(m.threshold), t)
     return out
 
 

@@ -21,7 +21,8 @@ from facebank.config import DEFAULT_BUILDS
 from facebank.errors import BankClosed, BankError, IndexBuildError, InputError, NoEligibleTarget, StaleIndex, UnknownSpace
 from facebank.index import groups as G
 from facebank.index.build import recorded_norms, resolve_build
-from facebank.index.manifest import load_array, open_files, read_manifest, verify_files
+from facebank.index.build_files import load_array, open_files, verify_files
+from facebank.index.manifest import read_manifest
 from facebank.index.picker import Picker, PickResult
 from facebank.labels import check_age, gender_name
 from facebank.pick.guard import BankGuard, calibrated_thresholds
@@ -83,15 +84,15 @@ class FaceBank:
         # tampered, truncated or swapped file is refused here instead of deciding a pick (XXH3-128,
         # streamed; sha256 for version-1 builds). FAISS indexes are checked when first read.
         verify_files(self.build_dir, self.manifest, open_files(self.manifest))
-        self.bank_path = Path(bank or self.manifest["bank"]["path"])
+        self.bank_path = Path(bank or self.manifest.bank.path)
         self.bank = open_bank(self.bank_path)
         self._bank_stat = self._stat()
         self._check_fresh()
-        self.spaces = sorted(self.manifest["spaces"])
-        self.thresholds = {s: float(m["threshold"]) for s, m in self.manifest["spaces"].items()}
+        self.spaces = sorted(self.manifest.spaces)
+        self.thresholds = self.manifest.thresholds
         # The privacy margin picks use unless told otherwise (builds made before margins: none).
-        self.default_margin = float(self.manifest.get("margin", {}).get("default", 1.0))
-        m = self.manifest["rows"]
+        self.default_margin = self.manifest.default_margin
+        m = self.manifest.rows
         self.rows = load_array(self.build_dir, "rows.npy", dtype="int64", shape=(m,))
         self.ids = load_array(self.build_dir, "ids.npy", dtype="S16", shape=(m,))
         self.codes = load_array(self.build_dir, "groups.npy", dtype="int16", shape=(m,))
@@ -100,7 +101,7 @@ class FaceBank:
         self._calibrated = calibrated_thresholds(self.manifest)
         # Plain ndarray views of the memory maps: same mapped pages, no memmap subclass cost per access.
         vectors = {s: load_array(self.build_dir, f"vectors.{s}.npy", dtype="float32",
-                                 shape=(m, self.manifest["spaces"][s]["dim"]), mmap=True).view(np.ndarray)
+                                 shape=(m, self.manifest.spaces[s].dim), mmap=True).view(np.ndarray)
                    for s in self.spaces}
         self._vectors = vectors
         self._plans: dict[tuple, list] = {}
@@ -113,8 +114,7 @@ class FaceBank:
         self._guard_of = self._new_guard()
         # Approximate FAISS indexes (ivf, hnsw) propose candidates for furthest picks; the exact
         # picker decides. Flat builds need no index at pick time: the exact scan is the index.
-        self._approx = {s: m["index"]["type"] for s, m in self.manifest["spaces"].items()
-                        if m["index"]["type"] != "flat"}
+        self._approx = {s: m.index.type for s, m in self.manifest.spaces.items() if m.index.type != "flat"}
         self._faiss: dict = {}
         self.furthest_candidates = 256
         self._source_ids: np.ndarray | None = None  # read on the first pick, not at open (a 1M bank's strings)
@@ -129,10 +129,10 @@ class FaceBank:
 
     def _check_fresh(self, bank=None) -> None:
         bank = self.bank if bank is None else bank
-        if bank.content_hash != self.manifest["bank"]["content_hash"]:
+        if bank.content_hash != self.manifest.bank.content_hash:
             raise StaleIndex(
-                f"build {self.manifest['build_id']} was made from another bank content than {self.bank_path} "
-                f"holds now ({self.manifest['bank']['content_hash'][:12]} != {bank.content_hash[:12]}); "
+                f"build {self.manifest.build_id} was made from another bank content than {self.bank_path} "
+                f"holds now ({self.manifest.bank.content_hash[:12]} != {bank.content_hash[:12]}); "
                 "rebuild the index"
             )
 
@@ -446,7 +446,7 @@ class FaceBank:
         key = tuple(sorted((s, str(p)) for s, p in (models or {}).items() if s in self.spaces))
         analyser = self._analysers.get(key)
         if analyser is None:
-            sha = {s: m.get("model_sha256") for s, m in self.manifest["spaces"].items()}
+            sha = {s: m.model_sha256 for s, m in self.manifest.spaces.items()}
             analyser = self._analysers[key] = FaceAnalyser(self.spaces, models=dict(key), expected_sha256=sha)
         return analyser
 

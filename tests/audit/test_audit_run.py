@@ -142,9 +142,9 @@ def test_calibration_json_feeds_index_build(audit, bank2, assets):
                         far=1e-2, make_current=False)
     m = read_manifest(build)
     for s, t in thr.items():
-        assert m["spaces"][s]["threshold"] == t
-        assert "calibration.json" in m["spaces"][s]["threshold_source"] and "0.01" in m["spaces"][s]["threshold_source"]
-        cal = m["spaces"][s]["threshold_calibration"]
+        assert m.spaces[s].threshold == t
+        assert "calibration.json" in m.spaces[s].threshold_source and "0.01" in m.spaces[s].threshold_source
+        cal = m.spaces[s].threshold_calibration
         assert cal["far"] == 1e-2 and cal["conservative"] and cal["ci95"][1] <= 1e-2 and cal["n_impostor_pairs"] == n_imp
 
 
@@ -164,7 +164,7 @@ def test_calibration_numbers_recomputed(audit):
 def test_pick_similarities_are_dot_products(audit, bank2, query_faces):
     rep = audit["report"]
     rows = _csv(rep / "tables" / "raw_pick_similarities.csv")
-    build_thr = {s: v["threshold"] for s, v in read_manifest(audit["build"])["spaces"].items()}
+    build_thr = read_manifest(audit["build"]).thresholds
     assert {r["query"] for r in rows} == set(query_faces)
     with open_bank(bank2) as bank:
         for r in rows:

@@ -77,7 +77,7 @@ def test_a_copy_with_its_folder_never_deletes_the_originals_files(tmp_path):
     assert _contents(b) == _expected(range(12))
     assert _contents(c) == _expected([*range(6), *range(100, 103)])
     with open_bank(b) as ob, open_bank(c) as oc:
-        assert oc.manifest["dir"] == "c.h5.d" and oc.recorded_dir == "c.h5.d"  # re-bound to its own folder
+        assert oc.layout.dir == "c.h5.d" and oc.recorded_dir == "c.h5.d"  # re-bound to its own folder
         assert ob.recorded_dir == "b.h5.d"
 
 
@@ -209,7 +209,7 @@ def test_a_deleted_or_truncated_images_file_is_refused_naming_it(tmp_path, damag
     bank = tmp_path / "b.h5"
     _write(bank, range(6))
     with open_bank(bank) as b:
-        ref = b.manifest["fragments"][0]["refs"][0]["name"]
+        ref = b.layout.fragments[0].refs[0].name
     path = Path(f"{bank}.d") / ref
     if damage == "delete":
         path.unlink()
@@ -232,7 +232,7 @@ def test_clean_up_keeps_files_it_cannot_prove_its_own(tmp_path):
     _write(bank, range(3))
     folder = Path(f"{bank}.d")
     with open_bank(bank) as b:
-        version = b.manifest["version"]
+        version = b.layout.version
     unknown = folder / f"frag-{version:08d}-deadbeef.h5"  # not this bank's: a version it already passed
     unknown.write_bytes(b"someone else's")
     killed = folder / f"frag-{version + 1:08d}-0badf00d.h5"  # a killed commit's: a version not reached
@@ -246,7 +246,7 @@ def test_a_fragment_damaged_in_place_is_named_when_a_read_fails(tmp_path):
     bank = tmp_path / "b.h5"
     _write(bank, range(6))
     with open_bank(bank) as b:
-        frag = Path(f"{bank}.d") / b.manifest["fragments"][0]["name"]
+        frag = Path(f"{bank}.d") / b.layout.fragments[0].name
     data = bytearray(frag.read_bytes())
     data[200:200 + 8192] = b"\x5a" * 8192  # its metadata overwritten, its size unchanged
     frag.write_bytes(bytes(data))

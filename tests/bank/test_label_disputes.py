@@ -65,7 +65,7 @@ def test_a_disputed_face_is_not_served_to_a_gendered_pick_until_accepted(dispute
         age = float(b.column("age")[row])
     with facebank.FaceBank(build) as fb:
         assert fid not in {str(i) for i in np.asarray(fb.ids).astype(str)}
-        assert fb.manifest["excluded"]["label_disputed"] >= 1
+        assert fb.manifest.excluded["label_disputed"] >= 1
     r = invoke("bank", "accept-labels", "--bank", bank, "--id", fid, "--json")
     assert r.exit_code == 0, r.output
     assert [f["id"] for f in read_envelope(r.stdout, "bank accept-labels")["accepted"]] == [fid]

@@ -201,7 +201,7 @@ def test_bank_copy(small_bank, tmp_path):
     assert r.exit_code == 0, r.output
     assert read_envelope(r.stdout, "bank copy")["copy"] == str(tmp_path / "copy.h5")
     with open_bank(small_bank) as a, open_bank(tmp_path / "copy.h5") as b:
-        assert a.content_hash == b.content_hash and a.manifest["uuid"] != b.manifest["uuid"]
+        assert a.content_hash == b.content_hash and a.layout.uuid != b.layout.uuid
     r = invoke("bank", "copy", "--bank", small_bank, "--to", tmp_path / "copy.h5")
     assert r.exit_code == 2 and r.output.startswith("error: InputError") and "already exists" in r.output
 

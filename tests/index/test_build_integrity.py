@@ -15,7 +15,8 @@ from facebank._io.download import sha256_file
 from facebank.bank import BankWriter, compact_bank, open_bank
 from facebank.errors import FacebankError, IndexBuildError, StaleIndex
 from facebank.index.build import build_index, verify_build
-from facebank.index.manifest import FORMAT_VERSION, manifest_files, read_manifest
+from facebank.index.build_files import manifest_files
+from facebank.index.manifest import FORMAT_VERSION, read_manifest
 from facebank.pick.session import FaceBank
 from tests.hostile.test_hostile import DIM, _record  # the same synthetic faces (tests/ is on sys.path)
 
@@ -47,7 +48,7 @@ def _forge(b: Path, keys=("files", "xxh3_128")) -> None:
 
 def test_manifest_records_both_checksums_of_every_file(built):
     m = read_manifest(built[1])
-    assert m["format_version"] == FORMAT_VERSION == 2
+    assert m.format_version == FORMAT_VERSION == 2
     sha, fast = manifest_files(m), manifest_files(m, "xxh3_128")
     assert set(sha) == set(fast) == {"rows.npy", "ids.npy", "groups.npy", "vectors.s.npy", "index.s.faiss"}
     for name in sha:
@@ -132,7 +133,7 @@ def test_fragment_row_reads_equal_the_virtual_dataset(built, tmp_path):
                          np.eye(4, dtype=np.float32)[np.arange(30) % 4])
     for step in ("updated", "compacted"):
         with open_bank(bank) as b:
-            assert len(b.manifest["fragments"]) > 1 or step == "compacted"
+            assert len(b.layout.fragments) > 1 or step == "compacted"
             for s in ("s", "t"):
                 whole = b.vectors(s)
                 for row in range(len(b)):

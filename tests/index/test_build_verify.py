@@ -61,10 +61,10 @@ def _copy(built, tmp_path) -> Path:
 def test_an_honest_build_verifies_and_reports_its_content_id(built):
     result = verify_build(built[1], bank_path=str(built[0]))
     m = read_manifest(built[1])
-    assert result["content_id"] == m["content_id"] == content_id(m)
-    assert result["calibrated_thresholds"] == {"dlib": pytest.approx(m["spaces"]["dlib"]["threshold"])}
+    assert result["content_id"] == m.content_id == content_id(m)
+    assert result["calibrated_thresholds"] == {"dlib": pytest.approx(m.spaces["dlib"].threshold)}
     assert result["checked_groups"] == 40
-    assert check_build_id(built[1], m["content_id"])["build_id"] == m["build_id"]
+    assert check_build_id(built[1], m.content_id).build_id == m.build_id
 
 
 def test_groups_rewritten_with_recomputed_checksums_are_caught(built, tmp_path):
@@ -85,14 +85,14 @@ def test_a_threshold_raised_above_the_calibrated_one_is_caught(built, tmp_path):
 
 def test_a_looser_threshold_the_operator_chose_is_recorded_and_verifies(built, tmp_path):
     b = build_index(built[0], out=tmp_path / "builds", thresholds={"dlib": 0.95}, make_current=False)
-    assert read_manifest(b)["spaces"]["dlib"]["threshold_allowed_looser"] is True
+    assert read_manifest(b).spaces["dlib"].threshold_allowed_looser is True
     assert verify_build(b, bank_path=str(built[0]))["ok"]
     stricter = build_index(built[0], out=tmp_path / "builds", thresholds={"dlib": 0.5}, make_current=False)
-    assert "threshold_allowed_looser" not in read_manifest(stricter)["spaces"]["dlib"]
+    assert "threshold_allowed_looser" not in read_manifest(stricter).spaces["dlib"].to_dict()
 
 
 def test_an_edited_manifest_fails_its_content_id_and_a_pin_catches_a_full_forgery(built, tmp_path):
-    pinned = read_manifest(built[1])["content_id"]
+    pinned = read_manifest(built[1]).content_id
     b = _copy(built, tmp_path)
     m = json.loads((b / "manifest.json").read_text())
     m["spaces"]["dlib"]["threshold"] = 0.9  # stricter, checksums untouched: only the content id tells
@@ -111,7 +111,7 @@ def test_two_builds_in_one_second_get_distinct_ids(built, tmp_path):
     a = build_index(built[0], out=tmp_path / "b", make_current=False)
     b = build_index(built[0], out=tmp_path / "b", make_current=False)
     assert a != b and a.is_dir() and b.is_dir()
-    assert read_manifest(a)["build_id"] != read_manifest(b)["build_id"]
+    assert read_manifest(a).build_id != read_manifest(b).build_id
 
 
 @pytest.mark.parametrize("value", [5, None, b"bank.h5", "bad\ud800name", "nul\0byte"])

@@ -42,23 +42,23 @@ def real_faces(assets):
 
 def test_manifest(built, small_bank):
     m = read_manifest(built)
-    assert m["format_version"] == FORMAT_VERSION and m["kind"] == "facebank.index_build"
+    assert m.format_version == FORMAT_VERSION and m.kind == "facebank.index_build"
     with open_bank(small_bank) as bank:
-        assert m["bank"]["content_hash"] == bank.content_hash and m["rows"] == len(bank)
-    s = m["spaces"]["dlib"]
-    assert s["dim"] == 128 and s["index"]["faiss_class"] == "IndexFlatIP"
+        assert m.bank.content_hash == bank.content_hash and m.rows == len(bank)
+    s = m.spaces["dlib"]
+    assert s.dim == 128 and s.index.faiss_class == "IndexFlatIP"
     # The shipped calibration says what it rests on: counts, interval, data with checksums.
-    assert "of 379,204 impostor pairs above" in s["threshold_source"] and "95% CI" in s["threshold_source"]
-    cal = s["threshold_calibration"]
+    assert "of 379,204 impostor pairs above" in s.threshold_source and "95% CI" in s.threshold_source
+    cal = s.threshold_calibration
     # Privacy side: the 95% lower bound on the FAR is >= 1e-3, so the threshold lies at or below a
     # recogniser's own threshold at FAR 1e-3; more pairs above it than the point estimate lets through.
     assert cal["far"] == 1e-3 and cal["bound"] == "privacy" and cal["ci95"][0] >= 1e-3 and cal["supported"]
-    assert s["threshold"] == cal["threshold"] and cal["n_above"] > cal["plain_n_above"] > cal["far_bound_n_above"]
+    assert s.threshold == cal["threshold"] and cal["n_above"] > cal["plain_n_above"] > cal["far_bound_n_above"]
     assert cal["threshold"] < cal["plain_threshold"] < cal["far_bound_threshold"]
     assert {d["folder"]: d["files"] for d in cal["data"]} == {"deepface_faces": 61, "labelled_aligned112": 871}
     assert all(len(d["sha256"]) == 64 for d in cal["data"])
-    assert set(m["versions"]) >= {"facebank", "faiss", "numpy", "h5py", "python"}
-    assert sum(m["groups"].values()) == m["rows"]
+    assert set(m.versions) >= {"facebank", "faiss", "numpy", "h5py", "python"}
+    assert sum(m.groups.values()) == m.rows
     assert resolve_build(None, out=built.parent) == built  # made current
     assert verify_build(built)["ok"]
 
@@ -108,15 +108,15 @@ def test_thresholds_must_come_from_somewhere(small_bank, tmp_path):
     with pytest.raises(UnknownSpace):
         build_index(small_bank, out=tmp_path, spaces=["arcface"])
     b = build_index(small_bank, out=tmp_path, thresholds={"dlib": 0.9}, build_id="given")
-    assert read_manifest(b)["spaces"]["dlib"]["threshold_source"] == "given"
+    assert read_manifest(b).spaces["dlib"].threshold_source == "given"
 
 
 def test_default_threshold_at_far_1e4(small_bank, tmp_path):
     # The shipped file holds FAR 1e-3 and 1e-4; a build's FAR picks its entry (a higher cosine).
-    b3 = read_manifest(build_index(small_bank, out=tmp_path / "a", make_current=False))["spaces"]["dlib"]
-    b4 = read_manifest(build_index(small_bank, out=tmp_path / "b", far=1e-4, make_current=False))["spaces"]["dlib"]
-    assert b4["threshold"] > b3["threshold"] and b4["threshold_calibration"]["far"] == 1e-4
-    assert b4["threshold_calibration"]["ci95"][0] >= 1e-4 and "FAR 0.0001" in b4["threshold_source"]
+    b3 = read_manifest(build_index(small_bank, out=tmp_path / "a", make_current=False)).spaces["dlib"]
+    b4 = read_manifest(build_index(small_bank, out=tmp_path / "b", far=1e-4, make_current=False)).spaces["dlib"]
+    assert b4.threshold > b3.threshold and b4.calibration_far == 1e-4
+    assert b4.threshold_calibration["ci95"][0] >= 1e-4 and "FAR 0.0001" in b4.threshold_source
 
 
 def test_threshold_from_calibration_report(small_bank, tmp_path):
@@ -134,12 +134,12 @@ def test_threshold_from_calibration_report(small_bank, tmp_path):
     path = tmp_path / "calibration.json"
     report.save(path)
     b = build_index(small_bank, out=tmp_path / "b", threshold_from=str(path), far=1e-3)
-    s = read_manifest(b)["spaces"]["dlib"]
-    assert s["threshold"] == pytest.approx(t.threshold)
-    assert "calibration report" in s["threshold_source"]
-    cal = s["threshold_calibration"]
+    s = read_manifest(b).spaces["dlib"]
+    assert s.threshold == pytest.approx(t.threshold)
+    assert "calibration report" in s.threshold_source
+    cal = s.threshold_calibration
     assert (cal["n_above"], cal["n_impostor_pairs"], cal["conservative"]) == (t.n_above, 18000, True)
-    assert cal["ci95"] == [t.ci_low, t.ci_high]
+    assert cal["ci95"] == (t.ci_low, t.ci_high)
 
 
 def test_pick_for_real_photo(session, real_faces):
@@ -241,9 +241,9 @@ def test_manifest_doc_lists_fields(built):
     from pathlib import Path
 
     doc = (Path(__file__).resolve().parents[2] / "facebank" / "index" / "MANIFEST.md").read_text()
-    for key in read_manifest(built):
+    for key in read_manifest(built).to_dict():
         assert f"`{key}`" in doc, key
-    json.dumps(read_manifest(built))
+    json.dumps(read_manifest(built).to_dict())
 
 
 def test_removing_a_face_makes_the_build_stale(small_bank, tmp_path):
@@ -257,7 +257,7 @@ def test_removing_a_face_makes_the_build_stale(small_bank, tmp_path):
         w.set_attributes([open_bank(bank).ids[0]], {"status": np.array([STATUS_REMOVED])})
     with pytest.raises(StaleIndex):
         verify_build(b)
-    assert read_manifest(build_index(bank, out=tmp_path / "builds2"))["rows"] == 39
+    assert read_manifest(build_index(bank, out=tmp_path / "builds2")).rows == 39
 
 
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
@@ -266,10 +266,10 @@ def test_faiss_index_kinds(small_bank, tmp_path, kind):
 
     b = build_index(small_bank, out=tmp_path, kind=kind, build_id=kind)
     m = read_manifest(b)
-    assert m["spaces"]["dlib"]["index"]["type"] == kind
+    assert m.spaces["dlib"].index.type == kind
     index = faiss.read_index(str(b / "index.dlib.faiss"))
     vecs = np.load(b / "vectors.dlib.npy")
-    assert index.ntotal == len(vecs) == m["rows"]
+    assert index.ntotal == len(vecs) == m.rows
     _, nearest = index.search(vecs[:5], 1)
     assert (nearest[:, 0] == np.arange(5)).all()  # every vector finds itself
     assert verify_build(b)["ok"]
@@ -310,7 +310,7 @@ def test_build_config_beside_manifest(small_bank, tmp_path):
     b = build_index(small_bank, out=tmp_path, thresholds={"dlib": 0.9}, build_id="cfg")
     cfg = json.loads((b / "build_config.json").read_text())
     m = read_manifest(b)
-    assert cfg["bank"] == m["bank"]["path"] and cfg["spaces"] == ["dlib"] and cfg["kind"] == "flat"
+    assert cfg["bank"] == m.bank.path and cfg["spaces"] == ["dlib"] and cfg["kind"] == "flat"
     assert cfg["thresholds"] == {"dlib": {"value": 0.9, "source": "given"}}
-    assert cfg["index_params"] == {"dlib": m["spaces"]["dlib"]["index"]["params"]}
+    assert cfg["index_params"] == {"dlib": m.spaces["dlib"].index.to_dict()["params"]}
     assert cfg["build_id"] == "cfg" and cfg["pipeline"] is None

@@ -28,7 +28,7 @@ def session(built):
 
 def test_the_build_records_the_default_margin_and_picks_use_it(built, session):
     assert IndexConfig().margin == DEFAULT_MARGIN  # config (a leaf) and index agree on the default
-    assert read_manifest(built)["margin"]["default"] == DEFAULT_MARGIN
+    assert read_manifest(built).margin.default == DEFAULT_MARGIN
     q = session.bank.vector("dlib", 0)
     t = session.pick_target(q, space="dlib", rng=np.random.default_rng(0))
     assert t.margin == DEFAULT_MARGIN and t.cut["exact"]  # 40 faces: the sample is the whole bank
