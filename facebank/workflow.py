@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,7 @@ import numpy as np
 from facebank._io.deps import require
 from facebank.config import BuildConfig, SourceConfig
 from facebank.errors import SourceError
-
-ProgressFactory = Callable[[str], contextlib.AbstractContextManager]
+from facebank.progress import Progress, relabel
 
 
 def calibrated_thresholds(report: str | os.PathLike, far: float):
@@ -53,12 +51,7 @@ def build_index(bank_path: str | os.PathLike, *, threshold_from: str | None = No
     return build.build_index(bank_path, calibrated=calibrated, far=far, **options)
 
 
-@contextlib.contextmanager
-def _no_progress(_description: str):
-    yield (lambda n=1: None), (lambda n: None)
-
-
-def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) -> dict:
+def _run_source(cfg: BuildConfig, src: SourceConfig, progress: Progress | None) -> dict:
     from facebank.engine import run_annotate, run_generate, run_ingest
 
     eng = cfg.engine
@@ -71,9 +64,8 @@ def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) 
         try:
             # One overlapped pass: the generator makes faces while worker processes encode,
             # annotate and embed them, so a GPU is not kept waiting on the CPU stages.
-            with progress("generate") as (advance, set_total):
-                g = run_generate(cfg.bank, gen, engine=eng, vision=cfg.vision, spaces=cfg.spaces,
-                                 workers=cfg.workers, progress=advance, total=set_total)
+            g = run_generate(cfg.bank, gen, engine=eng, vision=cfg.vision, spaces=cfg.spaces, workers=cfg.workers,
+                             progress=progress)
         except SourceError as exc:
             raise SourceError(
                 f"the StyleGAN source {src.path} cannot be had ({exc}). Offline or no network pickle yet? "
@@ -81,8 +73,7 @@ def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) 
                 "or `facebank build --source PATH`"
             ) from exc
         # Finishes faces a run of `facebank generate --no-annotate` (or an older version) left behind.
-        with progress("annotate") as (advance, set_total):
-            a = run_annotate(cfg.bank, cfg.vision, engine=eng, progress=advance, total=set_total, workers=cfg.workers)
+        a = run_annotate(cfg.bank, cfg.vision, engine=eng, progress=progress, workers=cfg.workers)
         rejected = g.rejected + a.rejected
         return {"kind": "stylegan", "path": src.path, "device": g.device, "image_format": g.image_format,
                 "generated": g.generated, "already": g.already_in_bank, "annotated": g.annotated + a.added,
@@ -92,10 +83,8 @@ def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) 
     else:
         from facebank.sources.folder import iter_folder as iterate
     items = list(iterate(src.path))
-    with progress(f"ingest {Path(src.path).name}") as (advance, set_total):
-        set_total(len(items))
-        s = run_ingest(cfg.bank, items, engine=eng, vision=cfg.vision, spaces=cfg.spaces, progress=advance,
-                       workers=cfg.workers)
+    s = run_ingest(cfg.bank, items, engine=eng, vision=cfg.vision, spaces=cfg.spaces,
+                   progress=relabel(progress, f"ingest {Path(src.path).name}"), workers=cfg.workers)
     return {"kind": src.kind, "path": src.path, "added": s.added, "already": s.already_in_bank,
             "duplicates": len(s.duplicates), "rejected": dict(s.rejected)}
 
@@ -110,7 +99,7 @@ def require_for_build(cfg: BuildConfig) -> None:
         require("ray")
 
 
-def run_build(cfg: BuildConfig, *, progress: ProgressFactory = _no_progress) -> dict:
+def run_build(cfg: BuildConfig, *, progress: Progress | None = None) -> dict:
     """Run every stage of `cfg`; returns a summary (and a `text` for people)."""
     from facebank.pick.api import open_facebank
     from facebank.bank import open_bank
@@ -130,9 +119,7 @@ def run_build(cfg: BuildConfig, *, progress: ProgressFactory = _no_progress) -> 
         for src in cfg.sources:
             result["sources"].append(_run_source(cfg, src, progress))
         for space in cfg.spaces:
-            with progress(f"embed {space.space}") as (advance, set_total):
-                e = run_embed(cfg.bank, space, engine=cfg.engine, progress=advance, total=set_total,
-                              workers=cfg.workers)
+            e = run_embed(cfg.bank, space, engine=cfg.engine, progress=progress, workers=cfg.workers)
             result["spaces"][space.space] = {"embedded": e.embedded, "already": e.already_in_bank}
     with open_bank(cfg.bank) as bank:
         content = bank.content_hash

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from facebank.cli.common import cli_errors, emit, examples, progress_bar
+from facebank.cli.common import cli_errors, emit, examples, progress_bars
 from facebank.cli.engine_opts import RayAddressOpt, engine_config
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
@@ -38,7 +38,8 @@ def build(
             cfg = cfg.__class__(**{**cfg.__dict__, "cache_dir": str(cache_dir)})
         cfg = cfg.__class__(**{**cfg.__dict__, "engine": engine_config(engine or cfg.engine.kind, ray_address, cfg.engine)})
         require_for_build(cfg)  # a missing extra is one line now, before any progress bar
-        result = run_build(cfg, progress=progress_bar)
+        with progress_bars() as progress:
+            result = run_build(cfg, progress=progress)
         if result.get("build"):  # what the new bank can serve, as `facebank index build` says it
             from facebank.cli.index_cmds import build_capacity
             from facebank.index.manifest import read_manifest
