@@ -135,7 +135,7 @@ def run_build(cfg: BuildConfig, *, progress: Progress | None = None) -> dict:
     if build_dir is None:
         build_dir = build_stage(cfg.bank, spaces=spaces, out=cfg.index.out, kind=cfg.index.kind,
                                 thresholds=dict(cfg.index.thresholds) or None, margin=cfg.index.margin,
-                                pipeline=cfg.to_dict())
+                                pipeline=cfg.to_dict(), progress=progress)
     result["build"] = str(build_dir)
     session = open_facebank(build_dir, bank=cfg.bank)
     rng = np.random.default_rng(0)
