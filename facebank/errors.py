@@ -155,3 +155,6 @@ class FaceRejected(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+    def __reduce__(self):  # rebuilt with its reason and detail when it crosses a process (a worker's)
+        return type(self), (self.reason, self.detail)

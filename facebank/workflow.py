@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -19,8 +19,8 @@ import numpy as np
 from facebank._io.deps import require
 from facebank.config import BuildConfig, SourceConfig
 from facebank.errors import SourceError
+from facebank.progress import Progress, relabel
 
-ProgressFactory = Callable[[str], contextlib.AbstractContextManager]
 
 
 def calibrated_thresholds(report: str | os.PathLike, far: float):
@@ -56,12 +56,7 @@ def build_index(bank_path: str | os.PathLike, *, threshold_from: str | None = No
     return build.build_index(bank_path, calibrated=calibrated, far=far, **options)
 
 
-@contextlib.contextmanager
-def _no_progress(_description: str):
-    yield (lambda n=1: None), (lambda n: None)
-
-
-def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) -> SourceRun:
+def _run_source(cfg: BuildConfig, src: SourceConfig, progress: Progress | None) -> SourceRun:
     from facebank.engine import run_annotate, run_generate, run_ingest
 
     eng = cfg.engine
@@ -74,9 +69,8 @@ def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) 
         try:
             # One overlapped pass: the generator makes faces while worker processes encode,
             # annotate and embed them, so a GPU is not kept waiting on the CPU stages.
-            with progress("generate") as (advance, set_total):
-                g = run_generate(cfg.bank, gen, engine=eng, vision=cfg.vision, spaces=cfg.spaces,
-                                 workers=cfg.workers, progress=advance, total=set_total)
+            g = run_generate(cfg.bank, gen, engine=eng, vision=cfg.vision, spaces=cfg.spaces, workers=cfg.workers,
+                             progress=progress)
         except SourceError as exc:
             raise SourceError(
                 f"the StyleGAN source {src.path} cannot be had ({exc}). Offline or no network pickle yet? "
@@ -84,8 +78,7 @@ def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) 
                 "or `facebank build --source PATH`"
             ) from exc
         # Finishes faces a run of `facebank generate --no-annotate` (or an older version) left behind.
-        with progress("annotate") as (advance, set_total):
-            a = run_annotate(cfg.bank, cfg.vision, engine=eng, progress=advance, total=set_total, workers=cfg.workers)
+        a = run_annotate(cfg.bank, cfg.vision, engine=eng, progress=progress, workers=cfg.workers)
         rejected = g.rejected + a.rejected
         return SourceRun("stylegan", src.path, MappingProxyType({
             "device": g.device, "image_format": g.image_format, "generated": g.generated,
@@ -95,10 +88,8 @@ def _run_source(cfg: BuildConfig, src: SourceConfig, progress: ProgressFactory) 
     else:
         from facebank.sources.folder import iter_folder as iterate
     items = list(iterate(src.path))
-    with progress(f"ingest {Path(src.path).name}") as (advance, set_total):
-        set_total(len(items))
-        s = run_ingest(cfg.bank, items, engine=eng, vision=cfg.vision, spaces=cfg.spaces, progress=advance,
-                       workers=cfg.workers)
+    s = run_ingest(cfg.bank, items, engine=eng, vision=cfg.vision, spaces=cfg.spaces,
+                   progress=relabel(progress, f"ingest {Path(src.path).name}"), workers=cfg.workers)
     return SourceRun(src.kind, src.path, MappingProxyType({
         "added": s.added, "already": s.already_in_bank, "duplicates": len(s.duplicates), "rejected": dict(s.rejected)}))
 
@@ -161,7 +152,7 @@ class BuildRun:
                 "build": self.build, "sample_picks": [p.to_dict() for p in self.sample_picks]}
 
 
-def run_build(cfg: BuildConfig, *, progress: ProgressFactory = _no_progress) -> BuildRun:
+def run_build(cfg: BuildConfig, *, progress: Progress | None = None) -> BuildRun:
     """Run every stage of `cfg`; returns what each did, the build and a few sample picks."""
     from facebank.bank import open_bank
     from facebank.engine import engine_session, run_embed
@@ -179,9 +170,7 @@ def run_build(cfg: BuildConfig, *, progress: ProgressFactory = _no_progress) -> 
         for src in cfg.sources:
             sources.append(_run_source(cfg, src, progress))
         for space in cfg.spaces:
-            with progress(f"embed {space.space}") as (advance, set_total):
-                e = run_embed(cfg.bank, space, engine=cfg.engine, progress=advance, total=set_total,
-                              workers=cfg.workers)
+            e = run_embed(cfg.bank, space, engine=cfg.engine, progress=progress, workers=cfg.workers)
             embedded[space.space] = MappingProxyType({"embedded": e.embedded, "already": e.already_in_bank})
     with open_bank(cfg.bank) as bank:
         content = bank.content_hash
@@ -192,7 +181,7 @@ def run_build(cfg: BuildConfig, *, progress: ProgressFactory = _no_progress) -> 
     if build_dir is None:
         build_dir = build_stage(cfg.bank, spaces=spaces, out=cfg.index.out, kind=cfg.index.kind,
                                 thresholds=dict(cfg.index.thresholds) or None, margin=cfg.index.margin,
-                                pipeline=cfg.to_dict())
+                                pipeline=cfg.to_dict(), progress=progress)
     return BuildRun(bank=cfg.bank, faces=faces, engine=cfg.engine.kind, sources=tuple(sources),
                     embedded=MappingProxyType(embedded), build=str(build_dir), build_spaces=tuple(spaces),
                     reused=reused, sample_picks=_sample_picks(cfg, build_dir))

@@ -102,18 +102,22 @@ def bench_formats(samples: list[np.ndarray]) -> dict:
 # -- 2. storage: encode + write --
 def _store_ours(samples, n: int, root: Path) -> float:
     from facebank.bank import BankWriter
-    from facebank.ingest.store_workers import StorePlan, StoreWorker, ordered_map
+    from functools import partial
+
+    from facebank.ingest.pool import worker_pool
+    from facebank.ingest.store_workers import StorePlan, StoreWorker
     from facebank.sources.base import SourceItem
 
     plan = StorePlan()
     items = (SourceItem("stylegan", f"bench:seed{k}", metadata={"seed": k}, pixels=_variant(samples, k))
              for k in range(n))
-    with BankWriter(root / "ours.h5") as w, ordered_map(plan, 0, local=StoreWorker(plan)) as (run, workers):
+    with BankWriter(root / "ours.h5") as w, worker_pool(partial(StoreWorker, plan), 0, local=StoreWorker(plan)) as pool:
         # Steady state: the workers start once per run of the job (seconds), not once per face.
-        list(run(SourceItem("stylegan", f"warm{k}", pixels=_variant(samples, 10**6 + k)) for k in range(2 * workers)))
+        list(pool.map(SourceItem("stylegan", f"warm{k}", pixels=_variant(samples, 10**6 + k))
+                      for k in range(2 * pool.processes)))
         start = time.perf_counter()
-        for record, _rej in run(items):
-            w.add_face(record)
+        for stored in pool.map(items):
+            w.add_face(stored.record)
         w.commit()
         return n / (time.perf_counter() - start)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 from facebank.anonymize.options import AnonymizeOptions
 from facebank.anonymize.report import PhotoReport
 from facebank.errors import InputError
+from facebank.progress import Progress
 
 __all__ = ["AnonymizedImage", "anonymize", "anonymize_image"]
 
@@ -79,7 +80,7 @@ def anonymize_image(session, image, *, options: AnonymizeOptions | None = None, 
 
 def anonymize(inputs, out: str | os.PathLike | None = None, *, build: str | os.PathLike | None = None,
               bank: str | os.PathLike | None = None, options: AnonymizeOptions | None = None, workers: int = 1,
-              progress: Callable[[int, int], None] | None = None, key: str | None = None, **kw):
+              progress: Progress | None = None, key: str | None = None, **kw):
     """Anonymise photos into `out`, one image array in memory, or a video file into a video file `out`
     (facebank.anonymize_video).
 
@@ -90,6 +91,7 @@ def anonymize(inputs, out: str | os.PathLike | None = None, *, build: str | os.P
         and writes nothing (`out` must be None).
     build, bank: the index build (default `index_builds/current`) and its bank (default: the build's).
     workers: processes for folders; each opens the build and loads the models once.
+    progress: ProgressEvents (photos done of photos listed; frames for a video).
     key: one key for every photo (an album shares its picks); None: each photo's relative path.
     Other keywords: AnonymizeOptions' fields (swapper="classical", tries=3, fallback="blur", ...).
     """

@@ -9,7 +9,7 @@ takes a photo does not change its result.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from facebank.anonymize.files import Job, clear_leftovers, collect, encode_like,
 from facebank.anonymize.options import AnonymizeOptions
 from facebank.anonymize.report import RunCounts
 from facebank.errors import FacebankError, InputError
+from facebank.progress import Progress, ProgressEvent
 
 __all__ = ["RunSummary", "anonymize"]
 
@@ -104,7 +105,7 @@ def _do(job: Job) -> _Outcome:
 def anonymize(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str | os.PathLike, *,
               build: str | os.PathLike | None = None, bank: str | os.PathLike | None = None,
               options: AnonymizeOptions | None = None, workers: int = 1,
-              progress: Callable[[int, int], None] | None = None) -> RunSummary:
+              progress: Progress | None = None) -> RunSummary:
     """Anonymise photos, folders (recursively) or list files into `out`; see facebank.anonymize."""
     options = (options or AnonymizeOptions()).check()
     if isinstance(inputs, (str, os.PathLike)):
@@ -135,7 +136,7 @@ def anonymize(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str 
             summary.failures[o.rel] = o.failure
         done += 1
         if progress is not None:
-            progress(done, len(jobs))
+            progress(ProgressEvent("anonymize", done, len(jobs)))
 
     if workers == 1 or len(jobs) < 2:
         for job in jobs:

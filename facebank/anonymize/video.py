@@ -24,7 +24,7 @@ observer can pool frames too.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -38,6 +38,7 @@ from facebank.anonymize.video_io import VideoOut, probe, read_frames
 from facebank.anonymize.video_report import TrackReport, VideoReport
 from facebank.errors import FacebankError, InputError, NoEligibleTarget
 from facebank.pick.session import FaceBank
+from facebank.progress import Progress, ProgressEvent
 
 __all__ = ["FILLS", "VideoAnonymizer", "VideoOptions"]
 
@@ -148,7 +149,7 @@ class VideoAnonymizer:
         self.anon = Anonymizer(session, options)
         self.options, self.video = options, video.check()
 
-    def run(self, src, out, *, key: str, progress: Callable[[int, int], None] | None = None) -> VideoReport:
+    def run(self, src, out, *, key: str, progress: Progress | None = None) -> VideoReport:
         """Anonymise the video `src` into `out` (written atomically); returns the report (not yet the sidecar)."""
         info = probe(src)
         clock = _Clock()
@@ -158,7 +159,7 @@ class VideoAnonymizer:
             nonlocal done
             done += 1
             if progress is not None:
-                progress(done, max(total, done))
+                progress(ProgressEvent("anonymize video", done, max(total, done)))
 
         tracks, n = self._track(src, clock, tick)
         total = done + n

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from facebank.anonymize.options import AnonymizeOptions
 from facebank.anonymize.video_report import VIDEO_SIDECAR_FORMAT, VideoReport
 from facebank.errors import InputError
+from facebank.progress import Progress
 
 __all__ = ["VideoResult", "anonymize_video", "sidecar_path"]
 
@@ -58,7 +58,7 @@ def _done(out: Path, sha: str) -> VideoReport | None:
 def anonymize_video(video: str | os.PathLike, out: str | os.PathLike, *, build: str | os.PathLike | None = None,
                     bank: str | os.PathLike | None = None, options: AnonymizeOptions | None = None,
                     max_gap: int = 15, fill: str = "swap", key: str | None = None,
-                    progress: Callable[[int, int], None] | None = None, **kw) -> VideoResult:
+                    progress: Progress | None = None, **kw) -> VideoResult:
     """Anonymise the video file `video` into `out` (.mp4, .avi, .mov, .mkv, .webm) and `out`.json.
 
     Faces are tracked across frames; each track (person) gets one synthetic target, keyed by
@@ -66,7 +66,7 @@ def anonymize_video(video: str | os.PathLike, out: str | os.PathLike, *, build: 
     max_gap: frames a track may go undetected; the frames in between are filled from the track.
     fill: "swap" (the track's target over the interpolated face) or "fallback" (blur it).
     key: the video's key for the picks (default: the video's file name).
-    progress: called with (frames done, frames planned) over both passes.
+    progress: ProgressEvents of stage "anonymize video": frames done, frames planned, over both passes.
     Other keywords: AnonymizeOptions' fields (swapper="classical", tries=3, fallback="blur", ...).
     Audio is not carried (OpenCV writes pictures only). Returns a VideoResult.
     """

@@ -20,6 +20,7 @@ from facebank.audit.calibration_report import CalibrationReport
 from facebank.audit.calibration import calibrate as calibrate_embeddings
 from facebank.audit.labelled import LabelledSet, fingerprint, load_labelled, read_identities
 from facebank.errors import InputError
+from facebank.progress import Progress
 
 __all__ = ["LabelledSet", "audit", "calibrate", "load_embedders"]
 
@@ -56,7 +57,7 @@ def calibrate(
     embedders: Mapping[str, Any] | None = None,
     fars: Sequence[float] = DEFAULT_FARS,
     conservative: bool | str = False,  # True/'far' | 'privacy' (facebank.audit.calibration)
-    progress: Any = None,
+    progress: Progress | None = None,
 ) -> CalibrationReport:
     """Calibrate thresholds on one or more labelled folders (photos, or aligned crops).
 

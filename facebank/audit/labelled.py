@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from facebank.errors import FaceRejected, InputError
+from facebank.progress import Progress, ProgressEvent
 from facebank.vision.dlib_models import DLIB_BOX_112
 
 __all__ = ["DLIB_CROP_BOX", "LabelledFaces", "LabelledSet", "embed_crop", "fingerprint", "load_labelled",
@@ -119,7 +120,7 @@ def _photo_faces(path: Path, detector: Any, embedders: Mapping[str, Any]):
 
 
 def load_labelled(labelled: LabelledSet, embedders: Mapping[str, Any], *, detector: Any = None,
-                  progress: Any = None) -> LabelledFaces:
+                  progress: Progress | None = None) -> LabelledFaces:
     """Embed every face of a labelled set in every space of `embedders` (space -> embedder)."""
     from facebank.vision.image_io import decode_image
 
@@ -131,7 +132,7 @@ def load_labelled(labelled: LabelledSet, embedders: Mapping[str, Any], *, detect
     out = LabelledFaces([], [], {s: [] for s in embedders}, [])
     for k, (path, who) in enumerate(rows):
         if progress is not None:
-            progress("calibration faces", k, len(rows))
+            progress(ProgressEvent("calibration faces", k, len(rows)))
         try:
             if labelled.aligned:
                 crop = decode_image(path.read_bytes(), name=path.name)
@@ -150,6 +151,6 @@ def load_labelled(labelled: LabelledSet, embedders: Mapping[str, Any], *, detect
         out.files.append(path.name)
         out.labels.append(who)
     if progress is not None:
-        progress("calibration faces", len(rows), len(rows))
+        progress(ProgressEvent("calibration faces", len(rows), len(rows)))
     out.embeddings = {s: np.stack(v) if v else np.zeros((0, 1), np.float32) for s, v in out.embeddings.items()}
     return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from facebank.audit.calibration import calibrate
 from facebank.audit.labelled import embed_crop
 from facebank.audit.stats import clopper_pearson
 from facebank.index import groups as G
+from facebank.progress import Progress, ProgressEvent
 
 __all__ = ["MARGINS", "TransferConfig", "TransferResult", "choose_margin", "margin_transfer", "plot_transfer"]
 
@@ -80,7 +81,7 @@ def _heldout_thresholds(emb: np.ndarray, labels: Sequence[str]) -> dict[float, f
 
 def directions(session: Any, bank: Any, *, labels: Sequence[str], embeddings: Mapping[str, np.ndarray],
                crops: Sequence[np.ndarray], heldout: Mapping[str, Any], query_idx: np.ndarray,
-               progress: Callable | None = None) -> list[Direction]:
+               progress: Progress | None = None) -> list[Direction]:
     """Every leave-one-out direction of the build's spaces, and each `heldout` recogniser."""
     rows = np.asarray(session.rows)
     spaces = list(session.spaces)
@@ -96,7 +97,7 @@ def directions(session: Any, bank: Any, *, labels: Sequence[str], embeddings: Ma
         bank_h = np.empty((rows.size, emb_l.shape[1]))
         for k, r in enumerate(rows):
             if progress is not None and k % 50 == 0:
-                progress(f"held-out {h}: bank", k, rows.size)
+                progress(ProgressEvent(f"held-out {h}: bank", k, rows.size))
             bank_h[k] = embed_crop(bank.crop(int(r)), h, embedder)
         out.append(Direction(h, tuple(spaces), {s: _unit(embeddings[s][query_idx]) for s in spaces}, _unit(bank_h),
                              _unit(emb_l)[query_idx], _heldout_thresholds(_unit(emb_l), labels)))
@@ -105,7 +106,7 @@ def directions(session: Any, bank: Any, *, labels: Sequence[str], embeddings: Ma
 
 def margin_transfer(session: Any, bank: Any, *, labels: Sequence[str], embeddings: Mapping[str, np.ndarray],
                     crops: Sequence[np.ndarray], heldout: Mapping[str, Any] | None = None,
-                    config: TransferConfig = TransferConfig(), progress: Callable | None = None) -> TransferResult:
+                    config: TransferConfig = TransferConfig(), progress: Progress | None = None) -> TransferResult:
     """Measure every margin in every direction (module docstring); embeddings: build space -> the
     labelled faces' embeddings, in the order of `labels` and `crops`."""
     rng = np.random.default_rng(config.seed)
@@ -127,7 +128,7 @@ def margin_transfer(session: Any, bank: Any, *, labels: Sequence[str], embedding
         build_thr = {s: session.thresholds[s] for s in d.pick_spaces}
         for m in config.margins:
             if progress is not None:
-                progress(f"transfer {d.heldout} margin {m}", 0, 1)
+                progress(ProgressEvent(f"transfer {d.heldout} margin {m}", 0, 1))
             rows.append(_measure(session, picker, d, m, sims, sims_h, build_thr, pos, config, rng))
             group_rows += _group_shares(picker, d, m, sims, build_thr, codes, group_codes, config)
             small = [g for g in group_rows if g["heldout"] == d.heldout and g["margin"] == m
@@ -255,7 +256,7 @@ def plot_transfer(path: Path, result: TransferResult, *, current: float = 1.0, c
 
 def transfer_section(session: Any, bank: Any, *, labels: Sequence[str], embeddings: Mapping[str, np.ndarray],
                      crops: Sequence[np.ndarray], heldout: Mapping[str, Any], out: Path,
-                     config: TransferConfig = TransferConfig(), progress: Callable | None = None):
+                     config: TransferConfig = TransferConfig(), progress: Progress | None = None):
     """The report section of `--transfer`: the tables (also CSV) and the plot."""
     from facebank.audit.report import Section
 

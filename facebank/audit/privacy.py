@@ -18,6 +18,7 @@ from facebank.audit.report import Section
 from facebank.audit.transfer import transfer_rows
 from facebank.errors import NoEligibleTarget
 from facebank.index import groups as G
+from facebank.progress import Progress
 
 __all__ = ["privacy_section"]
 
@@ -43,7 +44,7 @@ def _bank_groups(session: Any, bank: Any) -> np.ndarray:
 
 def privacy_section(session: Any, bank: Any, report: Any, *, labels: Sequence[str], embeddings: Mapping[str, np.ndarray],
                     crops: Sequence[np.ndarray], heldout: Mapping[str, Any], out: Path, seed: int = 0,
-                    progress: Any = None) -> Section:
+                    progress: Progress | None = None) -> Section:
     """Eligible share per group over FARs, capacity at the build threshold, repeat rates, transfer."""
     spaces, thr = session.spaces, dict(session.thresholds)
     rows = np.asarray(session.rows)

@@ -20,7 +20,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -40,11 +40,11 @@ from facebank.errors import FaceRejected, InputError, NoEligibleTarget
 from facebank.index import groups as G
 from facebank.index.cosine import cosine_of
 from facebank.index.picker import MODES
+from facebank.progress import Progress, ProgressEvent
 from facebank.sources.base import IMAGE_SUFFIXES
 
 __all__ = ["AuditConfig", "run_audit"]
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 @dataclass
@@ -119,7 +119,7 @@ class _Photos:
 
 def _tick(progress: Progress | None, stage: str, done: int, total: int) -> None:
     if progress is not None:
-        progress(stage, done, total)
+        progress(ProgressEvent(stage, done, total))
 
 
 def _hist_rows(values: np.ndarray, bins: int = 50, **labels: Any) -> list[dict]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -30,6 +30,7 @@ from facebank.audit.labelled import LabelledSet, embed_crop, read_identities
 from facebank.audit.report import Section, write_csv
 from facebank.audit.stats import clopper_pearson
 from facebank.errors import FaceRejected, InputError, NoEligibleTarget
+from facebank.progress import Progress, ProgressEvent
 
 __all__ = ["SWAP_FARS", "SwapRun", "leak_rows", "parse_swapper", "run_swaps", "swap_leak_section"]
 
@@ -99,7 +100,7 @@ def _embed(crop: np.ndarray, embedders: Mapping[str, Any]) -> dict[str, np.ndarr
 
 def run_swaps(session: Any, labelled: LabelledSet, swappers: Mapping[str, Any], embedders: Mapping[str, Any], *,
               modes: Sequence[str] = ("random",), groups: bool = True, max_photos: int | None = None,
-              progress: Callable[[str, int, int], None] | None = None) -> SwapRun:
+              progress: Progress | None = None) -> SwapRun:
     """Detect, pick, swap, re-detect and embed every labelled face (module docstring).
 
     embedders: space -> embedder for every space scored (the build's spaces and held-out ones).
@@ -121,7 +122,7 @@ def run_swaps(session: Any, labelled: LabelledSet, swappers: Mapping[str, Any], 
     k = 0
     for k, (name, who, image, total) in enumerate(_photos(labelled, max_photos)):
         if progress is not None:
-            progress("swap audit", k, total)
+            progress(ProgressEvent("swap audit", k, total))
         d = _largest(det.detect(image))
         if d is None:
             continue
@@ -159,7 +160,7 @@ def run_swaps(session: Any, labelled: LabelledSet, swappers: Mapping[str, Any], 
                     run.target[key][s].append(t_emb[s])
                     run.result[key][s].append(r_emb[s])
     if progress is not None:
-        progress("swap audit", k + 1, k + 1)
+        progress(ProgressEvent("swap audit", k + 1, k + 1))
     if len(run.files) < 2:
         raise InputError(f"the swap audit found fewer than two labelled faces in {labelled.folder}")
 
@@ -263,7 +264,7 @@ def write_grid(path: Path, run: SwapRun, mode: str) -> Path:
 
 def swap_leak_section(session: Any, labelled: LabelledSet, swapper_specs: Sequence[str], embedders: Mapping[str, Any], *,
                       heldout: Sequence[str] = (), modes: Sequence[str] = ("random", "furthest"), groups: bool = True,
-                      out: Path, max_photos: int | None = None, progress: Any = None) -> Section:
+                      out: Path, max_photos: int | None = None, progress: Progress | None = None) -> Section:
     """The report section: thresholds, match rates side by side, result quality, the grid."""
     swappers = dict(parse_swapper(s) for s in swapper_specs)
     run = run_swaps(session, labelled, swappers, embedders, modes=modes, groups=groups, max_photos=max_photos,

@@ -16,6 +16,7 @@ import numpy as np
 
 from facebank.audit.calibration import calibrate
 from facebank.audit.labelled import embed_crop
+from facebank.progress import Progress, ProgressEvent
 
 __all__ = ["HELDOUT_FARS", "transfer_rows"]
 
@@ -28,7 +29,7 @@ def _rates(sims: np.ndarray, thr: Mapping[float, float]) -> dict[str, float]:
 
 def transfer_rows(session: Any, bank: Any, heldout: str, embedder: Any, *, labelled_crops: Sequence[np.ndarray],
                   labels: Sequence[str], queries: Mapping[str, np.ndarray], query_crops: Sequence[np.ndarray],
-                  picks: Mapping[tuple[str, str], Sequence[int | None]], progress: Any = None) -> tuple[list[dict], list[dict]]:
+                  picks: Mapping[tuple[str, str], Sequence[int | None]], progress: Progress | None = None) -> tuple[list[dict], list[dict]]:
     """(threshold rows, transfer rows) for one held-out space.
 
     Args:
@@ -46,7 +47,7 @@ def transfer_rows(session: Any, bank: Any, heldout: str, embedder: Any, *, label
     bank_h = np.empty((rows_b.size, emb_l.shape[1]), dtype=np.float64)
     for k, r in enumerate(rows_b):
         if progress is not None and k % 50 == 0:
-            progress(f"held-out {heldout}: bank", k, rows_b.size)
+            progress(ProgressEvent(f"held-out {heldout}: bank", k, rows_b.size))
         bank_h[k] = embed_crop(bank.crop(int(r)), heldout, embedder)
     q_h = np.stack([embed_crop(c, heldout, embedder) for c in query_crops]).astype(np.float64)
     pos = {int(r): k for k, r in enumerate(rows_b)}

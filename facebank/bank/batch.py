@@ -7,6 +7,7 @@ import io
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -17,7 +18,7 @@ from facebank.bank import schema
 from facebank.bank.records import FaceRecord, Rejection
 from facebank.errors import BankError, InputError
 
-__all__ = ["ATTRIBUTE_COLUMNS", "PendingBatch"]
+__all__ = ["ATTRIBUTE_COLUMNS", "AttributeRows", "PendingBatch", "SpaceVectors"]
 
 # Columns `facebank annotate` may rewrite; everything else about a face is fixed at ingest.
 ATTRIBUTE_COLUMNS = frozenset({
@@ -33,6 +34,23 @@ def _create_columns(group: h5py.Group, columns: dict, n: int = 0) -> None:
                              chunks=(schema.chunk_rows(name), *shape))
 
 
+@dataclass(frozen=True)
+class SpaceVectors:
+    """A batch's vectors of one space: its model's info and the faces' ids and vectors, in order."""
+
+    info: dict
+    ids: list[str] = field(default_factory=list)
+    vectors: list[np.ndarray] = field(default_factory=list)  # blocks of rows, concatenated when written
+
+
+@dataclass(frozen=True)
+class AttributeRows:
+    """New attribute columns (ATTRIBUTE_COLUMNS) for the faces `ids`, one value per face."""
+
+    ids: list[str]
+    columns: dict[str, np.ndarray]
+
+
 class PendingBatch:
     """Buffered work of one pending batch, and the one function that writes a batch file.
 
@@ -44,8 +62,8 @@ class PendingBatch:
     def __init__(self, space_info: dict[str, dict] | None = None):
         self.faces: list[FaceRecord] = []
         self.rejections: list[Rejection] = []
-        self.vectors: dict[str, tuple[dict, list[str], list[np.ndarray]]] = {}
-        self.attributes: list[tuple[list[str], dict[str, np.ndarray]]] = []
+        self.vectors: dict[str, SpaceVectors] = {}
+        self.attributes: list[AttributeRows] = []
         self.lines: list[str] = []
         self.space_info: dict[str, dict] = dict(space_info or {})
 
@@ -58,7 +76,7 @@ class PendingBatch:
 
     def rows(self) -> int:
         """Faces added or updated by this batch (its weight in progress and commit counts)."""
-        return len(self.faces) + sum(len(v[1]) for v in self.vectors.values()) + sum(len(a[0]) for a in self.attributes)
+        return len(self.faces) + sum(len(v.ids) for v in self.vectors.values()) + sum(len(a.ids) for a in self.attributes)
 
     def add_face(self, record: FaceRecord) -> bool:
         self.faces.append(record)
@@ -74,17 +92,17 @@ class PendingBatch:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != len(ids) or vectors.shape[1] != int(info["dim"]):
             raise InputError(f"vectors for {space!r} must be ({len(ids)}, {info['dim']}), got {vectors.shape}")
-        entry = self.vectors.setdefault(space, (dict(info), [], []))
-        if entry[0].get("sha256") != info.get("sha256") or int(entry[0]["dim"]) != int(info["dim"]):
+        entry = self.vectors.setdefault(space, SpaceVectors(dict(info)))
+        if entry.info.get("sha256") != info.get("sha256") or int(entry.info["dim"]) != int(info["dim"]):
             raise InputError(f"space {space!r}: one writer session takes one model")
-        entry[1].extend(ids)
-        entry[2].append(vectors)
+        entry.ids.extend(ids)
+        entry.vectors.append(vectors)
 
     def set_attributes(self, ids: list[str], columns: dict[str, np.ndarray]) -> None:
         bad = set(columns) - ATTRIBUTE_COLUMNS
         if bad:
             raise InputError(f"not attribute columns: {', '.join(sorted(bad))}")
-        self.attributes.append((list(ids), {k: np.asarray(v) for k, v in columns.items()}))
+        self.attributes.append(AttributeRows(list(ids), {k: np.asarray(v) for k, v in columns.items()}))
 
     def log(self, event: str, **fields) -> None:
         self.lines.append(json.dumps({"event": event, "at": time.time(), **fields}, default=str))
@@ -92,7 +110,7 @@ class PendingBatch:
     def write(self, final: Path) -> None:
         """Write the batch as `final` (atomic: a temporary name, fsync, rename)."""
         tmp = f"{final.parent}/.{final.name}.{os.getpid()}-{time.time_ns()}.tmp"
-        vectors = {s: (info, list(ids), list(vecs)) for s, (info, ids, vecs) in self.vectors.items()}
+        vectors = {s: SpaceVectors(v.info, list(v.ids), list(v.vectors)) for s, v in self.vectors.items()}
         ensure_space(final.parent, self.estimate(), f"pending batch {final.name}")
         buf = io.BytesIO()
         try:
@@ -102,20 +120,20 @@ class PendingBatch:
                     for space in sorted({s for r in self.faces for s in r.embeddings}):
                         if space not in self.space_info:
                             raise BankError(f"embeddings for {space!r} given without register_space()")
-                        entry = vectors.setdefault(space, (self.space_info[space], [], []))
-                        entry[1].extend(r.id for r in self.faces if space in r.embeddings)
-                        entry[2].append(np.stack([r.embeddings[space] for r in self.faces if space in r.embeddings]))
+                        entry = vectors.setdefault(space, SpaceVectors(self.space_info[space]))
+                        entry.ids.extend(r.id for r in self.faces if space in r.embeddings)
+                        entry.vectors.append(np.stack([r.embeddings[space] for r in self.faces if space in r.embeddings]))
                 if self.rejections:
                     _write_rows(p.create_group("rejections"), schema.REJECTION_COLUMNS, self.rejections)
-                for space, (info, ids, vecs) in vectors.items():
+                for space, v in vectors.items():
                     g = p.create_group(f"embeddings/{space}")
-                    g.attrs["info"] = json.dumps(info, sort_keys=True)
-                    g.create_dataset("ids", data=np.array(ids, dtype="S16"))
-                    g.create_dataset("vectors", data=np.concatenate(vecs).astype(np.float32))
-                for k, (ids, cols) in enumerate(self.attributes):
+                    g.attrs["info"] = json.dumps(v.info, sort_keys=True)
+                    g.create_dataset("ids", data=np.array(v.ids, dtype="S16"))
+                    g.create_dataset("vectors", data=np.concatenate(v.vectors).astype(np.float32))
+                for k, rows in enumerate(self.attributes):
                     g = p.create_group(f"attributes/{k:06d}")
-                    g.create_dataset("ids", data=np.array(ids, dtype="S16"))
-                    for name, values in cols.items():
+                    g.create_dataset("ids", data=np.array(rows.ids, dtype="S16"))
+                    for name, values in rows.columns.items():
                         dtype = schema.FACE_COLUMNS[name][0]
                         g.create_dataset(name, data=values.astype(object) if dtype is schema.STR else
                                          values.astype(dtype), dtype=dtype)
@@ -135,8 +153,8 @@ class PendingBatch:
         """About how many bytes `write` needs (images, crops, vectors, attribute columns, overhead)."""
         n = sum(len(r.image) + r.crop.nbytes + 2048 + sum(v.nbytes for v in r.embeddings.values())
                 for r in self.faces)
-        n += sum(sum(np.asarray(v).nbytes for v in vecs) for _, _, vecs in self.vectors.values())
-        n += sum(sum(getattr(v, "nbytes", 0) for v in cols.values()) + 64 * len(ids) for ids, cols in self.attributes)
+        n += sum(sum(np.asarray(b).nbytes for b in v.vectors) for v in self.vectors.values())
+        n += sum(sum(getattr(c, "nbytes", 0) for c in a.columns.values()) + 64 * len(a.ids) for a in self.attributes)
         return n + 1024 * len(self.rejections) + sum(len(x) for x in self.lines) + (64 << 10)
 
 

@@ -218,7 +218,7 @@ class BankWriter:
         """Buffer vectors (n, d) of `space` for existing face `ids`; `info` has model, sha256, dim."""
         self._batch.set_embeddings(space, info, ids, vectors)
         self._since_commit += len(ids)
-        if sum(len(v[1]) for v in self._batch.vectors.values()) >= self.batch_size * 4 or self._stale():
+        if sum(len(v.ids) for v in self._batch.vectors.values()) >= self.batch_size * 4 or self._stale():
             self.flush()
         if self._since_commit >= self.commit_every:
             self.commit()
@@ -227,7 +227,7 @@ class BankWriter:
         """Buffer new values of annotation columns (detection, crop, attributes) for existing `ids`."""
         self._batch.set_attributes(ids, columns)
         self._since_commit += len(ids)
-        if sum(len(a[0]) for a in self._batch.attributes) >= self.batch_size * 4 or self._stale():
+        if sum(len(a.ids) for a in self._batch.attributes) >= self.batch_size * 4 or self._stale():
             self.flush()
 
     def log(self, event: str, **fields) -> None:

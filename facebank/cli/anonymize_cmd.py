@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from facebank.cli.choices import Mode, PhotoDetector, SwapFallback
-from facebank.cli.common import cli_errors, emit, examples, parse_pairs, progress_bar
+from facebank.cli.common import cli_errors, emit, examples, parse_pairs, progress_bars
 from facebank.config import DEFAULT_BUILDS
 
 _COUNTS = (("faces_found", "faces found"), ("passed_first_try", "swapped, passing at the first try"),
@@ -76,15 +76,7 @@ def anonymize(
         if is_video_run(inputs):
             return run_video(inputs[0], out, options=options, build=build, bank=bank, max_gap=max_gap, fill=fill,
                              as_json=as_json)
-        with progress_bar("anonymize", unit="photos") as (advance, set_total):
-            seen = {"total": None}
-
-            def progress(done: int, total: int) -> None:
-                if seen["total"] != total:
-                    set_total(total)
-                    seen["total"] = total
-                advance(1)
-
+        with progress_bars(unit="photos") as progress:
             summary = run(inputs, out, build=build, bank=bank, options=options, workers=workers, progress=progress)
         c = summary.counts
         lines = [f"{c.photos} photo(s) written, {c.photos_skipped} already done, {c.photos_failed} failed -> {out}"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from facebank.cli.common import emit, progress_bar
+from facebank.cli.common import emit, progress_bars
 
 _TRACK_COUNTS = (("swapped", "swapped"), ("filled", "filled (gaps)"), ("fallen_back", "fallen back"),
                  ("check_failures", "result-check failures"))
@@ -25,15 +25,7 @@ def run_video(src: Path, out: Path, *, options, build, bank, max_gap: int, fill:
 
     if out.is_dir():
         raise InputError(f"--out {out} is a folder: a video goes to a video file (e.g. --out {out / src.name})")
-    with progress_bar("anonymize video", unit="frames") as (advance, set_total):
-        seen = {"total": None}
-
-        def progress(done: int, total: int) -> None:
-            if seen["total"] != total:
-                set_total(total)
-                seen["total"] = total
-            advance(1)
-
+    with progress_bars(unit="frames") as progress:
         result = anonymize_video(src, out, build=build, bank=bank, options=options, max_gap=max_gap, fill=fill,
                                  progress=progress)
     r = result.report

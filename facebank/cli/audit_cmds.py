@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from facebank.cli.choices import Bound
-from facebank.cli.common import bank_option, cli_errors, emit, err, examples, parse_pairs
+from facebank.cli.common import bank_option, cli_errors, emit, examples, parse_pairs, progress_bars
 
 BankOpt = Annotated[Path, bank_option()]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
@@ -20,41 +19,6 @@ def _check_path(option: str, path: Optional[Path], *, folder: bool) -> None:
 
     if path is not None and not (path.is_dir() if folder else path.is_file()):
         raise InputError(f"{option} {path}: no such {'folder' if folder else 'file'}")
-
-
-@contextmanager
-def _stages():
-    """One progress bar per stage of the audit on stderr, shown from the first update on, so an
-    audit that fails while setting up leaves only its one-line error."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=err)
-    tasks: dict[str, int] = {}
-    if not err.is_terminal:  # a log file or CI: rich draws nothing there, so one line per quarter of a stage
-        shown: dict[str, int] = {}
-
-        def plain(stage: str, done: int, total: int) -> None:
-            quarter = 4 * done // total if total else 4
-            if shown.get(stage, -1) < quarter:
-                shown[stage] = quarter
-                err.print(f"audit: {stage} {done}/{total}", markup=False, highlight=False, soft_wrap=True)
-
-        yield plain
-        return
-
-    def update(stage: str, done: int, total: int) -> None:
-        if not tasks:
-            prog.start()
-        if stage not in tasks:
-            tasks[stage] = prog.add_task(stage, total=total)
-        prog.update(tasks[stage], completed=done, total=total)
-
-    try:
-        yield update
-    finally:
-        if tasks:
-            prog.stop()
 
 
 def audit_cmd(
@@ -100,7 +64,7 @@ def audit_cmd(
             from facebank.errors import InputError
 
             raise InputError("--transfer needs --labelled (identity-labelled real faces) and --build")
-        with _stages() as progress:
+        with progress_bars(unit=None, log_as="audit") as progress:
             cfg = AuditConfig(bank=bank, out=out, build=build, labelled=labelled, identities=identities,
                               queries=queries, max_pairs=max_pairs, near_duplicate_above=near_duplicate_above, seed=seed,
                               groups=groups, models=models, aligned=aligned,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from facebank.cli.choices import Attributes, Detector
-from facebank.cli.common import bank_option, build_option, cli_errors, deprecated, emit, examples, progress_bar
+from facebank.cli.common import bank_option, build_option, cli_errors, deprecated, emit, examples, progress_bars
 from facebank.cli.engine_opts import EngineOpt, RayAddressOpt, engine_config
 from facebank.config import SpaceConfig, VisionConfig, check_workers
 
@@ -57,9 +57,9 @@ def _run_ingest(bank: Path, items_factory, vision: VisionConfig, spaces: list[st
         items = list(items_factory())  # reads the export's index first, so bad paths fail before models load
         if not bank.exists():  # the help's promise: a new bank, in a new folder too
             bank.parent.mkdir(parents=True, exist_ok=True)
-        with progress_bar(f"ingest {what}", total=len(items)) as (advance, _):
+        with progress_bars(f"ingest {what}") as progress:
             summary = run_ingest(str(bank), items, engine=engine_config(engine, ray_address), vision=vision,
-                                 spaces=[SpaceConfig(s) for s in spaces], progress=advance, workers=workers)
+                                 spaces=[SpaceConfig(s) for s in spaces], progress=progress, workers=workers)
         in_pass = None
         if spaces and bank.exists():
             from facebank.bank import open_bank
@@ -125,10 +125,9 @@ def annotate(
     with cli_errors():
         check_workers(workers)
         _require_bank(bank)
-        with progress_bar("annotate") as (advance, set_total):
+        with progress_bars("annotate") as progress:
             summary = run_annotate(str(bank), _vision("dlib", None, attributes, attributes_path), force=force,
-                                   engine=engine_config(engine, ray_address), progress=advance, total=set_total,
-                                   workers=workers)
+                                   engine=engine_config(engine, ray_address), progress=progress, workers=workers)
         _report(summary, as_json, "annotate")
 
 
@@ -152,9 +151,9 @@ def embed(
         _require_bank(bank)
         space, model_path = _space_model(space, model)
         cfg = SpaceConfig(space=space, model_path=model_path, contract=contract)
-        with progress_bar(f"embed {space}") as (advance, set_total):
-            summary = run_embed(str(bank), cfg, engine=engine_config(engine, ray_address), progress=advance,
-                                total=set_total, workers=workers)
+        with progress_bars(f"embed {space}") as progress:
+            summary = run_embed(str(bank), cfg, engine=engine_config(engine, ray_address), progress=progress,
+                                workers=workers)
         _report(summary, as_json, f"embed {space}")
 
 

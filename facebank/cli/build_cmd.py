@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from facebank.cli.common import cli_errors, emit, examples, progress_bar
+from facebank.cli.common import cli_errors, emit, examples, progress_bars
 from facebank.cli.engine_opts import RayAddressOpt, engine_config
 
 if TYPE_CHECKING:
@@ -43,7 +43,8 @@ def build(
             cfg = cfg.__class__(**{**cfg.__dict__, "cache_dir": str(cache_dir)})
         cfg = cfg.__class__(**{**cfg.__dict__, "engine": engine_config(engine or cfg.engine.kind, ray_address, cfg.engine)})
         require_for_build(cfg)  # a missing extra is one line now, before any progress bar
-        run = run_build(cfg, progress=progress_bar)
+        with progress_bars() as progress:
+            run = run_build(cfg, progress=progress)
         # what the new bank can serve, as `facebank index build` says it
         capacity = build_capacity(Path(run.build), read_manifest(run.build))
         text = "\n".join([render(run), *(f"warning: {w}" for w in capacity["warnings"])])

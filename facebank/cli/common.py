@@ -10,11 +10,13 @@ from contextlib import contextmanager
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
 
 from facebank.cli.clicks import ABORTS, CLICK_ERRORS, EXITS
 from facebank._io.files import disk_full, is_disk_full
 from facebank.errors import DiskFull, FacebankError, InputError
+from facebank.progress import Progress, ProgressEvent
 
 err = Console(stderr=True)
 out = Console()
@@ -83,37 +85,48 @@ def cli_errors() -> Iterator[None]:
 
 
 @contextmanager
-def progress_bar(description: str, total: int | None = None, *, unit: str = "faces") -> Iterator:
-    """A rich progress bar on stderr; yields (advance(n), set_total(n)).
+def progress_bars(title: str | None = None, *, unit: str | None = "faces",
+                  log_as: str | None = None) -> Iterator[Progress]:
+    """Draws a stage's `ProgressEvent`s as rich bars on stderr: yields the `Progress` to pass it.
 
-    The bar appears on the first call of either, so work that fails while it is still setting
-    up (a bad model file, a bank of another version) leaves only its one-line error.
+    One bar per stage, or one bar named `title` for every event. The bars appear on the first
+    event, so work that fails while it is still setting up (a bad model file, a bank of another
+    version) leaves only its one-line error. `unit`: the rate column ("faces/s"; None: none).
+    `log_as`: where rich draws nothing (a log file, CI), one line per quarter of each stage,
+    `<log_as>: <stage> <done>/<total>`.
     """
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]}"), TimeRemainingColumn()]
-    prog = Progress(*columns, console=err, transient=False)
-    state: dict = {}
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
+    columns += [TextColumn("{task.fields[rate]}")] if unit else []
+    prog = RichProgress(*columns, TimeRemainingColumn(), console=err, transient=False)
+    tasks: dict[str, int] = {}
+    if log_as is not None and not err.is_terminal:
+        shown: dict[str, int] = {}
 
-    def task() -> int:
-        if "task" not in state:
+        def plain(e: ProgressEvent) -> None:
+            quarter = 4 * e.done // e.total if e.total else 4
+            if shown.get(e.stage, -1) < quarter:
+                shown[e.stage] = quarter
+                err.print(f"{log_as}: {e.stage} {e.done}/{e.total}", markup=False, highlight=False, soft_wrap=True)
+
+        yield plain
+        return
+
+    def draw(e: ProgressEvent) -> None:
+        name = title or e.stage
+        if not tasks:
             prog.start()
-            state["task"] = prog.add_task(description, total=total, rate="")
-        return state["task"]
-
-    def advance(n: int = 1) -> None:
-        t = task()
-        prog.advance(t, n)
+        if name not in tasks:
+            tasks[name] = prog.add_task(name, total=e.total, rate="")
+        t = tasks[name]
+        prog.update(t, completed=e.done, total=e.total)
         speed = prog.tasks[t].speed
-        if speed:
+        if unit and speed:
             prog.update(t, rate=f"{speed:.1f} {unit}/s")
 
-    def set_total(n: int) -> None:
-        prog.update(task(), total=n)
-
     try:
-        yield advance, set_total
+        yield draw
     finally:
-        if "task" in state:
+        if tasks:
             prog.stop()
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from facebank.cli.choices import NoiseMode
-from facebank.cli.common import bank_option, cli_errors, emit, examples, progress_bar
+from facebank.cli.common import bank_option, cli_errors, emit, examples, progress_bars
 from facebank.cli.engine_opts import EngineOpt, RayAddressOpt, engine_config
 
 
@@ -54,15 +54,14 @@ def generate(
                              device=device, image_format=image_format, cache_dir=None if cache_dir is None else str(cache_dir), sha256=sha256)
         eng = engine_config(engine, ray_address)
         with engine_session(eng):  # one Ray session for both passes (nothing for the local engine)
-            with progress_bar("generate") as (advance, set_total):
+            with progress_bars("generate") as progress:
                 summary = run_generate(str(bank), cfg, engine=eng, vision=VisionConfig() if annotate else None,
-                                       workers=workers, progress=advance, total=set_total, say=err.print)
+                                       workers=workers, progress=progress, say=err.print)
             result = asdict(summary)
             result["rejected"] = dict(summary.rejected)
             if annotate:  # faces an earlier --no-annotate run left unannotated
-                with progress_bar("annotate earlier faces") as (advance, set_total):
-                    earlier = run_annotate(str(bank), VisionConfig(), engine=eng, progress=advance, total=set_total,
-                                           workers=workers)
+                with progress_bars("annotate earlier faces") as progress:
+                    earlier = run_annotate(str(bank), VisionConfig(), engine=eng, progress=progress, workers=workers)
                 summary.annotated += earlier.added
                 summary.rejected += earlier.rejected
                 result.update(annotated=summary.annotated, rejected=dict(summary.rejected))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from facebank.cli.choices import Kind
-from facebank.cli.common import bank_option, build_option, cli_errors, emit, err, examples, parse_pairs
+from facebank.cli.common import bank_option, build_option, cli_errors, emit, err, examples, parse_pairs, progress_bars
 from facebank.config import DEFAULT_BUILDS
 
 if TYPE_CHECKING:
@@ -43,10 +43,11 @@ def build_cmd(
     from facebank.workflow import calibrated_thresholds
 
     with cli_errors():
-        path = build_index(bank, spaces=space or None, out=builds, kind=kind.value,
-                           thresholds=parse_pairs(threshold, "--threshold", shape="SPACE=COS", kind=float),
-                           calibrated=calibrated_thresholds(str(threshold_from), far) if threshold_from else None,
-                           make_current=not no_use)
+        with progress_bars(unit=None) as progress:
+            path = build_index(bank, spaces=space or None, out=builds, kind=kind.value,
+                               thresholds=parse_pairs(threshold, "--threshold", shape="SPACE=COS", kind=float),
+                               calibrated=calibrated_thresholds(str(threshold_from), far) if threshold_from else None,
+                               make_current=not no_use, progress=progress)
         m = read_manifest(path)
         cap = build_capacity(path, m)
         for w in cap["warnings"]:

@@ -9,15 +9,16 @@ The last actor of each job writes its results to the bank's storage itself, as b
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 from facebank.config import SpaceConfig, VisionConfig
 from facebank.engine.ray_batches import write_runs
 from facebank.engine.ray_cluster import jobs_of, outputs, worker_meta
-from facebank.errors import FaceRejected
 from facebank.ingest.generate import GenerateSummary, store_generated
 from facebank.ingest.stages import Summary, store_annotated, store_annotation, store_embedding
+from facebank.sources.base import SourceItem
 
-__all__ = ["AnnotateActor", "AnnotateRowActor", "EmbedActor", "GenerateActor", "StoreActor"]
+__all__ = ["AnnotateActor", "AnnotateRowActor", "EmbedActor", "GenerateActor", "Generated", "StoreActor"]
 
 
 def _one_thread() -> None:
@@ -36,12 +37,20 @@ def engine_provenance(*metas: dict) -> dict:
     return {"kind": "ray", "workers": [{k: m[k] for k in ("node", "pid", "models")} for m in metas]}
 
 
+@dataclass(frozen=True)
+class Generated:
+    """A generator actor's face for the store actors: the item and who made it (`worker_meta`)."""
+
+    item: SourceItem
+    meta: dict
+
+
 class GenerateActor:
     """StyleGAN2-ADA on this actor's device (its GPU when Ray gave it one).
 
     One job is one generator batch, a `GridBatch` cut by the driver exactly as the local engine
     cuts it (CPU convolutions round differently at other batch sizes or thread counts, so both
-    are the local engine's) and made whole: one row (item, meta) per face it keeps, numbered from
+    are the local engine's) and made whole: one `Generated` row per face it keeps, numbered from
     the batch's `start` in the to-do order.
     """
 
@@ -60,12 +69,12 @@ class GenerateActor:
         for job in jobs_of(batch):
             for k, item in enumerate(self.source.grid_items([job])):
                 index.append(job.start + k)
-                out.append((item, self.meta))
+                out.append(Generated(item, self.meta))
         return outputs({"i": index}, out)
 
 
 class StoreActor:
-    """Encodes (and annotates and embeds) generated faces and writes them: (item, meta) -> batch files."""
+    """Encodes (and annotates and embeds) generated faces and writes them: Generated -> batch files."""
 
     def __init__(self, plan, bank_path: str):
         from facebank.ingest.store_workers import StoreWorker
@@ -75,16 +84,16 @@ class StoreActor:
         self.bank_path, self.annotating = bank_path, plan.vision is not None
         self.meta = worker_meta(_checksums(self.worker.models()))
 
-    def _store(self, batch, summary, result) -> None:
-        store_generated(batch, summary, *result, annotating=self.annotating)
+    def _store(self, batch, summary, stored) -> None:
+        store_generated(batch, summary, stored, annotating=self.annotating)
 
     def __call__(self, batch: dict) -> dict:
         results, metas = [], []
-        for item, gen_meta in jobs_of(batch):
-            record, rejection = self.worker(item)
-            record.provenance["engine"] = engine_provenance(gen_meta, self.meta)
-            results.append((record, rejection))
-            metas.append((gen_meta, self.meta))
+        for job in jobs_of(batch):
+            stored = self.worker(job.item)
+            stored.record.provenance["engine"] = engine_provenance(job.meta, self.meta)
+            results.append(stored)
+            metas.append((job.meta, self.meta))
         return write_runs(self.bank_path, batch["i"], results, self._store, GenerateSummary, metas,
                           self.worker.space_infos())
 
@@ -93,26 +102,23 @@ class AnnotateActor:
     """Detect, align, estimate and embed source items (ingest) and write them: item -> batch files."""
 
     def __init__(self, vision: VisionConfig, spaces: tuple[SpaceConfig, ...], bank_path: str):
-        from facebank.ingest.annotator import Annotator
+        from facebank.ingest.workers import IngestWorker
 
         _one_thread()
-        self.annotator = Annotator(vision, spaces)
+        self.worker = IngestWorker.load(vision, spaces)
+        annotator = self.worker.annotator
         self.bank_path = bank_path
-        self.meta = worker_meta(_checksums(self.annotator.models()))
-        self.spaces = {s: self.annotator.space_info(s) for s in self.annotator.embedders}
+        self.meta = worker_meta(_checksums(annotator.models()))
+        self.spaces = {s: annotator.space_info(s) for s in annotator.embedders}
 
     def __call__(self, batch: dict) -> dict:
-        from facebank.ingest.annotator import encoded
-
         results = []
         for item in jobs_of(batch):
-            try:
-                record = self.annotator.annotate(item, encoded(item))
-                record.provenance["engine"] = engine_provenance(self.meta)
-                results.append((item, record, None))
-            except FaceRejected as exc:
-                results.append((item, None, (exc.reason, exc.detail)))
-        return write_runs(self.bank_path, batch["i"], results, lambda b, s, r: store_annotated(b, s, *r), Summary,
+            outcome = self.worker(item)
+            if outcome.record is not None:
+                outcome.record.provenance["engine"] = engine_provenance(self.meta)
+            results.append(outcome)
+        return write_runs(self.bank_path, batch["i"], results, store_annotated, Summary,
                           [(self.meta,)] * len(results), self.spaces)
 
 
@@ -121,27 +127,21 @@ class EmbedActor:
 
     def __init__(self, bank_path: str, space: SpaceConfig, info: dict):
         from facebank.bank import open_bank
-        from facebank.vision.registry import load_embedder
+        from facebank.ingest.workers import EmbedWorker
 
         _one_thread()
         self.bank_path, self.space, self.info = bank_path, space.space, info
         self.bank = open_bank(bank_path)  # the version at the job's start: it holds every row asked for
-        self.embedder = load_embedder(space.space, space.model_path, space.contract)
-        self.meta = worker_meta({f"embedder:{space.space}": self.embedder.info.sha256})
+        self.worker = EmbedWorker.load(space)
+        self.meta = worker_meta({f"embedder:{space.space}": self.worker.embedder.info.sha256})
 
-    def _store(self, batch, summary, result) -> None:
-        store_embedding(batch, summary, self.space, self.info, *result)
+    def _store(self, batch, summary, embedded) -> None:
+        store_embedding(batch, summary, self.space, self.info, embedded)
 
     def __call__(self, batch: dict) -> dict:
-        from facebank.vision.image_io import decode_image
-        from facebank.vision.types import Detection
+        from facebank.ingest.workers import embed_job
 
-        out = []
-        for row in jobs_of(batch):
-            face = self.bank.face(int(row), spaces=[])
-            image = decode_image(face.image_bytes(), name=face.id)
-            out.append((face.id, self.embedder.embed(image, Detection(box=face.box, landmarks=face.landmarks,
-                                                                      score=1.0))))
+        out = [self.worker(embed_job(self.bank, row)) for row in jobs_of(batch)]
         return write_runs(self.bank_path, batch["i"], out, self._store, Summary, [(self.meta,)] * len(out))
 
 
@@ -150,22 +150,19 @@ class AnnotateRowActor:
 
     def __init__(self, bank_path: str, vision: VisionConfig):
         from facebank.bank import open_bank
-        from facebank.ingest.annotator import Annotator
+        from facebank.ingest.workers import RowWorker
 
         _one_thread()
         self.bank_path = bank_path
         self.bank = open_bank(bank_path)
-        self.annotator = Annotator(vision)
-        self.meta = worker_meta(_checksums(self.annotator.models()))
+        self.worker = RowWorker.load(vision)
+        self.meta = worker_meta(_checksums(self.worker.annotator.models()))
         self.categories = self.bank.column("meta_age_category")
         self.meta_genders = self.bank.column("meta_gender")
 
     def __call__(self, batch: dict) -> dict:
-        from facebank.ingest.workers import annotate_row, row_job
+        from facebank.ingest.workers import row_job
 
-        out = []
-        for row, is_new in jobs_of(batch):
-            job = row_job(self.bank, row, is_new, self.categories[row], self.meta_genders[row])
-            out.append(annotate_row(self.annotator, job))
-        return write_runs(self.bank_path, batch["i"], out, lambda b, s, r: store_annotation(b, s, *r), Summary,
-                          [(self.meta,)] * len(out))
+        out = [self.worker(row_job(self.bank, row, is_new, self.categories[row], self.meta_genders[row]))
+               for row, is_new in jobs_of(batch)]
+        return write_runs(self.bank_path, batch["i"], out, store_annotation, Summary, [(self.meta,)] * len(out))

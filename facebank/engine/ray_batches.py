@@ -19,13 +19,26 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from facebank.bank import BankWriter
 from facebank._io.checksum import xxh3_file
 from facebank.bank.writer import PendingBatch, work_dir
 from facebank.engine.ray_cluster import outputs
+from facebank.progress import Tally
 
-__all__ = ["Committer", "Workers", "write_runs"]
+__all__ = ["Committer", "RunFile", "Workers", "write_runs"]
+
+
+@dataclass(frozen=True)
+class RunFile:
+    """A worker's batch file for one run of consecutive inputs, as the driver adopts it."""
+
+    name: str  # in the bank's work folder
+    xxh3: str  # XXH3-128 of the file, checked when adopted
+    n: int  # inputs of the run
+    summary: object  # the run's counts (the stage's Summary or GenerateSummary)
+    workers: list[dict]  # the workers that made it (ray_cluster.worker_meta)
 
 
 def write_runs(bank_path: str, index, results: list, store: Callable, new_summary: Callable,
@@ -34,8 +47,7 @@ def write_runs(bank_path: str, index, results: list, store: Callable, new_summar
 
     `store(batch, summary, result)` writes and counts one result (the local engine's helper);
     `metas[k]`: the workers (ray_cluster.worker_meta) that made result k;
-    returns the `{"i", "job"}` rows: the run's file, XXH3-128, input count, counts and workers
-    on each run's first row, None on the others.
+    returns the `{"i", "job"}` rows: a RunFile on each run's first row, None on the others.
     """
     index = [int(i) for i in index]
     order = sorted(range(len(index)), key=index.__getitem__)
@@ -53,8 +65,7 @@ def write_runs(bank_path: str, index, results: list, store: Callable, new_summar
         name = f"batch-{uuid.uuid4().hex}.h5"
         batch.write(directory / name)
         workers = list({(m["node"], m["pid"]): m for m in (m for j in run for m in metas[j])}.values())
-        out[run[0]] = {"name": name, "xxh3": xxh3_file(directory / name), "n": len(run), "summary": summary,
-                       "workers": workers}
+        out[run[0]] = RunFile(name, xxh3_file(directory / name), len(run), summary, workers)
         run = []
     return outputs({"i": index}, out)
 
@@ -76,23 +87,23 @@ class Workers:
 class Committer:
     """The driver's half: adopts the workers' batch files in input order and commits them.
 
-    `progress` moves when a commit lands, by the inputs it made durable (faces and rejections),
+    `tally` moves when a commit lands, by the inputs it made durable (faces and rejections),
     so the bar counts committed work, never work a kill could still lose.
     """
 
-    def __init__(self, writer: BankWriter, summary, *, commit_every: int, progress: Callable[[int], None] | None):
-        self.writer, self.summary, self.commit_every, self.progress = writer, summary, commit_every, progress
+    def __init__(self, writer: BankWriter, summary, *, commit_every: int, tally: Tally):
+        self.writer, self.summary, self.commit_every, self.tally = writer, summary, commit_every, tally
         self.workers = Workers()
         self.uncommitted = 0
 
-    def take(self, result: dict | None) -> None:
+    def take(self, result: RunFile | None) -> None:
         """One row of `ordered` results: a run's first row adopts its file; the others carry nothing."""
         if result is None:
             return
-        self.writer.adopt(result["name"], result["xxh3"])
-        self.summary.merge(result["summary"])
-        self.workers.add(*result["workers"])
-        self.done(result["n"])
+        self.writer.adopt(result.name, result.xxh3)
+        self.summary.merge(result.summary)
+        self.workers.add(*result.workers)
+        self.done(result.n)
 
     def done(self, n: int) -> None:
         """`n` inputs are settled in the writer (adopted, or screened by the driver)."""
@@ -102,6 +113,6 @@ class Committer:
 
     def commit(self) -> None:
         self.writer.commit()
-        if self.progress and self.uncommitted:
-            self.progress(self.uncommitted)
+        if self.uncommitted:
+            self.tally.advance(self.uncommitted)
         self.uncommitted = 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 
 import numpy as np
 
@@ -25,15 +25,14 @@ from facebank.engine.ray_actors import AnnotateActor, AnnotateRowActor, EmbedAct
 from facebank.engine.ray_batches import Committer
 from facebank.engine.ray_cluster import check_address, cpu_stage, gpu_share, ordered, ray_session, rows
 from facebank.ingest.generate import GenerateSummary, missing_seeds
-from facebank.ingest.stages import Summary, _check_counts, _screen, annotate_todo
+from facebank.ingest.stages import Summary, _check_counts, _screen, annotate_todo, space_info
 from facebank.ingest.store_workers import StorePlan
+from facebank.progress import Progress, Tally
 from facebank.sources.base import SourceItem
 from facebank.sources.seed_grid import seed_grid
 from facebank.vision.image_encode import parse_image_format
 
 __all__ = ["ray_annotate", "ray_embed", "ray_generate", "ray_ingest"]
-
-Progress = Callable[[int], None]
 
 
 def _session_if(work: int, engine: EngineConfig):
@@ -42,9 +41,9 @@ def _session_if(work: int, engine: EngineConfig):
 
 
 @contextlib.contextmanager
-def _committing(writer: BankWriter, summary, engine: EngineConfig, progress: Progress | None, stage: str):
+def _committing(writer: BankWriter, summary, engine: EngineConfig, tally: Tally, stage: str):
     """A Committer for one job: commits what is adopted at the end, logs the workers, clears the work folder."""
-    committer = Committer(writer, summary, commit_every=engine.commit_every, progress=progress)
+    committer = Committer(writer, summary, commit_every=engine.commit_every, tally=tally)
     try:
         yield committer
         committer.commit()
@@ -54,8 +53,7 @@ def _committing(writer: BankWriter, summary, engine: EngineConfig, progress: Pro
 
 
 def ray_generate(bank_path: str, cfg, *, engine: EngineConfig, vision: VisionConfig | None = None,
-                 spaces: tuple[SpaceConfig, ...] = (), progress: Progress | None = None,
-                 total: Callable[[int], None] | None = None, pending_every: int = 64,
+                 spaces: tuple[SpaceConfig, ...] = (), progress: Progress | None = None, pending_every: int = 64,
                  say: Callable[[str], None] | None = None) -> GenerateSummary:
     """generate_to_bank on Ray: generator actors (1 GPU each where there is one), then store actors that write."""
     import torch
@@ -78,13 +76,13 @@ def ray_generate(bank_path: str, cfg, *, engine: EngineConfig, vision: VisionCon
         todo = sum(missing)
         summary.already_in_bank = len(seeds) - todo
         size = _generator_batch_size(cfg, gpus)
-        if total:
-            total(todo)
+        tally = Tally(progress, "generate")
+        tally.start(todo)
         if say:
             say(f"generating {todo} faces on {summary.device}, stored as {fmt.spec}")
         writer.log("generate_start", network=str(cfg.network), network_sha256=sha, seeds=cfg.seeds, psi=cfg.psi,
                    todo=todo, batch_size=size, device=summary.device, image_format=fmt.spec, engine="ray")
-        with _committing(writer, summary, engine, progress, "generate") as committer:
+        with _committing(writer, summary, engine, tally, "generate") as committer:
             if todo:
                 gen_cfg = cfg if gpus else cfg.__class__(**{**cfg.__dict__, "device": "cpu"})
                 # One job per grid batch, as locally; its faces take rows start.. of the to-do order.
@@ -128,11 +126,12 @@ def ray_ingest(bank_path: str, items: Iterable[SourceItem], *, engine: EngineCon
     start = time.perf_counter()
     summary = Summary()
     spaces = tuple(spaces)
+    tally = Tally(progress, "ingest", len(items) if isinstance(items, Sized) else None)
     items = iter(items)
     with ray_session(engine) as ray, BankWriter(bank_path, batch_size=batch_size, commit_every=commit_every) as writer:
         writer.log("ingest_start", engine="ray")
         stage = cpu_stage(engine, num_gpus=gpu_share(ray, engine.gpus_per_worker, "annotate"))
-        with _committing(writer, summary, engine, progress, "ingest") as committer:
+        with _committing(writer, summary, engine, tally, "ingest") as committer:
             while window := list(itertools.islice(items, engine.window)):
                 summary.items += len(window)
                 todo = [item for item in window if _screen(writer, item, summary)]
@@ -155,9 +154,7 @@ def embed_todo(bank_path: str, space: SpaceConfig) -> tuple[dict, np.ndarray, in
     from facebank.errors import InputError
     from facebank.vision.registry import load_embedder
 
-    embedder = load_embedder(space.space, space.model_path, space.contract)
-    info = {"model": embedder.info.name, "sha256": embedder.info.sha256, "dim": int(embedder.dim),
-            "version": embedder.info.version}
+    info = space_info(load_embedder(space.space, space.model_path, space.contract))
     with open_bank(bank_path) as bank:
         annotated = bank.column("status") == STATUS_ANNOTATED
         if space.space in bank.spaces:
@@ -169,20 +166,19 @@ def embed_todo(bank_path: str, space: SpaceConfig) -> tuple[dict, np.ndarray, in
         return info, np.flatnonzero(annotated), len(bank)
 
 
-def ray_embed(bank_path: str, space: SpaceConfig, *, engine: EngineConfig, progress: Progress | None = None,
-              total: Callable[[int], None] | None = None) -> Summary:
+def ray_embed(bank_path: str, space: SpaceConfig, *, engine: EngineConfig, progress: Progress | None = None) -> Summary:
     """embed_bank on Ray: embed actors read their rows from the bank and write the vectors as batch files."""
     start = time.perf_counter()
     summary = Summary()
     check_address(engine)  # before any work or progress bar
     info, todo, n = embed_todo(bank_path, space)
     summary.already_in_bank = n - len(todo)
-    if total:
-        total(len(todo))
+    tally = Tally(progress, f"embed {space.space}")
+    tally.start(len(todo))
     with _session_if(len(todo), engine) as ray:
         with BankWriter(bank_path, create=False) as writer:
             writer.log("embed_start", space=space.space, model=info, engine="ray")
-            with _committing(writer, summary, engine, progress, "embed") as committer:
+            with _committing(writer, summary, engine, tally, "embed") as committer:
                 if len(todo):
                     ds = rows(ray, [int(r) for r in todo], engine).map_batches(
                         EmbedActor, fn_constructor_kwargs={"bank_path": str(bank_path), "space": space, "info": info},
@@ -195,7 +191,7 @@ def ray_embed(bank_path: str, space: SpaceConfig, *, engine: EngineConfig, progr
 
 
 def ray_annotate(bank_path: str, vision: VisionConfig = VisionConfig(), *, engine: EngineConfig, force: bool = False,
-                 progress: Progress | None = None, total: Callable[[int], None] | None = None) -> Summary:
+                 progress: Progress | None = None) -> Summary:
     """annotate_bank on Ray: annotate actors read their rows from the bank and write the columns as batch files."""
     from facebank.vision.registry import load_attribute_model
 
@@ -206,12 +202,12 @@ def ray_annotate(bank_path: str, vision: VisionConfig = VisionConfig(), *, engin
     with open_bank(bank_path) as bank:
         todo, new = annotate_todo(bank, name, force)
         summary.already_in_bank = len(bank) - len(todo)
-    if total:
-        total(len(todo))
+    tally = Tally(progress, "annotate")
+    tally.start(len(todo))
     with _session_if(len(todo), engine) as ray:
         with BankWriter(bank_path, create=False) as writer:
             writer.log("annotate_start", force=force, engine="ray")
-            with _committing(writer, summary, engine, progress, "annotate") as committer:
+            with _committing(writer, summary, engine, tally, "annotate") as committer:
                 if len(todo):
                     ds = rows(ray, [(int(r), bool(new[r])) for r in todo], engine).map_batches(
                         AnnotateRowActor, fn_constructor_kwargs={"bank_path": str(bank_path), "vision": vision},

@@ -36,6 +36,7 @@ from facebank.index import groups as G
 from facebank.index.exact import row_norms
 from facebank.index.margin import DEFAULT_MARGIN, SAMPLE_ROWS, check_margin
 from facebank.index.manifest import FAST, FORMAT_VERSION, KIND, BuildManifest, content_id, read_manifest
+from facebank.progress import Progress, Tally
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 _BLOCK_ROWS = 65536  # rows per read when an index build streams a space's vectors
@@ -158,6 +159,7 @@ def build_index(
     build_id: str | None = None,
     make_current: bool = True,
     pipeline: dict | None = None,  # the resolved pipeline config, recorded in build_config.json
+    progress: Progress | None = None,  # stage "index build": spaces written
 ) -> Path:
     """Build indexes for `spaces` of the bank; returns the build directory.
 
@@ -201,7 +203,12 @@ def build_index(
             np.save(tmp / "rows.npy", rows.astype(np.int64))
             np.save(tmp / "ids.npy", np.array(bank.ids[rows].tolist(), dtype="S16"))
             np.save(tmp / "groups.npy", codes.astype(np.int16))
-            space_meta = {s: _write_space(tmp, bank, rows, s, infos[s], thr[s], kind) for s in spaces}
+            tally = Tally(progress, "index build")
+            tally.start(len(spaces))
+            space_meta = {}
+            for s in spaces:
+                space_meta[s] = _write_space(tmp, bank, rows, s, infos[s], thr[s], kind)
+                tally.advance()
             counts = {G.group_label(int(c)): int(n) for c, n in zip(*np.unique(codes, return_counts=True))}
             manifest = {
                 "kind": KIND, "format_version": FORMAT_VERSION, "build_id": build_id,

@@ -20,10 +20,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from facebank.bank import BankWriter, Rejection, open_bank
 from facebank.config import SpaceConfig, VisionConfig
-from facebank.ingest.store_workers import StorePlan, StoreWorker, ordered_map
+from facebank.ingest.pool import worker_pool
+from facebank.ingest.store_workers import StorePlan, Stored, StoreWorker
+from facebank.progress import Progress, Tally
 from facebank.sources.seed_grid import seed_grid
 from facebank.sources.stylegan_source import SOURCE, GenerateConfig, StyleGanSource
 from facebank.vision.image_encode import parse_image_format
@@ -56,16 +59,18 @@ class GenerateSummary:
             self.embedded[space] = self.embedded.get(space, 0) + n
 
 
-def store_generated(writer, summary: GenerateSummary, record, rejection, *, annotating: bool) -> None:
+def store_generated(writer, summary: GenerateSummary, outcome: Stored, *, annotating: bool) -> None:
     """Write one generated face (and its rejection, if annotation rejected it) and count it.
 
     `writer` is the bank's BankWriter here, or a Ray worker's PendingBatch (the same methods).
     """
+    record, why = outcome.record, outcome.rejected
     writer.add_face(record)
     summary.generated += 1
-    if rejection is not None:
-        writer.add_rejection(Rejection(record.source, record.source_id, record.content_sha256, *rejection, "annotate"))
-        summary.rejected[rejection[0]] += 1
+    if why is not None:
+        writer.add_rejection(Rejection(record.source, record.source_id, record.content_sha256, why.reason, why.detail,
+                                       "annotate"))
+        summary.rejected[why.reason] += 1
     elif annotating:
         summary.annotated += 1
     for space in record.embeddings:
@@ -86,8 +91,7 @@ def generate_to_bank(
     vision: VisionConfig | None = None,  # annotate in the same pass (None: store as "generated")
     spaces: tuple[SpaceConfig, ...] = (),  # embed in the same pass (needs vision)
     workers: int = 0,  # encoding/annotating processes; 0 = one per CPU, 1 = in this process
-    progress: Callable[[int], None] | None = None,
-    total: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
     pending_every: int = 64,  # faces per pending batch: at most this much work is lost to a kill
     say: Callable[[str], None] | None = None,  # one line for people: which device, which format
 ) -> GenerateSummary:
@@ -105,8 +109,8 @@ def generate_to_bank(
         summary.already_in_bank = len(source.seeds) - todo
         for space, info in local.space_infos().items():
             writer.register_space(space, info)
-        if total:
-            total(todo)
+        tally = Tally(progress, "generate")
+        tally.start(todo)
         if say:
             say(f"generating {todo} faces on {summary.device}, stored as {fmt.spec}"
                 + (", annotated" if vision else "") + (f" and embedded in {', '.join(s.space for s in plan.spaces)}"
@@ -114,13 +118,12 @@ def generate_to_bank(
         writer.log("generate_start", network=str(cfg.network), network_sha256=source.network_sha256, seeds=cfg.seeds,
                    psi=cfg.psi, todo=todo, batch_size=source.batch_size, device=summary.device,
                    image_format=fmt.spec, models=local.models())
-        with ordered_map(plan, workers, local=local) as (run, n_workers):
-            summary.workers = n_workers
+        with worker_pool(partial(StoreWorker, plan), workers, local=local) as pool:
+            summary.workers = pool.processes
             batches = seed_grid(source.seeds, missing, source.batch_size)
-            for record, rejection in run(source.grid_items(batches)):
-                store_generated(writer, summary, record, rejection, annotating=vision is not None)
-                if progress:
-                    progress(1)
+            for outcome in pool.map(source.grid_items(batches)):
+                store_generated(writer, summary, outcome, annotating=vision is not None)
+                tally.advance()
         writer.log("generate_end", generated=summary.generated, annotated=summary.annotated,
                    rejected=dict(summary.rejected))
     summary.seconds = time.perf_counter() - start

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Sized
+from functools import partial
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -21,15 +22,14 @@ from facebank.bank.schema import STATUS_ANNOTATED, STATUS_GENERATED, STATUS_REJE
 from facebank.config import SpaceConfig, VisionConfig
 from facebank.errors import InputError
 from facebank.ingest.annotator import Annotator, encoded
-from facebank.ingest.workers import (annotate_job, annotate_row_job, embed_pair, init_annotator, init_embedder,
-                                     pool, row_job)
+from facebank.ingest.pool import worker_pool
+from facebank.ingest.workers import (Annotated, EmbedWorker, Embedded, IngestWorker, RowAnnotated, RowWorker,
+                                     embed_job, row_job)
+from facebank.progress import Progress, Tally
 from facebank.sources.base import SourceItem
-from facebank.vision.registry import load_embedder
 
-__all__ = ["Progress", "Summary", "annotate_bank", "annotate_todo", "embed_bank", "ingest", "store_annotated", "store_annotation",
-           "store_embedding"]
-
-Progress = Callable[[int], None]  # called with the number of items just finished
+__all__ = ["Summary", "annotate_bank", "annotate_todo", "embed_bank", "ingest", "space_info", "store_annotated",
+           "store_annotation", "store_embedding"]
 
 
 @dataclass
@@ -68,13 +68,14 @@ def ingest(
     annotator: Annotator | None = None,
     batch_size: int = 64,  # faces per pending batch: at most this much work is lost to a kill
     commit_every: int = 2048,  # faces between commits (each copies the bank once)
-    workers: int = 1,  # processes that detect, annotate and embed; 0 = one per CPU
+    workers: int = 1,  # processes that detect, annotate and embed: 0 = one per CPU, 1 = in this process
 ) -> Summary:
     """Add every face of `items` to the bank at `bank_path` (created if missing)."""
     start = time.perf_counter()
     summary = Summary()
     spaces = tuple(spaces)
     annotator = annotator or Annotator(vision, spaces)
+    tally = Tally(progress, "ingest", len(items) if isinstance(items, Sized) else None)
     with BankWriter(bank_path, batch_size=batch_size, commit_every=commit_every) as writer:
         for space in annotator.embedders:
             writer.register_space(space, annotator.space_info(space))
@@ -85,48 +86,55 @@ def ingest(
             summary.items += 1
             if _screen(writer, item, summary):
                 todo.append(item)
-            elif progress:
-                progress(1)
-        with pool(workers, init_annotator, (vision, spaces), local=annotator) as run:
-            for item, (record, reason) in zip(todo, run(annotate_job, todo)):
-                store_annotated(writer, summary, item, record, reason)
-                if progress:
-                    progress(1)
+            else:
+                tally.advance()
+        with worker_pool(partial(IngestWorker.load, vision, spaces), workers, local=IngestWorker(annotator)) as pool:
+            for outcome in pool.map(todo):
+                store_annotated(writer, summary, outcome)
+                tally.advance()
         _check_counts(summary)
         writer.log("ingest_end", added=summary.added, rejected=dict(summary.rejected), duplicates=summary.duplicates)
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def store_annotated(writer, summary: Summary, item: SourceItem, record, reason) -> None:
+def store_annotated(writer, summary: Summary, outcome: Annotated) -> None:
     """Write one ingested item's outcome (its face, or its rejection) and count it.
 
     `writer` is the bank's BankWriter here, or a Ray worker's PendingBatch (the same methods).
     """
-    if record is not None:
-        writer.add_face(record)
+    if outcome.record is not None:
+        writer.add_face(outcome.record)
         summary.added += 1
     else:
-        _reject(writer, item, summary, content_sha256(encoded(item)), *reason, "annotate")
+        item, why = outcome.item, outcome.rejected
+        _reject(writer, item, summary, content_sha256(encoded(item)), why.reason, why.detail, "annotate")
 
 
-def store_annotation(writer, summary: Summary, fid: str, item: SourceItem, cols: dict | None, reason) -> None:
+def store_annotation(writer, summary: Summary, outcome: RowAnnotated) -> None:
     """Write one annotated bank row's new columns (or its rejection and status) and count it."""
-    if cols is None:
-        writer.add_rejection(Rejection(item.source, item.source_id, content_sha256(item.data), reason[0], reason[1],
+    item, why = outcome.item, outcome.rejected
+    if outcome.columns is None:
+        writer.add_rejection(Rejection(item.source, item.source_id, content_sha256(item.data), why.reason, why.detail,
                                        "annotate"))
-        summary.rejected[reason[0]] += 1
+        summary.rejected[why.reason] += 1
         cols = {"status": STATUS_REJECTED}
     else:
-        cols["status"] = STATUS_ANNOTATED
+        cols = {**outcome.columns, "status": STATUS_ANNOTATED}
         summary.added += 1
-    writer.set_attributes([fid], {k: np.array([v]) for k, v in cols.items()})
+    writer.set_attributes([outcome.face_id], {k: np.array([v]) for k, v in cols.items()})
 
 
-def store_embedding(writer, summary: Summary, space: str, info: dict, fid: str, vector: np.ndarray) -> None:
+def store_embedding(writer, summary: Summary, space: str, info: dict, outcome: Embedded) -> None:
     """Write one face's vector of `space` and count it."""
-    writer.set_embeddings(space, info, [fid], vector[None, :])
+    writer.set_embeddings(space, info, [outcome.face_id], outcome.vector[None, :])
     summary.embedded += 1
+
+
+def space_info(embedder) -> dict:
+    """What the bank records of a space's model (`register_space`, `set_embeddings`)."""
+    return {"model": embedder.info.name, "sha256": embedder.info.sha256, "dim": int(embedder.dim),
+            "version": embedder.info.version}
 
 
 def _check_counts(summary: Summary) -> None:
@@ -165,16 +173,14 @@ def embed_bank(
     space: SpaceConfig,
     *,
     progress: Progress | None = None,
-    total: Callable[[int], None] | None = None,
-    workers: int = 1,  # embedding processes; 0 = one per CPU
+    workers: int = 1,  # embedding processes: 0 = one per CPU, 1 = in this process
 ) -> Summary:
     """Compute the `space` embedding of every face that lacks one (resumable)."""
     start = time.perf_counter()
     summary = Summary()
     with open_bank(bank_path) as bank:
-        embedder = load_embedder(space.space, space.model_path, space.contract)
-        info = {"model": embedder.info.name, "sha256": embedder.info.sha256, "dim": int(embedder.dim),
-                "version": embedder.info.version}
+        embedder = EmbedWorker.load(space)
+        info = space_info(embedder.embedder)
         annotated = bank.column("status") == STATUS_ANNOTATED  # others have no face to embed
         if space.space in bank.spaces:
             old = bank.space_info(space.space)
@@ -187,21 +193,14 @@ def embed_bank(
         else:
             todo = np.flatnonzero(annotated)
         summary.already_in_bank = len(bank) - len(todo)
-        if total:
-            total(len(todo))
+        tally = Tally(progress, f"embed {space.space}")
+        tally.start(len(todo))
         with BankWriter(bank_path, create=False) as writer:
             writer.log("embed_start", space=space.space, model=info)
-            def jobs():
-                for row in todo:
-                    face = bank.face(int(row), spaces=[])
-                    yield face.id, (face.image_bytes(), face.box, face.landmarks, face.id)
-
-            # The pool's feeder thread reads the jobs from `bank`; this thread only uses `writer`.
-            with pool(workers, init_embedder, (space,), local=embedder) as run:
-                for fid, vec in run(embed_pair, jobs()):
-                    store_embedding(writer, summary, space.space, info, fid, vec)
-                    if progress:
-                        progress(1)
+            with worker_pool(partial(EmbedWorker.load, space), workers, local=embedder) as pool:
+                for outcome in pool.map(embed_job(bank, row) for row in todo):
+                    store_embedding(writer, summary, space.space, info, outcome)
+                    tally.advance()
             writer.log("embed_end", space=space.space, embedded=summary.embedded)
     summary.seconds = time.perf_counter() - start
     return summary
@@ -222,8 +221,7 @@ def annotate_bank(
     *,
     force: bool = False,
     progress: Progress | None = None,
-    total: Callable[[int], None] | None = None,
-    workers: int = 1,  # annotation processes; 0 = one per CPU
+    workers: int = 1,  # annotation processes: 0 = one per CPU, 1 = in this process
 ) -> Summary:
     """Annotate the bank's faces: detect + align + age/gender for generated faces not yet
     annotated, and (re-)estimate age and gender of the others with `vision.attributes`.
@@ -234,26 +232,21 @@ def annotate_bank(
     """
     start = time.perf_counter()
     summary = Summary()
-    annotator = Annotator(vision)
-    name = annotator.attributes.info.name
+    worker = RowWorker.load(vision)
+    annotator = worker.annotator
     with open_bank(bank_path) as bank:
-        todo, new = annotate_todo(bank, name, force)
+        todo, new = annotate_todo(bank, annotator.attributes.info.name, force)
         summary.already_in_bank = len(bank) - len(todo)
         categories, meta_genders = bank.column("meta_age_category"), bank.column("meta_gender")
-        if total:
-            total(len(todo))
-
-        def jobs():  # read by the pool's feeder thread; this thread only writes
-            for row in todo:
-                yield row_job(bank, row, new[row], categories[row], meta_genders[row])
-
+        tally = Tally(progress, "annotate")
+        tally.start(len(todo))
+        jobs = (row_job(bank, row, new[row], categories[row], meta_genders[row]) for row in todo)
         with BankWriter(bank_path, create=False) as writer:
             writer.log("annotate_start", models=annotator.models(), force=force)
-            with pool(workers, init_annotator, (vision, ()), local=annotator) as run:
-                for fid, item, cols, reason in run(annotate_row_job, jobs()):
-                    store_annotation(writer, summary, fid, item, cols, reason)
-                    if progress:
-                        progress(1)
+            with worker_pool(partial(RowWorker.load, vision), workers, local=worker) as pool:
+                for outcome in pool.map(jobs):
+                    store_annotation(writer, summary, outcome)
+                    tally.advance()
             writer.log("annotate_end", annotated=summary.added, rejected=dict(summary.rejected))
     summary.seconds = time.perf_counter() - start
     return summary

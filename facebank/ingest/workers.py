@@ -1,16 +1,19 @@
-"""Worker processes for annotation and embedding: each loads its own models once (spawned, so no
-model state is forked); with one worker the already loaded models do the work in-process."""
+"""The work of one face in each ingest stage, as named jobs and results that cross processes.
+
+Each `*Worker` is what a process of the pool (`ingest.pool`) loads once and calls per job; the
+same class does the work in this process with one worker, and in the Ray engine's actors, so
+every engine and worker count gives the same bits.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
-import os
-import threading
-import time
+from dataclasses import dataclass
 
-from facebank.bank.writer import ATTRIBUTE_COLUMNS
+import numpy as np
+
+from facebank.bank import FaceRecord
 from facebank.bank.schema import gender_code
+from facebank.bank.writer import ATTRIBUTE_COLUMNS
 from facebank.config import SpaceConfig, VisionConfig
 from facebank.errors import FaceRejected
 from facebank.ingest.annotator import Annotator, combine_attributes, encoded
@@ -20,83 +23,109 @@ from facebank.vision.image_io import decode_image
 from facebank.vision.registry import load_embedder
 from facebank.vision.types import Detection
 
-_worker = None
+__all__ = ["Annotated", "EmbedJob", "EmbedWorker", "Embedded", "IngestWorker", "Rejected", "RowAnnotated", "RowJob",
+           "RowWorker", "embed_job", "row_job"]
 
 
-def exit_with_parent() -> None:
-    """In a worker: exit when the parent process is gone (a kill -9 of the parent would otherwise
-    leave its spawned workers waiting forever on a queue whose other end they hold themselves).
+@dataclass(frozen=True)
+class Rejected:
+    """Why a face was refused (FaceRejected's reason and detail), as it travels back from a worker."""
 
-    Signals are the parent's to handle: Ctrl-C reaches the whole process group, and a worker that
-    raised KeyboardInterrupt (or wrote to the pipe of a parent that is stopping) would print a
-    traceback of its own. So a worker ignores SIGINT and ends silently on SIGTERM; the parent
-    stops the pool, reports one line and exits non-zero."""
-    import signal
+    reason: str
+    detail: str = ""
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(128 + signal.SIGTERM))
-    # The parent's pid as spawn recorded it, not getppid() now: a worker still importing when the
-    # parent was killed would read its new parent (init) here and then wait forever.
-    spawned_by = multiprocessing.parent_process()
-    parent = spawned_by.pid if spawned_by is not None else os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+    @classmethod
+    def of(cls, exc: FaceRejected) -> Rejected:
+        return cls(exc.reason, exc.detail)
 
 
-def init_annotator(vision: VisionConfig, spaces: tuple) -> None:
-    global _worker
-    exit_with_parent()
-    _worker = Annotator(vision, spaces)
+@dataclass(frozen=True)
+class Annotated:
+    """`ingest`: one source item and its face, or why it has none."""
+
+    item: SourceItem
+    record: FaceRecord | None
+    rejected: Rejected | None = None
 
 
-def annotate_job(item: SourceItem):
-    try:
-        return _worker.annotate(item, encoded(item)), None
-    except FaceRejected as exc:
-        return None, (exc.reason, exc.detail)
+@dataclass(frozen=True)
+class EmbedJob:
+    """`embed_bank`: one bank face's stored image and its stored float32 box and landmarks."""
+
+    face_id: str
+    image: bytes
+    box: np.ndarray
+    landmarks: np.ndarray
 
 
-def init_embedder(space: SpaceConfig) -> None:
-    global _worker
-    exit_with_parent()
-    _worker = load_embedder(space.space, space.model_path, space.contract)
+@dataclass(frozen=True)
+class Embedded:
+    face_id: str
+    vector: np.ndarray
 
 
-def _embed_job(job):
-    data, box, landmarks, name = job
-    image = decode_image(data, name=name)
-    return _worker.embed(image, Detection(box=box, landmarks=landmarks, score=1.0))
+@dataclass(frozen=True)
+class RowJob:
+    """`annotate_bank`: one bank row. A new (generated) face is detected from scratch; an annotated
+    one is re-estimated at its stored box and landmarks, with its stored labels as metadata."""
+
+    face_id: str
+    is_new: bool
+    item: SourceItem
+    box: np.ndarray
+    landmarks: np.ndarray
 
 
-def embed_pair(pair):
-    return pair[0], _embed_job(pair[1])
+@dataclass(frozen=True)
+class RowAnnotated:
+    """The new attribute columns of one bank row (without `status`), or why it has none."""
+
+    face_id: str
+    item: SourceItem
+    columns: dict | None
+    rejected: Rejected | None = None
 
 
-@contextlib.contextmanager
-def pool(workers: int, initializer, initargs, *, local):
-    """Yields run(fn, iterable) -> results in input order: in worker processes, or here.
+class IngestWorker:
+    """Source item -> Annotated: detect, align, estimate and embed (`ingest`)."""
 
-    Workers are spawned (not forked) and load their own models, so no ONNX or dlib state is
-    shared across a fork. With one worker, `local` (already loaded) does the work in-process.
-    """
-    global _worker
-    n = (os.cpu_count() or 1) if workers == 0 else workers
-    if n <= 1:
-        _worker = local
-        yield lambda fn, it: map(fn, it)
-        return
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(n, initializer=initializer, initargs=initargs) as processes:
-        yield lambda fn, it: processes.imap(fn, it, chunksize=2)
+    def __init__(self, annotator: Annotator):
+        self.annotator = annotator
+
+    @classmethod
+    def load(cls, vision: VisionConfig, spaces: tuple[SpaceConfig, ...] = ()) -> IngestWorker:
+        return cls(Annotator(vision, spaces))
+
+    def __call__(self, item: SourceItem) -> Annotated:
+        try:
+            return Annotated(item, self.annotator.annotate(item, encoded(item)))
+        except FaceRejected as exc:
+            return Annotated(item, None, Rejected.of(exc))
 
 
-def row_job(bank, row: int, is_new: bool, category: str, meta_gender: int):
-    """The annotation job of one bank row (see annotate_row): its image, box, landmarks and labels."""
+class EmbedWorker:
+    """EmbedJob -> Embedded: one space's vector of a stored face (`embed_bank`)."""
+
+    def __init__(self, embedder):
+        self.embedder = embedder
+
+    @classmethod
+    def load(cls, space: SpaceConfig) -> EmbedWorker:
+        return cls(load_embedder(space.space, space.model_path, space.contract))
+
+    def __call__(self, job: EmbedJob) -> Embedded:
+        image = decode_image(job.image, name=job.face_id)
+        return Embedded(job.face_id, self.embedder.embed(image, Detection(box=job.box, landmarks=job.landmarks,
+                                                                          score=1.0)))
+
+
+def embed_job(bank, row: int) -> EmbedJob:
+    face = bank.face(int(row), spaces=[])
+    return EmbedJob(face.id, face.image_bytes(), face.box, face.landmarks)
+
+
+def row_job(bank, row: int, is_new: bool, category: str, meta_gender: int) -> RowJob:
+    """The annotation job of one bank row: its image, box, landmarks and labels."""
     face = bank.face(int(row), spaces=[])
     meta = dict(face.provenance.get("metadata", {})) if is_new else {}
     if not is_new:
@@ -104,26 +133,32 @@ def row_job(bank, row: int, is_new: bool, category: str, meta_gender: int):
             meta["age"] = category
         if meta_gender in (0, 1):
             meta["gender"] = ("female", "male")[meta_gender]
-    return (face.id, bool(is_new), SourceItem(face.source, face.source_id, data=face.image_bytes(), metadata=meta),
-            face.box, face.landmarks)
+    return RowJob(face.id, bool(is_new), SourceItem(face.source, face.source_id, data=face.image_bytes(), metadata=meta),
+                  face.box, face.landmarks)
 
 
-def annotate_row_job(job):
-    return annotate_row(_worker, job)
+class RowWorker:
+    """RowJob -> RowAnnotated (`annotate_bank`)."""
 
+    def __init__(self, annotator: Annotator):
+        self.annotator = annotator
 
-def annotate_row(annotator: Annotator, job):
-    """(id, item, annotation columns or None, rejection (reason, detail) or None) of one bank face."""
-    fid, is_new, item, box, landmarks = job
-    try:
-        if is_new:  # generated: detect, align and estimate from scratch
-            rec = annotator.annotate(item, item.data)
-            return fid, item, {k: getattr(rec, k) for k in ATTRIBUTE_COLUMNS if k != "status"}, None
-        est = annotator.attributes.estimate(decode_image(item.data, name=item.source_id),
-                                            Detection(box=box, landmarks=landmarks, score=1.0))
-    except FaceRejected as exc:
-        return fid, item, None, (exc.reason, exc.detail)
-    cols = combine_attributes(est, metadata_attributes(item.metadata))
-    cols.update(model_age=est.age, model_age_confidence=est.age_confidence, model_gender=gender_code(est.gender),
-                model_gender_confidence=est.gender_confidence, attribute_model=annotator.attributes.info.name)
-    return fid, item, cols, None
+    @classmethod
+    def load(cls, vision: VisionConfig) -> RowWorker:
+        return cls(Annotator(vision))
+
+    def __call__(self, job: RowJob) -> RowAnnotated:
+        annotator = self.annotator
+        try:
+            if job.is_new:  # generated: detect, align and estimate from scratch
+                rec = annotator.annotate(job.item, job.item.data)
+                return RowAnnotated(job.face_id, job.item,
+                                    {k: getattr(rec, k) for k in ATTRIBUTE_COLUMNS if k != "status"})
+            est = annotator.attributes.estimate(decode_image(job.item.data, name=job.item.source_id),
+                                                Detection(box=job.box, landmarks=job.landmarks, score=1.0))
+        except FaceRejected as exc:
+            return RowAnnotated(job.face_id, job.item, None, Rejected.of(exc))
+        cols = combine_attributes(est, metadata_attributes(job.item.metadata))
+        cols.update(model_age=est.age, model_age_confidence=est.age_confidence, model_gender=gender_code(est.gender),
+                    model_gender_confidence=est.gender_confidence, attribute_model=annotator.attributes.info.name)
+        return RowAnnotated(job.face_id, job.item, cols)

@@ -31,7 +31,7 @@ root, bank = sys.argv[1], sys.argv[2]
 items = []
 for folder in ("age_child", "age_adult"):
     items += [i for i in iter_generated_photos(root + "/" + folder) if i.data][:20]
-ingest(bank, items, spaces=[SpaceConfig("dlib")], batch_size=3, commit_every=6, progress=lambda n: print("item", flush=True))
+ingest(bank, items, spaces=[SpaceConfig("dlib")], batch_size=3, commit_every=6, progress=lambda e: print("item", flush=True))
 print("DONE", flush=True)
 """
 
@@ -41,7 +41,7 @@ from facebank.ingest import generate_to_bank
 from facebank.sources.stylegan_source import GenerateConfig
 net, bank = sys.argv[1], sys.argv[2]
 generate_to_bank(bank, GenerateConfig(network=net, seeds="0-47", psi=0.7, batch_size=4),
-                 progress=lambda n: print("item", flush=True), pending_every=4)
+                 progress=lambda e: e.done and print("item", flush=True), pending_every=4)
 print("DONE", flush=True)
 """
 

@@ -32,6 +32,7 @@ import pytest
 
 from facebank.bank import BankWriter, open_bank
 from facebank.config import SpaceConfig
+from facebank.progress import ProgressEvent
 
 pytestmark = pytest.mark.slow
 INNER = os.environ.get("FACEBANK_CRASH_INNER") == "1"  # this process is the fresh one
@@ -42,6 +43,18 @@ POINTS = {"ingest": 12, "generate": 10, "embed": 10, "index_build": 8, "commit":
 N_FACES = 8  # real generated.photos faces, half children, half adults
 
 
+class _Report:
+    """The child's progress pipe: one byte per unit of work done (a ProgressEvent's advance, or `n`)."""
+
+    def __init__(self, w: int):
+        self.w, self.done = w, 0
+
+    def __call__(self, n=1) -> None:
+        if isinstance(n, ProgressEvent):
+            n, self.done = n.done - self.done, n.done
+        os.write(self.w, b"." * n)
+
+
 def _fork(job) -> tuple[int, int]:
     """Run job(report) in a forked child; returns (pid, read end of its progress pipe)."""
     r, w = os.pipe()
@@ -50,7 +63,7 @@ def _fork(job) -> tuple[int, int]:
         code = 0
         try:
             os.close(r)
-            job(lambda n=1: os.write(w, b"." * n))
+            job(_Report(w))
             os.write(w, b"D")
         except BaseException:
             code = 1

@@ -8,6 +8,7 @@ columns and the same vectors bit for bit, in the same row order, with any number
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import h5py
 import numpy as np
@@ -20,7 +21,8 @@ from facebank.bank.schema import STATUS_ANNOTATED
 from facebank.config import SpaceConfig, VisionConfig
 from facebank.errors import InputError
 from facebank.ingest import annotate_bank, embed_bank, generate_to_bank
-from facebank.ingest.store_workers import StorePlan, StoreWorker, generated_record, ordered_map
+from facebank.ingest.pool import worker_pool
+from facebank.ingest.store_workers import StorePlan, StoreWorker, generated_record
 from facebank.sources.base import SourceItem
 from facebank.sources.stylegan import Generator, save_generator
 from facebank.sources.stylegan.sampling import resolve_device
@@ -71,14 +73,14 @@ def test_overlapped_pass_equals_store_then_annotate_then_embed(tmp_path, assets)
     local = StoreWorker(plan)
     results = {}
     for workers in (1, 2):  # in this process, and two spawned workers
-        with ordered_map(plan, workers, local=local) as (run, n):
-            results[workers] = (n, list(run(items)))
+        with worker_pool(partial(StoreWorker, plan), workers, local=local) as pool:
+            results[workers] = (pool.processes, list(pool.map(items)))
         bank = tmp_path / f"w{workers}.h5"
         with BankWriter(bank) as w:
             w.register_space("dlib", local.space_infos()["dlib"])
-            for record, rejection in results[workers][1]:
-                assert rejection is None
-                w.add_face(record)
+            for stored in results[workers][1]:
+                assert stored.rejected is None
+                w.add_face(stored.record)
         a, b = _columns(ref), _columns(bank)
         assert a.keys() == b.keys()
         for key in a:
@@ -93,7 +95,7 @@ def test_overlapped_pass_equals_store_then_annotate_then_embed(tmp_path, assets)
 def test_stored_formats_decode_as_recorded(assets, spec):
     item = _ffhq_items(assets, 1)[0]
     fmt = parse_image_format(spec)
-    record, _ = StoreWorker(StorePlan(image_format=fmt))(item)
+    record = StoreWorker(StorePlan(image_format=fmt))(item).record
     assert record.image_format == fmt.kind and record.provenance["image_format"] == spec
     decoded = decode_image(record.image)
     if fmt.lossless:

@@ -47,11 +47,10 @@ class _Interrupt:
     """A progress callback that stops the run like Ctrl-C after `after` faces."""
 
     def __init__(self, after: int):
-        self.after, self.seen = after, 0
+        self.after = after
 
-    def __call__(self, n: int) -> None:
-        self.seen += n
-        if self.seen >= self.after:
+    def __call__(self, event) -> None:
+        if event.done >= self.after:
             raise KeyboardInterrupt
 
 
