@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import threading
 
-__all__ = ["GuardedFile"]
+__all__ = ["DeferredSignals", "GuardedFile"]
 
 
 class GuardedFile(io.RawIOBase):
@@ -104,3 +106,34 @@ class GuardedFile(io.RawIOBase):
             os.close(self.fd)
             self.fd = -1
         super().close()
+
+
+class DeferredSignals:
+    """SIGINT and SIGTERM noted, not raised, while HDF5 may call a GuardedFile's Python methods: an
+    exception raised inside one (Ctrl-C's KeyboardInterrupt lands at any Python line) is a failed
+    I/O inside HDF5, the state that crashes the process. `deliver` raises them later, outside HDF5,
+    through the handlers that were installed (the CLI's: one line, exit 130/143). Main thread only
+    (the only one Python runs signal handlers in); elsewhere it does nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.pending: list[int] = []
+        self._saved: dict[int, object] = {}
+
+    def _note(self, signum, frame) -> None:
+        self.pending.append(signum)
+
+    def start(self) -> None:
+        if threading.current_thread() is threading.main_thread() and not self._saved:
+            self._saved = {s: signal.signal(s, self._note) for s in self.SIGNALS}
+
+    def stop(self) -> None:
+        """Put the handlers back and raise what was noted meanwhile (through them)."""
+        saved, self._saved = self._saved, {}
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        if self.pending:
+            signum = self.pending[0]
+            self.pending.clear()
+            signal.raise_signal(signum)

@@ -23,7 +23,7 @@ import numpy as np
 
 from facebank._io.checksum import FAST, file_digests, xxh3_file
 from facebank._io.files import write_durable
-from facebank._io.guarded_file import GuardedFile
+from facebank._io.guarded_file import DeferredSignals, GuardedFile
 from facebank._version import __version__
 from facebank.errors import BankError
 from facebank.bank import schema
@@ -141,7 +141,17 @@ class FragmentWriter:
         # written through a GuardedFile: a failed write is kept for `check`, never seen by HDF5.
         self._buf = io.BytesIO() if memory else None
         self._guard = None if memory else GuardedFile(self.tmp)
-        self.f = h5py.File(self._buf if memory else self._guard, "w", libver=("v110", "latest"))
+        self._signals = DeferredSignals()  # Ctrl-C raised inside a GuardedFile method would fail HDF5's I/O
+        if self._guard is not None:
+            self._signals.start()
+        try:
+            self.f = h5py.File(self._buf if memory else self._guard, "w", libver=("v110", "latest"))
+        except BaseException:
+            if self._guard is not None:
+                self._guard.close()
+                os.unlink(self.tmp)
+            self._signals.stop()
+            raise
         self.parts: list[dict] = []
         self.refs: list[dict] = []  # files linked beside it that its virtual datasets read
         self._seq = seq
@@ -194,7 +204,14 @@ class FragmentWriter:
     def check(self) -> None:
         """Raise the write error (a full disk, the file size limit) the guarded file kept, if any:
         call between HDF5 calls, so a failed write ends the work early and outside HDF5."""
-        if self._guard is not None and self._guard.failed is not None:
+        if self._guard is None:
+            return
+        if self._signals.pending:  # an interrupt noted while HDF5 ran: raised here, outside it
+            try:
+                self._signals.stop()
+            finally:
+                self._signals.start()  # the file is still open: defer again until close or abort
+        if self._guard.failed is not None:
             raise self._guard.failed
 
     def close(self) -> dict | None:
@@ -210,6 +227,7 @@ class FragmentWriter:
             self.check()  # the caller aborts: the file is garbage past the failed write
             self._guard.fsync()
             self._guard.close()
+            self._signals.stop()  # HDF5 is done with the file
         final = self.directory / self.name
         os.replace(self.tmp, final)
         _fsync_path(self.directory)  # also makes the links of `refs` durable
@@ -230,6 +248,7 @@ class FragmentWriter:
             for name in [self.tmp, self.directory / self.name, *(self.directory / ref["name"] for ref in self.refs)]:
                 if os.path.exists(name):
                     os.unlink(name)
+            self._signals.stop()
 
 
 # -- the top file --

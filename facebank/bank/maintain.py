@@ -250,6 +250,11 @@ def compact_bank(bank: str | os.PathLike, *, target_rows: int = 2048) -> dict:
                 if isinstance(exc, (OSError, RuntimeError)):
                     raise _read_failed(bank, manifest, exc) from exc
                 raise
+        # The replaced files are listed as retired: a compaction killed after the switch leaves them
+        # to the next one to remove (they are provably this bank's), never on disk for good.
+        live = {n for fr in new["fragments"] for n in fragment_files(fr)}
+        new["retired"] = sorted(({n for fr in manifest["fragments"] for n in fragment_files(fr)}
+                                 | set(manifest["retired"])) - live)
         try:
             write_top(bank, new, created)
         except Exception as exc:
@@ -258,6 +263,9 @@ def compact_bank(bank: str | os.PathLike, *, target_rows: int = 2048) -> dict:
                 raise disk_full(bank, exc) from exc
             raise
         removed = _remove_unreferenced(bank, manifest, new)
+        if new["retired"]:
+            new["retired"] = []
+            write_top(bank, new, created)  # the same version, without the names just removed
     return {"bank": str(bank), "fragments_before": before, "fragments": len(new["fragments"]), "removed": removed}
 
 
