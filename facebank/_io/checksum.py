@@ -14,7 +14,7 @@ import os
 
 import xxhash
 
-__all__ = ["FAST", "file_digests", "xxh3_file"]
+__all__ = ["FAST", "digest_file", "file_digests", "xxh3_file"]
 
 FAST = "xxh3_128"  # the manifest's name for the fast checksum
 _BLOCK = 1 << 23  # 8 MiB per read: a 2 GB file is never in memory at once
@@ -45,6 +45,18 @@ def xxh3_file(path: str | os.PathLike) -> str:
     """XXH3-128 of the file's bytes, hex (32 digits)."""
     h = xxhash.xxh3_128()
     _stream(path, [h])
+    return h.hexdigest()
+
+
+def digest_file(path: str | os.PathLike, algorithm: str, progress=None) -> str:
+    """The `algorithm` (FAST or "sha256") hex digest of one file; `progress(n)` after each block of n bytes."""
+    h = xxhash.xxh3_128() if algorithm == FAST else hashlib.sha256()
+
+    class _Counting:
+        def update(self, block) -> None:
+            h.update(block)
+            progress(len(block))
+    _stream(path, [h if progress is None else _Counting()])
     return h.hexdigest()
 
 

@@ -226,7 +226,8 @@ def check_refs(bank: Path, manifest: dict, folder: Path) -> None:
 
 def damaged_file(manifest: dict, folder: Path) -> Path | None:
     """After a failed read: the first fragment or ref file that does not read whole (None: all do).
-    Reads every dataset, so it runs only once something already failed."""
+    Opening each file first (a truncated one fails there, cheaply); then every dataset is read, so
+    this runs only once something already failed."""
     import h5py
 
     from facebank.bank.layout import fragment_files
@@ -234,11 +235,13 @@ def damaged_file(manifest: dict, folder: Path) -> Path | None:
     def read_all(f: h5py.File) -> None:
         f.visititems(lambda _, obj: obj[()] if isinstance(obj, h5py.Dataset) and not obj.is_virtual else None)
 
-    for fr in manifest["fragments"]:
-        for name in fragment_files(fr):
+    files = [folder / name for fr in manifest["fragments"] for name in fragment_files(fr)]
+    for deep in (False, True):
+        for path in files:
             try:
-                with h5py.File(folder / name, "r") as f:
-                    read_all(f)
+                with h5py.File(path, "r") as f:
+                    if deep:
+                        read_all(f)
             except (OSError, RuntimeError, KeyError, ValueError):
-                return folder / name
+                return path
     return None

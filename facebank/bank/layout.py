@@ -25,8 +25,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from facebank._io.checksum import FAST, xxh3_file
+from facebank._io.checksum import FAST, file_digests, xxh3_file
 from facebank._io.files import write_durable
+from facebank._io.guarded_file import DeferredSignals, GuardedFile
 from facebank._version import __version__
 from facebank.errors import BankError
 from facebank.bank import schema
@@ -131,14 +132,6 @@ def _fsync_path(path: Path | str) -> None:
         os.close(fd)
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class FragmentWriter:
     """One new fragment file: parts (a table's row range and some of its columns), written once."""
 
@@ -148,9 +141,21 @@ class FragmentWriter:
         self.name = f"frag-{seq:08d}-{uuid.uuid4().hex[:8]}.h5"
         self.tmp = directory / f".{self.name}.tmp"
         # memory: built in memory and written in one plain write (a commit's fragment: crops and small
-        # columns), so a full disk fails outside HDF5; compact's, which copy images, go straight to disk.
+        # columns), so a full disk fails outside HDF5. Larger ones (compact's, which copy images) are
+        # written through a GuardedFile: a failed write is kept for `check`, never seen by HDF5.
         self._buf = io.BytesIO() if memory else None
-        self.f = h5py.File(self._buf if memory else self.tmp, "w", libver=("v110", "latest"))
+        self._guard = None if memory else GuardedFile(self.tmp)
+        self._signals = DeferredSignals()  # Ctrl-C raised inside a GuardedFile method would fail HDF5's I/O
+        if self._guard is not None:
+            self._signals.start()
+        try:
+            self.f = h5py.File(self._buf if memory else self._guard, "w", libver=("v110", "latest"))
+        except BaseException:
+            if self._guard is not None:
+                self._guard.close()
+                os.unlink(self.tmp)
+            self._signals.stop()
+            raise
         self.parts: list[dict] = []
         self.refs: list[dict] = []  # files linked beside it that its virtual datasets read
         self._seq = seq
@@ -200,33 +205,54 @@ class FragmentWriter:
             key = part["table"]
             part["sums"]["vectors"] = f"{row_sum(key, part['start'], group['vectors'][:], group['present'][:]):064x}"
 
+    def check(self) -> None:
+        """Raise the write error (a full disk, the file size limit) the guarded file kept, if any:
+        call between HDF5 calls, so a failed write ends the work early and outside HDF5."""
+        if self._guard is None:
+            return
+        if self._signals.pending:  # an interrupt noted while HDF5 ran: raised here, outside it
+            try:
+                self._signals.stop()
+            finally:
+                self._signals.start()  # the file is still open: defer again until close or abort
+        if self._guard.failed is not None:
+            raise self._guard.failed
+
     def close(self) -> dict | None:
         """Fsync and move the file into place; returns its manifest entry (None when it holds no part)."""
         self.f.close()
         if not self.parts:
-            if os.path.exists(self.tmp):
-                os.unlink(self.tmp)
+            self.abort()
             return None
         if self._buf is not None:
             write_durable(self.tmp, self._buf.getbuffer())
             self._buf = None
         else:
-            _fsync_path(self.tmp)
+            self.check()  # the caller aborts: the file is garbage past the failed write
+            self._guard.fsync()
+            self._guard.close()
+            self._signals.stop()  # HDF5 is done with the file
         final = self.directory / self.name
         os.replace(self.tmp, final)
         _fsync_path(self.directory)  # also makes the links of `refs` durable
-        entry = {"name": self.name, "bytes": final.stat().st_size, "sha256": file_sha256(final), "parts": self.parts}
+        sha, fast = file_digests(final)  # one read: sha256 the record, XXH3-128 what writers re-check
+        entry = {"name": self.name, "bytes": final.stat().st_size, "sha256": sha, FAST: fast, "parts": self.parts}
         if self.refs:
             entry["refs"] = self.refs
         return entry
 
     def abort(self) -> None:
+        """Remove what this writer made (also the moved file: an interrupt may land after `close` moved
+        it and before the caller recorded its entry; no manifest names it yet)."""
         try:
             self.f.close()
         finally:
-            for name in [self.tmp, *(self.directory / ref["name"] for ref in self.refs)]:
+            if self._guard is not None:
+                self._guard.close()
+            for name in [self.tmp, self.directory / self.name, *(self.directory / ref["name"] for ref in self.refs)]:
                 if os.path.exists(name):
                     os.unlink(name)
+            self._signals.stop()
 
 
 # -- the top file --

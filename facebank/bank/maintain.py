@@ -20,7 +20,9 @@ import h5py
 
 from facebank.bank import schema
 from facebank._io.files import as_path, disk_full, ensure_space, is_disk_full
-from facebank.bank.integrity import BANK_ID_FILE, bind_top, canonical_dir, check_refs, fragment_seq, read_bank_id, write_bank_id
+from facebank.bank.digests import verify_digests
+from facebank.bank.integrity import (BANK_ID_FILE, bind_top, canonical_dir, check_refs, damaged_file, fragment_seq,
+                                     read_bank_id, write_bank_id)
 from facebank.bank.layout import FragmentWriter, empty_manifest, fragment_dir, fragment_files, orphans, write_top
 from facebank.bank.store import Bank, check_header
 V1 = 1  # the schema `bank upgrade` reads, with plain h5py (its frozen writer: tests/fixtures/bank_v1_frozen)
@@ -48,7 +50,7 @@ def _locked(bank: Path):
         fh.close()
 
 
-def _copy_rows(src: h5py.Group, dst: h5py.Group, columns, a: int, b: int) -> None:
+def _copy_rows(fw: FragmentWriter, src: h5py.Group, dst: h5py.Group, columns, a: int, b: int) -> None:
     """Copy rows [a, b) of `columns` from `src` (any layout) to `dst` rows [0, b - a)."""
     for name in columns:
         s, d = src[name], dst[name]
@@ -59,18 +61,19 @@ def _copy_rows(src: h5py.Group, dst: h5py.Group, columns, a: int, b: int) -> Non
                     d[lo - a + i] = v
             else:
                 d[lo - a:hi - a] = s[lo:hi]
+            fw.check()  # a write that failed (full disk) ends the copy here, outside HDF5
 
 
 def _write_range(fw: FragmentWriter, f: h5py.File, spaces: dict, a: int, b: int) -> None:
     """All face columns and every space's vectors of rows [a, b) of the open bank `f`, as parts of `fw`."""
     g = fw.part("faces", a, b, list(schema.FACE_COLUMNS))
-    _copy_rows(f["faces"], g, schema.FACE_COLUMNS, a, b)
+    _copy_rows(fw, f["faces"], g, schema.FACE_COLUMNS, a, b)
     fw.seal(g)
     for space, info in spaces.items():
         present = f["embeddings"][space]["present"][a:b]
         if present.any():
             g = fw.part(f"emb/{space}", a, b, ["vectors", "present"], dim=int(info["dim"]))
-            _copy_rows(f["embeddings"][space], g, ["vectors", "present"], a, b)
+            _copy_rows(fw, f["embeddings"][space], g, ["vectors", "present"], a, b)
             fw.seal(g)
 
 
@@ -79,7 +82,7 @@ def _write_tables(fw: FragmentWriter, f: h5py.File, rows: dict) -> None:
     for table, cols in (("rejections", schema.REJECTION_COLUMNS), ("log", ["log"])):
         if rows[table]:
             g = fw.part(table, 0, rows[table], list(cols))
-            _copy_rows(f if table == "log" else f[table], g, cols, 0, rows[table])
+            _copy_rows(fw, f if table == "log" else f[table], g, cols, 0, rows[table])
 
 
 _IN_MEMORY = 512 << 20  # merged fragments smaller than this are built in memory (a full disk fails outside HDF5)
@@ -104,9 +107,13 @@ def _rewrite(bank: Path, f: h5py.File, manifest: dict, runs: list[tuple[int, int
             raise
         new["fragments"].append(entry)
     if not runs and (new["rows"]["rejections"] or new["rows"]["log"]):
-        fw = FragmentWriter(directory, new["version"])
-        _write_tables(fw, f, new["rows"])
-        new["fragments"].append(fw.close())
+        fw = FragmentWriter(directory, new["version"], memory=memory)
+        try:
+            _write_tables(fw, f, new["rows"])
+            new["fragments"].append(fw.close())
+        except BaseException:
+            fw.abort()
+            raise
     new["fragments"].sort(key=lambda fr: min((p["start"] for p in fr["parts"] if p["table"] == "faces"), default=1 << 62))
     return new
 
@@ -123,18 +130,32 @@ def _remove_unreferenced(bank: Path, old: dict, new: dict) -> int:
     return len(doomed)
 
 
-def _checked(bank: Path, *, bind: bool = True) -> tuple[dict, float]:
-    """Every check a reader makes, then the manifest bound to the bank's own folder (see integrity.py)."""
+def _checked(bank: Path, *, bind: bool = True, full=None) -> tuple[dict, float]:
+    """Every check a reader makes, the refs, and the digests of the files changed since a writer verified
+    them (`full(manifest)`: files re-read whatever the record says), before anything is written; then the
+    manifest bound to the bank's own folder (see integrity.py, digests.py)."""
     with Bank(bank) as b:
         manifest = copy.deepcopy(b.manifest)
         created = float(b._f.attrs["created"])
         recorded = b.recorded_dir
     folder = canonical_dir(bank)
     check_refs(bank, manifest, folder)
+    every = full(manifest) if full is not None else set()
+    if every:
+        verify_digests(bank, manifest, folder, scope="all", names=every)
+    everything = {n for fr in manifest["fragments"] for n in fragment_files(fr)}
+    verify_digests(bank, manifest, folder, names=everything - every, write_record=bind)  # a copy writes nothing
     if not bind:
         return manifest, created
     bind_top(bank, manifest, recorded, created)
     return manifest, created
+
+
+def _read_failed(bank: Path, manifest: dict, exc: BaseException) -> BankError:
+    """A read of the bank failed while rewriting it (HDF5 names no file): name the fragment file."""
+    bad = damaged_file(manifest, canonical_dir(bank))
+    where = f"fragment file {bad} cannot be read" if bad else "a read failed"
+    return BankError(f"{bank}: {where} ({' '.join(str(exc).split())[:160]}); the bank is damaged")
 
 
 def upgrade_bank(bank: str | os.PathLike, *, target_rows: int = 2048) -> dict:
@@ -178,39 +199,62 @@ def _segment_files(manifest: dict) -> dict[tuple[int, int], set[str]]:
     return out
 
 
+def _plan(manifest: dict, target_rows: int) -> tuple[list[tuple[int, int]], list[dict]]:
+    """Row ranges to merge into new fragments, and the fragments kept as they are."""
+    segs = _segment_files(manifest)
+    by_name = {fr["name"]: fr for fr in manifest["fragments"]}
+    runs, keep, cur = [], [], None
+    for (a, b), names in sorted(segs.items()):
+        frag = by_name[next(iter(names))]
+        alone = len(names) == 1 and all((p["start"], p["stop"]) == (a, b) and p["table"] != "log"
+                                        and p["table"] != "rejections" for p in frag["parts"])
+        if alone and b - a >= target_rows:  # already a whole fragment of its own: keep it
+            keep.append(frag)
+            cur = None
+        elif cur is not None and b - cur[0] <= target_rows and cur[1] == a:
+            cur[1] = b
+        else:
+            cur = [a, b]
+            runs.append(cur)
+    return [tuple(r) for r in runs], keep
+
+
+def _merged_files(manifest: dict, target_rows: int) -> set[str]:
+    _, keep = _plan(manifest, target_rows)
+    return {n for fr in manifest["fragments"] if fr not in keep for n in fragment_files(fr)}
+
+
 def compact_bank(bank: str | os.PathLike, *, target_rows: int = 2048) -> dict:
     """Merge small fragments into fragments of about `target_rows` rows; content and content hash stay."""
     if target_rows < 1:
         raise InputError("--target-rows must be at least 1")
     bank = as_path(bank, "bank")
     with _locked(bank):
-        manifest, created = _checked(bank)
+        # The merged files are re-read in full, whatever the record says: they are deleted afterwards,
+        # so damage read into the new fragments would be kept under fresh digests.
+        manifest, created = _checked(bank, full=lambda m: _merged_files(m, target_rows))
+        folder = canonical_dir(bank)
+        for p in orphans(folder, manifest):  # what a killed compact of this bank left
+            p.unlink(missing_ok=True)
+        runs, keep = _plan(manifest, target_rows)
+        before = len(manifest["fragments"]) + len(manifest["retired"])
+        merged = [fr for fr in manifest["fragments"] if fr not in keep]
+        need = sum(fr["bytes"] + sum(r["bytes"] for r in fr.get("refs", [])) for fr in merged)
+        ensure_space(folder, need, f"compacted fragments of {bank}")
         with h5py.File(bank, "r") as f:
-            segs = _segment_files(manifest)
-            by_name = {fr["name"]: fr for fr in manifest["fragments"]}
-            runs, keep, cur = [], [], None
-            for (a, b), names in sorted(segs.items()):
-                frag = by_name[next(iter(names))]
-                alone = len(names) == 1 and all((p["start"], p["stop"]) == (a, b) and p["table"] != "log"
-                                                and p["table"] != "rejections" for p in frag["parts"])
-                if alone and b - a >= target_rows:  # already a whole fragment of its own: keep it
-                    keep.append(frag)
-                    cur = None
-                elif cur is not None and b - cur[0] <= target_rows and cur[1] == a:
-                    cur[1] = b
-                else:
-                    cur = [a, b]
-                    runs.append(cur)
-            before = len(manifest["fragments"]) + len(manifest["retired"])
-            merged = [fr for fr in manifest["fragments"] if fr not in keep]
-            need = sum(fr["bytes"] + sum(r["bytes"] for r in fr.get("refs", [])) for fr in merged)
-            ensure_space(canonical_dir(bank), need, f"compacted fragments of {bank}")
             try:
-                new = _rewrite(bank, f, manifest, [tuple(r) for r in runs], keep, memory=need < _IN_MEMORY)
+                new = _rewrite(bank, f, manifest, runs, keep, memory=need < _IN_MEMORY)
             except Exception as exc:
                 if is_disk_full(exc):
-                    raise disk_full(canonical_dir(bank), exc) from exc
+                    raise disk_full(folder, exc) from exc
+                if isinstance(exc, (OSError, RuntimeError)):
+                    raise _read_failed(bank, manifest, exc) from exc
                 raise
+        # The replaced files are listed as retired: a compaction killed after the switch leaves them
+        # to the next one to remove (they are provably this bank's), never on disk for good.
+        live = {n for fr in new["fragments"] for n in fragment_files(fr)}
+        new["retired"] = sorted(({n for fr in manifest["fragments"] for n in fragment_files(fr)}
+                                 | set(manifest["retired"])) - live)
         try:
             write_top(bank, new, created)
         except Exception as exc:
@@ -219,6 +263,9 @@ def compact_bank(bank: str | os.PathLike, *, target_rows: int = 2048) -> dict:
                 raise disk_full(bank, exc) from exc
             raise
         removed = _remove_unreferenced(bank, manifest, new)
+        if new["retired"]:
+            new["retired"] = []
+            write_top(bank, new, created)  # the same version, without the names just removed
     return {"bank": str(bank), "fragments_before": before, "fragments": len(new["fragments"]), "removed": removed}
 
 

@@ -36,6 +36,14 @@ _SMALL_ROW = 64  # rows up to this many bytes are read from the map; larger ones
 _ITER_CHUNKS = 65536  # up to this many chunks their offsets are read at once; beyond, per chunk on demand
 
 
+def _damaged(file: Path, exc: BaseException) -> BankError:
+    return BankError(f"fragment file {file} cannot be read ({' '.join(str(exc).split())[:160]}); the bank is damaged")
+
+
+def _short(file: Path) -> BankError:
+    return BankError(f"fragment file {file} is shorter than its chunk index says; the bank is damaged")
+
+
 class _Part:
     """One fragment's dataset of a column: its rows [start, stop) and how to read them."""
 
@@ -61,7 +69,7 @@ class _Part:
             self._h5 = h5py.File(self.file, "r")
             self._ds = self._h5[self.dset]
         except (OSError, KeyError) as exc:
-            raise BankError(f"fragment {self.file} cannot be read ({exc})") from exc
+            raise _damaged(self.file, exc) from exc
         ds = self._ds
         if not (ds.chunks is not None and not ds.is_virtual and ds.dtype == self.dtype and ds.shape[1:] == self.shape
                 and ds.chunks[1:] == self.shape and ds.id.get_create_plist().get_nfilters() == 0
@@ -71,7 +79,7 @@ class _Part:
         with open(self.file, "rb") as fh:
             self._size = os.fstat(fh.fileno()).st_size
             if self._size == 0:
-                raise BankError(f"fragment {self.file} is empty (damaged)")
+                raise BankError(f"fragment file {self.file} is empty; the bank is damaged")
             self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         self._fd = os.open(self.file, os.O_RDONLY)
         fill = np.zeros((), self.dtype) if ds.fillvalue is None else ds.fillvalue
@@ -105,7 +113,7 @@ class _Part:
 
     def _check_span(self, offset: int, size: int, chunk_bytes: int) -> None:
         if size != chunk_bytes or offset < 0 or offset + size > self._size:
-            raise BankError(f"fragment {self.file} is shorter than its chunk index says (damaged)")
+            raise _short(self.file)
 
     def _offset(self, k: int) -> int:
         offset = self._offsets.get(k)
@@ -123,7 +131,7 @@ class _Part:
         if self.array is not None and self._row_bytes <= _SMALL_ROW:
             return self.array[local]
         if self._mm is None:
-            return np.asarray(self._ds[local], dtype=self.dtype)
+            return self._h5_read(local)
         k = local // self._cr
         offset = self._offset_list[k] if self._offset_list is not None else self._offset(k)
         if offset < 0:  # an unwritten chunk reads as the fill value
@@ -135,7 +143,7 @@ class _Part:
         # would be unaligned, which makes numpy and BLAS several times slower on it.
         data = os.pread(self._fd, rb, offset + (local - k * self._cr) * rb)
         if len(data) != rb:
-            raise BankError(f"fragment {self.file} is shorter than its chunk index says (damaged)")
+            raise _short(self.file)
         return np.frombuffer(data, dtype=self.dtype).reshape(self.shape)
 
     def all(self) -> np.ndarray:
@@ -147,7 +155,7 @@ class _Part:
             return self.array
         n = self.stop - self.start
         if self._mm is None:
-            return np.asarray(self._ds[:n], dtype=self.dtype)
+            return self._h5_read(slice(0, n))
         out = np.empty((n, *self.shape), self.dtype)
         out_bytes = out.reshape(n, -1).view(np.uint8)
         for k in range(-(-n // self._cr)):
@@ -190,9 +198,16 @@ class _Part:
             lo, hi = srt_l[a] - c * cr, srt_l[b - 1] - c * cr + 1
             data = os.pread(self._fd, (hi - lo) * rb, offset + lo * rb)
             if len(data) != (hi - lo) * rb:
-                raise BankError(f"fragment {self.file} is shorter than its chunk index says (damaged)")
+                raise _short(self.file)
             out_bytes[sel] = np.frombuffer(data, dtype=np.uint8).reshape(hi - lo, rb)[srt[a:b] - c * cr - lo]
         return out
+
+    def _h5_read(self, sel) -> np.ndarray:
+        """Rows through h5py (a filtered or virtual dataset): its read errors name no file."""
+        try:
+            return np.asarray(self._ds[sel], dtype=self.dtype)
+        except (OSError, RuntimeError) as exc:
+            raise _damaged(self.file, exc) from exc
 
     def close(self) -> None:
         self.array = None  # views of the map go before it

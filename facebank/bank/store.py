@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,6 +163,14 @@ class Bank:
         self._cols: dict[str, np.ndarray] = {}
         self._closed = False
 
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Reads through the virtual datasets: HDF5's error for a damaged fragment names no file."""
+        try:
+            yield
+        except (OSError, RuntimeError) as exc:
+            raise self._damaged(exc) from exc
+
     def _damaged(self, exc: BaseException) -> BankError:
         """A read through the virtual datasets failed (HDF5 names no file): find the fragment that did."""
         from facebank.bank.integrity import canonical_dir, damaged_file
@@ -269,7 +279,8 @@ class Bank:
         """A whole small column, read once (for one-face reads)."""
         self._live()
         if name not in self._cols:
-            self._cols[name] = self.column(name) if name not in ("box", "landmarks") else self._f["faces"][name][:]
+            with self._reading():
+                self._cols[name] = self.column(name) if name not in ("box", "landmarks") else self._f["faces"][name][:]
         return self._cols[name]
 
     # -- columns --
@@ -279,24 +290,23 @@ class Bank:
         if name not in schema.FACE_COLUMNS or name in ("image", "crop"):
             raise InputError(f"unknown or bulk column {name!r}")
         ds = self._f["faces"][name]
-        try:
+        with self._reading():
             if ds.dtype.kind == "O":
                 return ds.asstr()[:]
             values = ds[:]
-        except OSError as exc:
-            raise self._damaged(exc) from exc
         return values.astype(str) if values.dtype.kind == "S" else values
 
     def vectors(self, space: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """(n, d) float32 unit vectors of `space` (rows start..stop), rows of faces without one are zero."""
-        try:
-            return self._space(space)["vectors"][start:stop]
-        except OSError as exc:
-            raise self._damaged(exc) from exc
+        group = self._space(space)
+        with self._reading():
+            return group["vectors"][start:stop]
 
     def present(self, space: str) -> np.ndarray:
         """(n,) bool: which faces have a vector in `space`."""
-        return self._space(space)["present"][:]
+        group = self._space(space)
+        with self._reading():
+            return group["present"][:]
 
     def vector_rows(self, space: str) -> VectorRows:
         """A space's vectors read row by row from the fragments' memory maps (`rows[row]`, `rows.take`)."""
@@ -352,18 +362,13 @@ class Bank:
     def crop(self, row: int) -> np.ndarray:
         self._live()
         row = self._check_row(row)
-        try:
-            return self.mapped("crop")[row].copy()
-        except OSError as exc:
-            raise self._damaged(exc) from exc
+        return self.mapped("crop")[row].copy()  # a damaged fragment: BankError naming it (rows.py)
 
     def image_bytes(self, row: int) -> bytes:
         self._live()
         row = self._check_row(row)
-        try:
+        with self._reading():
             return self._image[row].tobytes()
-        except OSError as exc:
-            raise self._damaged(exc) from exc
 
     def face(self, face_id_or_row: str | int, *, spaces: list[str] | None = None) -> Face:
         """One face by id (or row): crop, landmarks, attributes and its embeddings."""
@@ -372,6 +377,8 @@ class Bank:
         if not 0 <= row < len(self):
             raise UnknownFace(f"row {row} is outside the bank (0..{len(self) - 1})")
         c = self._cached
+        with self._reading():
+            provenance = self._f["faces/provenance"].asstr()[row]
         embeddings = {}
         for space in self.spaces if spaces is None else spaces:
             self._space(space)
@@ -379,7 +386,7 @@ class Bank:
                 embeddings[space] = self.vector(space, row).copy()
         return Face(
             id=self.face_id(row), row=int(row), source=c("source")[row], source_id=c("source_id")[row],
-            provenance=json.loads(self._f["faces/provenance"].asstr()[row]),
+            provenance=json.loads(provenance),
             box=c("box")[row], landmarks=c("landmarks")[row], crop=self.mapped("crop")[row].copy(),
             age=float(c("age")[row]), gender=schema.gender_name(int(c("gender")[row])),
             age_confidence=float(c("age_confidence")[row]), gender_confidence=float(c("gender_confidence")[row]),
@@ -390,14 +397,16 @@ class Bank:
     def _cached_present(self, space: str) -> np.ndarray:
         key = f"present:{space}"
         if key not in self._cols:
-            self._cols[key] = self._groups[space]["present"][:]
+            with self._reading():
+                self._cols[key] = self._groups[space]["present"][:]
         return self._cols[key]
 
     # -- logs --
     def rejections(self) -> list[dict]:
         self._live()
         r = self._f["rejections"]
-        cols = {name: (r[name].asstr()[:] if r[name].dtype.kind == "O" else r[name][:]) for name in r}
+        with self._reading():
+            cols = {name: (r[name].asstr()[:] if r[name].dtype.kind == "O" else r[name][:]) for name in r}
         n = len(cols["reason"])
         return [
             {k: (v[i].decode() if isinstance(v[i], bytes) else v[i].item() if hasattr(v[i], "item") else v[i])
@@ -407,7 +416,9 @@ class Bank:
 
     def log(self) -> list[dict]:
         self._live()
-        return [json.loads(s) for s in self._f["log"].asstr()[:]]
+        with self._reading():
+            lines = self._f["log"].asstr()[:]
+        return [json.loads(s) for s in lines]
 
     def close(self) -> None:
         self._closed = True

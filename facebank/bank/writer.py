@@ -32,6 +32,7 @@ import h5py
 import numpy as np
 
 from facebank.bank.commit import CommitState, commit_pending
+from facebank.bank.digests import verify_digests
 from facebank._io.checksum import xxh3_file
 from facebank._io.files import as_path, disk_full, ensure_space, is_disk_full
 from facebank.bank.integrity import BANK_ID_FILE, bind_top, canonical_dir, check_refs, read_bank_id, write_bank_id
@@ -125,6 +126,7 @@ class BankWriter:
             if self.path.exists():
                 with Bank(self.path) as bank:  # every check a reader makes, before anything is written or deleted
                     check_refs(self.path, bank.manifest, canonical_dir(self.path))
+                    verify_digests(self.path, bank.manifest, canonical_dir(self.path), write_record=True)
             remove_temp_files(self.path, self.pending_dir)
             if not self.path.exists():
                 create_bank(self.path)
@@ -137,7 +139,11 @@ class BankWriter:
             self._unlock()
             raise
         if self._pending_files():
-            self.commit()  # finish what a killed writer left behind
+            try:
+                self.commit()  # finish what a killed writer left behind
+            except BaseException:
+                self._unlock()
+                raise
 
     # -- what is already there (for resumable re-runs) --
     def _load_known(self) -> None:

@@ -164,11 +164,13 @@ def info(bank: Annotated[Path, bank_option()] = None,
          as_json: JsonOpt = False) -> None:
     """Counts per source, per age/gender group and per space, capacity per group, rejections."""
     from facebank.bank import open_bank
+    from facebank.bank.digests import changed_files_verified
     from facebank.bank.summary import bank_summary
 
     with cli_errors():
         _require_bank(bank)
         with open_bank(bank) as b:
+            changed_files_verified(b)
             s = bank_summary(b)
             s["capacity"] = _capacity(b, build)
             s["labels_disputed"] = _disputed(b)

@@ -1,4 +1,4 @@
-"""`facebank bank upgrade`, `compact` and `copy`: the bank's on-disk format."""
+"""`facebank bank upgrade`, `compact`, `verify` and `copy`: the bank's on-disk format."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from facebank.cli.common import bank_option, cli_errors, emit, examples
+from facebank.cli.common import bank_option, cli_errors, emit, examples, progress_bar
 
-bank_app = typer.Typer(help="The bank's on-disk format (upgrade from version 1, compact fragments, copy) and its "
+bank_app = typer.Typer(help="The bank's on-disk format (upgrade from version 1, compact fragments, verify, copy) and its "
                             "disputed gender labels (check-labels, accept-labels).",
                        no_args_is_help=True)
 
@@ -43,6 +43,18 @@ def compact(bank: BankOpt = None,
                                             f"{result['fragments']} fragments ({result['removed']} files removed)")
 
 
+def verify(bank: BankOpt = None, as_json: JsonOpt = False) -> None:
+    """Re-read every fragment file and check it against the digest the manifest records (a full read)."""
+    from facebank.bank.digests import verify_bank
+
+    with cli_errors():
+        with progress_bar("verify", unit="MB") as (advance, set_total):
+            result = verify_bank(bank, progress=lambda n: advance(n / 1e6), total=lambda n: set_total(n / 1e6))
+        emit({"bank": str(bank), "ok": True, **result.to_dict()}, as_json=as_json,
+             human=f"{bank}: {result.files} files, {result.bytes / 1e6:.1f} MB, every digest as recorded "
+                   f"({result.seconds:.1f} s)")
+
+
 def copy(bank: BankOpt,
          to: Annotated[Path, typer.Option("--to", help="The new bank file (its folder <to>.d is made beside it).")],
          as_json: JsonOpt = False) -> None:
@@ -59,6 +71,8 @@ def register(app: typer.Typer) -> None:
                                      "facebank bank upgrade --bank data/bank.h5 --json"))(upgrade)
     bank_app.command(epilog=examples("facebank bank compact --bank data/bank.h5",
                                      "facebank bank compact --bank data/bank.h5 --target-rows 8192"))(compact)
+    bank_app.command(epilog=examples("facebank bank verify --bank data/bank.h5",
+                                     "facebank bank verify --bank data/bank.h5 --json"))(verify)
     bank_app.command(epilog=examples("facebank bank copy --bank data/bank.h5 --to backup/bank.h5",
                                      "facebank bank copy --bank data/bank.h5 --to backup/bank.h5 --json"))(copy)
     app.add_typer(bank_app, name="bank")
