@@ -30,9 +30,11 @@ from typing import Callable
 from facebank._io.checksum import FAST, digest_file
 from facebank._io.files import atomic_write_text
 from facebank.errors import BankError
+from facebank.progress import Progress, Tally
 
 __all__ = ["DigestCheck", "RACY_NS", "changed_files_verified", "record_path", "verify_bank", "verify_digests"]
 
+_MB = 1 << 20
 RACY_NS = 2_000_000_000  # an entry checked this soon after the file's ctime is re-read (clock ticks, NFS)
 _HEX = {FAST: re.compile(r"^[0-9a-f]{32}$"), "sha256": re.compile(r"^[0-9a-f]{64}$")}
 
@@ -145,11 +147,10 @@ def _save(path: Path, entries: dict, manifest: dict) -> None:
         pass
 
 
-def verify_bank(bank: str | os.PathLike, *, progress: Callable[[int], None] | None = None,
-                total: Callable[[int], None] | None = None) -> DigestCheck:
+def verify_bank(bank: str | os.PathLike, *, progress: Progress | None = None) -> DigestCheck:
     """Every check a reader makes, the refs, and every file's digest re-read (`facebank bank verify`).
     Reads only: the bank and the record are left as they are. BankError naming the first bad file.
-    `total(n)`: the bytes it will read, before it starts; `progress(n)`: bytes read."""
+    `progress`: stage "verify", counted in MB read."""
     from facebank._io.files import as_path
     from facebank.bank.integrity import canonical_dir, check_refs
     from facebank.bank.store import Bank
@@ -159,9 +160,17 @@ def verify_bank(bank: str | os.PathLike, *, progress: Callable[[int], None] | No
         manifest = b.manifest
     folder = canonical_dir(bank)
     check_refs(bank, manifest, folder)
-    if total is not None:
-        total(sum(os.path.getsize(folder / i.name) for i in _recorded(bank, manifest)))
-    return verify_digests(bank, manifest, folder, scope="all", progress=progress)
+    tally = Tally(progress, "verify")
+    tally.start(-(-sum(os.path.getsize(folder / i.name) for i in _recorded(bank, manifest)) // _MB))
+    read = 0
+
+    def advance(n: int) -> None:  # bytes -> whole MB, so the bar moves once a MB
+        nonlocal read
+        before, read = read, read + n
+        if read // _MB > before // _MB:
+            tally.advance(read // _MB - before // _MB)
+
+    return verify_digests(bank, manifest, folder, scope="all", progress=advance if progress is not None else None)
 
 
 def changed_files_verified(bank) -> DigestCheck:

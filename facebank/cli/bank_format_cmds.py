@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from facebank.cli.common import bank_option, cli_errors, emit, examples, progress_bar
+from facebank.cli.common import bank_option, cli_errors, emit, examples, progress_bars
 
 bank_app = typer.Typer(help="The bank's on-disk format (upgrade from version 1, compact fragments, verify, copy) and its "
                             "disputed gender labels (check-labels, accept-labels).",
@@ -48,8 +48,8 @@ def verify(bank: BankOpt = None, as_json: JsonOpt = False) -> None:
     from facebank.bank.digests import verify_bank
 
     with cli_errors():
-        with progress_bar("verify", unit="MB") as (advance, set_total):
-            result = verify_bank(bank, progress=lambda n: advance(n / 1e6), total=lambda n: set_total(n / 1e6))
+        with progress_bars(unit="MB") as progress:
+            result = verify_bank(bank, progress=progress)
         emit({"bank": str(bank), "ok": True, **result.to_dict()}, as_json=as_json,
              human=f"{bank}: {result.files} files, {result.bytes / 1e6:.1f} MB, every digest as recorded "
                    f"({result.seconds:.1f} s)")
