@@ -124,19 +124,7 @@ def pick(
                 rows.append(p.to_dict())
                 targets.append(p.target)
         else:
-            if not embedding.is_file():
-                raise InputError(f"embedding file {embedding} does not exist")
-            try:
-                q = np.load(embedding, allow_pickle=False)
-            except (ValueError, OSError, EOFError) as exc:
-                raise InputError(f"{embedding} is not a .npy array ({exc})") from exc
-            if not isinstance(q, np.ndarray):  # an .npz archive
-                q.close()
-                raise InputError(f"{embedding} is an .npz archive; give one .npy array (d,) or (B, d)")
-            if q.ndim not in (1, 2) or q.dtype.kind not in "fiu":
-                raise InputError(f"{embedding} must hold a real (d,) or (B, d) array, got {q.dtype} {q.shape}")
-            queries = q if q.ndim == 2 else q[None, :]
-            for qi in queries:
+            for qi in _queries(embedding):
                 t = session.pick_target(qi, space=space, age=age, gender=gender, threshold=thr, mode=mode.value,
                                         rng=rng, fallback=fallback.value, margin=margin, allow_looser=allow_looser)
                 rows.append({"face": None, "target": t.to_dict()})
@@ -151,17 +139,40 @@ def pick(
             from facebank._io.files import atomic_write_json
 
             atomic_write_json(run_dir / "run.json", run)
-        lines = []
-        for i, r in enumerate(rows):
-            t = r["target"]
-            sims = ", ".join(f"{s} {v:.4f} <= {t['thresholds'][s]:.4f}" for s, v in t["similarities"].items())
-            face = r.get("face")
-            who = f"face {i} {face['box']} {face['gender']} ~{face['age']:.0f}y" if face else f"query {i}"
-            lines.append(f"{who} -> {t['id']} ({t['group']}{', ' + t['fallback'] if t['fallback'] else ''}): {sims}")
-        if save is not None:
-            lines.append(f"saved {len(rows)} target(s) into {run_dir} (the run: {run_dir / 'run.json'})")
         emit({"build": str(session.build_dir), "picks": rows, "saved": str(run_dir) if run_dir else None},
-             as_json=as_json, human="\n".join(lines))
+             as_json=as_json, human=_human(rows, run_dir))
+
+
+def _queries(embedding: Path) -> np.ndarray:
+    """The (B, d) queries of an `--embedding` file: one real .npy array (d,) or (B, d), never unpickled."""
+    from facebank.errors import InputError
+
+    if not embedding.is_file():
+        raise InputError(f"embedding file {embedding} does not exist")
+    try:
+        q = np.load(embedding, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{embedding} is not a .npy array ({exc})") from exc
+    if not isinstance(q, np.ndarray):  # an .npz archive
+        q.close()
+        raise InputError(f"{embedding} is an .npz archive; give one .npy array (d,) or (B, d)")
+    if q.ndim not in (1, 2) or q.dtype.kind not in "fiu":
+        raise InputError(f"{embedding} must hold a real (d,) or (B, d) array, got {q.dtype} {q.shape}")
+    return q if q.ndim == 2 else q[None, :]
+
+
+def _human(rows: list[dict], run_dir: Path | None) -> str:
+    """One line per pick (the face or query, the target, its group and similarities), then where it was saved."""
+    lines = []
+    for i, r in enumerate(rows):
+        t = r["target"]
+        sims = ", ".join(f"{s} {v:.4f} <= {t['thresholds'][s]:.4f}" for s, v in t["similarities"].items())
+        face = r.get("face")
+        who = f"face {i} {face['box']} {face['gender']} ~{face['age']:.0f}y" if face else f"query {i}"
+        lines.append(f"{who} -> {t['id']} ({t['group']}{', ' + t['fallback'] if t['fallback'] else ''}): {sims}")
+    if run_dir is not None:
+        lines.append(f"saved {len(rows)} target(s) into {run_dir} (the run: {run_dir / 'run.json'})")
+    return "\n".join(lines)
 
 
 def register(app: typer.Typer) -> None:
