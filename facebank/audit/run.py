@@ -465,7 +465,7 @@ def _run_audit(cfg: AuditConfig, progress: Progress | None) -> Path:
             if entry is not None and entry.supported:
                 score_thr[s], src = entry.threshold, f"calibrated at FAR {score_far:g} ({entry.n_impostor_pairs:,} impostor pairs)"
             elif s in build_thr:
-                score_thr[s], src = build_thr[s], "build: " + (session.manifest.spaces[s].threshold_source or '?')
+                score_thr[s], src = build_thr[s], "build: " + (session.manifest.spaces[s].threshold_source or "?")
             else:
                 continue
             thr_rows.append({"space": s, "build_threshold": build_thr.get(s), "score_threshold": score_thr[s], "source": src})

@@ -362,7 +362,7 @@ class Fragment:
 @dataclass(frozen=True)
 class BankLayout:
     """A bank's manifest (SCHEMA.md): its fragments folder and id, version, row counts, spaces and
-    the fragment files that hold every column. Read with `read_layout`, or `FaceBankStore.layout`."""
+    the fragment files that hold every column. Read with `read_layout`, or `Bank.layout` of an open bank."""
 
     dir: str  # the fragments folder the top file names
     uuid: str | None  # the bank id (None: a bank written before ids)

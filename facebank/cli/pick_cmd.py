@@ -124,7 +124,7 @@ def pick(
                 rows.append(p.to_dict())
                 targets.append(p.target)
         else:
-            for qi in _load_queries(embedding):
+            for qi in _queries(embedding):
                 t = session.pick_target(qi, space=space, age=age, gender=gender, threshold=thr, mode=mode.value,
                                         rng=rng, fallback=fallback.value, margin=margin, allow_looser=allow_looser)
                 rows.append({"face": None, "target": t.to_dict()})
@@ -143,8 +143,8 @@ def pick(
              as_json=as_json, human=_human(rows, run_dir))
 
 
-def _load_queries(embedding: Path) -> np.ndarray:
-    """The (B, d) queries of a .npy file, refused in one line when it is not one real array."""
+def _queries(embedding: Path) -> np.ndarray:
+    """The (B, d) queries of an `--embedding` file: one real .npy array (d,) or (B, d), never unpickled."""
     from facebank.errors import InputError
 
     if not embedding.is_file():
@@ -162,6 +162,7 @@ def _load_queries(embedding: Path) -> np.ndarray:
 
 
 def _human(rows: list[dict], run_dir: Path | None) -> str:
+    """One line per pick (the face or query, the target, its group and similarities), then where it was saved."""
     lines = []
     for i, r in enumerate(rows):
         t = r["target"]

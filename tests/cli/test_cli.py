@@ -182,6 +182,11 @@ def test_build_from_config_with_source_override(tmp_path, assets):
     assert len(out["sample_picks"]) == 3
     for p in out["sample_picks"]:
         assert p["similarities"]["dlib"] <= p["thresholds"]["dlib"] and p["query"] != p["target"]
+    lines = out["text"].splitlines()  # the CLI's rendering of the run (facebank.cli.build_cmd.render)
+    assert lines[:2] == [f"bank {tmp_path / 'b.h5'}: 12 faces",
+                         f"  source folder {src}: added=12, already=0, duplicates=0, rejected={{}}"]
+    assert lines[2] == f"index build {out['build']} (spaces dlib)"
+    assert [x.split()[2] for x in lines[3:6]] == [p["query"] for p in out["sample_picks"]]
     made_with = json.loads((tmp_path / "builds" / Path(out["build"]).name / "build_config.json").read_text())
     assert made_with["pipeline"]["bank"] == str(tmp_path / "b.h5")
     assert made_with["pipeline"]["sources"] == [{**made_with["pipeline"]["sources"][0], "kind": "folder", "path": str(src)}]
