@@ -65,6 +65,19 @@ def _clearly_below(q, v: np.ndarray, t: float) -> bool:
     return float(np.dot(q, v)) / math.sqrt(qq) <= t - _F32_MARGIN * math.sqrt(vv)
 
 
+def _clearly_below_many(q: np.ndarray, v: np.ndarray, t: float) -> np.ndarray:
+    """`_clearly_below` of every row pair (q[k], v[k]) at once (the same float32 products and
+    bound, three einsums for the batch); False where it does not apply or cannot decide."""
+    if q.dtype != np.float32 or v.dtype != np.float32 or q.shape != v.shape or q.ndim != 2 or q.shape[1] > 512:
+        return np.zeros(len(v), bool)
+    with np.errstate(all="ignore"):  # overflow or NaN: False, then the float64 and exact paths
+        qq = np.einsum("kd,kd->k", q, q).astype(np.float64)
+        vv = np.einsum("kd,kd->k", v, v).astype(np.float64)
+        qv = np.einsum("kd,kd->k", q, v).astype(np.float64)
+        return (qq > 1e-30) & (qq < 1e30) & (vv > 1e-30) & (vv < 1e30) \
+            & (qv / np.sqrt(qq) <= t - _F32_MARGIN * np.sqrt(vv))
+
+
 def _below64(q, v: np.ndarray, t: float) -> bool:
     """True when u.v <= t for the float32 unit query u the picker uses (u = fl32(q / |q|)),
     decided in float64 without forming u: |u_i - q_i/|q|| <= 2**-24 |q_i|/|q|, so
@@ -192,19 +205,24 @@ class BankGuard:
                 ir, br = index_rows[a:a + 2048], bank_rows[a:a + 2048]
                 stored = self._vec[s].take(br)
                 build = self.build_vectors[s][ir]
-                same = (stored.view(np.uint32) == build.view(np.uint32)).all(axis=1)
-                if not same.all():
+                if not np.array_equal(stored.view(np.uint32).ravel(), build.view(np.uint32).ravel()):
+                    same = (stored.view(np.uint32) == build.view(np.uint32)).all(axis=1)
                     j = int(np.flatnonzero(~same)[0])
                     raise StaleIndex(f"{self.where}: vectors.{s}.npy row {int(ir[j])} differs from the bank's vector "
                                      f"of face {self.bank.face_id(int(br[j]))}; rebuild the index")
-                v64, q64 = stored.astype(np.float64), q[a:a + 2048].astype(np.float64)
+                qc = q[a:a + 2048]
+                rest = np.flatnonzero(~_clearly_below_many(qc, stored, t))  # float32: most rows end here
+                if not rest.size:
+                    continue
+                v64, q64 = stored[rest].astype(np.float64), qc[rest].astype(np.float64)
                 with np.errstate(all="ignore"):  # degenerate rows: NaN here, then the exact path
                     qq = np.einsum("kd,kd->k", q64, q64)
                     vv = np.einsum("kd,kd->k", v64, v64)
                     est = np.einsum("kd,kd->k", q64, v64) / np.sqrt(qq)
                     ok = (qq > 1e-280) & np.isfinite(qq) & np.isfinite(vv) & (est <= t - _F64_MARGIN * (np.sqrt(vv) + 1e-300))
-                for j in np.flatnonzero(~ok).tolist():  # near the threshold (rare): exactly
-                    sim = _exact_sim(q[a + j], v64[j], s, t)
+                for i in np.flatnonzero(~ok).tolist():  # near the threshold (rare): exactly
+                    j = int(rest[i])
+                    sim = _exact_sim(q[a + j], v64[i], s, t)
                     if not sim <= t:
                         raise IndexBuildError(f"{self.where}: the pick of face {self.bank.face_id(int(br[j]))} has "
                                               f"{s} similarity {sim:.6f} > {t} against the bank's vector; refused")
