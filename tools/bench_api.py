@@ -136,6 +136,7 @@ def main() -> None:
                                                                  margin=1.0)
     times: dict[str, list[int]] = {name: [] for name in runs}
     slow: dict[str, int] = {name: 0 for name in runs}
+    pauses = GcPauses()
     flt0 = resource.getrusage(resource.RUSAGE_SELF)
     for r in range(args.rounds + 1):  # round 0 warms up (maps, caches, the first source_id read)
         for name, fn in runs.items():
@@ -150,6 +151,7 @@ def main() -> None:
                     slow[name] += dt > 1_000_000
             gc.enable()
     flt1 = resource.getrusage(resource.RUSAGE_SELF)
+    gc.callbacks.remove(pauses.callback)
     qb = {s: rng.standard_normal((args.batch, D), dtype=np.float32) for s in spaces}
     batch = {"core pick_batch": [], "pick_targets": []}
     for _ in range(5):
@@ -164,10 +166,12 @@ def main() -> None:
     print(f"# n={n:,}, spaces {spaces}, {args.rounds} rounds x {args.picks} picks per variant, gc "
           f"{'off' if args.no_gc else 'on'}; page faults during the rounds: {flt1.ru_minflt - flt0.ru_minflt} minor, "
           f"{flt1.ru_majflt - flt0.ru_majflt} major")
+    print(f"# garbage collections during the rounds: {pauses.count} (gen 2: {pauses.full}), longest pause "
+          f"{pauses.longest_us:.0f} us: {'not ' if pauses.longest_us < 1000 else ''}a cause of the ms tails")
     print(f"session open: median {opens.median_ms:.0f} ms (min {opens.min_ms:.0f}), {opens.norm_ms:.0f} ms of it the "
           f"exact check's max-norm pass; first pick after open {opens.first_pick_ms:.1f} ms; Picker(...) {picker_ns / 1e6:.0f} ms")
     for d, o in open_at.items():
-        print(f"session open of {d} ({o.n:,} faces): median {o.median_ms:.0f} ms (min {o.min_ms:.0f}), "
+        print(f"session open of {d} ({o.n:,} faces, {o.spaces} space(s)): median {o.median_ms:.0f} ms (min {o.min_ms:.0f}), "
               f"{o.norm_ms:.0f} ms of it the max-norm pass; first pick after open {o.first_pick_ms:.1f} ms")
     core = {"one space": times["core, one space"], "two spaces": times.get("core, two spaces"),
             "keyed": times["core, keyed"], "furthest": times.get("core, furthest")}
@@ -189,7 +193,7 @@ def main() -> None:
     res.update(group_p50_us=pct(times["pick_target, age 34 + f"], 50), group_p99_us=pct(times["pick_target, age 34 + f"], 99),
                open_ms=opens.median_ms, open_without_max_norm_ms=opens.median_ms - opens.norm_ms)
     for o in open_at.values():
-        tag = f"{o.n // 1000}k" if o.n < 1_000_000 else f"{o.n // 1_000_000}m"
+        tag = (f"{o.n // 1000}k" if o.n < 1_000_000 else f"{o.n // 1_000_000}m") + f"_{o.spaces}s"
         res[f"open_{tag}_ms"] = o.median_ms
         res[f"open_{tag}_without_max_norm_ms"] = o.median_ms - o.norm_ms
     res.update(read_p50_us=pct(times["one-face read by id"], 50), read_p99_us=pct(times["one-face read by id"], 99),
@@ -200,6 +204,24 @@ def main() -> None:
     print(f"# targets: p99 ratio <= 2 (one and two spaces, 10k and 1M), group p99 <= 50 us at 10k, open <= 500 ms "
           f"at 1M and <= 60 ms at 100k, read p99 <= 60 us, batch >= 1M/s at 10k.")
     print("RESULT " + " ".join(f"{k}={v:.2f}" if "ratio" in k else f"{k}={v:.0f}" for k, v in res.items()))
+
+
+class GcPauses:
+    """Every garbage collection while registered: how many, how many full (gen 2), the longest pause."""
+
+    def __init__(self):
+        self.count = self.full = 0
+        self.longest_us = 0.0
+        self._t = 0
+        gc.callbacks.append(self.callback)
+
+    def callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t = time.perf_counter_ns()
+            return
+        self.count += 1
+        self.full += info.get("generation") == 2
+        self.longest_us = max(self.longest_us, (time.perf_counter_ns() - self._t) / 1e3)
 
 
 class Opened:
@@ -218,7 +240,7 @@ class Opened:
             ns.append(time.perf_counter_ns() - t)
         self.median_ms, self.min_ms = float(np.median(ns)) / 1e6, min(ns) / 1e6
         fb = FaceBank(build, bank=bank)
-        self.n = len(fb.rows)
+        self.n, self.spaces = len(fb.rows), len(fb.spaces)
         q = np.random.default_rng(0).standard_normal(fb.picker.spaces[fb.spaces[0]], dtype=np.float32)
         t = time.perf_counter_ns()
         fb.pick_target(q, space=fb.spaces[0], margin=1.0)
