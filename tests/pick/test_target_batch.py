@@ -146,3 +146,16 @@ def test_batch_reads_of_the_bank_equal_row_reads(built):
             assert got.dtype == np.float32 and got.shape == (500, DIM)
             assert np.array_equal(got.view(np.uint32), np.stack([reader[r] for r in rows.tolist()]).view(np.uint32))
             assert np.array_equal(got, bank.vectors(s)[rows])
+
+
+def test_cached_group_rows_equal_the_validated_ones_and_bools_stay_refused(built):
+    with FaceBank(built[1], bank=built[0]) as fb:
+        p = fb.picker
+        for codes in ((4,), (4, 5), (13, 0, 6)):
+            for _ in range(2):  # the second call comes from the cache
+                rows, desc = p.group_rows(codes)
+                want, want_desc = p.group_rows(list(codes))
+                assert np.array_equal(rows, want) and desc == want_desc
+                assert np.isin(fb.codes[rows], codes).all() and (np.isin(fb.codes, codes).sum() == rows.size)
+        with pytest.raises(InputError):
+            p.group_rows((True,))
