@@ -35,7 +35,7 @@ from facebank.errors import (
 from facebank.index.build import use_build, verify_build
 from facebank.pick.analyse import FaceAnalyser, PhotoFace
 from facebank.pick.session import FaceBank
-from facebank.pick.targets import ImagePick, Target
+from facebank.pick.targets import ImagePick, Target, TargetBatch
 from facebank.workflow import build_index
 
 __all__ = [
@@ -63,6 +63,7 @@ __all__ = [
     "SourceError",
     "StaleIndex",
     "Target",
+    "TargetBatch",
     "UnknownFace",
     "UnknownSpace",
     "UnsafePickle",

@@ -33,6 +33,7 @@ from facebank.errors import BankError
 __all__ = ["MappedColumn", "VectorRows"]
 
 _SMALL_ROW = 64  # rows up to this many bytes are read from the map; larger ones with pread (see _Part.row)
+_BATCH_ROWS = 64  # from this many rows of a large column `take` gathers from the map, not with pread
 _ITER_CHUNKS = 65536  # up to this many chunks their offsets are read at once; beyond, per chunk on demand
 
 
@@ -61,6 +62,7 @@ class _Part:
         self._offset_list: list[int] | None = None  # the same as a list, when all were read at once
         self.array: np.ndarray | None = None  # every row as one view when the chunks are consecutive
         self._cr = 0
+        self._segments: tuple[np.ndarray, list[np.ndarray]] | None = None  # runs of consecutive chunks (`gather`)
         self._fill: np.ndarray | None = None
         self.mapped = False
 
@@ -176,6 +178,8 @@ class _Part:
             return self.array[local]
         if len(local) * 4 >= self.stop - self.start and small:  # many rows of a small column
             return self.all()[local]
+        if len(local) >= _BATCH_ROWS and self._offset_list is not None and self._mm is not None:
+            return self._gather(local)
         out = np.empty((len(local), *self.shape), self.dtype)
         if self._mm is None:
             for j, i in enumerate(local.tolist()):
@@ -209,8 +213,36 @@ class _Part:
         except (OSError, RuntimeError) as exc:
             raise _damaged(self.file, exc) from exc
 
+    def _gather(self, local: np.ndarray) -> np.ndarray:
+        """Many rows of a large column at once: one fancy index per run of consecutive chunks (byte
+        views of the map, so any alignment), the page faults amortised over the batch."""
+        if self._segments is None:
+            rb, cr, offs = self._row_bytes, self._cr, self._offset_list
+            n = self.stop - self.start
+            firsts, views, k = [], [], 0
+            while k < len(offs):
+                j = k
+                while j + 1 < len(offs) and offs[k] >= 0 and offs[j + 1] == offs[j] + cr * rb:
+                    j += 1
+                rows = min(n, (j + 1) * cr) - k * cr
+                firsts.append(k * cr)
+                views.append(None if offs[k] < 0 else  # one opaque item per row: indexing copies whole rows
+                             np.frombuffer(self._mm, np.dtype((np.void, rb)), count=rows, offset=offs[k]))
+                k = j + 1
+            self._segments = (np.array(firsts, np.int64), views)
+        firsts, views = self._segments
+        seg = np.searchsorted(firsts, local, side="right") - 1
+        if len(views) == 1 and views[0] is not None:
+            out = views[0][local]
+        else:
+            out = np.empty(len(local), np.dtype((np.void, self._row_bytes)))
+            for i in np.unique(seg).tolist():
+                sel = np.flatnonzero(seg == i)
+                out[sel] = self._fill.tobytes() if views[i] is None else views[i][local[sel] - firsts[i]]
+        return out.view(self.dtype).reshape((len(local), *self.shape))
+
     def close(self) -> None:
-        self.array = None  # views of the map go before it
+        self.array, self._segments = None, None  # views of the map go before it
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -135,7 +135,7 @@ def widen_age_codes(code: int) -> tuple[int, ...]:
 class PlanStep(NamedTuple):
     """One step of a pick's group plan: the group codes to pick from (None: every group) and its label."""
 
-    codes: list[int] | None
+    codes: tuple[int, ...] | None  # a tuple: the picker caches the rows of a code set by it
     label: str
 
 
@@ -152,6 +152,6 @@ def group_plan(first: str | None, gender: str | None, fallback: str) -> tuple[Pl
     if first is None:
         if gender is None:
             return (PlanStep(None, "any"),)
-        return (PlanStep([group_code(a, gender) for a in AGE_GROUPS], f"any/{gender}"),)
+        return (PlanStep(tuple(group_code(a, gender) for a in AGE_GROUPS), f"any/{gender}"),)
     ages = [first] + (list(widen_age(first)) if fallback == "widen_age" else [])
-    return tuple(PlanStep([group_code(a, g) for g in genders], f"{a}/{gender or 'any'}") for a in ages)
+    return tuple(PlanStep(tuple(group_code(a, g) for g in genders), f"{a}/{gender or 'any'}") for a in ages)

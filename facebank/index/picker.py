@@ -89,6 +89,7 @@ class Picker:
         ends = np.append(starts[1:], self.n)
         self._members = {int(c): order[s:e] for c, s, e in zip(codes, starts, ends)}
         self._union_cache: dict[tuple[int, ...], np.ndarray] = {}
+        self._rows_of: dict[tuple[int, ...], tuple[np.ndarray, str]] = {}  # `group_rows` of plain int tuples
         self._secret = secret
         self._max_draws = max_draws
         self._plans: dict[int, DrawPlan] = {}  # draw plans per group size (the whole bank's apart)
@@ -169,6 +170,16 @@ class Picker:
         """(member rows, increasing, or None for all rows; a description of the group)."""
         if groups is None:
             return None, "all"
+        if type(groups) is tuple and all(type(c) is int for c in groups):  # a session's plan: cached
+            hit = self._rows_of.get(groups)
+            if hit is None:
+                hit = self._group_rows(groups)
+                if len(self._rows_of) < 1024:
+                    self._rows_of[groups] = hit
+            return hit
+        return self._group_rows(groups)
+
+    def _group_rows(self, groups) -> tuple[np.ndarray | None, str]:
         if isinstance(groups, (int, np.integer)):
             groups = [groups]
         codes = []

@@ -15,7 +15,7 @@ import numpy as np
 from facebank.index.build import resolve_build
 from facebank.pick.options import Embedding, Embeddings, PickOptions, QueryFace, Threshold
 from facebank.pick.session import FaceBank
-from facebank.pick.targets import Target
+from facebank.pick.targets import Target, TargetBatch
 
 from facebank.pick.analyse import FaceAnalyser, ImageInput, PhotoFace
 from facebank.pick.targets import ImagePick
@@ -84,8 +84,9 @@ def pick_targets(embeddings: Embeddings, *, build: str | os.PathLike | None = No
                  genders: Sequence | None = None, threshold: Threshold = None, mode: str = "random",
                  rng: np.random.Generator | None = None, keys: Sequence | None = None,
                  exclude: Iterable[str] = (), fallback: str = "error", margin: float | None = None,
-                allow_looser: bool = False, secret: bytes | None = None) -> list[Target]:
-    """`pick_target` for a batch: (B, d) or dict space -> (B, d); one Target per row."""
+                allow_looser: bool = False, secret: bytes | None = None) -> TargetBatch:
+    """`pick_target` for a batch: (B, d) or dict space -> (B, d); one Target per row, as a
+    TargetBatch (a sequence of Targets made when read, and its columns: rows, ids, ...)."""
     options = PickOptions(threshold=threshold, mode=mode, rng=rng, exclude=exclude, fallback=fallback,
                           margin=margin, allow_looser=allow_looser)
     return open_facebank(build, bank=bank, secret=secret).pick_rows(embeddings, options, space=space, ages=ages,

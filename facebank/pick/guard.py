@@ -130,8 +130,8 @@ class BankGuard:
                 ir, br = index_rows[a:a + 2048], bank_rows[a:a + 2048]
                 stored = self._vec[s].take(br)
                 build = self.build_vectors[s][ir]
-                same = (stored.view(np.uint32) == build.view(np.uint32)).all(axis=1)
-                if not same.all():
+                if not np.array_equal(stored.view(np.uint32).ravel(), build.view(np.uint32).ravel()):
+                    same = (stored.view(np.uint32) == build.view(np.uint32)).all(axis=1)
                     j = int(np.flatnonzero(~same)[0])
                     raise StaleIndex(f"{self.where}: vectors.{s}.npy row {int(ir[j])} differs from the bank's vector "
                                      f"of face {self.bank.face_id(int(br[j]))}; rebuild the index")

@@ -27,12 +27,13 @@ from facebank.index.picker import Picker, PickResult
 from facebank.labels import check_age, gender_name
 from facebank.pick.guard import BankGuard, calibrated_thresholds
 from facebank.pick.analyse import FaceAnalyser, ImageInput, PhotoFace  # numpy only: models load on first use
-from facebank.pick.options import Embedding, Embeddings, PickOptions, QueryFace, Threshold
-from facebank.pick.targets import ImagePick, Target
+from facebank.pick.options import FALLBACKS, MODES, Embedding, Embeddings, PickOptions, QueryFace, Threshold
+from facebank.pick.targets import ImagePick, Target, TargetBatch
 
 
 _new = object.__new__
 _GENDER_NAMES = {0: gender_name(0), 1: gender_name(1)}
+_MODES, _FALLBACKS = frozenset(MODES), frozenset(FALLBACKS)
 
 
 def _as_query(embedding, space: str | None, spaces: list[str]) -> dict[str, np.ndarray]:
@@ -52,6 +53,15 @@ def _as_query(embedding, space: str | None, spaces: list[str]) -> dict[str, np.n
         if s not in spaces:
             raise UnknownSpace(f"space {s!r} is not in this build; it has: {', '.join(spaces)}")
     return query
+
+
+def _fallback_used(res: PickResult, plan: tuple[G.PlanStep, ...], step: int) -> str | None:
+    """What the fallback policy did for a pick: None, the widened age group, or a relaxed margin."""
+    if step:
+        return f"widen_age:{plan[step].label}"
+    if res.cut is not None and res.cut.relaxed:  # the group is too small for the margin
+        return f"margin_relaxed:{res.cut.share:.3g}"
+    return None
 
 
 def check_threshold(value, space: str) -> float:
@@ -85,6 +95,7 @@ class FaceBank:
         # streamed; sha256 for version-1 builds). FAISS indexes are checked when first read.
         verify_files(self.build_dir, self.manifest, open_files(self.manifest))
         self.bank_path = Path(bank or self.manifest.bank.path)
+        self._bank_file = os.fspath(self.bank_path)
         self.bank = open_bank(self.bank_path)
         self._bank_stat = self._stat()
         self._check_fresh()
@@ -106,6 +117,7 @@ class FaceBank:
         self._vectors = vectors
         self._plans: dict[tuple, list] = {}
         self._raw_plans: dict[tuple, list] = {}
+        self._thr_of: dict[tuple, dict[str, float]] = {}  # the query's spaces -> the build's thresholds
         self._labels = [G.group_label(c) for c in range(G.N_GROUPS)]
         if secret is None:
             key_file = self.build_dir / "secret.key"
@@ -124,7 +136,7 @@ class FaceBank:
 
     # -- freshness --
     def _stat(self) -> tuple[int, int]:
-        st = os.stat(self.bank_path)
+        st = os.stat(self._bank_file)  # a str: os.stat of a Path costs a __fspath__ call per pick
         return st.st_ino, st.st_mtime_ns
 
     def _check_fresh(self, bank=None) -> None:
@@ -255,47 +267,31 @@ class FaceBank:
 
     def _target(self, res: PickResult, thresholds, requested: str, fallback_used: str | None, mode: str,
                 queries: Sequence[Mapping], margin: float = 1.0) -> Target:
+        """The checked Target of a pick (the bank guard first), its fields set once."""
         index_row = res.row
         bank_row = int(self.rows[index_row])
-        age, gender = self._guard(index_row, bank_row, queries, thresholds)
-        t = self._make_target(index_row, bank_row, age, gender, dict(res.similarities), dict(thresholds),
-                              requested, fallback_used, mode, res.method)
-        t.__dict__.update(margin=margin, cut=None if res.cut is None else res.cut.to_dict(),
-                          looser=any(v > self.thresholds[s] for s, v in thresholds.items()))
-        return t
-
-    def _batch_targets(self, res, bank_rows: np.ndarray, ages: np.ndarray, genders: np.ndarray, thresholds: dict,
-                       mode: str) -> list[Target]:
-        """The Targets of a checked batch, their fields gathered column by column (not row by row)."""
-        if self._source_ids is None:
-            self._source_ids = self.bank.column("source_id")
-        ids = self.ids[res.rows].astype("U16").tolist()
-        source_ids = self._source_ids[bank_rows].astype(str).tolist()
-        labels = [self._labels[c] for c in self.codes[res.rows].tolist()]
-        names = [_GENDER_NAMES[g] for g in genders.tolist()]
-        sims = [dict(zip(res.similarities, v)) for v in zip(*(c.tolist() for c in res.similarities.values()))]
-        looser = any(v > self.thresholds[s] for s, v in thresholds.items())
-        out = []
-        for k, (b, a, m) in enumerate(zip(bank_rows.tolist(), ages.tolist(), res.methods.tolist())):
-            t = _new(Target)
-            t.__dict__.update(id=ids[k], row=b, source_id=source_ids[k], similarities=sims[k],
-                              thresholds=dict(thresholds), age=a, gender=names[k], group=labels[k],
-                              requested_group="any", fallback=None, mode=mode, method=m, margin=1.0, cut=None,
-                              looser=looser, _session=self)
-            out.append(t)
-        return out
-
-    def _make_target(self, index_row: int, bank_row: int, age: float, gender: int, sims: dict, thresholds: dict,
-                     requested: str, fallback_used: str | None, mode: str, method: str) -> Target:
+        age, gender = self._guard_of.check(index_row, bank_row, queries, thresholds)
         if self._source_ids is None:
             self._source_ids = self.bank.column("source_id")
         t = _new(Target)  # Target(...) without the frozen __init__'s cost: the fields are set once, here
         t.__dict__.update(
             id=self.ids[index_row].decode(), row=bank_row, source_id=str(self._source_ids[bank_row]),
-            similarities=sims, thresholds=thresholds, age=age, gender=_GENDER_NAMES[gender],
+            similarities=dict(res.similarities), thresholds=dict(thresholds), age=age, gender=_GENDER_NAMES[gender],
             group=self._labels[self.codes[index_row]], requested_group=requested, fallback=fallback_used, mode=mode,
-            method=method, margin=1.0, cut=None, looser=False, _session=self)
+            method=res.method, margin=margin, cut=None if res.cut is None else res.cut.to_dict(),
+            looser=any(v > self.thresholds[s] for s, v in thresholds.items()), _session=self)
         return t
+
+    def _batch_targets(self, res, bank_rows: np.ndarray, ages: np.ndarray, genders: np.ndarray, thresholds: dict,
+                       mode: str) -> TargetBatch:
+        """The Targets of a checked batch: columns gathered once, each Target made when read."""
+        if self._source_ids is None:
+            self._source_ids = self.bank.column("source_id")
+        return TargetBatch(ids=self.ids[res.rows], rows=bank_rows, source_ids=self._source_ids[bank_rows],
+                           similarities=res.similarities, thresholds=dict(thresholds), ages=ages, genders=genders,
+                           codes=self.codes[res.rows], labels=self._labels, gender_names=_GENDER_NAMES, mode=mode,
+                           methods=res.methods, looser=any(v > self.thresholds[s] for s, v in thresholds.items()),
+                           session=self)
 
     # -- the API: the keyword forms build one PickOptions; pick_faces and pick_rows do the work --
     def pick_target(self, embedding: Embedding, *, space: str | None = None, age: float | None = None,
@@ -304,19 +300,57 @@ class FaceBank:
                     exclude: Iterable[str] = (), fallback: str = "error", margin: float | None = None,
                     allow_looser: bool = False) -> Target:
         """A synthetic face dissimilar to `embedding` in every space it gives; see facebank.pick_target."""
+        # The common call (an array or a dict of arrays, the build's thresholds, nothing excluded)
+        # goes straight to the pick; anything else, and every invalid value, takes the general
+        # path below, which validates each option and raises its typed error.
+        if threshold is None and allow_looser is False and type(exclude) is tuple and not exclude \
+                and type(mode) is str and mode in _MODES and type(fallback) is str and fallback in _FALLBACKS \
+                and (margin is None or (type(margin) is float and 0.0 < margin <= 1.0)):
+            query = self._fast_query(embedding, space)
+            if query is not None:
+                return self._pick_one(query, age, gender, mode, fallback,
+                                      self.default_margin if margin is None else margin, rng, key)
         options = PickOptions(threshold=threshold, mode=mode, rng=rng, key=key, exclude=exclude, fallback=fallback,
                               margin=margin, allow_looser=allow_looser)
         return self.pick_faces([QueryFace(embedding, space, age, gender)], options)[0]
+
+    def _fast_query(self, embedding, space) -> dict | None:
+        """The query of a plain `pick_target` call: an ndarray for `space` (or the only space), or a
+        dict of the build's spaces -> ndarray; None for anything else (the general path decides)."""
+        if type(embedding) is np.ndarray:
+            if space is None:
+                space = self.spaces[0] if len(self.spaces) == 1 else None
+            return {space: embedding} if type(space) is str and space in self.thresholds else None
+        if type(embedding) is dict and space is None and embedding \
+                and all(type(s) is str and s in self.thresholds and type(v) is np.ndarray for s, v in embedding.items()):
+            return embedding
+        return None
+
+    def _pick_one(self, query: dict, age, gender, mode: str, fallback: str, margin: float, rng, key) -> Target:
+        """One face's checked Target: the work of `pick_faces` for one face, without its per-call set-up
+        (the thresholds of a space set and the group plan are cached per session)."""
+        self._recheck()
+        names = tuple(query)
+        thresholds = self._thr_of.get(names)
+        if thresholds is None:
+            thresholds = self._thr_of[names] = {s: self.thresholds[s] for s in names}
+        plan = self._group_plan(age, gender, fallback)
+        gen = self.picker.generator(rng, key)
+        queries = [query]
+        res, step = self._pick_in_plan(0, plan, queries, None, thresholds, mode, gen, set(), margin)
+        return self._target(res, thresholds, plan[0].label, _fallback_used(res, plan, step), mode, queries, margin)
 
     def pick_targets(self, embeddings: Embeddings, *, space: str | None = None, ages: Sequence | None = None,
                      genders: Sequence | None = None, threshold: Threshold = None, mode: str = "random",
                      rng: np.random.Generator | None = None, keys: Sequence | None = None,
                      exclude: Iterable[str] = (), fallback: str = "error", margin: float | None = None,
-                     allow_looser: bool = False) -> list[Target]:
-        """One target per query (independent picks; targets may repeat across queries).
+                     allow_looser: bool = False) -> TargetBatch:
+        """One target per query (independent picks; targets may repeat across queries), as a
+        TargetBatch: a sequence of Targets made when read, and its columns (rows, ids, ...).
 
-        `embeddings` is (B, d) for one space, or a dict space -> (B, d). Without ages/genders,
-        keys or fallbacks the whole batch goes to `Picker.pick_batch` at once.
+        `embeddings` is (B, d) for one space, or a dict space -> (B, d). Without ages/genders and
+        margins the whole batch goes to `Picker.pick_batch` at once and is re-checked against the
+        bank as arrays (BankGuard.check_batch); with them, one pick per query.
         """
         options = PickOptions(threshold=threshold, mode=mode, rng=rng, exclude=exclude, fallback=fallback,
                               margin=margin, allow_looser=allow_looser)
@@ -336,7 +370,7 @@ class FaceBank:
         return self.pick_faces(faces, options)
 
     def pick_rows(self, embeddings: Embeddings, options: PickOptions, *, space: str | None = None, ages: Sequence | None = None,
-                  genders: Sequence | None = None, keys: Sequence | None = None) -> list[Target]:
+                  genders: Sequence | None = None, keys: Sequence | None = None) -> TargetBatch:
         """`pick_targets` with its options as one object (`options.key` is unused: give `keys`)."""
         self._recheck()
         query = _as_query(embeddings, space, self.spaces)
@@ -351,7 +385,7 @@ class FaceBank:
                                        or len(values) != b):
                 raise InputError(f"{name} must give one value per embedding ({b}), "
                                  f"got {len(values) if hasattr(values, '__len__') else type(values).__name__}")
-        if ages is None and genders is None and options.fallback == "error" and margin == 1.0:
+        if ages is None and genders is None and margin == 1.0:  # one plan ("any"): the fallback cannot apply
             res = self.picker.pick_batch(query, thresholds=thresholds, mode=options.mode, rng=options.rng, keys=keys,
                                          exclude=self._index_rows(options.exclude), as_arrays=True)
             bank_rows = self.rows[res.rows]
@@ -362,7 +396,7 @@ class FaceBank:
             face = QueryFace({s: np.asarray(v)[i] for s, v in query.items()}, None,
                              None if ages is None else ages[i], None if genders is None else genders[i])
             out += self.pick_faces([face], replace(options, key=None if keys is None else keys[i]))
-        return out
+        return TargetBatch.of(out)
 
     def pick_faces(self, faces: Sequence[Mapping], options: PickOptions) -> list[Target]:
         """`pick_for_photo` (and `pick_target`, one face) with its options as one object."""
@@ -387,10 +421,8 @@ class FaceBank:
         for i, plan in enumerate(plans):
             res, step = self._pick_in_plan(i, plan, queries, qry, thresholds, mode, gen, taken, margin)
             taken.add(res.row)
-            used = None if step == 0 else f"widen_age:{plan[step].label}"
-            if res.cut is not None and res.cut.relaxed and used is None:
-                used = f"margin_relaxed:{res.cut.share:.3g}"  # the group is too small for the margin
-            out.append(self._target(res, thresholds, plan[0].label, used, mode, queries, margin))
+            out.append(self._target(res, thresholds, plan[0].label, _fallback_used(res, plan, step), mode, queries,
+                                    margin))
         return out
 
     def _margin(self, options: PickOptions) -> float:

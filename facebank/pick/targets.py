@@ -7,7 +7,7 @@ reopened (or refused) and a closed session refuses.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,3 +83,73 @@ class ImagePick:
 
     def to_dict(self) -> dict:
         return {"face": self.face.to_dict(), "target": self.target.to_dict()}
+
+
+_new = object.__new__
+
+
+class TargetBatch(Sequence):
+    """The targets of a batch (`pick_targets`): a read-only sequence whose `Target`s are made when
+    read (`batch[i]`, iteration), from columns gathered once for the whole batch. Creating a
+    million Python objects costs more than picking them, so a pipeline that only needs rows or
+    ids reads the columns: `rows` (bank rows), `ids`, `similarities` (space -> float64 array),
+    `ages`, `genders` (0 female, 1 male), `methods`.
+
+    Every column is taken when the batch is made: the targets read the same after the session
+    closes (only their face reads need it open).
+    """
+
+    def __init__(self, *, ids: np.ndarray, rows: np.ndarray, source_ids: np.ndarray, similarities: dict,
+                 thresholds: dict, ages: np.ndarray, genders: np.ndarray, codes: np.ndarray, labels: list,
+                 gender_names: dict, mode: str, methods: np.ndarray, looser: bool, session=None):
+        self.ids, self.rows, self.source_ids = ids, rows, source_ids
+        self.similarities, self.thresholds = similarities, thresholds
+        self.ages, self.genders, self.codes, self.methods = ages, genders, codes, methods
+        self._labels, self._gender_names = labels, gender_names
+        self.mode, self.looser, self._session = mode, looser, session
+        self._built: list[Target] | None = None
+
+    @classmethod
+    def of(cls, targets: list[Target]) -> TargetBatch:
+        """A batch of targets already made one by one (picks with ages, genders or fallbacks):
+        the same columns, and the targets themselves as they were made."""
+        t0 = targets[0] if targets else None
+        batch = cls(ids=np.array([t.id for t in targets], "S16"), rows=np.array([t.row for t in targets], np.int64),
+                    source_ids=np.array([t.source_id for t in targets], object),
+                    similarities={s: np.array([t.similarities[s] for t in targets]) for s in (t0.similarities if t0 else {})},
+                    thresholds=dict(t0.thresholds) if t0 else {}, ages=np.array([t.age for t in targets]),
+                    genders=np.array([0 if t.gender == "female" else 1 for t in targets], np.int64),
+                    codes=np.empty(0, np.int64), labels=[], gender_names={}, mode=t0.mode if t0 else "random",
+                    methods=np.array([t.method for t in targets]), looser=any(t.looser for t in targets))
+        batch._built = list(targets)
+        return batch
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        n = len(self.rows)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not -n <= k < n:
+            raise IndexError(f"target index {k!r} out of range for a batch of {n}")
+        k = int(k) % n
+        if self._built is not None:
+            return self._built[k]
+        t = _new(Target)  # the frozen __init__'s cost skipped: the fields are set once, here
+        t.__dict__.update(
+            id=self.ids[k].decode(), row=int(self.rows[k]), source_id=str(self.source_ids[k]),
+            similarities={s: float(v[k]) for s, v in self.similarities.items()}, thresholds=dict(self.thresholds),
+            age=float(self.ages[k]), gender=self._gender_names[int(self.genders[k])], group=self._labels[int(self.codes[k])],
+            requested_group="any", fallback=None, mode=self.mode, method=str(self.methods[k]), margin=1.0, cut=None,
+            looser=self.looser, _session=self._session)
+        return t
+
+    def __iter__(self) -> Iterator[Target]:
+        return (self[k] for k in range(len(self.rows)))
+
+    def to_list(self) -> list[Target]:
+        return list(self)
+
+    def __repr__(self) -> str:
+        return f"TargetBatch({len(self)} targets, mode={self.mode!r})"
