@@ -22,13 +22,16 @@ Picks through pick_target run with margin=1.0 beside the core (the same picks); 
 Last line: RESULT api_p99_ratio_1s=... api_p99_ratio_2s=... group_p99_us=... open_ms=...
 read_p99_us=... batch_per_s=... (ratios: pick_target p99 / core p99 on the same queries).
 
-With --photo, the photo path instead: `FaceBank.pick_for_image` on a real photo, split per stage
-(decode, detection, attributes, embedding, pick) and per detector, on a bank of real
-generated.photos faces in the dlib space:
+With --photo, the photo path instead (docs/photo_path.md): `FaceBank.pick_for_image` on real photos
+(deepface img1.jpg resized to 480x640, the same at its own 1382x1868 = 2.6 MP, the 3-face img62.jpg;
+or the photos given), split per stage (decode, detect, attributes, embed per space, pick) and per
+detector, the new path beside the old one in the same rounds, on builds over 30 generated.photos
+faces (mobilefacenet_128d alone; dlib + mobilefacenet_128d):
 
-    python tools/bench_api.py --photo ../shared/assets/deepface_faces/img1.jpg [--calls 7] [--upscale 2.6]
+    python tools/bench_api.py --photo [PHOTO ...] [--calls 7] [--detectors scrfd yunet dlib]
 
-Last line: RESULT photo_<detector>_ms=<median of pick_for_image> ... per detector.
+Last line: RESULT photo_<photo>_<detector>_ms=<median of pick_for_image> ... (photo_2_6mp_scrfd_ms
+is issue 22's target).
 """
 
 from __future__ import annotations
@@ -73,14 +76,14 @@ def main() -> None:
     ap.add_argument("--no-gc", action="store_true", help="disable the garbage collector while timing")
     ap.add_argument("--open", type=Path, nargs="*", default=[], metavar="DIR",
                     help="also time opening these (DIR/bank.h5 + DIR/builds/b, e.g. 100k and 1M banks)")
-    ap.add_argument("--photo", type=Path, help="benchmark pick_for_image on this real photo instead")
+    ap.add_argument("--photo", type=Path, nargs="*", help="benchmark pick_for_image instead: on these photos, or "
+                    "with none given on a real one at 480x640 and at 2.6 MP and a 3-face one")
     ap.add_argument("--gp", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "assets"
                     / "generated_photos" / "age_adult", help="generated.photos folder for the --photo bank")
     ap.add_argument("--calls", type=int, default=7, help="timed calls per path with --photo")
-    ap.add_argument("--upscale", type=float, default=0.0, help="with --photo: upscale it to this many megapixels")
-    ap.add_argument("--detectors", nargs="*", default=["dlib", "scrfd"])
+    ap.add_argument("--detectors", nargs="*", default=["scrfd", "yunet", "dlib"])
     args = ap.parse_args()
-    if args.photo:
+    if args.photo is not None:
         return bench_photo(args)
 
     from facebank import FaceBank
@@ -199,10 +202,10 @@ def main() -> None:
     res.update(read_p50_us=pct(times["one-face read by id"], 50), read_p99_us=pct(times["one-face read by id"], 99),
                batch_per_s=args.batch / np.median(batch["pick_targets"]) * 1e9,
                core_batch_per_s=args.batch / np.median(batch["core pick_batch"]) * 1e9)
-    print(f"# issue 22's figures before this work (10k, one space): pick_target p99 6.2x the core's, with a group "
-          f"107.6 us (4,129 us under load); open 1.72 s at 1M, 149 ms at 100k; read p99 178 us; batch 234k/s.")
-    print(f"# targets: p99 ratio <= 2 (one and two spaces, 10k and 1M), group p99 <= 50 us at 10k, open <= 500 ms "
-          f"at 1M and <= 60 ms at 100k, read p99 <= 60 us, batch >= 1M/s at 10k.")
+    print("# issue 22's figures before this work (10k, one space): pick_target p99 6.2x the core's, with a group "
+          "107.6 us (4,129 us under load); open 1.72 s at 1M, 149 ms at 100k; read p99 178 us; batch 234k/s.")
+    print("# targets: p99 ratio <= 2 (one and two spaces, 10k and 1M), group p99 <= 50 us at 10k, open <= 500 ms "
+          "at 1M and <= 60 ms at 100k, read p99 <= 60 us, batch >= 1M/s at 10k.")
     print("RESULT " + " ".join(f"{k}={v:.2f}" if "ratio" in k else f"{k}={v:.0f}" for k, v in res.items()))
 
 
@@ -259,76 +262,155 @@ def time_open(build: Path, bank: Path) -> Opened:
     return Opened(build, bank)
 
 
-def bench_photo(args) -> None:
-    """`pick_for_image`'s cost per photo with models warm, split per stage, for each detector."""
-    from facebank import FaceBank, build_index
+
+
+# -- the photo path (--photo): pick_for_image per stage, per detector, new path beside the old --------------
+
+PHOTO_STAGES = ("decode", "detect", "attributes")
+
+
+class _PerFace:
+    """A model seen without its batch method: the old path ran the models one face at a time."""
+
+    def __init__(self, model):
+        self.model, self.info = model, model.info
+
+    def estimate(self, image, detection):
+        return self.model.estimate(image, detection)
+
+    def embed(self, image, detection):
+        return self.model.embed(image, detection)
+
+
+def _photo_inputs(args, assets: Path) -> dict[str, bytes]:
+    """The photos timed: a real one at 480x640, the same at its own 2.6 MP, and a 3-face one (or --photo's)."""
+    import cv2
+
+    from facebank.pick.analyse import as_rgb
+
+    if args.photo:
+        return {p.stem: p.read_bytes() for p in args.photo}
+    real = assets / "deepface_faces" / "img1.jpg"  # 1382x1868 (2.58 MP), one face, as a camera wrote it
+    small = cv2.resize(as_rgb(real), (480, 640), interpolation=cv2.INTER_AREA)
+    ok, enc = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    return {"480x640": enc.tobytes(), "2_6mp": real.read_bytes(),
+            "3faces": (assets / "deepface_faces" / "img62.jpg").read_bytes()}
+
+
+def _photo_bank(args, assets: Path, mbf: Path) -> dict[str, Path]:
+    """Builds over 30 generated.photos faces: one in the ONNX space alone, one in dlib + that space."""
+    from facebank import build_index
     from facebank.config import SpaceConfig
     from facebank.ingest import ingest
-    from facebank.pick.analyse import FaceAnalyser, PhotoFace, as_rgb
-    from facebank.pick.options import PickOptions
     from facebank.sources.generated_photos import iter_generated_photos
 
+    tmp = Path(tempfile.mkdtemp(prefix="facebank-photo-"))
+    items = [i for i in iter_generated_photos(assets / "generated_photos" / "age_adult") if i.data][:30]
+    ingest(str(tmp / "bank.h5"), items, spaces=[SpaceConfig("dlib"), SpaceConfig("mobilefacenet_128d", str(mbf))])
+    return {"mbf": build_index(tmp / "bank.h5", out=tmp / "builds", spaces=["mobilefacenet_128d"], build_id="mbf"),
+            "dlib+mbf": build_index(tmp / "bank.h5", out=tmp / "builds", build_id="both")}
+
+
+def _old_detector(an, det_name: str, path):
+    """The detector as it ran before: SCRFD on the square 640 canvas, ONNX Runtime threads spinning."""
+    import onnxruntime as ort
+
+    from facebank.vision.registry import load_detector
+
+    det = load_detector(det_name, path, **({"canvas": "full"} if det_name == "scrfd" else {}))
+    if hasattr(det, "_session"):  # onnxruntime's defaults, spinning included
+        det._session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return det
+
+
+def bench_photo(args) -> None:
+    """`pick_for_image`'s cost per photo with models warm, split per stage, per detector, new and old path."""
+    import contextlib
+    from unittest import mock
+
+    from facebank import FaceBank
+    from facebank.pick.analyse import FaceAnalyser, embed_faces, estimate_faces, as_rgb
+    from facebank.pick.options import PickOptions, QueryFace
+    from facebank.vision import image_io
+
     assets = args.gp.parents[1]
+    mbf = assets / "onnx_embedders" / "mobilefacenet_128d.onnx"
     paths = {"dlib": None, "scrfd": assets / "insightface_scrfd" / "det_2.5g.onnx",
              "yunet": assets / "yunet" / "face_detection_yunet_2023mar.onnx"}
-    tmp = Path(tempfile.mkdtemp(prefix="facebank-photo-"))
-    items = [i for i in iter_generated_photos(args.gp) if i.data][:30]
-    ingest(str(tmp / "bank.h5"), items, spaces=[SpaceConfig("dlib")])
-    build = build_index(tmp / "bank.h5", out=tmp / "builds")
-    image = args.photo.read_bytes()
-    if args.upscale:
-        import cv2
-
-        rgb = as_rgb(image)
-        f = (args.upscale * 1e6 / (rgb.shape[0] * rgb.shape[1])) ** 0.5
-        big = cv2.resize(rgb, None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)
-        ok, enc = cv2.imencode(".jpg", cv2.cvtColor(big, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
-        image = enc.tobytes()
-    h, w = as_rgb(image).shape[:2]
-    res = {}
-    with FaceBank(build) as fb:
-        g = np.random.default_rng(0)
-        for det_name in args.detectors:
-            try:
-                an = FaceAnalyser(fb.spaces, detector=det_name, detector_path=paths.get(det_name)).prepare()
-            except Exception as exc:  # a detector this checkout lacks (YuNet before it lands)
-                print(f"# {det_name}: not available ({str(exc).splitlines()[0][:100]})")
-                continue
+    photos = _photo_inputs(args, assets)
+    builds = _photo_bank(args, assets, mbf)
+    sessions = {k: FaceBank(b) for k, b in builds.items()}
+    models = {"mobilefacenet_128d": str(mbf)}
+    g = np.random.default_rng(0)
+    pillow_only = mock.patch.object(image_io, "_decode_jpeg", lambda data, image: None)  # the old decode
+    res: dict[str, float] = {}
+    print(f"# {args.calls} warm calls per path, medians in ms (old = Pillow decode, SCRFD on the 640x640 canvas, "
+          "ONNX Runtime spinning, one model call per face); bank: 30 generated.photos faces")
+    for det_name in args.detectors:
+        analysers = {}
+        for sname, fb in sessions.items():
+            an = FaceAnalyser(fb.spaces, models=models, detector=det_name, detector_path=paths[det_name]).prepare()
             det, attr, embedders = an._models
-            stages: dict[str, list[float]] = {k: [] for k in ("decode", "detection", "attributes", "embedding", "pick",
-                                                              "pick_for_image")}
+            old = FaceAnalyser(fb.spaces, models=models, detector=det_name, detector_path=paths[det_name])
+            old._models = (_old_detector(an, det_name, paths[det_name]), _PerFace(attr),
+                           {s: _PerFace(e) for s, e in embedders.items()})
+            analysers[sname] = {"new": an, "old": old}
+        key = tuple(sorted(models.items()))
+        for label, image in photos.items():
+            h, w = as_rgb(image).shape[:2]
+            times: dict[str, list[float]] = {}
+            faces = 0
             for c in range(args.calls + 1):  # call 0 warms up
-                t = [time.perf_counter()]
-                rgb = as_rgb(image)
-                t.append(time.perf_counter())
-                dets = [d for d in det.detect(rgb)
-                        if min(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= an.min_face_px]
-                t.append(time.perf_counter())
-                attrs = [attr.estimate(rgb, d) for d in dets]
-                t.append(time.perf_counter())
-                embs = [{s: e.embed(rgb, d) for s, e in embedders.items()} for d in dets]
-                t.append(time.perf_counter())
-                faces = [PhotoFace(box=list(d.box), age=float(a.age), gender=a.gender, embeddings=e)
-                         for d, a, e in zip(dets, attrs, embs)]
-                if faces:
-                    fb.pick_faces([{"embedding": f.embeddings, "age": f.age, "gender": f.gender} for f in faces],
-                                  PickOptions(rng=g))
-                t.append(time.perf_counter())
-                fb._analysers[("bench", det_name)] = an
-                t0 = time.perf_counter()
-                got = an.get(image)
-                if got:
-                    fb.pick_faces([{"embedding": f.embeddings, "age": f.age, "gender": f.gender} for f in got],
-                                  PickOptions(rng=g))
-                t_all = time.perf_counter() - t0
-                if c:
-                    for k, name in enumerate(("decode", "detection", "attributes", "embedding", "pick")):
-                        stages[name].append(t[k + 1] - t[k])
-                    stages["pick_for_image"].append(t_all)
-            med = {k: 1e3 * float(np.median(v)) for k, v in stages.items()}
-            print(f"{det_name:6s} {len(dets)} face(s) of {w}x{h} ({w * h / 1e6:.1f} MP), medians of {args.calls} ms: "
-                  + "  ".join(f"{k} {v:.1f}" for k, v in med.items()))
-            res[f"photo_{det_name}_ms"] = med["pick_for_image"]
+                for path_name in ("new", "old"):
+                    with pillow_only if path_name == "old" else contextlib.nullcontext():
+                        an = analysers["dlib+mbf"][path_name]
+                        det, attr, embedders = an._models
+                        t = {"start": time.perf_counter()}
+                        rgb = as_rgb(image)
+                        t["decode"] = time.perf_counter()
+                        dets = [d for d in det.detect(rgb)
+                                if min(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= an.min_face_px]
+                        t["detect"] = time.perf_counter()
+                        attrs = estimate_faces(attr, rgb, dets)
+                        t["attributes"] = time.perf_counter()
+                        vectors = {}
+                        for s, e in embedders.items():
+                            vectors[s] = embed_faces(e, rgb, dets)
+                            t[f"embed {s}"] = time.perf_counter()
+                        if dets:
+                            sessions["dlib+mbf"].pick_faces(
+                                [QueryFace({s: v[k] for s, v in vectors.items()}, None, a.age, a.gender)
+                                 for k, a in enumerate(attrs)], PickOptions(rng=g, fallback="widen_age"))
+                        t["pick"] = time.perf_counter()
+                        faces = len(dets)
+                        totals = {}
+                        for sname, fb in sessions.items():  # the public call, end to end
+                            fb._analysers[key] = analysers[sname][path_name]
+                            t0, c0 = time.perf_counter(), time.process_time()
+                            fb.pick_for_image(image, models=models, rng=g, fallback="widen_age")
+                            totals[f"pick_for_image {sname}"] = time.perf_counter() - t0
+                            # CPU seconds of all the process's threads: what the call costs on an idle machine
+                            totals[f"pick_for_image {sname} cpu"] = time.process_time() - c0
+                    if c:
+                        names = list(t)
+                        for a, b in zip(names, names[1:]):
+                            times.setdefault(f"{path_name} {b}", []).append(t[b] - t[a])
+                        for k, v in totals.items():
+                            times.setdefault(f"{path_name} {k}", []).append(v)
+            med = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
+            print(f"{det_name:5s} {label:8s} {w}x{h} ({w * h / 1e6:.1f} MP), {faces} face(s):")
+            for stage in [k[4:] for k in med if k.startswith("new ")]:
+                new, old = med[f"new {stage}"], med[f"old {stage}"]
+                print(f"    {stage:28s} new {new:7.1f}   old {old:7.1f}   ({old / max(new, 1e-9):.2f}x)")
+            res[f"photo_{label}_{det_name}_ms"] = med["new pick_for_image mbf"]
+            res[f"photo_{label}_{det_name}_dlib_ms"] = med["new pick_for_image dlib+mbf"]
+            res[f"photo_{label}_{det_name}_old_ms"] = med["old pick_for_image mbf"]
+            res[f"photo_{label}_{det_name}_cpu_ms"] = med["new pick_for_image mbf cpu"]
+    for fb in sessions.values():
+        fb.close()
+    print("# photo_<photo>_<detector>_ms: pick_for_image on a build in mobilefacenet_128d alone; _dlib_ms: in dlib "
+          "and mobilefacenet_128d; _old_ms: the old path on the first build; _cpu_ms: the process's CPU time "
+          "of the first (all threads), the wall time an unshared machine would show")
     print("RESULT " + " ".join(f"{k}={v:.1f}" for k, v in res.items()))
 
 

@@ -131,18 +131,32 @@ class FaceAnalyser:
         rgb = as_rgb(image)
         det, attr, embedders = self.prepare()._models
         with self._lock:  # dlib's detector and shape predictor are not documented as thread-safe
-            faces = []
-            for d in det.detect(rgb):
-                box = np.asarray(d.box, dtype=float)
-                if min(box[2] - box[0], box[3] - box[1]) < self.min_face_px:
-                    continue
-                a = attr.estimate(rgb, d)
-                faces.append(PhotoFace(
-                    box=[round(float(v), 1) for v in box], age=float(a.age), gender=a.gender,
-                    embeddings={s: e.embed(rgb, d) for s, e in embedders.items()},
-                    landmarks=[[round(float(x), 1), round(float(y), 1)] for x, y in np.asarray(d.landmarks)],
-                    score=float(d.score)))
-        return faces
+            dets = [d for d in det.detect(rgb)
+                    if min(float(d.box[2] - d.box[0]), float(d.box[3] - d.box[1])) >= self.min_face_px]
+            # every face of the photo through each model at once: one call, one batch
+            attrs = estimate_faces(attr, rgb, dets)
+            vectors = {s: embed_faces(e, rgb, dets) for s, e in embedders.items()}
+        return [PhotoFace(box=[round(float(v), 1) for v in d.box], age=float(a.age), gender=a.gender,
+                          embeddings={s: v[k] for s, v in vectors.items()},
+                          landmarks=[[round(float(x), 1), round(float(y), 1)] for x, y in np.asarray(d.landmarks)],
+                          score=float(d.score))
+                for k, (d, a) in enumerate(zip(dets, attrs))]
+
+
+def estimate_faces(model, rgb: np.ndarray, dets: list) -> list:
+    """Age and gender of each face; in one call where the model takes them all (`estimate_many`)."""
+    if not dets:
+        return []
+    many = getattr(model, "estimate_many", None)
+    return list(many(rgb, dets)) if many is not None else [model.estimate(rgb, d) for d in dets]
+
+
+def embed_faces(embedder, rgb: np.ndarray, dets: list) -> list[np.ndarray]:
+    """One vector per face; in one batch where the embedder takes them all (`embed_many`)."""
+    if not dets:
+        return []
+    many = getattr(embedder, "embed_many", None)
+    return list(many(rgb, dets)) if many is not None else [embedder.embed(rgb, d) for d in dets]
 
 
 def analyse_photo(image: ImageInput, *, spaces: list[str], models: dict[str, str] | None = None,

@@ -42,6 +42,10 @@ def onnx_session(path: str | os.PathLike[str], *, what: str, threads: int | None
     options.log_severity_level = 3  # onnxruntime warnings are noise for callers
     if threads is not None:
         options.intra_op_num_threads = int(threads)
+    # Idle pool threads sleep instead of spinning: a busy-wait burns a core the caller (decoding,
+    # dlib) or another process needs, and made SCRFD slower, not faster, on 2 shared cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped exceptions

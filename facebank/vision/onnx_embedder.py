@@ -216,5 +216,11 @@ class OnnxEmbedder:
 
     def embed(self, image: np.ndarray, detection: Detection) -> np.ndarray:
         """Unit-norm float32 (dim,) embedding of the face, aligned on its 5 landmarks."""
-        crop = align_face(image, detection.landmarks, size=self.contract.input_size)
-        return self.embed_crops(crop[None])[0]
+        return self.embed_many(image, [detection])[0]
+
+    def embed_many(self, image: np.ndarray, detections: list[Detection]) -> np.ndarray:
+        """Unit-norm float32 (N, dim) embeddings of the faces of one image, batched through the model."""
+        size = self.contract.input_size
+        crops = np.stack([align_face(image, d.landmarks, size=size) for d in detections]) if detections \
+            else np.zeros((0, size, size, 3), np.uint8)
+        return self.embed_crops(crops)
