@@ -113,7 +113,7 @@ class BankGuard:
             v64 = stored.astype(np.float64)
             for q in queries:
                 qs = np.asarray(q[s])
-                sim = cosine.decide_one(cosine.Given(qs.reshape(1, -1)), 0, v64, t)
+                sim = cosine.decide_one(cosine.Given.of_row(qs), 0, v64, t)
                 if not sim <= t:
                     raise IndexBuildError(f"{self.where}: the pick of face {self.bank.face_id(bank_row)} has "
                                           f"{s} similarity {sim:.6f} > {t} against the bank's vector; refused")
