@@ -7,7 +7,7 @@
  * space, the largest over the photo's faces). The first draw whose similarity is at most `lo`
  * (threshold minus the error bound) in every space and that is not excluded is the query's
  * pick. A draw within the error band (lo, hi] of some space is handed back to the caller, which
- * decides it exactly (float64, fsum) and resumes; so is a query whose draws reach `limit` (the
+ * decides it exactly (facebank.index.cosine) and resumes; so is a query whose draws reach `limit` (the
  * caller scans). Nothing here decides a row near a threshold.
  *
  * Rows are float32 or float16 (converted exactly to float32). The float32 dot product sums in 16

@@ -24,12 +24,15 @@ or the next double above it, so a returned row's reported similarity never excee
 
 from __future__ import annotations
 
+import functools
 import math
+
 import numpy as np
 
 from facebank.errors import InvalidEmbedding
 
-__all__ = ["Given", "bound64", "cosine_of", "cosines64", "decide", "decide_one", "decided", "exact_le", "unit_queries", "unit_row"]
+__all__ = ["Given", "bound64", "cosine_of", "cosines64", "decide", "decide_one", "decide_pair", "decided", "exact_le",
+           "unit_queries", "unit_row"]
 
 _U = 2.0**-53  # unit roundoff of float64
 
@@ -43,7 +46,7 @@ def unit_row(q: np.ndarray) -> tuple[np.ndarray, Given] | None:
     ss = float(np.dot(v, v))  # squares of float32 values cannot overflow float64
     if not 1e-280 < ss < math.inf:
         return None
-    return (v * (1.0 / math.sqrt(ss))).astype(np.float32), Given(q[None, :], (v[None, :], np.array([ss])))
+    return (v * (1.0 / math.sqrt(ss))).astype(np.float32), Given(q[None, :], (v, ss))
 
 
 def unit_queries(q: np.ndarray, *, space: str, dim: int, ndim: int = 1) -> np.ndarray:
@@ -115,14 +118,26 @@ class Given:
     is unchanged) so that squares neither overflow nor underflow. `ints(i)` gives row i as
     integers (the common power of two cancels in a cosine), made once per row."""
 
-    __slots__ = ("a", "shape", "_plain", "_f64", "_ints")
+    __slots__ = ("a", "shape", "_plain", "_f64", "_one", "_ints")
 
-    def __init__(self, a: np.ndarray, f64: tuple[np.ndarray, np.ndarray] | None = None):
+    def __init__(self, a: np.ndarray, one: tuple[np.ndarray, float] | None = None):
         self.a = a
         self.shape = a.shape
         self._plain = a.dtype.itemsize <= 4
-        self._f64 = f64 if f64 is not None else (self._rows64(slice(None)) if a.shape[0] <= 64 else None)
+        self._one = one  # (float64 (d,), squared norm) of a single row, when the caller has them
+        self._f64 = self._rows64(slice(None)) if one is None and a.shape[0] <= 64 else None
+        if self._one is None and self._f64 is not None and a.shape[0] == 1:
+            self._one = (self._f64[0][0], float(self._f64[1][0]))
         self._ints: dict[int, list[int]] = {}
+
+    @staticmethod
+    def of_row(q: np.ndarray) -> Given:
+        """A Given of one (d,) query row (validated), with the fewest numpy calls."""
+        a = np.asarray(q)
+        if a.dtype.itemsize <= 4 and a.ndim == 1:  # exact in float64; squares cannot overflow
+            v = a.astype(np.float64)
+            return Given(a[None, :], (v, float(np.dot(v, v))))
+        return Given(a.reshape(1, -1))
 
     def take(self, idx) -> Given:
         """Rows idx (a slice or index array) as a Given of their own."""
@@ -143,6 +158,13 @@ class Given:
             return self._f64[0][idx], self._f64[1][idx]
         return self._rows64(idx)
 
+    def one(self, i: int) -> tuple[np.ndarray, float]:
+        """(float64 (d,), squared norm) of row i."""
+        if i == 0 and self._one is not None:
+            return self._one
+        q64, qn2 = self.f64(i)
+        return q64[0], float(qn2[0])
+
     def ints(self, i: int) -> list[int]:
         got = self._ints.get(i)
         if got is None:
@@ -162,6 +184,7 @@ def _as_ints(a: np.ndarray) -> list[int]:
     return [mi << (ei - low) if mi else 0 for mi, ei in zip(m, e)]
 
 
+@functools.lru_cache(maxsize=64)
 def bound64(d: int) -> float:
     """|cosines64 - exact cosine| <= bound64(d) for d-dimensional rows (any summation order).
 
@@ -216,15 +239,29 @@ def decided(value: float, eligible: bool, t: float) -> float:
     return value if value > t else math.nextafter(t, math.inf)
 
 
-def decide_one(g: Given, i: int, v64: np.ndarray, t: float) -> float:
+def decide_one(g: Given, i: int, v64: np.ndarray, t: float, e: float | None = None) -> float:
     """The cosine of query row i of g and one stored row (float64 (d,) holding float32 values),
-    decided exactly against t: the float64 value, or, within bound64 of t (or for a zero row),
-    the value on the side of t the integers say (`decided`)."""
-    q64, qn2 = g.f64(i)
+    decided exactly against t: the float64 value, or, within e = bound64(d) of t (or for a zero
+    row), the value on the side of t the integers say (`decided`)."""
+    q, qq = g._one if i == 0 and g._one is not None else g.one(i)  # the hot path: a dict-free look-up
     vv = float(np.dot(v64, v64))
-    c = float(np.dot(v64, q64[0])) / math.sqrt(vv * float(qn2[0])) if vv > 0 else math.nan
-    if not abs(c - t) > bound64(v64.shape[0]):  # near t, or NaN: exactly
+    c = float(np.dot(v64, q)) / math.sqrt(vv * qq) if vv > 0 else math.nan
+    if not abs(c - t) > (bound64(v64.shape[0]) if e is None else e):  # near t, or NaN: exactly
         c = decided(c, exact_le(g.ints(i), v64, t), t)
+    return c
+
+
+def decide_pair(q: np.ndarray, v: np.ndarray, t: float) -> float:
+    """`decide_one` of one query row as given (d,) and one stored float32 row (d,): for queries of
+    at most 32 bits the three sums come from one 2 x 2 Gram product (the same bound64)."""
+    if q.dtype.itemsize > 4 or q.ndim != 1:
+        return decide_one(Given.of_row(q), 0, v.astype(np.float64), t)
+    m = np.empty((2, v.shape[0]))
+    m[0], m[1] = q, v
+    (qq, qv), (_, vv) = np.dot(m, m.T).tolist()
+    c = qv / math.sqrt(qq * vv) if vv > 0 else math.nan
+    if not abs(c - t) > bound64(v.shape[0]):  # near t, or NaN: exactly
+        c = decided(c, exact_le(_as_ints(q), m[1], t), t)
     return c
 
 

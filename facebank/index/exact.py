@@ -118,7 +118,8 @@ class Space:
         if self.src is None:
             return None
         if g.shape[0] == 1:  # one face: scalar work, the hot path's form
-            return cosine.decide_one(g, 0, np.asarray(self.src[row], dtype=np.float64), thr)
+            r = self.src[row].astype(np.float64) if self.src_nd else np.asarray(self.src[row], dtype=np.float64)
+            return cosine.decide_one(g, 0, r, thr, self.e64)
         return float(self.exact_many(np.array([row]), g, thr)[0])
 
     def exact_many(self, rows: np.ndarray, g: Given, thr: float, per_row: bool = False) -> np.ndarray | None:

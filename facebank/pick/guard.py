@@ -109,10 +109,8 @@ class BankGuard:
             if stored.tobytes() != self.build_vectors[s][index_row].tobytes():
                 raise StaleIndex(f"{self.where}: vectors.{s}.npy row {index_row} differs from the bank's vector "
                                  f"of face {self.bank.face_id(bank_row)}; rebuild the index")
-            v64 = stored.astype(np.float64)
             for q in queries:
-                qs = np.asarray(q[s])
-                sim = cosine.decide_one(cosine.Given(qs.reshape(1, -1)), 0, v64, t)
+                sim = cosine.decide_pair(np.asarray(q[s]), stored, t)
                 if not sim <= t:
                     raise IndexBuildError(f"{self.where}: the pick of face {self.bank.face_id(bank_row)} has "
                                           f"{s} similarity {sim:.6f} > {t} against the bank's vector; refused")

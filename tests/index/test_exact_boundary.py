@@ -131,8 +131,9 @@ def test_a_few_ulps_from_the_threshold(ulps):
        off=st.sampled_from([0.0, 1e-8, 1e-7, 1e-6, 1e-3]), ulps=st.integers(-4, 4),
        shift=st.sampled_from([0.0, 1e-9, 1e-8, 3e-8, -1e-9, -1e-8, -3e-8]))
 def test_the_exact_check_agrees_with_the_oracle(seed, d, qdtype, off, ulps, shift):
-    """cosine.decide_one (the one exact check of a row) against the oracle, at thresholds within
-    ulps and 1e-8 of the exact cosine, for rows off unit length and queries of every dtype."""
+    """The exact check of a row (cosine.decide_one, its vectorised and its pair forms) against the
+    oracle, at thresholds within ulps and 1e-8 of the exact cosine, for rows off unit length and
+    queries of every dtype."""
     rng = np.random.default_rng(seed)
     q = (rng.standard_normal(d) * (1000 if qdtype == "int32" else 1)).astype(qdtype)
     if not np.any(q):
@@ -142,9 +143,12 @@ def test_the_exact_check_agrees_with_the_oracle(seed, d, qdtype, off, ulps, shif
     t = exact_cos(q, v) + shift
     for _ in range(abs(ulps)):
         t = math.nextafter(t, math.inf if ulps > 0 else -math.inf)
-    got = cosine.decide_one(cosine.Given(q.reshape(1, -1)), 0, v.astype(np.float64), t)
-    assert (got <= t) == exact_le(q, v, t)
-    assert abs(got - exact_cos(q, v)) <= 1e-12
+    want = exact_le(q, v, t)
+    for got in (cosine.decide_one(cosine.Given(q.reshape(1, -1)), 0, v.astype(np.float64), t),
+                cosine.decide_pair(q, v, t),  # the bank guard's form
+                float(cosine.decide(cosine.Given(q.reshape(1, -1)), v.astype(np.float64)[None, :], t)[0])):
+        assert (got <= t) == want
+        assert abs(got - exact_cos(q, v)) <= 1e-12
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
