@@ -58,8 +58,13 @@ def create_bank(path: str | os.PathLike) -> Path:
     manifest = empty_manifest(f"{path.name}.d")
     folder = canonical_dir(path)
     if folder.exists():  # what a creation killed before its top file leaves is taken over; nothing else
-        if not folder.is_dir() or any(p.name != BANK_ID_FILE for p in folder.iterdir()):
+        # A creation killed while it wrote the id leaves the id's temporary file: that, too.
+        dead = [p for p in folder.iterdir() if p.name.startswith(f".{BANK_ID_FILE}.") and p.name.endswith(".tmp")] \
+            if folder.is_dir() else []
+        if not folder.is_dir() or any(p.name != BANK_ID_FILE for p in folder.iterdir() if p not in dead):
             raise InputError(f"{folder} already exists; a new bank needs its own fragments folder")
+        for p in dead:
+            p.unlink()
         manifest["uuid"] = read_bank_id(folder) or manifest["uuid"]
     write_bank_id(folder, manifest["uuid"])  # the folder first: a kill leaves no top file without one
     write_top(path, manifest, time.time())  # an OSError names the path itself
