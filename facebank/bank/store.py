@@ -16,7 +16,7 @@ import numpy as np
 from facebank.bank import schema
 from facebank._io.files import as_path
 from facebank.bank.integrity import bound_folder, check_files, check_manifest, manifest_digest
-from facebank.bank.layout import BankLayout, content_hash, fill_top, fragment_files
+from facebank.bank.layout import BankLayout, content_hash, fill_top
 from facebank.bank.rows import MappedColumn, VectorRows
 from facebank.errors import BankClosed, BankError, InputError, SchemaVersionError, UnknownFace, UnknownSpace
 

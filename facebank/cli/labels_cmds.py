@@ -8,7 +8,7 @@ gender (`accept-labels`). Run `facebank index build` again afterwards.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 

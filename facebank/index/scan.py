@@ -76,7 +76,7 @@ def scan(qry: Query, n: int, members, excluded: np.ndarray, want_score: bool):
 
 def no_target(qry: Query, desc: str, size: int, n_elig: int, prefix: str = "") -> NoEligibleTarget:
     if size == 0:  # nothing was too similar: the group has no face at all
-        why = (f"the group is empty (no face of it in this build, or every one excluded); add faces of that "
+        why = ("the group is empty (no face of it in this build, or every one excluded); add faces of that "
                "group or pick with fallback='widen_age'")
     else:
         why = f"{size} faces, all {size - n_elig} too similar (thresholds {qry.thresholds})"

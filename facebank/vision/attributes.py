@@ -200,8 +200,6 @@ class InsightFaceGenderAge112:
 
     def estimate(self, image: np.ndarray, detection: Detection) -> Attributes:
         """Age and gender of the face whose 5 landmarks `detection` holds."""
-        from facebank.vision.align import align_face
-
         return self.estimate_many(image, [detection])[0]
 
     def estimate_many(self, image: np.ndarray, detections: list[Detection]) -> list[Attributes]:
