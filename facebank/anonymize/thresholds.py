@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from facebank.errors import InputError, UnknownSpace
-from facebank.pick.session import FaceBank, check_threshold
+from facebank.pick.options import check_threshold
+from facebank.pick.session import FaceBank
 
 __all__ = ["RESULT_FAR", "result_thresholds"]
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from facebank.cli.choices import Attributes, Detector
-from facebank.cli.common import bank_option, build_option, cli_errors, deprecated, emit, examples, progress_bars
+from facebank.cli.common import bank_option, build_option, cli_errors, emit, examples, progress_bars
 from facebank.cli.engine_opts import EngineOpt, RayAddressOpt, engine_config
 from facebank.config import SpaceConfig, VisionConfig, check_workers
 
@@ -243,17 +243,14 @@ def _capacity_lines(cap: dict | None) -> list[str]:
 
 
 def _space_model(space: Optional[str], model: Optional[str]) -> tuple[str, Optional[str]]:
-    """`--model SPACE=PATH` (as in pick and audit); a bare PATH, the old spelling, still works."""
+    """`--model SPACE=PATH` (as in pick and audit)."""
     from facebank.errors import InputError
 
     if model is None:
         return space or "dlib", None
     key, sep, value = model.partition("=")
-    if not sep or Path(model).exists():
-        deprecated("--model PATH", "--model SPACE=PATH")
-        return space or "dlib", model
-    if not key or not value:
-        raise InputError(f"--model takes SPACE=PATH, got {model!r}")
+    if not sep or not key or not value:
+        raise InputError(f"--model takes SPACE=PATH (e.g. mobilefacenet_128d=model.onnx), got {model!r}")
     if space is not None and space != key:
         raise InputError(f"--space {space} and --model {key}=... name different spaces")
     return key, value

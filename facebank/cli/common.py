@@ -216,11 +216,6 @@ def emit(data: dict | list, *, as_json: bool, human: str | None = None) -> None:
         out.print(human, markup=False, highlight=False, soft_wrap=True)
 
 
-def deprecated(old: str, new: str) -> None:
-    """One note on stderr for an old spelling that still works (kept for one release)."""
-    err.print(f"note: {old} is deprecated; use {new}", markup=False, highlight=False, soft_wrap=True)
-
-
 def examples(*lines: str) -> str:
     """A command's help epilog: 'Examples:' and one command per paragraph (kept apart by Typer)."""
     return "Examples:\n\n" + "\n\n".join(f"  $ {line}" for line in lines)

@@ -7,9 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
 
+import math
+
 import numpy as np
 
-__all__ = ["FALLBACKS", "MODES", "Embedding", "Embeddings", "PickOptions", "QueryFace", "Threshold"]
+__all__ = ["FALLBACKS", "MODES", "Embedding", "Embeddings", "PickOptions", "QueryFace", "Threshold", "check_threshold"]
 
 from facebank.index.groups import FALLBACKS
 from facebank.index.picker import MODES
@@ -54,12 +56,30 @@ class PickOptions:
             raise InputError(f"fallback must be one of {', '.join(FALLBACKS)}, got {self.fallback!r}")
         if self.margin is not None:
             object.__setattr__(self, "margin", check_margin(self.margin))
+        if isinstance(self.threshold, Mapping):  # each value a cosine; the spaces are the session's to check
+            object.__setattr__(self, "threshold", {s: check_threshold(v, s) for s, v in self.threshold.items()})
+        elif self.threshold is not None:
+            object.__setattr__(self, "threshold", check_threshold(self.threshold, None))
         if not isinstance(self.allow_looser, bool):
             raise InputError(f"allow_looser must be True or False, got {self.allow_looser!r}")
 
     def check(self) -> PickOptions:
         """Kept for callers that validate explicitly: construction already validated everything."""
         return self
+
+
+def check_threshold(value, space: str | None) -> float:
+    """A cosine threshold, finite and in [-1, 1] (the same rule as the CLI and index builds);
+    `space` names it in the error (None: a single threshold for a single-space query)."""
+    from facebank.errors import InputError
+
+    name = "threshold" if space is None else f"threshold for {space!r}"
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputError(f"{name} must be a number (a cosine in [-1, 1]), got {value!r}")
+    t = float(value)
+    if not (math.isfinite(t) and -1.0 <= t <= 1.0):
+        raise InputError(f"{name} must be a cosine in [-1, 1], got {value!r}")
+    return t
 
 
 _FACE_KEYS = ("embedding", "space", "age", "gender")

@@ -7,7 +7,6 @@ The exactness of every pick lives in `facebank.index.picker`.
 
 from __future__ import annotations
 
-import math
 import os
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
@@ -62,16 +61,6 @@ def _fallback_used(res: PickResult, plan: tuple[G.PlanStep, ...], step: int) -> 
     if res.cut is not None and res.cut.relaxed:  # the group is too small for the margin
         return f"margin_relaxed:{res.cut.share:.3g}"
     return None
-
-
-def check_threshold(value, space: str) -> float:
-    """A cosine threshold, finite and in [-1, 1] (the same rule as the CLI and index builds)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InputError(f"threshold for {space!r} must be a number (a cosine in [-1, 1]), got {value!r}")
-    t = float(value)
-    if not (math.isfinite(t) and -1.0 <= t <= 1.0):
-        raise InputError(f"threshold for {space!r} must be a cosine in [-1, 1], got {value!r}")
-    return t
 
 
 class FaceBank:
@@ -252,12 +241,12 @@ class FaceBank:
                 if s not in self.thresholds:
                     raise UnknownSpace(f"threshold for space {s!r}, which is not in this build; it has: "
                                        f"{', '.join(self.spaces)}")
-            out = {s: check_threshold(threshold[s], s) if s in threshold else self.thresholds[s] for s in query}
+            out = {s: threshold[s] if s in threshold else self.thresholds[s] for s in query}  # values: PickOptions
         elif len(query) != 1:
             raise InputError("a single threshold needs a single-space query; give a dict of space -> threshold")
         else:
             s = next(iter(query))
-            out = {s: check_threshold(threshold, s)}
+            out = {s: threshold}
         looser = [s for s, t in out.items() if t > self.thresholds[s]]
         if looser and not allow_looser:  # a higher cosine admits more similar faces: never silently
             s = looser[0]

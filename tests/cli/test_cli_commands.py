@@ -11,6 +11,7 @@ import ast
 import csv
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -34,6 +35,7 @@ COVERED = {
     "bank check-labels": "bank/test_label_disputes.py::test_insightface_second_opinion_on_the_stored_crops",
     "bank compact": "cli/test_cli_commands.py::test_bank_compact",
     "bank copy": "cli/test_cli_commands.py::test_bank_copy",
+    "bank verify": "cli/test_cli_commands.py::test_bank_verify",
     "bank upgrade": "bank/test_bank_fragments.py::test_v1_fixture_converts_bit_for_bit",
     "build": "cli/test_cli.py::test_build_from_config_with_source_override",
     "dedupe": "audit/test_audit_cli.py::test_dedupe_command",
@@ -204,6 +206,23 @@ def test_bank_copy(small_bank, tmp_path):
         assert a.content_hash == b.content_hash and a.layout.uuid != b.layout.uuid
     r = invoke("bank", "copy", "--bank", small_bank, "--to", tmp_path / "copy.h5")
     assert r.exit_code == 2 and r.output.startswith("error: InputError") and "already exists" in r.output
+
+
+def test_bank_verify(small_bank, tmp_path):
+    bank = tmp_path / "b.h5"
+    invoke("bank", "copy", "--bank", small_bank, "--to", bank)
+    r = invoke("bank", "verify", "--bank", bank, "--json")
+    assert r.exit_code == 0, r.output
+    got = read_envelope(r.stdout, "bank verify")
+    assert got["ok"] is True and got["files"] >= 2 and got["bytes"] > 0
+    frag = max((p for p in (tmp_path / "b.h5.d").iterdir() if p.suffix == ".h5"), key=lambda p: p.stat().st_size)
+    data = bytearray(frag.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, the size unchanged
+    (tmp_path / "damaged").write_bytes(bytes(data))
+    os.replace(tmp_path / "damaged", frag)  # a new file: the copy may share the fixture's by a hard link
+    r = invoke("bank", "verify", "--bank", bank)
+    errors = [line for line in r.output.splitlines() if line.startswith("error:")]  # beside the progress bar
+    assert r.exit_code == 1 and len(errors) == 1 and errors[0].startswith("error: BankError") and frag.name in errors[0]
 
 
 def _no_nan(value) -> bool:

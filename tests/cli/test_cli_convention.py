@@ -119,13 +119,13 @@ def test_pick_json_and_save_give_a_swapper_everything(built, tmp_path, assets):
     assert r.exit_code == 0 and len(list((tmp_path / "o2").rglob("*.crop.png"))) == len(picks)  # in the run folder
 
 
-def test_embed_model_takes_space_eq_path_and_the_old_bare_path(built, tmp_path):
+def test_embed_model_takes_space_eq_path_only(built, tmp_path):
     bank, _, _ = built
     bad = tmp_path / "model.onnx"
     bad.write_bytes(b"not onnx")
     r = invoke("embed", "--bank", bank, "--model", f"mobilefacenet_128d={bad}")
-    assert r.exit_code == 1 and "ModelError" in r.stderr and "deprecated" not in r.stderr
-    r = invoke("embed", "--bank", bank, "--space", "mobilefacenet_128d", "--model", bad)
-    assert r.exit_code == 1 and "note: --model PATH is deprecated" in r.stderr and "ModelError" in r.stderr
+    assert r.exit_code == 1 and "ModelError" in r.stderr
+    r = invoke("embed", "--bank", bank, "--space", "mobilefacenet_128d", "--model", bad)  # the old bare PATH
+    assert r.exit_code == 2 and "--model takes SPACE=PATH" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = invoke("embed", "--bank", bank, "--space", "arcface", "--model", f"mobilefacenet_128d={bad}")
     assert r.exit_code == 2 and "different spaces" in r.stderr
