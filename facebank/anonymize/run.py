@@ -8,6 +8,7 @@ takes a photo does not change its result.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from facebank.anonymize.files import Job, clear_leftovers, collect, encode_like,
 from facebank.anonymize.options import AnonymizeOptions
 from facebank.anonymize.report import RunCounts
 from facebank.errors import FacebankError, InputError
+from facebank.ingest.pool import worker_pool
 from facebank.progress import Progress, ProgressEvent
 
 __all__ = ["RunSummary", "anonymize"]
@@ -59,7 +61,7 @@ class _Worker:
         self.anonymizer = Anonymizer(self.session, options)
         self.options, self.out = options, out
 
-    def do(self, job: Job) -> _Outcome:
+    def __call__(self, job: Job) -> _Outcome:
         from facebank.vision.image_io import image_format
 
         try:
@@ -89,17 +91,6 @@ class _Worker:
             bad = [f for f in report.faces if f.action == "failed"]
             return _Outcome(job.rel, counts, f"{len(bad)} face(s) left matching: {bad[0].reason}")
         return _Outcome(job.rel, counts)
-
-
-_STATE: dict = {}
-
-
-def _init(build, bank, options, out) -> None:
-    _STATE["worker"] = _Worker(build, bank, options, out)
-
-
-def _do(job: Job) -> _Outcome:
-    return _STATE["worker"].do(job)
 
 
 def anonymize(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str | os.PathLike, *,
@@ -140,15 +131,14 @@ def anonymize(inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str 
 
     if workers == 1 or len(jobs) < 2:
         for job in jobs:
-            add(first.do(job))
+            add(first(job))
         first.session.close()
         return summary
     first.session.close()
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")  # no fork of a process holding HDF5 and ONNX Runtime state
-    args = (str(first.session.build_dir), str(first.session.bank_path), options, out)
-    with ctx.Pool(min(workers, len(jobs)), initializer=_init, initargs=args) as pool:
-        for o in pool.imap_unordered(_do, jobs, chunksize=1):
+    # The ingest stages' pool: spawned workers (no fork of HDF5 or ONNX Runtime state), each with
+    # its own session and anonymiser, one error mapping, stopped on any error or signal.
+    load = functools.partial(_Worker, str(first.session.build_dir), str(first.session.bank_path), options, out)
+    with worker_pool(load, min(workers, len(jobs))) as pool:
+        for o in pool.map(jobs):
             add(o)
     return summary
