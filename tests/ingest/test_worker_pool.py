@@ -70,21 +70,23 @@ def test_a_workers_error_is_the_same_typed_error_as_in_process(small_bank, worke
 
 
 def test_a_killed_worker_is_one_model_error_and_the_others_stop(small_bank):
+    before = _children()
     with pytest.raises(ModelError, match="worker process died.*re-run to continue"):
         with worker_pool(_load_dying, 2) as pool:
             list(pool.map(range(4)))
-    _no_workers_left()
+    _no_workers_left(before)
 
 
 def test_an_error_in_the_caller_stops_the_workers(small_bank):
     jobs = _jobs(small_bank, 12)
+    before = _children()
     with pytest.raises(KeyboardInterrupt):
         with worker_pool(partial(EmbedWorker.load, DLIB), 2) as pool:
             for k, _ in enumerate(pool.map(jobs)):
                 if k == 1:
-                    assert len([c for c in psutil.Process().children() if _is_worker(c)]) >= 2
+                    assert len([c for c in psutil.Process().children() if _is_worker(c) and c.pid not in before]) >= 2
                     raise KeyboardInterrupt  # Ctrl-C, or SIGTERM as the CLI raises it
-    _no_workers_left()
+    _no_workers_left(before)
 
 
 def _is_worker(p: psutil.Process) -> bool:
@@ -95,10 +97,15 @@ def _is_worker(p: psutil.Process) -> bool:
         return False
 
 
-def _no_workers_left(timeout: float = 30.0) -> None:
+def _children() -> set[int]:
+    """Processes this test process already had (a Ray cluster an earlier test left running)."""
+    return {c.pid for c in psutil.Process().children(recursive=True)}
+
+
+def _no_workers_left(before: set[int], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        alive = [c for c in psutil.Process().children(recursive=True) if _is_worker(c)]
+        alive = [c for c in psutil.Process().children(recursive=True) if _is_worker(c) and c.pid not in before]
         if not alive:
             return
         time.sleep(0.2)
