@@ -63,10 +63,6 @@ class PickOptions:
         if not isinstance(self.allow_looser, bool):
             raise InputError(f"allow_looser must be True or False, got {self.allow_looser!r}")
 
-    def check(self) -> PickOptions:
-        """Kept for callers that validate explicitly: construction already validated everything."""
-        return self
-
 
 def check_threshold(value, space: str | None) -> float:
     """A cosine threshold, finite and in [-1, 1] (the same rule as the CLI and index builds);
